@@ -1,0 +1,49 @@
+"""shoal: interactive parallel computing for Jupyter, with Ray's API.
+
+    import shoal
+    shoal.init()
+
+    @shoal.remote
+    def square(x):
+        return x * x
+
+    shoal.get([square.remote(i) for i in range(10)])
+"""
+from __future__ import annotations
+
+from . import exceptions
+from .core.api import (
+    ClusterContext, available_resources, cancel, cluster_resources, get, init, is_initialized,
+    put, shutdown, wait,
+)
+from .core.object_ref import ObjectRef
+from .core.remote_function import RemoteFunction
+
+__version__ = "0.1.0"
+
+
+def remote(*args, **options):
+    """Make a function run on the cluster: `@shoal.remote` or
+    `@shoal.remote(num_cpus=2, num_returns=2, ...)`."""
+    if len(args) == 1 and not options and callable(args[0]):
+        return _make_remote(args[0], {})
+    if args:
+        raise TypeError("The @shoal.remote decorator must be applied either with no arguments "
+                        "and no parentheses, for example '@shoal.remote', or with only keyword "
+                        "arguments, for example '@shoal.remote(num_returns=2, num_cpus=1)'.")
+    return lambda fn: _make_remote(fn, options)
+
+
+def _make_remote(target, options: dict):
+    if isinstance(target, type):
+        raise TypeError("@shoal.remote on a class (actors) is not available yet")
+    if not callable(target):
+        raise TypeError(f"@shoal.remote expects a function, got {type(target).__name__}")
+    return RemoteFunction(target, options)
+
+
+__all__ = [
+    "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel",
+    "ObjectRef", "RemoteFunction", "ClusterContext", "exceptions", "cluster_resources",
+    "available_resources", "__version__",
+]

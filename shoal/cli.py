@@ -1,0 +1,192 @@
+"""`shoal start | stop | status | logs`: clusters from a shell."""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import signal
+import sys
+import time
+
+from . import session
+from .core.client import Client
+from .protocol import messages as m
+
+READY_TIMEOUT = 30.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="shoal", description="Run and inspect shoal clusters.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("start", help="start a cluster (the head: scheduler and this host's engines)")
+    p.add_argument("--head", action="store_true", help="start the head of a new cluster")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=0, help="port to listen on (default: any free)")
+    p.add_argument("--num-cpus", type=int, default=None, help="engines/CPUs on this host")
+    p.add_argument("--num-gpus", type=int, default=None, help="GPUs on this host")
+    p.add_argument("--resources", type=json.loads, default=None,
+                   help='custom resources as JSON, e.g. \'{"memory_gb": 8}\'')
+    p.set_defaults(func=cmd_start)
+
+    for name, func, text in (("stop", cmd_stop, "stop a cluster started with `shoal start`"),
+                             ("status", cmd_status, "show hosts, engines, tasks and objects"),
+                             ("logs", cmd_logs, "print a cluster's log files")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--address", default=None,
+                       help="HOST:PORT of the cluster (default: the newest one started here)")
+        p.set_defaults(func=func)
+        if name == "status":
+            p.add_argument("--json", action="store_true", help="print the raw status as JSON")
+        if name == "logs":
+            p.add_argument("--engine", default=None, help="only this engine's log")
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (ConnectionError, ValueError, TimeoutError) as exc:
+        print(f"shoal {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_start(args) -> int:
+    if not args.head:
+        print("shoal start: only --head is supported so far (joining hosts comes with "
+              "remote hosts)", file=sys.stderr)
+        return 2
+    from .engine.launcher import LocalCluster
+    cluster = LocalCluster(num_cpus=args.num_cpus, num_gpus=args.num_gpus,
+                           resources=args.resources, host=args.host, port=args.port, owned=False)
+    client = Client.connect(cluster.address, cluster.key, kind="cli")
+    try:
+        status = _wait_ready(client, args.num_cpus or os.cpu_count() or 1)
+    finally:
+        client.close()
+    cpus = sum(h["resources"].get("CPU", 0) for h in status["hosts"])
+    print(f"Started a shoal cluster at {cluster.address} with {len(status['engines'])} engines "
+          f"({cpus:g} CPUs).\n"
+          f"  connection file: {cluster.connection_file}\n"
+          f"  logs:            {cluster.session_dir}/logs\n\n"
+          f"Connect from Python on this machine:\n"
+          f"    import shoal\n"
+          f"    shoal.init(address=\"{cluster.address}\")      # or address=\"auto\"\n"
+          f"or set SHOAL_ADDRESS={cluster.address} before shoal.init().\n"
+          f"Inspect it with `shoal status`; stop it with `shoal stop`.")
+    return 0
+
+
+def _wait_ready(client: Client, engines: int) -> dict:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        status = client.status()
+        if len(status["engines"]) >= engines:
+            return status
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(status['engines'])} of {engines} engines started; "
+                               f"see the logs in {status['session_dir']}/logs")
+        time.sleep(0.05)
+
+
+def _find(address: str | None) -> dict:
+    info = session.find_cluster(address)
+    if info is None:
+        where = f"at {address}" if address else "started on this machine"
+        raise ConnectionError(f"no running shoal cluster {where} (looked in {session.runtime_dir()})")
+    return info
+
+
+def cmd_stop(args) -> int:
+    info = _find(args.address)
+    pids = [p for p in (info.get("pid"), info.get("agent_pid")) if p]
+    try:
+        client = Client.connect(info["address"], bytes.fromhex(info["key"]), kind="cli", timeout=5)
+        client.send(m.Shutdown(reason="shoal stop"))
+        client.close()
+    except OSError as exc:
+        print(f"the scheduler did not answer ({exc}); stopping its processes directly")
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in pids:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    try:
+        os.unlink(info["path"])
+    except FileNotFoundError:
+        pass
+    print(f"Stopped the shoal cluster at {info['address']}.")
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours would still answer; it cannot be one here.
+    return True
+
+
+def cmd_status(args) -> int:
+    info = _find(args.address)
+    client = Client.connect(info["address"], bytes.fromhex(info["key"]), kind="cli", timeout=5)
+    try:
+        status = client.status()
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps(status, indent=1))
+        return 0
+    print(format_status(info["address"], status))
+    return 0
+
+
+def format_status(address: str, status: dict) -> str:
+    lines = [f"shoal cluster {status['cluster_id']} at {address}",
+             f"  logs: {status['session_dir']}/logs", "", "Hosts:"]
+    for h in status["hosts"]:
+        res = ", ".join(f"{k} {h['available'].get(k, 0):g}/{v:g}" for k, v in h["resources"].items())
+        lines.append(f"  {h['host_id']} ({h['hostname']}): {len(h['engines'])} engines; free {res}")
+    lines.append("Engines:")
+    for e in sorted(status["engines"], key=lambda e: e["engine_id"]):
+        doing = f"running {e['task_id']}" if e["task_id"] else "idle"
+        lines.append(f"  {e['engine_id']:<16} pid {e['pid']:<8} {doing}"
+                     + (" (blocked in get)" if e["blocked"] else ""))
+    tasks = ", ".join(f"{k} {v}" for k, v in status["tasks"].items()) or "none"
+    lines += [f"Tasks: {tasks}",
+              f"Objects: {status['objects']['count']} ({status['objects']['bytes'] / 1e6:.1f} MB)",
+              f"Drivers: {len(status['clients'])}"]
+    return "\n".join(lines)
+
+
+def cmd_logs(args) -> int:
+    info = session.find_cluster(args.address)
+    if info is not None:
+        logs = os.path.join(info["session_dir"], "logs")
+    else:
+        sessions = sorted(glob.glob(os.path.join(session.sessions_root(), "session_*")),
+                          key=os.path.getmtime)
+        if not sessions:
+            raise ConnectionError("no shoal cluster and no session logs found on this machine")
+        logs = os.path.join(sessions[-1], "logs")
+    if args.engine:
+        pattern = f"engine-{args.engine}.log" if os.path.exists(
+            os.path.join(logs, f"engine-{args.engine}.log")) else f"engine-*{args.engine}*.log"
+    else:
+        pattern = "*.log"
+    files = sorted(glob.glob(os.path.join(logs, pattern)))
+    if not files:
+        raise ValueError(f"no log matching {pattern!r} in {logs}")
+    for path in files:
+        print(f"==> {path} <==")
+        with open(path, errors="replace") as f:
+            sys.stdout.write(f.read())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

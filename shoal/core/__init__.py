@@ -1,0 +1,1 @@
+"""The client side: runtime, object refs, remote functions and the API calls."""

@@ -1,0 +1,271 @@
+"""The public calls: init, get, put, wait, cancel, with Ray's semantics."""
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import numbers
+import os
+import threading
+from typing import Any, Optional
+
+from .. import session
+from ..exceptions import GetTimeoutError
+from ..protocol import messages as m
+from ..protocol.serialization import serialize
+from . import runtime
+from .client import Client
+from .object_ref import ObjectRef, owned_ref
+from .remote_function import validate_resources
+
+log = logging.getLogger("shoal")
+# Ray init arguments that make no sense for shoal but appear in Ray code: accepted, ignored.
+_IGNORED_RAY_ARGS = {"include_dashboard", "dashboard_host", "dashboard_port", "log_to_driver",
+                     "configure_logging", "logging_level", "logging_format"}
+
+
+class ClusterContext:
+    """What `init` returns: the cluster's address and a way to stop it.  Use
+    it as a context manager to shut down on exit."""
+
+    def __init__(self, rt: runtime.Runtime) -> None:
+        self._runtime = rt
+        self.address = rt.address
+        self.cluster_id = rt.client.cluster_id
+        self.session_dir = rt.client.session_dir
+
+    @property
+    def address_info(self) -> dict:
+        return {"address": self.address, "session_dir": self.session_dir}
+
+    def __enter__(self) -> "ClusterContext":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if runtime.current_or_none() is self._runtime:
+            runtime.shutdown()
+
+    def disconnect(self) -> None:
+        self.__exit__()
+
+    def __repr__(self) -> str:
+        rt = self._runtime
+        kind = "embedded local cluster" if rt.cluster is not None else "connected"
+        if rt.client.lost:
+            return f"<shoal.ClusterContext {self.address} ({kind}, closed)>"
+        try:
+            st = rt.client.status(timeout=2)
+        except Exception:
+            return f"<shoal.ClusterContext {self.address} ({kind})>"
+        cpus = sum(h["resources"].get("CPU", 0) for h in st["hosts"])
+        gpus = sum(h["resources"].get("GPU", 0) for h in st["hosts"])
+        return (f"<shoal.ClusterContext {self.address} ({kind}): {len(st['hosts'])} host(s), "
+                f"{len(st['engines'])} engine(s), {cpus:g} CPU, {gpus:g} GPU; "
+                f"logs in {self.session_dir}/logs>")
+
+
+def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
+         num_gpus: Optional[int] = None, resources: Optional[dict] = None,
+         object_store_memory: Optional[int] = None, ignore_reinit_error: bool = False,
+         namespace: Optional[str] = None, **kwargs) -> ClusterContext:
+    """Connect this process to a cluster, starting a local one if needed.
+
+    Address resolution follows Ray: the `address` argument, else the
+    SHOAL_ADDRESS environment variable, else a new embedded cluster on this
+    machine (scheduler, host agent, one engine per CPU) that stops when this
+    process calls `shutdown()` or exits.  `address="auto"` finds a cluster
+    started here with `shoal start`; `address="local"` always starts one.
+    """
+    unknown = sorted(set(kwargs) - _IGNORED_RAY_ARGS)
+    if unknown:
+        raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(map(repr, unknown))}")
+    with runtime._lock:
+        rt = runtime.current_or_none()
+        if rt is not None:
+            if ignore_reinit_error:
+                return ClusterContext(rt)
+            raise RuntimeError("Maybe you called shoal.init twice by accident? This error can be "
+                               "suppressed by passing in 'ignore_reinit_error=True' or by calling "
+                               "'shoal.shutdown()' prior to 'shoal.init()'.")
+        if num_cpus is not None and (not isinstance(num_cpus, int) or isinstance(num_cpus, bool)
+                                     or num_cpus < 0):
+            raise ValueError(f"num_cpus must be a non-negative integer, got {num_cpus!r}")
+        validate_resources({"num_gpus": num_gpus, "resources": resources})
+        address = address or os.environ.get("SHOAL_ADDRESS") or None
+        if address in (None, "local"):
+            rt = _start_local(num_cpus, num_gpus, resources, object_store_memory, namespace)
+        else:
+            if num_cpus is not None or num_gpus is not None or resources:
+                raise ValueError("When connecting to an existing cluster, num_cpus, num_gpus and "
+                                 "resources must not be provided: the hosts declare them.")
+            rt = _connect(address, namespace)
+        runtime.set_current(rt)
+        return ClusterContext(rt)
+
+
+def _start_local(num_cpus, num_gpus, resources, object_store_memory, namespace) -> runtime.Runtime:
+    from ..engine.launcher import LocalCluster
+    cluster = LocalCluster(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+                           object_store_memory=object_store_memory)
+    try:
+        client = Client.connect(cluster.address, cluster.key, host_id=cluster.host_id,
+                                store_dir=cluster.store_dir)
+    except BaseException as exc:
+        cluster.stop()
+        raise RuntimeError(f"the local shoal cluster did not start: {exc}; "
+                           f"see the logs in {cluster.session_dir}/logs") from exc
+    return runtime.Runtime(client, cluster.address, cluster, namespace or "")
+
+
+def _connect(address: str, namespace) -> runtime.Runtime:
+    key_hex = os.environ.get("SHOAL_KEY")
+    if key_hex is None or address == "auto":
+        info = session.find_cluster(address)
+        if info is None:
+            where = "any running cluster" if address == "auto" else f"a cluster at {address}"
+            raise ConnectionError(
+                f"could not find {where} started on this machine (no connection file in "
+                f"{session.runtime_dir()}); start one with `shoal start --head`, or set "
+                f"SHOAL_KEY (hex) for a cluster elsewhere")
+        address, key_hex = info["address"], info["key"]
+    try:
+        key = bytes.fromhex(key_hex)
+    except ValueError:
+        raise ValueError("SHOAL_KEY must be the cluster key in hex") from None
+    client = Client.connect(address, key)
+    return runtime.Runtime(client, address, None, namespace or "")
+
+
+def is_initialized() -> bool:
+    return runtime.current_or_none() is not None
+
+
+def shutdown() -> None:
+    """Disconnect from the cluster; stop it if `init` started it here."""
+    runtime.shutdown()
+
+
+# --------------------------------------------------------------------- objects
+def put(value: Any) -> ObjectRef:
+    """Store a value in the cluster and return a ref to it.  Large values go to
+    this host's shared-memory store once; numpy arrays read back from it are
+    read-only views."""
+    if isinstance(value, ObjectRef):
+        raise TypeError("Calling 'put' on an ObjectRef is not allowed. If you really want to do "
+                        "this, you can wrap the ObjectRef in a list and call 'put' on it.")
+    client = runtime.current().client
+    s = serialize(value)
+    oid = client.new_id("p")
+    entry = client.store_value(oid, s)
+    ref = owned_ref(client, oid)
+    client.send(m.PutObject(entry=entry, nested=s.nested))
+    client.seed([entry])                    # our own put is ready at once
+    return ref
+
+
+def _check_timeout(timeout) -> None:
+    if timeout is not None and (not isinstance(timeout, numbers.Real) or timeout < 0):
+        raise ValueError(f"'timeout' must be a non-negative number or None, got {timeout!r}")
+
+
+def get(object_refs, *, timeout: Optional[float] = None):
+    """The value(s) of one ref or a list of refs, waiting for them.
+
+    If a task failed, its error is raised as soon as it is known, even while
+    other refs are still pending.  Raises GetTimeoutError after `timeout`
+    seconds (0 means: only what is ready now).
+    """
+    single = isinstance(object_refs, ObjectRef)
+    refs = [object_refs] if single else object_refs
+    if not isinstance(refs, list):
+        raise ValueError(f"Invalid type of object refs, {type(object_refs).__name__}, is given. "
+                         f"'object_refs' must either be an ObjectRef or a list of ObjectRefs.")
+    for r in refs:
+        if not isinstance(r, ObjectRef):
+            raise TypeError(f"Attempting to call `get` on the value {r!r}, which is not an "
+                            f"ObjectRef.")
+    _check_timeout(timeout)
+    if not refs:
+        return []
+    client = runtime.current().client
+    ids = [r.id for r in refs]
+    entries, timed_out = client.wait_entries(ids, len(set(ids)), timeout, stop_on_error=True)
+    for e in entries.values():
+        if e.error:
+            raise client.load(e)
+    if timed_out or len(entries) < len(set(ids)):
+        raise GetTimeoutError(f"get timed out after {timeout} s: "
+                              f"{len(set(ids)) - len(entries)} of {len(set(ids))} objects not ready")
+    values = [client.load(entries[i]) for i in ids]
+    return values[0] if single else values
+
+
+def wait(object_refs: list, *, num_returns: int = 1, timeout: Optional[float] = None,
+         fetch_local: bool = True) -> tuple[list, list]:
+    """Split refs into (ready, not_ready) once `num_returns` are ready or
+    `timeout` passes.  Both lists keep the input order; ready holds at most
+    `num_returns` refs.  A failed task counts as ready."""
+    if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, list):
+        raise TypeError(f"wait() expected a list of ObjectRef, got {type(object_refs).__name__}")
+    _check_timeout(timeout)
+    for r in object_refs:
+        if not isinstance(r, ObjectRef):
+            raise TypeError(f"wait() expected a list of ObjectRef, got list containing "
+                            f"{type(r).__name__}")
+    if not object_refs:
+        return [], []
+    if len(object_refs) != len(set(object_refs)):
+        raise ValueError("Wait requires a list of unique object refs.")
+    if not isinstance(num_returns, int) or num_returns <= 0:
+        raise ValueError(f"Invalid number of objects to return {num_returns}.")
+    if num_returns > len(object_refs):
+        raise ValueError("num_returns cannot be greater than the number of objects provided "
+                         "to shoal.wait.")
+    client = runtime.current().client
+    entries, _ = client.wait_entries([r.id for r in object_refs], num_returns, timeout,
+                                     stop_on_error=False)
+    ready = [r for r in object_refs if r.id in entries][:num_returns]
+    chosen = set(ready)
+    return ready, [r for r in object_refs if r not in chosen]
+
+
+def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task that makes `ref`.  A queued task never runs; a running
+    one gets KeyboardInterrupt (or, with force=True, its engine is killed).
+    `get` on its refs then raises TaskCancelledError.  Cancelled tasks are not
+    retried.  With recursive=True the tasks it submitted are cancelled too."""
+    if not isinstance(ref, ObjectRef):
+        raise TypeError("shoal.cancel() only supported for object refs. For actors, try "
+                        "shoal.kill().")
+    runtime.current().client.send(m.CancelTask(object_id=ref.id, force=force, recursive=recursive))
+
+
+def ref_future(ref: ObjectRef) -> concurrent.futures.Future:
+    """A Future for a ref's value, completed by a helper thread."""
+    fut: concurrent.futures.Future = concurrent.futures.Future()
+
+    def resolve() -> None:
+        try:
+            fut.set_result(get(ref))
+        except BaseException as exc:
+            fut.set_exception(exc)
+
+    threading.Thread(target=resolve, name=f"shoal-future-{ref.id}", daemon=True).start()
+    return fut
+
+
+def cluster_resources() -> dict:
+    """Total resources of all hosts."""
+    return _sum_resources("resources")
+
+
+def available_resources() -> dict:
+    """Resources not held by running tasks right now."""
+    return _sum_resources("available")
+
+
+def _sum_resources(key: str) -> dict:
+    total: dict = {}
+    for host in runtime.current().client.status()["hosts"]:
+        for k, v in host[key].items():
+            total[k] = total.get(k, 0) + v
+    return total

@@ -1,0 +1,350 @@
+"""One process's connection to the scheduler: submissions, references, results.
+
+Drivers and engines both hold one Client.  The user's thread sends directly
+(sends are serialized by a lock); a reader thread receives results, which the
+scheduler pushes to every holder of an object as soon as it is ready, so a
+`get` of an owned ref costs no extra round trip.  A housekeeping thread flushes
+reference-count changes that no other message carried, every few ms.
+
+Reference counting: the scheduler counts holdings per connection.  A ref made
+here by submit or put is counted by the scheduler when it sees that message;
+a ref deserialized here sends +1; the last local ref to go sends -1.  All of
+these travel in send order, ahead of any message that follows them.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import sys
+import threading
+import uuid
+from collections import deque
+from typing import Callable, Optional
+
+from ..exceptions import ClusterLostError, GetTimeoutError, ObjectLostError
+from ..protocol import messages as m
+from ..protocol.connection import Connection
+from ..protocol.messages import ObjectEntry
+from ..protocol.serialization import INLINE_LIMIT, Serialized, deserialize
+from ..store import shm
+
+log = logging.getLogger("shoal.client")
+FLUSH_INTERVAL = 0.02
+
+
+class _Waiter:
+    __slots__ = ("missing", "needed", "stop_on_error", "event", "error")
+
+    def __init__(self, missing: set, needed: int, stop_on_error: bool) -> None:
+        self.missing = missing
+        self.needed = needed          # how many more must become ready
+        self.stop_on_error = stop_on_error
+        self.event = threading.Event()
+        self.error = False
+
+
+class Client:
+    def __init__(self, conn: Connection, welcome: m.Welcome, client_id: str, kind: str,
+                 host_id: Optional[str] = None, store_dir: Optional[str] = None,
+                 on_message: Optional[Callable] = None) -> None:
+        self.conn = conn
+        self.client_id = client_id
+        self.kind = kind
+        self.cluster_id = welcome.cluster_id
+        self.session_dir = welcome.session_dir
+        self.hosts = {h.host_id: h for h in welcome.hosts}
+        self.host_id = host_id or _local_host(welcome.hosts)
+        if store_dir is None and self.host_id in self.hosts:
+            store_dir = self.hosts[self.host_id].store_dir
+        self.store_dir = store_dir
+        self._on_message = on_message
+        self._ids = itertools.count()
+        self._lock = threading.RLock()
+        self._send_lock = threading.Lock()
+        self._refcounts: dict[str, int] = {}
+        self._ref_ops: deque = deque()
+        self._entries: dict[str, ObjectEntry] = {}
+        self._waiters: dict[str, list] = {}
+        self._owned: set = set()
+        self._subscribed: set = set()
+        self._registered_functions: set = set()
+        self._status_replies: dict[int, m.StatusReply] = {}
+        self._status_cond = threading.Condition(self._lock)
+        self.current_task_id: Optional[str] = None     # set by the engine while a task runs
+        self.lost: Optional[str] = None
+        self._closing = False
+        self._reader = threading.Thread(target=self._read_loop, name="shoal-client-reader", daemon=True)
+        self._housekeeper_stop = threading.Event()
+        self._housekeeper = threading.Thread(target=self._housekeep, name="shoal-client-flush", daemon=True)
+        self._reader.start()
+        self._housekeeper.start()
+
+    @classmethod
+    def connect(cls, address: str, key: bytes, kind: str = "driver", host_id: Optional[str] = None,
+                store_dir: Optional[str] = None, engine_id: Optional[str] = None,
+                on_message: Optional[Callable] = None, timeout: float = 10.0) -> "Client":
+        conn = Connection.connect(address, key, timeout=timeout)
+        client_id = uuid.uuid4().hex[:12]
+        conn.send(m.ClientHello(client_id=client_id, kind=kind, pid=os.getpid(),
+                                hostname=socket.gethostname(), host_id=host_id, engine_id=engine_id))
+        welcome = conn.recv()
+        if not isinstance(welcome, m.Welcome):
+            conn.close()
+            raise ConnectionError(f"unexpected reply from the scheduler: {type(welcome).__name__}")
+        return cls(conn, welcome, client_id, kind, host_id, store_dir, on_message)
+
+    # ------------------------------------------------------------------ sending
+    def send(self, *msgs) -> None:
+        if self.lost:
+            raise ClusterLostError(self.lost)
+        with self._send_lock:
+            ops = self._drain_ref_ops()
+            try:
+                self.conn.send_many([m.RefUpdates(ops=ops), *msgs] if ops else msgs)
+            except OSError as exc:
+                raise ClusterLostError(f"lost the connection to the cluster: {exc}") from None
+
+    def _drain_ref_ops(self) -> list:
+        ops = []
+        pop = self._ref_ops.popleft
+        while self._ref_ops:
+            ops.append(pop())
+        return ops
+
+    def flush_refs(self) -> None:
+        if self._ref_ops and not self.lost:
+            try:
+                self.send()
+            except ClusterLostError:
+                pass
+
+    def _housekeep(self) -> None:
+        while not self._housekeeper_stop.wait(FLUSH_INTERVAL):
+            self.flush_refs()
+
+    # ------------------------------------------------------------------ ids and refs
+    def new_id(self, prefix: str = "") -> str:
+        return f"{self.client_id}.{prefix}{next(self._ids)}"
+
+    def own(self, object_id: str) -> None:
+        """A ref made here by submit or put: the scheduler counts it already."""
+        with self._lock:
+            self._refcounts[object_id] = self._refcounts.get(object_id, 0) + 1
+            self._owned.add(object_id)
+
+    def adopt(self, object_id: str) -> None:
+        """A ref deserialized here: count it, and tell the scheduler if it is new."""
+        with self._lock:
+            n = self._refcounts.get(object_id, 0)
+            self._refcounts[object_id] = n + 1
+            if n == 0:
+                self._ref_ops.append((object_id, 1))
+
+    def release(self, object_id: str) -> None:
+        with self._lock:
+            n = self._refcounts.get(object_id, 0) - 1
+            if n > 0:
+                self._refcounts[object_id] = n
+                return
+            self._refcounts.pop(object_id, None)
+            self._entries.pop(object_id, None)
+            self._owned.discard(object_id)
+            self._subscribed.discard(object_id)
+            self._ref_ops.append((object_id, -1))
+
+    def holds(self, object_id: str) -> bool:
+        return object_id in self._refcounts
+
+    # ------------------------------------------------------------------ results
+    def seed(self, entries) -> None:
+        """Values that arrived with a task (its resolved arguments)."""
+        with self._lock:
+            for e in entries:
+                self._entries[e.object_id] = e
+
+    def unseed(self, ids) -> None:
+        """Forget seeded values that no ref here holds (the task is over)."""
+        with self._lock:
+            for i in ids:
+                if i not in self._refcounts:
+                    self._entries.pop(i, None)
+
+    def wait_entries(self, ids: list, needed: int, timeout: Optional[float],
+                     stop_on_error: bool) -> tuple[dict, bool]:
+        """Block until `needed` of `ids` are ready (or one is an error, if
+        stop_on_error), or `timeout` seconds pass.  Returns the ready entries
+        by id, and whether the wait timed out."""
+        with self._lock:
+            ready = {i: self._entries[i] for i in ids if i in self._entries}
+            if len(ready) >= needed or (stop_on_error and any(e.error for e in ready.values())):
+                return ready, False
+            if self.lost:
+                raise ClusterLostError(self.lost)
+            missing = {i for i in ids if i not in ready}
+            waiter = _Waiter(missing, needed - len(ready), stop_on_error)
+            for i in missing:
+                self._waiters.setdefault(i, []).append(waiter)
+            subscribe = [i for i in missing if i not in self._owned and i not in self._subscribed]
+            self._subscribed.update(subscribe)
+        try:
+            if subscribe:
+                self.send(m.Subscribe(object_ids=subscribe))
+            with self._blocked():
+                finished = waiter.event.wait(timeout)
+        finally:
+            with self._lock:
+                for i in waiter.missing:
+                    lst = self._waiters.get(i)
+                    if lst is not None:
+                        try:
+                            lst.remove(waiter)
+                        except ValueError:
+                            pass
+                        if not lst:
+                            del self._waiters[i]
+        if self.lost:
+            raise ClusterLostError(self.lost)
+        with self._lock:
+            return {i: self._entries[i] for i in ids if i in self._entries}, not finished
+
+    def _blocked(self):
+        return _BlockedSection(self)
+
+    def load(self, entry: ObjectEntry):
+        """The value of a ready entry (an exception instance for errors)."""
+        if entry.inline is not None:
+            return deserialize(entry.inline)
+        if entry.host_id == self.host_id and self.store_dir:
+            try:
+                return shm.read_object(self.store_dir, entry.object_id)
+            except FileNotFoundError:
+                raise ObjectLostError(f"object {entry.object_id} is missing from the store "
+                                      f"of host {entry.host_id}") from None
+        raise ObjectLostError(f"object {entry.object_id} lives on host {entry.host_id}, "
+                              f"which this process cannot read")
+
+    def store_value(self, object_id: str, value: Serialized) -> ObjectEntry:
+        """An entry for a serialized value: inline if small, else in the host store."""
+        if value.size < INLINE_LIMIT or not self.store_dir:
+            return ObjectEntry(object_id, inline=value.to_bytes(), size=value.size)
+        size = shm.write_object(self.store_dir, object_id, value)
+        return ObjectEntry(object_id, host_id=self.host_id, size=size)
+
+    def register_function(self, func_id: str, name: str, blob: bytes) -> list:
+        """Messages to send before the first use of a function (none if sent already)."""
+        if func_id in self._registered_functions:
+            return []
+        self._registered_functions.add(func_id)
+        return [m.RegisterFunction(func_id=func_id, name=name, blob=blob)]
+
+    def status(self, timeout: float = 10.0) -> dict:
+        request_id = next(self._ids)
+        self.send(m.StatusRequest(request_id=request_id))
+        with self._status_cond:
+            ok = self._status_cond.wait_for(
+                lambda: request_id in self._status_replies or self.lost, timeout)
+            if self.lost:
+                raise ClusterLostError(self.lost)
+            if not ok:
+                raise GetTimeoutError("the scheduler did not answer a status request")
+            return self._status_replies.pop(request_id).status
+
+    # ------------------------------------------------------------------ receiving
+    def _read_loop(self) -> None:
+        try:
+            while True:
+                msg = self.conn.recv()
+                if type(msg) is m.ObjectsReady:
+                    self._on_ready(msg.entries)
+                elif type(msg) is m.TaskOutput:
+                    _print_output(msg)
+                elif type(msg) is m.StatusReply:
+                    with self._status_cond:
+                        self._status_replies[msg.request_id] = msg
+                        self._status_cond.notify_all()
+                elif type(msg) is m.Notice:
+                    print(f"shoal: {msg.text}", file=sys.stderr)
+                elif self._on_message is not None:
+                    self._on_message(msg)
+                else:
+                    log.warning("unexpected message %s", type(msg).__name__)
+        except (OSError, ConnectionError, ValueError) as exc:
+            reason = "the client was shut down" if self._closing else \
+                f"lost the connection to the cluster's scheduler ({exc})"
+            self._mark_lost(reason)
+
+    def _on_ready(self, entries: list) -> None:
+        with self._lock:
+            for e in entries:
+                oid = e.object_id
+                if oid not in self._refcounts:
+                    continue        # released meanwhile: nobody here wants it
+                self._entries[oid] = e
+                for waiter in self._waiters.pop(oid, ()):
+                    waiter.missing.discard(oid)
+                    waiter.needed -= 1
+                    if e.error and waiter.stop_on_error:
+                        waiter.error = True
+                        waiter.event.set()
+                    elif waiter.needed <= 0:
+                        waiter.event.set()
+
+    def _mark_lost(self, reason: str) -> None:
+        with self._lock:
+            self.lost = reason
+            for waiters in self._waiters.values():
+                for w in waiters:
+                    w.event.set()
+            self._status_cond.notify_all()
+        if self._on_message is not None:
+            self._on_message(None)
+
+    def close(self) -> None:
+        """Close the connection and join the threads.  Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        self.flush_refs()
+        self._housekeeper_stop.set()
+        self.conn.close()
+        for t in (self._reader, self._housekeeper):
+            if t is not threading.current_thread():
+                t.join(timeout=5)
+        if not self.lost:
+            self.lost = "the client was shut down"
+
+
+class _BlockedSection:
+    """While an engine's task waits for objects, its CPU is lent back."""
+    __slots__ = ("client", "task_id")
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.task_id = client.current_task_id if client.kind == "engine" else None
+
+    def __enter__(self):
+        if self.task_id:
+            self.client.send(m.EngineBlocked(task_id=self.task_id, blocked=True))
+
+    def __exit__(self, *exc):
+        if self.task_id and not self.client.lost:
+            self.client.send(m.EngineBlocked(task_id=self.task_id, blocked=False))
+
+
+def _local_host(hosts: list) -> Optional[str]:
+    """The host whose store this process can read: same machine, store present."""
+    hostname = socket.gethostname()
+    for h in hosts:
+        if h.hostname == hostname and os.path.isdir(h.store_dir):
+            return h.host_id
+    return None
+
+
+def _print_output(msg: m.TaskOutput) -> None:
+    stream = sys.stderr if msg.stream == "stderr" else sys.stdout
+    prefix = f"({msg.name} pid={msg.pid}) "
+    lines = msg.text.splitlines(keepends=True)
+    stream.write("".join(prefix + line for line in lines))
+    stream.flush()

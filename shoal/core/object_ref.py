@@ -1,0 +1,73 @@
+"""ObjectRef: the name of a value that lives in the cluster."""
+from __future__ import annotations
+
+from ..protocol.serialization import note_ref
+from . import runtime
+
+
+class ObjectRef:
+    """A reference to a (possibly future) value in the cluster.
+
+    Holding a ref keeps its value alive; when the last ref anywhere in the
+    cluster goes away, the value is freed.  Pass refs to tasks to avoid moving
+    values through the driver; `shoal.get(ref)` fetches the value.
+    """
+    __slots__ = ("_id", "_client", "__weakref__")
+
+    def __init__(self, object_id: str, client=None) -> None:
+        self._id = object_id
+        self._client = client
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    def hex(self) -> str:
+        return self._id
+
+    def task_id(self) -> str:
+        return self._id.rpartition("/")[0] or self._id
+
+    def __reduce__(self):
+        note_ref(self._id)
+        return (_rebuild_ref, (self._id,))
+
+    def __del__(self) -> None:
+        client = self._client
+        if client is not None:
+            try:
+                client.release(self._id)
+            except Exception:   # interpreter teardown: nothing left to tell
+                pass
+
+    def __eq__(self, other) -> bool:
+        return type(other) is ObjectRef and other._id == self._id
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def __repr__(self) -> str:
+        return f"ObjectRef({self._id})"
+
+    def future(self):
+        """A concurrent.futures.Future that completes with the value."""
+        from .api import ref_future
+        return ref_future(self)
+
+    def __await__(self):
+        import asyncio
+        return asyncio.wrap_future(self.future()).__await__()
+
+
+def _rebuild_ref(object_id: str) -> ObjectRef:
+    rt = runtime.current_or_none()
+    if rt is None:
+        return ObjectRef(object_id)
+    rt.client.adopt(object_id)
+    return ObjectRef(object_id, rt.client)
+
+
+def owned_ref(client, object_id: str) -> ObjectRef:
+    """A ref to an object this process just submitted or put."""
+    client.own(object_id)
+    return ObjectRef(object_id, client)

@@ -1,0 +1,4 @@
+"""`python -m shoal.engine`: run one engine (started by a host agent)."""
+from .engine import main
+
+main()

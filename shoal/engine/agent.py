@@ -1,0 +1,200 @@
+"""The host agent: starts this host's engines, restarts the ones that die,
+owns the host's object store directory, and cleans all of it up on exit.
+
+`python -m shoal.engine.agent` reads its configuration (key included) as a JSON
+line on stdin.  It exits, taking its engines with it, when the scheduler
+connection drops, when its owner pipe closes, on Shutdown, or on SIGTERM.
+Engines get the read end of a pipe only the agent writes to, so even a
+SIGKILLed agent leaves no engine behind.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+from ..protocol import messages as m
+from ..protocol.connection import Connection
+from ..session import read_config_from_stdin, setup_process_logging
+from ..store import shm
+from .launcher import spawn
+
+log = logging.getLogger("shoal.agent")
+RESTART_BACKOFF = (0.0, 0.5, 1.0, 2.0, 5.0)   # seconds, by recent crash count
+KILL_GRACE = 1.0
+
+
+def detect_gpus(num_gpus) -> list:
+    """GPU ids this host offers: the given count, else CUDA_VISIBLE_DEVICES, else
+    the NVIDIA driver's list."""
+    if num_gpus is not None:
+        return list(range(int(num_gpus)))
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [int(x) for x in visible.split(",") if x.strip().isdigit()]
+    try:
+        return list(range(len(os.listdir("/proc/driver/nvidia/gpus"))))
+    except OSError:
+        return []
+
+
+class HostAgent:
+    def __init__(self, config: dict) -> None:
+        self.config = config
+        self.host_id = config["host_id"]
+        self.key = bytes.fromhex(config["key"])
+        self.store_dir = config.get("store_dir") or shm.create_store_dir(
+            config["cluster_id"], self.host_id)
+        os.makedirs(self.store_dir, mode=0o700, exist_ok=True)
+        num_cpus = config.get("num_cpus") or os.cpu_count() or 1
+        self.gpu_ids = detect_gpus(config.get("num_gpus"))
+        self.resources = {"CPU": num_cpus, "GPU": len(self.gpu_ids), **config.get("resources", {})}
+        self.num_engines = max(1, int(num_cpus))
+        self.engines: dict[str, subprocess.Popen] = {}
+        self.stopping_ids: set = set()
+        self.crashes: list = []
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        # Engines hold the read end; we never write, we only die (closing it).
+        self._engine_owner_r, self._engine_owner_w = os.pipe()
+        os.set_inheritable(self._engine_owner_w, False)
+
+    def run(self) -> None:
+        owner_fd = self.config.get("owner_fd")
+        if owner_fd is not None:
+            threading.Thread(target=self._watch_owner, args=(owner_fd,), name="owner-watch",
+                             daemon=True).start()
+        signal.signal(signal.SIGTERM, lambda *_: self._stopping.set() or self._close_conn())
+        try:
+            self.conn = Connection.connect(self.config["address"], self.key)
+        except OSError as exc:
+            log.error("cannot reach the scheduler at %s: %s", self.config["address"], exc)
+            self.cleanup()
+            return
+        self.conn.send(m.RegisterHost(
+            host_id=self.host_id, hostname=socket.gethostname(), resources=self.resources,
+            gpu_ids=self.gpu_ids, store_dir=self.store_dir, pid=os.getpid()))
+        for _ in range(self.num_engines):
+            self.start_engine()
+        try:
+            while not self._stopping.is_set():
+                self.handle(self.conn.recv())
+        except (OSError, ConnectionError, ValueError) as exc:
+            if not self._stopping.is_set():
+                log.warning("lost the scheduler (%s); stopping this host", exc)
+        finally:
+            self.cleanup()
+
+    def handle(self, msg) -> None:
+        if isinstance(msg, m.StartEngines):
+            for _ in range(msg.count):
+                self.start_engine()
+        elif isinstance(msg, m.StopEngine):
+            self.stop_engine(msg.engine_id, restart=msg.restart)
+        elif isinstance(msg, m.FreeObjects):
+            for oid in msg.object_ids:
+                shm.delete_object(self.store_dir, oid)
+        elif isinstance(msg, m.Shutdown):
+            log.info("shutdown requested: %s", msg.reason)
+            self._stopping.set()
+        else:
+            log.warning("unexpected message %s", type(msg).__name__)
+
+    def start_engine(self) -> str:
+        engine_id = f"{self.host_id}.e{next(self._ids)}"
+        config = {k: self.config[k] for k in ("address", "key", "cluster_id", "session_dir")}
+        proc = spawn("shoal.engine", {
+            **config, "engine_id": engine_id, "host_id": self.host_id,
+            "store_dir": self.store_dir, "owner_fd": self._engine_owner_r,
+        }, (self._engine_owner_r,))
+        with self._lock:
+            self.engines[engine_id] = proc
+        threading.Thread(target=self._watch_engine, args=(engine_id, proc),
+                         name=f"watch-{engine_id}", daemon=True).start()
+        log.info("started engine %s (pid %s)", engine_id, proc.pid)
+        return engine_id
+
+    def stop_engine(self, engine_id: str, restart: bool = False) -> None:
+        with self._lock:
+            proc = self.engines.get(engine_id)
+            if proc is None:
+                return
+            if not restart:
+                self.stopping_ids.add(engine_id)
+        # A force-cancel kills at once; the watcher starts the replacement.
+        proc.kill() if restart else proc.terminate()
+
+    def _watch_engine(self, engine_id: str, proc: subprocess.Popen) -> None:
+        code = proc.wait()
+        with self._lock:
+            self.engines.pop(engine_id, None)
+            intended = engine_id in self.stopping_ids
+            self.stopping_ids.discard(engine_id)
+        if self._stopping.is_set() or intended:
+            return
+        log.warning("engine %s (pid %s) exited with %s; starting a replacement",
+                    engine_id, proc.pid, code)
+        try:
+            self.conn.send(m.EngineExited(engine_id=engine_id, returncode=code))
+        except OSError:
+            return
+        now = time.monotonic()
+        self.crashes = [t for t in self.crashes if now - t < 30] + [now]
+        delay = RESTART_BACKOFF[min(len(self.crashes) - 1, len(RESTART_BACKOFF) - 1)]
+        if self._stopping.wait(delay):
+            return
+        self.start_engine()
+
+    def _watch_owner(self, fd: int) -> None:
+        while True:
+            try:
+                if not os.read(fd, 64):
+                    break
+            except InterruptedError:
+                continue
+            except OSError:
+                break
+        log.info("the owner process is gone; stopping this host")
+        self._stopping.set()
+        self._close_conn()
+
+    def _close_conn(self) -> None:
+        conn = getattr(self, "conn", None)
+        if conn is not None:
+            conn.close()
+
+    def cleanup(self) -> None:
+        """Stop every engine and remove the store.  Runs once, on the way out."""
+        self._stopping.set()
+        with self._lock:
+            procs = list(self.engines.values())
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + KILL_GRACE
+        for proc in procs:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        os.close(self._engine_owner_w)
+        shm.remove_store_dir(self.store_dir)
+        self._close_conn()
+        log.info("host %s stopped", self.host_id)
+
+
+def main() -> None:
+    config = read_config_from_stdin()
+    setup_process_logging(config["session_dir"], f"agent-{config['host_id']}")
+    HostAgent(config).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Starting a cluster's processes on this machine.
+
+`LocalCluster` starts a scheduler and this host's agent side by side: it binds
+the listening socket itself and hands it to the scheduler, so the agent and
+the driver can connect at once (the kernel queues them) instead of waiting
+for the scheduler to come up first.  Configuration, key included, goes to each
+child on stdin.
+
+Ownership: an embedded cluster (`owned=True`) gives both children the read end
+of a pipe whose write end only this process holds; when this process dies,
+even by SIGKILL, they read EOF and stop the cluster.  `shoal start --head`
+starts an unowned cluster that lives until `shoal stop`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from typing import Optional
+
+from .. import session
+from ..protocol import messages as m
+from ..store import shm
+
+log = logging.getLogger("shoal.launcher")
+STOP_TIMEOUT = 5.0
+
+
+def spawn(module: str, config: dict, pass_fds: tuple = ()) -> subprocess.Popen:
+    """Start `python -m module` in its own session (so a notebook's SIGINT to its
+    process group does not reach it) with `config` as a JSON line on stdin."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, pass_fds=pass_fds, start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc.stdin.write(json.dumps(config).encode() + b"\n")
+    proc.stdin.close()
+    return proc
+
+
+def new_host_id() -> str:
+    return "h" + uuid.uuid4().hex[:6]
+
+
+class LocalCluster:
+    def __init__(self, *, num_cpus: Optional[int] = None, num_gpus: Optional[int] = None,
+                 resources: Optional[dict] = None, object_store_memory: Optional[int] = None,
+                 host: str = "127.0.0.1", port: int = 0, owned: bool = True) -> None:
+        self.cluster_id = uuid.uuid4().hex[:8]
+        self.key = secrets.token_bytes(32)
+        self.session_dir = session.new_session_dir(self.cluster_id)
+        self.host_id = new_host_id()
+        self.store_dir = shm.create_store_dir(self.cluster_id, self.host_id)
+        self.owned = owned
+        self.processes: list[subprocess.Popen] = []
+        self._owner_w: Optional[int] = None
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+            sock.listen(512)
+            bound_host, bound_port = sock.getsockname()[:2]
+            self.address = f"{bound_host}:{bound_port}"
+            owner_r = None
+            if owned:
+                owner_r, self._owner_w = os.pipe()
+            fds = (sock.fileno(),) + ((owner_r,) if owner_r is not None else ())
+            common = {"key": self.key.hex(), "cluster_id": self.cluster_id,
+                      "session_dir": self.session_dir, "owner_fd": owner_r}
+            self.processes.append(spawn("shoal.scheduler", {**common, "listen_fd": sock.fileno()}, fds))
+            self.processes.append(spawn("shoal.engine.agent", {
+                **common, "address": self.address, "host_id": self.host_id,
+                "store_dir": self.store_dir, "num_cpus": num_cpus, "num_gpus": num_gpus,
+                "resources": resources or {}, "object_store_memory": object_store_memory,
+            }, fds[1:]))
+            if owner_r is not None:
+                os.close(owner_r)
+        except BaseException:
+            self._kill_all()
+            raise
+        finally:
+            sock.close()
+        self.connection_file = session.connection_file_path(self.cluster_id)
+        session.write_connection_file(self.connection_file, {
+            "address": self.address, "key": self.key.hex(), "cluster_id": self.cluster_id,
+            "session_dir": self.session_dir, "pid": self.processes[0].pid,
+            "agent_pid": self.processes[1].pid, "owned": owned, "started": time.time(),
+        })
+
+    def stop(self, client=None, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop the scheduler and agent (which stops its engines); idempotent."""
+        if client is not None and not client.lost:
+            try:
+                client.send(m.Shutdown(reason="shutdown() called by the driver"))
+            except Exception:
+                pass
+        if self._owner_w is not None:
+            os.close(self._owner_w)        # the same signal a crash of ours would give
+            self._owner_w = None
+        deadline = time.monotonic() + timeout
+        for proc in self.processes:
+            try:
+                proc.wait(max(0.01, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("process %s did not stop in time; killing it", proc.pid)
+        self._kill_all()
+        shm.remove_store_dir(self.store_dir)
+        try:
+            os.unlink(self.connection_file)
+        except (FileNotFoundError, AttributeError):
+            pass
+
+    def _kill_all(self) -> None:
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

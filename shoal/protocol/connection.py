@@ -1,0 +1,102 @@
+"""A blocking, authenticated, framed connection for drivers and engines.
+
+The scheduler and agents speak the same frames from asyncio (see
+`protocol/server.py`); a driver or engine has a user thread to serve and uses
+plain sockets: `send` may be called from any thread (it takes a lock), and one
+reader thread calls `recv`.
+"""
+from __future__ import annotations
+
+import socket
+import threading
+from collections import deque
+
+from . import auth, codec
+from .framing import FrameDecoder
+
+RECV_SIZE = 1 << 20
+
+
+class Connection:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._decoder = FrameDecoder()
+        self._frames: deque = deque()
+        self._send_lock = threading.Lock()
+        self.closed = False
+
+    @classmethod
+    def connect(cls, address: str, key: bytes, timeout: float = 10.0) -> "Connection":
+        host, port = parse_address(address)
+        sock = socket.create_connection((host, port), timeout=timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            server_nonce = _recv_exactly(sock, auth.NONCE_SIZE)
+            proof, client_nonce = auth.client_proof(key, server_nonce)
+            sock.sendall(proof)
+            auth.check_server_proof(key, server_nonce, client_nonce,
+                                    _recv_exactly(sock, auth.DIGEST_SIZE))
+        except BaseException:
+            sock.close()
+            raise
+        sock.settimeout(None)
+        return cls(sock)
+
+    def send(self, msg) -> None:
+        chunks = codec.encode(msg)
+        with self._send_lock:
+            _send_chunks(self.sock, chunks)
+
+    def send_many(self, msgs) -> None:
+        chunks = [c for m in msgs for c in codec.encode(m)]
+        with self._send_lock:
+            _send_chunks(self.sock, chunks)
+
+    def recv(self):
+        """Next message; raises ConnectionError when the peer is gone."""
+        while not self._frames:
+            data = self.sock.recv(RECV_SIZE)
+            if not data:
+                raise ConnectionError("connection closed by peer")
+            self._frames.extend(self._decoder.feed(data))
+        header, buffers = self._frames.popleft()
+        return codec.decode(header, buffers)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def _send_chunks(sock: socket.socket, chunks: list) -> None:
+    if len(chunks) == 1:
+        sock.sendall(chunks[0])
+        return
+    small = sum(memoryview(c).nbytes for c in chunks) < (256 << 10)
+    if small:
+        sock.sendall(b"".join(chunks))
+        return
+    for c in chunks:   # large buffers: no concatenation copy
+        sock.sendall(c)
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise auth.AuthenticationError("connection closed during authentication")
+        data += chunk
+    return data
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"address must look like HOST:PORT, got {address!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)

@@ -1,0 +1,219 @@
+"""Every message that crosses a shoal connection, as frozen dataclasses.
+
+Nothing else in shoal builds ad-hoc wire dicts.  Small nested records are
+NamedTuples (immutable, typed, and cheap to pickle).  `codec.py` turns these
+into frames; the order of declaration here is the wire type code, so append
+new messages at the end of their section rather than reordering.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple, Optional
+
+MESSAGE_TYPES: list[type] = []
+
+
+def message(cls):
+    """Declare a wire message: frozen, slotted, keyword-only, registered."""
+    cls = dataclass(frozen=True, slots=True, kw_only=True)(cls)
+    MESSAGE_TYPES.append(cls)
+    return cls
+
+
+class ObjectEntry(NamedTuple):
+    """Where an object's value is.  Exactly one of `inline` or `host_id` is set:
+    `inline` holds the serialized value (small objects), `host_id` names the
+    host whose store holds it (file `object_id` in that host's store dir)."""
+    object_id: str
+    error: bool = False
+    inline: Optional[bytes] = None
+    host_id: Optional[str] = None
+    size: int = 0
+
+
+class HostInfo(NamedTuple):
+    host_id: str
+    hostname: str
+    store_dir: str
+
+
+# --- joining the cluster ----------------------------------------------------
+
+@message
+class ClientHello:
+    """First message of a driver (or engine acting as a client)."""
+    client_id: str
+    kind: str                 # "driver" | "engine" | "agent" | "cli"
+    pid: int
+    hostname: str
+    host_id: Optional[str] = None
+    engine_id: Optional[str] = None
+
+
+@message
+class Welcome:
+    cluster_id: str
+    session_dir: str
+    hosts: list               # [HostInfo]
+
+
+@message
+class RegisterHost:
+    """An agent announces its host and what it offers."""
+    host_id: str
+    hostname: str
+    resources: dict           # {"CPU": 4, "GPU": 1, "custom": 2.0}
+    gpu_ids: list
+    store_dir: str
+    pid: int
+
+
+@message
+class Shutdown:
+    """Ask the peer to stop: the scheduler stops the cluster, an agent its host."""
+    reason: str = ""
+
+
+# --- tasks -------------------------------------------------------------------
+
+@message
+class RegisterFunction:
+    func_id: str
+    name: str
+    blob: bytes
+
+
+@message
+class SubmitTask:
+    task_id: str
+    func_id: str
+    name: str
+    args: bytes               # pickled (args, kwargs); top-level refs stay as ObjectRef
+    deps: list                # ids of top-level ObjectRef arguments, resolved before running
+    nested: list              # ids of refs nested inside the arguments
+    return_ids: list
+    resources: dict           # {"CPU": 1.0, "GPU": 0, ...}, zero amounts dropped
+    max_retries: int = 3
+    retry_exceptions: Optional[bytes] = None   # pickled bool or list of classes
+    parent_task_id: Optional[str] = None
+
+
+@message
+class ExecuteTask:
+    task_id: str
+    func_id: str
+    func_blob: Optional[bytes]  # sent the first time this engine sees the function
+    name: str
+    args: bytes
+    dep_values: list            # [ObjectEntry] for every id in deps
+    return_ids: list
+    gpu_ids: list
+    retry_exceptions: Optional[bytes] = None
+
+
+@message
+class TaskFinished:
+    task_id: str
+    results: list               # [ObjectEntry], one per return id
+    nested: list = field(default_factory=list)  # [[ids nested in result i]]
+    failed: bool = False
+    retryable: bool = False
+
+
+@message
+class CancelTask:
+    object_id: str
+    force: bool = False
+    recursive: bool = True
+
+
+@message
+class InterruptTask:
+    """Scheduler -> engine: raise KeyboardInterrupt in the running task."""
+    task_id: str
+
+
+@message
+class EngineBlocked:
+    """An engine's task waits in get/wait (True) or runs again (False): its CPU
+    is lent back meanwhile so nested tasks cannot deadlock the cluster."""
+    task_id: str
+    blocked: bool
+
+
+@message
+class TaskOutput:
+    task_id: str
+    name: str
+    pid: int
+    stream: str                 # "stdout" | "stderr"
+    text: str
+
+
+@message
+class Notice:
+    """A warning the scheduler wants the driver's user to see."""
+    text: str
+
+
+# --- objects -----------------------------------------------------------------
+
+@message
+class PutObject:
+    entry: ObjectEntry
+    nested: list = field(default_factory=list)
+
+
+@message
+class ObjectsReady:
+    entries: list               # [ObjectEntry]
+
+
+@message
+class Subscribe:
+    """Push these objects to me when they are ready (for refs I did not create)."""
+    object_ids: list
+
+
+@message
+class RefUpdates:
+    """Ordered +1/-1 changes of this client's holding of objects."""
+    ops: list                   # [(object_id, delta)]
+
+
+@message
+class FreeObjects:
+    """Scheduler -> agent: drop these objects from the host store."""
+    object_ids: list
+
+
+# --- engines and agents -----------------------------------------------------------
+
+@message
+class StartEngines:
+    count: int
+
+
+@message
+class StopEngine:
+    engine_id: str
+    restart: bool = False       # kill now and start a replacement (force-cancel)
+
+
+@message
+class EngineExited:
+    engine_id: str
+    returncode: Optional[int]
+
+
+# --- requests -------------------------------------------------------------------
+
+@message
+class StatusRequest:
+    request_id: int
+
+
+@message
+class StatusReply:
+    request_id: int
+    status: dict

@@ -1,0 +1,131 @@
+"""Values <-> bytes, with pickle protocol 5 out-of-band buffers.
+
+One packed layout serves both inline values (inside messages) and objects in
+the shared-memory store, so a reader never cares where bytes came from::
+
+    b"SH1" | u8 pad | u32 buffer_count | u64 meta_length | u64 length * buffer_count
+    meta (the pickle stream) | each buffer, starting on a 64-byte boundary
+
+Reading from a memory map gives zero-copy results: numpy arrays come back as
+read-only views of the store's shared memory.
+
+While a value is serialized, every ObjectRef inside it reports its id (see
+`collect_refs`), so the cluster knows which objects the value keeps alive.
+"""
+from __future__ import annotations
+
+import pickle
+import struct
+import threading
+import cloudpickle
+
+MAGIC = b"SH1\0"
+_HEAD = struct.Struct("<4sIQ")
+ALIGN = 64
+INLINE_LIMIT = 100 * 1024     # below this a value travels inside messages
+_PRIMITIVES = (type(None), bool, int, float, str, bytes)
+_local = threading.local()
+
+
+class SerializationError(TypeError):
+    """A value could not be serialized (or deserialized) for the cluster."""
+
+
+class Serialized:
+    """A value ready to be packed: pickle stream, raw buffers, nested refs."""
+    __slots__ = ("meta", "buffers", "nested", "offsets", "size")
+
+    def __init__(self, meta: bytes, buffers: list, nested: list) -> None:
+        self.meta = meta
+        self.buffers = [memoryview(b).cast("B") for b in buffers]
+        self.nested = nested
+        header = _HEAD.size + 8 * len(self.buffers)
+        at = header + len(meta)
+        self.offsets = []
+        for b in self.buffers:
+            at = _align(at)
+            self.offsets.append(at)
+            at += b.nbytes
+        self.size = at
+
+    def header(self) -> bytes:
+        lengths = [b.nbytes for b in self.buffers]
+        return _HEAD.pack(MAGIC, len(lengths), len(self.meta)) + struct.pack(f"<{len(lengths)}Q", *lengths)
+
+    def write_into(self, dest) -> None:
+        """Copy the packed value into a writable buffer of at least `size` bytes."""
+        head = self.header()
+        dest[:len(head)] = head
+        dest[len(head):len(head) + len(self.meta)] = self.meta
+        for at, b in zip(self.offsets, self.buffers):
+            dest[at:at + b.nbytes] = b
+
+    def to_bytes(self) -> bytes:
+        out = bytearray(self.size)
+        self.write_into(memoryview(out))
+        return bytes(out)
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def serialize(value) -> Serialized:
+    buffers: list = []
+    refs: list = []
+    outer = getattr(_local, "refs", None)
+    _local.refs = refs
+    try:
+        if type(value) in _PRIMITIVES:
+            meta = pickle.dumps(value, protocol=5)
+        else:
+            meta = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot serialize {type(value).__name__} object for the cluster: {exc}") from exc
+    finally:
+        _local.refs = outer
+    if outer is not None:
+        outer.extend(refs)
+    return Serialized(meta, [b.raw() for b in buffers], refs)
+
+
+def note_ref(object_id: str) -> None:
+    """Called by ObjectRef.__reduce__: record a ref nested in the value being serialized."""
+    refs = getattr(_local, "refs", None)
+    if refs is not None:
+        refs.append(object_id)
+
+
+def deserialize(data) -> object:
+    """Rebuild a value from packed bytes, a memoryview or a memory map (zero-copy)."""
+    view = memoryview(data)
+    try:
+        magic, nbufs, meta_len = _HEAD.unpack_from(view, 0)
+        if magic != MAGIC:
+            raise ValueError("bad magic")
+        lengths = struct.unpack_from(f"<{nbufs}Q", view, _HEAD.size)
+        at = _HEAD.size + 8 * nbufs
+        meta = view[at:at + meta_len]
+        at += meta_len
+        buffers = []
+        for n in lengths:
+            at = _align(at)
+            buffers.append(view[at:at + n])
+            at += n
+    except (struct.error, ValueError) as exc:
+        raise SerializationError(f"corrupt serialized value: {exc}") from None
+    return pickle.loads(meta, buffers=buffers)
+
+
+def dumps(value) -> bytes:
+    """Serialize to one packed bytes object (for inline values)."""
+    return serialize(value).to_bytes()
+
+
+def dumps_function(fn) -> bytes:
+    try:
+        return cloudpickle.dumps(fn, protocol=5)
+    except Exception as exc:
+        raise SerializationError(f"cannot serialize {fn!r} for the cluster: {exc}") from exc
+

@@ -1,0 +1,119 @@
+"""The asyncio side of a connection: what the scheduler serves peers with.
+
+`ServerConnection` authenticates the peer (auth.py), then decodes frames and
+hands each message to the owner's `on_message(conn, msg)`.  Outgoing frames
+produced while handling one read are coalesced into a single write.  A peer
+that fails authentication, stays silent, or sends a malformed frame is logged
+and dropped; it never takes the process down.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+from . import auth, codec
+from .framing import FrameDecoder, ProtocolError
+
+log = logging.getLogger("shoal.protocol")
+AUTH_TIMEOUT = 10.0
+
+
+class ServerConnection(asyncio.Protocol):
+    _next_id = 0
+
+    def __init__(self, key: bytes, on_message: Callable, on_close: Callable) -> None:
+        ServerConnection._next_id += 1
+        self.id = ServerConnection._next_id
+        self._key = key
+        self._on_message = on_message
+        self._on_close = on_close
+        self._nonce = auth.new_nonce()
+        self._authenticated = False
+        self._pending = b""
+        self._decoder = FrameDecoder()
+        self._out: list = []
+        self._flush_scheduled = False
+        self.transport = None
+        self.peer = "?"
+        self.closed = False
+        self._close_notified = False
+        self.info = None          # what the scheduler learns about this peer
+
+    # asyncio.Protocol ---------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.peer = "%s:%s" % (transport.get_extra_info("peername") or ("?", "?"))[:2]
+        transport.write(self._nonce)
+        self._auth_timer = asyncio.get_running_loop().call_later(AUTH_TIMEOUT, self._auth_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            if not self._authenticated:
+                data = self._authenticate(data)
+                if not data:
+                    return
+            for header, buffers in self._decoder.feed(data):
+                self._on_message(self, codec.decode(header, buffers))
+                if self.closed:
+                    return
+        except (ProtocolError, auth.AuthenticationError) as exc:
+            log.warning("closing connection from %s: %s", self.peer, exc)
+            self.close()
+        except Exception:
+            log.exception("error handling a message from %s; closing it", self.peer)
+            self.close()
+
+    def connection_lost(self, exc) -> None:
+        self._auth_timer.cancel()
+        self.closed = True
+        self._notify_closed()
+
+    def _notify_closed(self) -> None:
+        if self._authenticated and not self._close_notified:
+            self._close_notified = True
+            self._on_close(self)
+
+    # ------------------------------------------------------------------------
+    def _authenticate(self, data: bytes) -> bytes:
+        self._pending += data
+        if len(self._pending) < auth.CLIENT_PROOF_SIZE:
+            return b""
+        proof, rest = self._pending[:auth.CLIENT_PROOF_SIZE], self._pending[auth.CLIENT_PROOF_SIZE:]
+        self._pending = b""
+        reply = auth.check_client_proof(self._key, self._nonce, proof)
+        self._authenticated = True
+        self._auth_timer.cancel()
+        self.transport.write(reply)
+        return rest
+
+    def _auth_timeout(self) -> None:
+        if not self._authenticated:
+            log.warning("closing connection from %s: no authentication within %ss",
+                        self.peer, AUTH_TIMEOUT)
+            self.close()
+
+    def send(self, msg) -> None:
+        if self.closed:
+            return
+        self._out.extend(codec.encode(msg))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._out and not self.closed:
+            out, self._out = self._out, []
+            self.transport.writelines(out)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+            self._notify_closed()
+
+    def __repr__(self) -> str:
+        return f"<ServerConnection {self.id} {self.peer} {self.info!r}>"

@@ -1,0 +1,45 @@
+"""Placement policy: pure functions of the cluster state, no I/O."""
+from __future__ import annotations
+
+EPSILON = 1e-9
+
+
+def fits(request: dict, available: dict) -> bool:
+    return all(available.get(k, 0.0) + EPSILON >= v for k, v in request.items())
+
+
+def choose_host(request: dict, hosts: list, has_idle_engine) -> object | None:
+    """The host to run a task with this resource request, or None for now.
+
+    Candidates are hosts with the resources free and an idle engine; among them
+    the one with the most free CPU wins, spreading work across hosts.
+    """
+    best = None
+    for host in hosts:
+        if fits(request, host.available) and has_idle_engine(host):
+            if best is None or host.available.get("CPU", 0) > best.available.get("CPU", 0):
+                best = host
+    return best
+
+
+def feasible_anywhere(request: dict, hosts: list) -> bool:
+    """Could some host ever run this, once it is idle?"""
+    return any(fits(request, host.total) for host in hosts)
+
+
+def allocate_gpus(free: dict, amount: float) -> list | None:
+    """Pick GPU ids for `amount` GPUs from {gpu_id: free fraction}.
+
+    Whole amounts take whole idle GPUs; a fraction shares one GPU, as in Ray.
+    Returns None when it does not fit.  Does not modify `free`.
+    """
+    if amount <= 0:
+        return []
+    if amount < 1:
+        for gpu, left in sorted(free.items()):
+            if left + EPSILON >= amount:
+                return [gpu]
+        return None
+    whole = [gpu for gpu, left in sorted(free.items()) if left + EPSILON >= 1.0]
+    need = int(round(amount))
+    return whole[:need] if len(whole) >= need else None

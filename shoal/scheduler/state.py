@@ -1,0 +1,622 @@
+"""The cluster's state machine, with no sockets and no event loop.
+
+Events come in through `handle(conn, msg)` and `connection_closed(conn)`;
+what to send goes out through `take_output()` as (conn, message) pairs.  The
+I/O shell (server.py) is the only caller.  Connections are opaque handles
+here: anything hashable works, which is what the tests pass.
+
+Tasks move through: waiting (for arguments) -> ready -> running -> finished,
+with failed/cancelled as finished variants.  Objects are pending until their
+task finishes or they are put; they are freed once no client holds them, no
+pending task needs them and no live object contains them.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from ..exceptions import ObjectLostError, TaskCancelledError, WorkerCrashedError
+from ..protocol import messages as m
+from ..protocol.messages import ObjectEntry
+from ..protocol.serialization import dumps
+from . import policy
+
+log = logging.getLogger("shoal.scheduler")
+HISTORY = 20_000          # finished tasks remembered for the timeline and status
+
+
+@dataclass(eq=False)
+class Peer:
+    kind: str
+    client_id: str
+    pid: int
+    hostname: str
+    host_id: Optional[str] = None
+    engine_id: Optional[str] = None
+
+
+@dataclass(eq=False)
+class Host:
+    host_id: str
+    conn: Any
+    hostname: str
+    total: dict
+    available: dict
+    gpus: dict                       # gpu id -> free fraction
+    store_dir: str
+    pid: int
+    engines: set = field(default_factory=set)
+    starting: int = 0                # engines asked for but not yet registered
+
+    @property
+    def base_engines(self) -> int:
+        return max(1, int(self.total.get("CPU", 0)))
+
+
+@dataclass(eq=False)
+class Engine:
+    engine_id: str
+    host_id: str
+    conn: Any
+    pid: int
+    task_id: Optional[str] = None
+    blocked: bool = False
+    functions: set = field(default_factory=set)
+
+
+@dataclass(eq=False)
+class Task:
+    spec: m.SubmitTask
+    owner: Any
+    missing: set
+    retries_left: int
+    state: str = "waiting"
+    engine_id: Optional[str] = None
+    held: dict = field(default_factory=dict)
+    gpu_ids: list = field(default_factory=list)
+    children: set = field(default_factory=set)
+    cancel_requested: bool = False
+    submitted_at: float = 0.0
+    started_at: float = 0.0
+    warned_infeasible: bool = False
+
+
+@dataclass(eq=False)
+class Obj:
+    object_id: str
+    entry: Optional[ObjectEntry] = None
+    holders: dict = field(default_factory=dict)    # conn -> count of holdings
+    pins: int = 0                                   # pending tasks + containing objects
+    nested: list = field(default_factory=list)
+    producer: Optional[str] = None
+    subscribers: set = field(default_factory=set)
+
+
+class SchedulerState:
+    def __init__(self, cluster_id: str, session_dir: str,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.cluster_id = cluster_id
+        self.session_dir = session_dir
+        self.clock = clock
+        self.peers: dict[Any, Peer] = {}
+        self.hosts: dict[str, Host] = {}
+        self.host_by_conn: dict[Any, str] = {}
+        self.engines: dict[str, Engine] = {}
+        self.engine_by_conn: dict[Any, str] = {}
+        self.functions: dict[str, m.RegisterFunction] = {}
+        self.tasks: dict[str, Task] = {}
+        self.ready: dict[tuple, deque] = {}            # resource shape -> ready task ids
+        self.objects: dict[str, Obj] = {}
+        self.dependents: dict[str, list] = {}          # pending object id -> waiting task ids
+        self.history: deque = deque(maxlen=HISTORY)    # (task_id, name, engine, host, start, end, status)
+        self.finished_count = {"finished": 0, "failed": 0, "cancelled": 0}
+        self.stopping = False
+        self._out: list = []
+        self._pushes: dict[Any, list] = {}
+        self._frees: dict[str, list] = {}
+
+    # ------------------------------------------------------------------ I/O seam
+    def take_output(self) -> list:
+        """Messages to send, as (conn, msg), in order; clears the queue."""
+        out = self._out
+        for conn, entries in self._pushes.items():
+            out.append((conn, m.ObjectsReady(entries=entries)))
+        for host_id, ids in self._frees.items():
+            host = self.hosts.get(host_id)
+            if host is not None:
+                out.append((host.conn, m.FreeObjects(object_ids=ids)))
+        self._out, self._pushes, self._frees = [], {}, {}
+        return out
+
+    def _send(self, conn, msg) -> None:
+        self._out.append((conn, msg))
+
+    def handle(self, conn, msg) -> None:
+        handler = self._HANDLERS.get(type(msg))
+        if handler is None:
+            raise ValueError(f"unexpected message {type(msg).__name__}")
+        if conn not in self.peers and type(msg) not in (m.ClientHello, m.RegisterHost):
+            raise ValueError(f"{type(msg).__name__} before hello")
+        handler(self, conn, msg)
+
+    # ------------------------------------------------------------------ joining
+    def _on_hello(self, conn, msg: m.ClientHello) -> None:
+        self.peers[conn] = Peer(msg.kind, msg.client_id, msg.pid, msg.hostname,
+                                msg.host_id, msg.engine_id)
+        if msg.kind == "engine":
+            host = self.hosts.get(msg.host_id)
+            if host is None:
+                raise ValueError(f"engine {msg.engine_id} names unknown host {msg.host_id}")
+            engine = Engine(msg.engine_id, msg.host_id, conn, msg.pid)
+            self.engines[msg.engine_id] = engine
+            self.engine_by_conn[conn] = msg.engine_id
+            host.engines.add(msg.engine_id)
+            host.starting = max(0, host.starting - 1)
+            log.info("engine %s (pid %s) joined on host %s", msg.engine_id, msg.pid, msg.host_id)
+        self._send(conn, m.Welcome(
+            cluster_id=self.cluster_id, session_dir=self.session_dir,
+            hosts=[m.HostInfo(h.host_id, h.hostname, h.store_dir) for h in self.hosts.values()]))
+        self._schedule()
+
+    def _on_register_host(self, conn, msg: m.RegisterHost) -> None:
+        self.peers[conn] = Peer("agent", msg.host_id, msg.pid, msg.hostname, msg.host_id)
+        resources = {k: float(v) for k, v in msg.resources.items() if v}
+        host = Host(msg.host_id, conn, msg.hostname, dict(resources), dict(resources),
+                    {gpu: 1.0 for gpu in msg.gpu_ids}, msg.store_dir, msg.pid)
+        host.starting = host.base_engines
+        self.hosts[msg.host_id] = host
+        self.host_by_conn[conn] = msg.host_id
+        log.info("host %s (%s) joined with %s", msg.host_id, msg.hostname, resources)
+        for task in self._all_ready():
+            task.warned_infeasible = False
+        self._schedule()
+
+    # ------------------------------------------------------------------ tasks
+    def _on_register_function(self, conn, msg: m.RegisterFunction) -> None:
+        self.functions[msg.func_id] = msg
+
+    def _on_submit(self, conn, spec: m.SubmitTask) -> None:
+        if spec.func_id not in self.functions:
+            raise ValueError(f"task {spec.task_id} uses unregistered function {spec.func_id}")
+        task = Task(spec, conn, set(), spec.max_retries, submitted_at=self.clock())
+        self.tasks[spec.task_id] = task
+        for oid in spec.return_ids:
+            obj = self.objects.setdefault(oid, Obj(oid))
+            obj.producer = spec.task_id
+            self._hold(obj, conn, +1)
+        parent = self.tasks.get(spec.parent_task_id) if spec.parent_task_id else None
+        if parent is not None:
+            parent.children.add(spec.task_id)
+        failed = None
+        for oid in (*spec.deps, *spec.nested):
+            obj = self.objects.get(oid)
+            if obj is None:
+                failed = failed or self._lost_entry(oid)
+                continue
+            obj.pins += 1
+        for oid in spec.deps:
+            obj = self.objects.get(oid)
+            if obj is None:
+                continue
+            if obj.entry is None:
+                task.missing.add(oid)
+                self.dependents.setdefault(oid, []).append(spec.task_id)
+            elif obj.entry.error and failed is None:
+                failed = obj.entry
+        if failed is not None:
+            self._finish_with_error(task, failed)
+        elif not task.missing:
+            self._make_ready(task)
+        self._schedule()
+
+    def _make_ready(self, task: Task) -> None:
+        task.state = "ready"
+        shape = tuple(sorted(task.spec.resources.items()))
+        self.ready.setdefault(shape, deque()).append(task.spec.task_id)
+
+    def _all_ready(self):
+        for queue in self.ready.values():
+            for tid in queue:
+                task = self.tasks.get(tid)
+                if task is not None and task.state == "ready":
+                    yield task
+
+    def _schedule(self) -> None:
+        hosts = list(self.hosts.values())
+        for shape, queue in list(self.ready.items()):
+            while queue:
+                task = self.tasks.get(queue[0])
+                if task is None or task.state != "ready":
+                    queue.popleft()
+                    continue
+                request = task.spec.resources
+                host = policy.choose_host(request, hosts, self._idle_engine)
+                gpus = policy.allocate_gpus(host.gpus, request.get("GPU", 0)) if host else None
+                if host is None or gpus is None:
+                    self._cannot_place(task, hosts)
+                    break
+                queue.popleft()
+                self._dispatch(task, host, self._idle_engine(host), gpus)
+            if not queue:
+                del self.ready[shape]
+
+    def _idle_engine(self, host: Host) -> Optional[Engine]:
+        for eid in host.engines:
+            engine = self.engines[eid]
+            if engine.task_id is None:
+                return engine
+        return None
+
+    def _cannot_place(self, task: Task, hosts: list) -> None:
+        request = task.spec.resources
+        if not policy.feasible_anywhere(request, hosts):
+            if not task.warned_infeasible and hosts:
+                task.warned_infeasible = True
+                totals = "; ".join(f"{h.host_id}: {h.total}" for h in hosts)
+                self._send(task.owner, m.Notice(text=(
+                    f"task {task.spec.name!r} ({task.spec.task_id}) needs {request}, which no host "
+                    f"in the cluster has ({totals}). It stays queued until a host that can run "
+                    f"it joins; cancel it with shoal.cancel().")))
+            return
+        # Resources are there but every engine is busy (some blocked in get): start one more.
+        for host in hosts:
+            if policy.fits(request, host.available) and self._idle_engine(host) is None:
+                blocked = sum(self.engines[e].blocked for e in host.engines)
+                if len(host.engines) + host.starting < host.base_engines + blocked:
+                    host.starting += 1
+                    self._send(host.conn, m.StartEngines(count=1))
+
+    def _dispatch(self, task: Task, host: Host, engine: Engine, gpu_ids: list) -> None:
+        spec = task.spec
+        request = spec.resources
+        for k, v in request.items():
+            host.available[k] = host.available.get(k, 0.0) - v
+        share = request.get("GPU", 0)
+        for gpu in gpu_ids:
+            host.gpus[gpu] -= min(1.0, share) if share < 1 else 1.0
+        task.held, task.gpu_ids = dict(request), gpu_ids
+        task.state, task.engine_id, task.started_at = "running", engine.engine_id, self.clock()
+        engine.task_id = spec.task_id
+        blob = None
+        if spec.func_id not in engine.functions:
+            engine.functions.add(spec.func_id)
+            blob = self.functions[spec.func_id].blob
+        self._send(engine.conn, m.ExecuteTask(
+            task_id=spec.task_id, func_id=spec.func_id, func_blob=blob, name=spec.name,
+            args=spec.args, dep_values=[self.objects[d].entry for d in spec.deps],
+            return_ids=spec.return_ids, gpu_ids=gpu_ids, retry_exceptions=spec.retry_exceptions))
+
+    def _release(self, task: Task) -> None:
+        """Give back what a running task held and free its engine."""
+        engine = self.engines.get(task.engine_id)
+        host = self.hosts.get(engine.host_id) if engine else None
+        if host is not None:
+            for k, v in task.held.items():
+                host.available[k] = host.available.get(k, 0.0) + v
+            share = task.held.get("GPU", 0)
+            for gpu in task.gpu_ids:
+                if gpu in host.gpus:
+                    host.gpus[gpu] += min(1.0, share) if share < 1 else 1.0
+        if engine is not None and engine.task_id == task.spec.task_id:
+            engine.task_id = None
+            engine.blocked = False
+        task.held, task.gpu_ids = {}, []
+
+    def _on_task_finished(self, conn, msg: m.TaskFinished) -> None:
+        task = self.tasks.get(msg.task_id)
+        engine_id = self.engine_by_conn.get(conn)
+        if task is None or task.state != "running" or task.engine_id != engine_id:
+            return            # stale: the task was cancelled or retried meanwhile
+        self._release(task)
+        if msg.failed and msg.retryable and task.retries_left != 0 and not task.cancel_requested:
+            task.retries_left -= 1
+            self._record(task, "retried")
+            self._make_ready(task)
+        elif msg.failed and task.cancel_requested:
+            self._finish_with_error(task, self._error_entry(
+                "", TaskCancelledError(task.spec.task_id)))
+        else:
+            self._complete(task, msg.results, msg.nested, "failed" if msg.failed else "finished")
+        self._after_engine_free(engine_id)
+        self._schedule()
+
+    def _complete(self, task: Task, results: list, nested: list, status: str) -> None:
+        spec = task.spec
+        for i, entry in enumerate(results):
+            obj = self.objects.get(spec.return_ids[i])
+            if obj is None:
+                continue
+            obj.entry = entry
+            if i < len(nested) and nested[i]:
+                obj.nested = list(nested[i])
+                for oid in obj.nested:
+                    if oid in self.objects:
+                        self.objects[oid].pins += 1
+            self._publish(obj)
+        task.state = status
+        self._record(task, status)
+        self.finished_count[status] = self.finished_count.get(status, 0) + 1
+        for oid in (*spec.deps, *spec.nested):
+            self._unpin(oid)
+        del self.tasks[spec.task_id]
+        parent = self.tasks.get(spec.parent_task_id) if spec.parent_task_id else None
+        if parent is not None:
+            parent.children.discard(spec.task_id)
+        for oid in spec.return_ids:
+            obj = self.objects.get(oid)
+            if obj is not None:
+                self._maybe_free(obj)
+
+    def _finish_with_error(self, task: Task, entry: ObjectEntry) -> None:
+        if task.state == "running":
+            self._release(task)
+        status = "cancelled" if task.cancel_requested else "failed"
+        self._complete(task, [entry._replace(object_id=oid) for oid in task.spec.return_ids],
+                       [], status)
+
+    def _record(self, task: Task, status: str) -> None:
+        engine = self.engines.get(task.engine_id)
+        self.history.append((task.spec.task_id, task.spec.name, task.engine_id,
+                             engine.host_id if engine else None,
+                             task.started_at or None, self.clock(), status))
+
+    def _error_entry(self, object_id: str, error: BaseException) -> ObjectEntry:
+        return ObjectEntry(object_id, error=True, inline=dumps(error))
+
+    def _lost_entry(self, object_id: str) -> ObjectEntry:
+        return self._error_entry(object_id, ObjectLostError(
+            f"object {object_id} is gone: it was freed or its owner released it"))
+
+    def _on_engine_blocked(self, conn, msg: m.EngineBlocked) -> None:
+        engine = self.engines.get(self.engine_by_conn.get(conn))
+        task = self.tasks.get(msg.task_id)
+        if engine is None or task is None or engine.task_id != msg.task_id:
+            return
+        if engine.blocked == msg.blocked:
+            return
+        engine.blocked = msg.blocked
+        host = self.hosts[engine.host_id]
+        cpus = task.held.get("CPU", 0.0)
+        # Lend the CPU back while blocked; taking it again may oversubscribe
+        # the host for a while, as in Ray, rather than deadlock.
+        host.available["CPU"] = host.available.get("CPU", 0.0) + (cpus if msg.blocked else -cpus)
+        self._schedule()
+
+    def _on_task_output(self, conn, msg: m.TaskOutput) -> None:
+        task = self.tasks.get(msg.task_id)
+        if task is not None and task.owner in self.peers:
+            self._send(task.owner, msg)
+
+    def _on_cancel(self, conn, msg: m.CancelTask) -> None:
+        obj = self.objects.get(msg.object_id)
+        task = self.tasks.get(obj.producer) if obj and obj.producer else None
+        if task is not None:
+            self._cancel(task, msg.force, msg.recursive)
+            self._schedule()
+
+    def _cancel(self, task: Task, force: bool, recursive: bool) -> None:
+        if recursive:
+            for child_id in list(task.children):
+                child = self.tasks.get(child_id)
+                if child is not None:
+                    self._cancel(child, force, recursive)
+        if task.spec.task_id not in self.tasks:
+            return
+        task.cancel_requested = True
+        cancelled = self._error_entry("", TaskCancelledError(task.spec.task_id))
+        if task.state in ("waiting", "ready"):
+            self._finish_with_error(task, cancelled)
+        elif task.state == "running":
+            engine = self.engines.get(task.engine_id)
+            if force and engine is not None:
+                host = self.hosts.get(engine.host_id)
+                self._finish_with_error(task, cancelled)
+                engine.task_id = "<killed>"        # not idle until its replacement registers
+                if host is not None:
+                    self._send(host.conn, m.StopEngine(engine_id=engine.engine_id, restart=True))
+            elif engine is not None:
+                self._send(engine.conn, m.InterruptTask(task_id=task.spec.task_id))
+
+    # ------------------------------------------------------------------ objects
+    def _on_put(self, conn, msg: m.PutObject) -> None:
+        oid = msg.entry.object_id
+        obj = self.objects.setdefault(oid, Obj(oid))
+        obj.entry = msg.entry
+        obj.nested = list(msg.nested)
+        for nid in obj.nested:
+            if nid in self.objects:
+                self.objects[nid].pins += 1
+        self._hold(obj, conn, +1)
+        self._publish(obj)
+
+    def _on_subscribe(self, conn, msg: m.Subscribe) -> None:
+        for oid in msg.object_ids:
+            obj = self.objects.get(oid)
+            if obj is None:
+                self._push(conn, self._lost_entry(oid))
+            elif obj.entry is not None:
+                self._push(conn, obj.entry)
+            else:
+                obj.subscribers.add(conn)
+
+    def _on_ref_updates(self, conn, msg: m.RefUpdates) -> None:
+        for oid, delta in msg.ops:
+            obj = self.objects.get(oid)
+            if obj is not None:
+                self._hold(obj, conn, delta)
+
+    def _hold(self, obj: Obj, conn, delta: int) -> None:
+        count = obj.holders.get(conn, 0) + delta
+        if count > 0:
+            obj.holders[conn] = count
+        else:
+            obj.holders.pop(conn, None)
+            obj.subscribers.discard(conn)
+            self._maybe_free(obj)
+
+    def _publish(self, obj: Obj) -> None:
+        """Push a newly ready object to whoever waits for it."""
+        for conn in obj.holders:
+            if conn in self.peers and self.peers[conn].kind != "agent":
+                self._push(conn, obj.entry)
+        for conn in obj.subscribers:
+            if conn not in obj.holders:
+                self._push(conn, obj.entry)
+        obj.subscribers.clear()
+        self._wake_dependents(obj)
+
+    def _wake_dependents(self, obj: Obj) -> None:
+        for tid in self.dependents.pop(obj.object_id, ()):
+            task = self.tasks.get(tid)
+            if task is not None and task.state == "waiting" and obj.object_id in task.missing:
+                if obj.entry.error:
+                    self._finish_with_error(task, obj.entry)
+                    continue
+                task.missing.discard(obj.object_id)
+                if not task.missing:
+                    self._make_ready(task)
+
+    def _push(self, conn, entry: ObjectEntry) -> None:
+        self._pushes.setdefault(conn, []).append(entry)
+
+    def _unpin(self, oid: str) -> None:
+        obj = self.objects.get(oid)
+        if obj is not None:
+            obj.pins -= 1
+            self._maybe_free(obj)
+
+    def _maybe_free(self, obj: Obj) -> None:
+        if obj.holders or obj.pins > 0 or obj.entry is None:
+            return
+        del self.objects[obj.object_id]
+        if obj.entry.host_id is not None:
+            self._frees.setdefault(obj.entry.host_id, []).append(obj.object_id)
+        for nid in obj.nested:
+            self._unpin(nid)
+
+    # ------------------------------------------------------------------ departures
+    def connection_closed(self, conn) -> None:
+        peer = self.peers.pop(conn, None)
+        if peer is None:
+            return
+        engine_id = self.engine_by_conn.pop(conn, None)
+        if engine_id is not None:
+            self._engine_lost(engine_id)
+        host_id = self.host_by_conn.pop(conn, None)
+        if host_id is not None:
+            host = self.hosts.pop(host_id)
+            log.warning("host %s left the cluster", host_id)
+            for eid in list(host.engines):
+                self._engine_lost(eid)
+        # Whatever this peer held or owned goes with it.
+        for task in [t for t in self.tasks.values() if t.owner is conn]:
+            self._cancel(task, force=True, recursive=True)
+        for obj in list(self.objects.values()):
+            obj.subscribers.discard(conn)
+            if conn in obj.holders:
+                self._hold(obj, conn, -obj.holders[conn])
+        self._schedule()
+
+    def _engine_lost(self, engine_id: str) -> None:
+        engine = self.engines.pop(engine_id, None)
+        if engine is None:
+            return
+        host = self.hosts.get(engine.host_id)
+        if host is not None:
+            host.engines.discard(engine_id)
+        task = self.tasks.get(engine.task_id) if engine.task_id else None
+        if task is None or task.state != "running":
+            return
+        self._release(task)
+        if task.retries_left != 0 and not task.cancel_requested:
+            task.retries_left -= 1
+            log.warning("engine %s died running %s; retrying it", engine_id, task.spec.task_id)
+            self._record(task, "crashed")
+            task.engine_id = None
+            self._make_ready(task)
+        else:
+            self._finish_with_error(task, self._error_entry("", WorkerCrashedError(
+                f"the engine running task {task.spec.name!r} ({task.spec.task_id}) died "
+                f"(engine {engine_id}, pid {engine.pid}) and no retries were left "
+                f"(max_retries={task.spec.max_retries})")))
+
+    def _after_engine_free(self, engine_id: Optional[str]) -> None:
+        """Stop an extra engine (started while others were blocked) once it is idle."""
+        engine = self.engines.get(engine_id) if engine_id else None
+        if engine is None or engine.task_id is not None:
+            return
+        host = self.hosts.get(engine.host_id)
+        if host is None:
+            return
+        blocked = sum(self.engines[e].blocked for e in host.engines)
+        if len(host.engines) > host.base_engines + blocked and not any(True for _ in self._all_ready()):
+            host.engines.discard(engine_id)
+            self.engines.pop(engine_id)
+            self.engine_by_conn.pop(engine.conn, None)
+            self._send(host.conn, m.StopEngine(engine_id=engine_id))
+
+    def _on_engine_exited(self, conn, msg: m.EngineExited) -> None:
+        if msg.engine_id in self.engines:
+            log.warning("engine %s exited with %s", msg.engine_id, msg.returncode)
+            self._engine_lost(msg.engine_id)
+            self._schedule()
+
+    # ------------------------------------------------------------------ status
+    def _on_status(self, conn, msg: m.StatusRequest) -> None:
+        self._send(conn, m.StatusReply(request_id=msg.request_id, status=self.status()))
+
+    def status(self) -> dict:
+        states: dict = {}
+        for task in self.tasks.values():
+            states[task.state] = states.get(task.state, 0) + 1
+        return {
+            "cluster_id": self.cluster_id,
+            "session_dir": self.session_dir,
+            "hosts": [{
+                "host_id": h.host_id, "hostname": h.hostname, "pid": h.pid,
+                "resources": h.total, "available": dict(h.available),
+                "store_dir": h.store_dir, "engines": sorted(h.engines),
+            } for h in self.hosts.values()],
+            "engines": [{
+                "engine_id": e.engine_id, "host_id": e.host_id, "pid": e.pid,
+                "task_id": e.task_id, "blocked": e.blocked,
+                "state": "busy" if e.task_id else "idle",
+            } for e in self.engines.values()],
+            "clients": [{"kind": p.kind, "client_id": p.client_id, "pid": p.pid,
+                         "hostname": p.hostname} for p in self.peers.values()
+                        if p.kind == "driver"],
+            "tasks": {**states, **self.finished_count},
+            "objects": {
+                "count": len(self.objects),
+                "bytes": sum(o.entry.size for o in self.objects.values() if o.entry),
+            },
+        }
+
+    def _on_shutdown(self, conn, msg: m.Shutdown) -> None:
+        self.shutdown(msg.reason)
+
+    def shutdown(self, reason: str) -> None:
+        """Stop the cluster: every agent is told to stop its engines."""
+        self.stopping = True
+        for host in self.hosts.values():
+            self._send(host.conn, m.Shutdown(reason=reason))
+
+    _HANDLERS = {
+        m.ClientHello: _on_hello,
+        m.RegisterHost: _on_register_host,
+        m.RegisterFunction: _on_register_function,
+        m.SubmitTask: _on_submit,
+        m.TaskFinished: _on_task_finished,
+        m.EngineBlocked: _on_engine_blocked,
+        m.TaskOutput: _on_task_output,
+        m.CancelTask: _on_cancel,
+        m.PutObject: _on_put,
+        m.Subscribe: _on_subscribe,
+        m.RefUpdates: _on_ref_updates,
+        m.EngineExited: _on_engine_exited,
+        m.StatusRequest: _on_status,
+        m.Shutdown: _on_shutdown,
+    }

@@ -1,0 +1,1 @@
+"""The per-host object store: one file per object in shared memory."""
