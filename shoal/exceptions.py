@@ -17,16 +17,34 @@ class ShoalError(Exception):
 
 class TaskError(ShoalError):
     """A task raised an exception.  `.cause` is the original exception; the
-    message carries the remote traceback (shoal's own frames removed)."""
+    message carries the remote traceback, shoal's own frames removed.
 
-    def __init__(self, function_name: str, traceback_str: str, cause: BaseException | None = None,
-                 task_id: str = "", where: str = "") -> None:
+    The traceback travels as frames, not text, so that the driver fills in
+    source lines from its own linecache: a function defined in a notebook
+    cell shows the cell's lines, which the engine could never read.
+    """
+
+    def __init__(self, function_name: str, frames: list, exception_text: str,
+                 cause: BaseException | None = None, task_id: str = "", where: str = "") -> None:
         self.function_name = function_name
-        self.traceback_str = traceback_str
+        self.frames = frames              # [(filename, lineno, name, line or None)]
+        self.exception_text = exception_text
         self.cause = cause
         self.task_id = task_id
         self.where = where
         super().__init__(self._message())
+
+    @property
+    def traceback_str(self) -> str:
+        import linecache
+        out = ["Traceback (most recent call last):\n"]
+        for filename, lineno, name, line in self.frames:
+            out.append(f'  File "{filename}", line {lineno}, in {name}\n')
+            line = line or linecache.getline(filename, lineno).strip()
+            if line:
+                out.append(f"    {line}\n")
+        out.append(self.exception_text)
+        return "".join(out)
 
     def _message(self) -> str:
         where = f" ({self.where})" if self.where else ""
@@ -35,9 +53,12 @@ class TaskError(ShoalError):
     def __str__(self) -> str:
         return self._message()
 
+    def _args(self) -> tuple:
+        return (self.function_name, self.frames, self.exception_text, self.cause,
+                self.task_id, self.where)
+
     def __reduce__(self):
-        return (_rebuild_task_error, (self.function_name, self.traceback_str, self.cause,
-                                      self.task_id, self.where))
+        return (_rebuild_task_error, self._args())
 
     def as_instanceof_cause(self) -> "TaskError":
         """This error as an instance of both TaskError and the cause's class."""
@@ -47,9 +68,11 @@ class TaskError(ShoalError):
         cls = _dual_class(cause_cls)
         if cls is None:
             return self
-        err = Exception.__new__(cls)
-        TaskError.__init__(err, self.function_name, self.traceback_str, self.cause,
-                           self.task_id, self.where)
+        try:
+            err = cls.__new__(cls)
+        except Exception:               # a cause class with a demanding __new__
+            return self
+        TaskError.__init__(err, *self._args())
         return err
 
 
@@ -70,8 +93,8 @@ def _dual_class(cause_cls: type):
     return _DUAL_CLASSES[cause_cls]
 
 
-def _rebuild_task_error(function_name, traceback_str, cause, task_id, where):
-    return TaskError(function_name, traceback_str, cause, task_id, where).as_instanceof_cause()
+def _rebuild_task_error(*args):
+    return TaskError(*args).as_instanceof_cause()
 
 
 class GetTimeoutError(ShoalError, builtins.TimeoutError):

@@ -76,7 +76,7 @@ class RemoteFunction:
     def __init__(self, fn: Callable, options: dict) -> None:
         self._function = fn
         self._options = {**TASK_DEFAULTS, **validate_task_options(dict(options))}
-        self._name = self._options["name"] or getattr(fn, "__qualname__", repr(fn))
+        self._name = self._options["name"] or getattr(fn, "__name__", repr(fn))
         self._blob: bytes | None = None
         self._func_id: str | None = None
         self.__doc__ = fn.__doc__

@@ -215,7 +215,7 @@ class Engine:
             cloudpickle.dumps(exc)
         except Exception:                  # an exception we cannot ship: keep its text
             cause = RuntimeError(f"{type(exc).__name__}: {exc}")
-        return exceptions.TaskError(msg.name, user_traceback(exc), cause, msg.task_id, where)
+        return exceptions.TaskError(msg.name, *user_traceback(exc), cause, msg.task_id, where)
 
     def _set_gpus(self, gpu_ids: list) -> None:
         if gpu_ids:
@@ -226,12 +226,13 @@ class Engine:
             os.environ["CUDA_VISIBLE_DEVICES"] = self.base_cuda
 
 
-def user_traceback(exc: BaseException) -> str:
-    """The traceback with shoal's own frames removed."""
+def user_traceback(exc: BaseException) -> tuple[list, str]:
+    """(frames, exception text) of an exception, shoal's own frames removed.
+    A frame's line is None where this process cannot read the source."""
     te = traceback.TracebackException.from_exception(exc)
-    te.stack = traceback.StackSummary.from_list(
-        [f for f in te.stack if not f.filename.startswith(_SHOAL_DIR)])
-    return "".join(te.format())
+    frames = [(f.filename, f.lineno, f.name, f.line or None) for f in te.stack
+              if not f.filename.startswith(_SHOAL_DIR)]
+    return frames, "".join(te.format_exception_only())
 
 
 def main() -> None:

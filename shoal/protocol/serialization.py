@@ -14,9 +14,12 @@ While a value is serialized, every ObjectRef inside it reports its id (see
 """
 from __future__ import annotations
 
+import io
+import marshal
 import pickle
 import struct
 import threading
+import types
 import cloudpickle
 
 MAGIC = b"SH1\0"
@@ -25,6 +28,24 @@ ALIGN = 64
 INLINE_LIMIT = 100 * 1024     # below this a value travels inside messages
 _PRIMITIVES = (type(None), bool, int, float, str, bytes)
 _local = threading.local()
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle, except that code objects keep their file names (cloudpickle
+    3.1 replaces them with "<dynamic-code>"), so remote tracebacks point at the
+    user's file or notebook cell.  marshal is exact for code objects, and
+    engines run the driver's Python version anyway."""
+
+    def reducer_override(self, obj):
+        if type(obj) is types.CodeType:
+            return marshal.loads, (marshal.dumps(obj),)
+        return super().reducer_override(obj)
+
+
+def _cloudpickle(value, buffer_callback=None) -> bytes:
+    f = io.BytesIO()
+    _Pickler(f, protocol=5, buffer_callback=buffer_callback).dump(value)
+    return f.getvalue()
 
 
 class SerializationError(TypeError):
@@ -79,7 +100,7 @@ def serialize(value) -> Serialized:
         if type(value) in _PRIMITIVES:
             meta = pickle.dumps(value, protocol=5)
         else:
-            meta = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+            meta = _cloudpickle(value, buffers.append)
     except Exception as exc:
         raise SerializationError(
             f"cannot serialize {type(value).__name__} object for the cluster: {exc}") from exc
@@ -125,7 +146,7 @@ def dumps(value) -> bytes:
 
 def dumps_function(fn) -> bytes:
     try:
-        return cloudpickle.dumps(fn, protocol=5)
+        return _cloudpickle(fn)
     except Exception as exc:
         raise SerializationError(f"cannot serialize {fn!r} for the cluster: {exc}") from exc
 

@@ -75,7 +75,9 @@ class Task:
     retries_left: int
     state: str = "waiting"
     engine_id: Optional[str] = None
+    host_id: Optional[str] = None
     held: dict = field(default_factory=dict)
+    lent_cpu: float = 0.0                # CPU lent back while blocked in get
     gpu_ids: list = field(default_factory=list)
     children: set = field(default_factory=set)
     cancel_requested: bool = False
@@ -279,6 +281,7 @@ class SchedulerState:
             host.gpus[gpu] -= min(1.0, share) if share < 1 else 1.0
         task.held, task.gpu_ids = dict(request), gpu_ids
         task.state, task.engine_id, task.started_at = "running", engine.engine_id, self.clock()
+        task.host_id = host.host_id
         engine.task_id = spec.task_id
         blob = None
         if spec.func_id not in engine.functions:
@@ -292,7 +295,7 @@ class SchedulerState:
     def _release(self, task: Task) -> None:
         """Give back what a running task held and free its engine."""
         engine = self.engines.get(task.engine_id)
-        host = self.hosts.get(engine.host_id) if engine else None
+        host = self.hosts.get(task.host_id)
         if host is not None:
             for k, v in task.held.items():
                 host.available[k] = host.available.get(k, 0.0) + v
@@ -379,10 +382,15 @@ class SchedulerState:
             return
         engine.blocked = msg.blocked
         host = self.hosts[engine.host_id]
-        cpus = task.held.get("CPU", 0.0)
         # Lend the CPU back while blocked; taking it again may oversubscribe
         # the host for a while, as in Ray, rather than deadlock.
-        host.available["CPU"] = host.available.get("CPU", 0.0) + (cpus if msg.blocked else -cpus)
+        if msg.blocked:
+            task.lent_cpu = task.held.pop("CPU", 0.0)
+            host.available["CPU"] = host.available.get("CPU", 0.0) + task.lent_cpu
+        else:
+            task.held["CPU"] = task.lent_cpu
+            host.available["CPU"] = host.available.get("CPU", 0.0) - task.lent_cpu
+            task.lent_cpu = 0.0
         self._schedule()
 
     def _on_task_output(self, conn, msg: m.TaskOutput) -> None:

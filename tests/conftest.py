@@ -1,0 +1,51 @@
+import os
+import time
+
+import pytest
+
+import shoal
+
+
+def wait_for(condition, timeout=10.0, interval=0.02, what="condition"):
+    """Poll until condition() is truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"      # a zombie is as good as gone
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def cluster_pids() -> list:
+    """Scheduler, agent and engine pids of the current embedded cluster."""
+    from shoal.core import runtime
+    rt = runtime.current()
+    pids = [p.pid for p in rt.cluster.processes]
+    return pids + [e["pid"] for e in rt.client.status()["engines"]]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One embedded 2-CPU cluster shared by a module's tests."""
+    shoal.shutdown()
+    ctx = shoal.init(num_cpus=2)
+    yield ctx
+    shoal.shutdown()
+
+
+@pytest.fixture
+def fresh_cluster():
+    """A cluster of the test's own (for tests that break things)."""
+    shoal.shutdown()
+    yield lambda **kw: shoal.init(**{"num_cpus": 2, **kw})
+    shoal.shutdown()

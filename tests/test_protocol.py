@@ -1,0 +1,105 @@
+"""Level 1: framing, codec, authentication and value serialization, in-process."""
+import pickle
+
+import numpy as np
+import pytest
+
+from shoal.protocol import auth, codec
+from shoal.protocol import messages as m
+from shoal.protocol.framing import FrameDecoder, ProtocolError, encode_frame
+from shoal.protocol.serialization import (INLINE_LIMIT, SerializationError, deserialize, dumps,
+                                          serialize)
+
+
+def feed_bytewise(decoder, chunks):
+    frames = []
+    for chunk in chunks:
+        data = bytes(chunk)
+        for i in range(len(data)):
+            frames += decoder.feed(data[i:i + 1])
+    return frames
+
+
+def test_frames_survive_any_split():
+    chunks = encode_frame(b"header", [b"abc", b"", memoryview(b"xyz" * 100)])
+    frames = feed_bytewise(FrameDecoder(), chunks)
+    assert frames == [(b"header", [b"abc", b"", b"xyz" * 100])]
+
+
+def test_many_frames_in_one_read():
+    data = b"".join(bytes(c) for i in range(50) for c in encode_frame(str(i).encode()))
+    frames = FrameDecoder().feed(data)
+    assert [h for h, _ in frames] == [str(i).encode() for i in range(50)]
+
+
+def test_oversized_header_is_a_protocol_error():
+    with pytest.raises(ProtocolError):
+        FrameDecoder().feed(b"\xff\xff\xff\x7f\x00\x00\x00\x00")
+
+
+def test_codec_round_trips_every_field():
+    entry = m.ObjectEntry("o1", inline=b"v", size=1)
+    msg = m.SubmitTask(task_id="t", func_id="f", name="n", args=b"a", deps=["d"], nested=[],
+                       return_ids=["t/0"], resources={"CPU": 1.0}, max_retries=2,
+                       parent_task_id="p")
+    for original in (msg, m.ObjectsReady(entries=[entry]), m.Shutdown()):
+        [(header, buffers)] = FrameDecoder().feed(b"".join(bytes(c) for c in codec.encode(original)))
+        assert codec.decode(header, buffers) == original
+
+
+def test_codec_sends_pickle_buffers_out_of_band():
+    payload = bytearray(b"x" * 1000)
+    msg = m.RegisterFunction(func_id="f", name="n", blob=pickle.PickleBuffer(payload))
+    chunks = codec.encode(msg)
+    assert len(chunks) == 2 and bytes(chunks[1]) == bytes(payload)
+
+
+@pytest.mark.parametrize("header", [b"garbage", pickle.dumps((999, 1)), pickle.dumps("x"),
+                                    pickle.dumps((0,))])
+def test_codec_rejects_malformed_messages(header):
+    with pytest.raises(ProtocolError):
+        codec.decode(header, [])
+
+
+def test_auth_accepts_the_right_key_only():
+    key, server_nonce = b"k" * 32, auth.new_nonce()
+    proof, client_nonce = auth.client_proof(key, server_nonce)
+    reply = auth.check_client_proof(key, server_nonce, proof)
+    auth.check_server_proof(key, server_nonce, client_nonce, reply)
+    with pytest.raises(auth.AuthenticationError):
+        auth.check_client_proof(b"other" * 8, server_nonce, proof)
+    with pytest.raises(auth.AuthenticationError):
+        auth.check_client_proof(key, auth.new_nonce(), proof)       # replay on a new challenge
+    with pytest.raises(auth.AuthenticationError):
+        auth.check_server_proof(b"other" * 8, server_nonce, client_nonce, reply)
+
+
+def test_values_round_trip_with_out_of_band_arrays():
+    arr = np.arange(100_000, dtype=np.float64)
+    s = serialize({"a": arr, "b": [1, "two"]})
+    assert len(s.buffers) == 1 and s.size > arr.nbytes
+    out = deserialize(s.to_bytes())
+    assert np.array_equal(out["a"], arr) and out["b"] == [1, "two"]
+    assert s.offsets[0] % 64 == 0      # aligned in the layout, so aligned in a page-aligned map
+
+
+def test_small_values_stay_small():
+    assert len(dumps(42)) < 64
+    assert serialize(list(range(10))).size < INLINE_LIMIT
+
+
+def test_local_functions_and_lambdas_serialize():
+    k = 3
+    f = lambda x: x * k          # noqa: E731
+    assert deserialize(dumps(f))(2) == 6
+
+
+def test_unpicklable_values_give_a_clear_error():
+    import threading
+    with pytest.raises(SerializationError, match="cannot serialize"):
+        serialize(threading.Lock())
+
+
+def test_corrupt_values_give_a_clear_error():
+    with pytest.raises(SerializationError):
+        deserialize(b"not a value at all")

@@ -1,0 +1,237 @@
+"""Level 1: the scheduler's state machine, driven by messages, no sockets."""
+import pytest
+
+from shoal.exceptions import ObjectLostError, TaskCancelledError, WorkerCrashedError
+from shoal.protocol import messages as m
+from shoal.protocol.messages import ObjectEntry
+from shoal.protocol.serialization import deserialize, dumps
+from shoal.scheduler import policy
+from shoal.scheduler.state import SchedulerState
+
+
+class Harness:
+    """A scheduler with one driver ("drv"), hosts and engines named by strings."""
+
+    def __init__(self, cpus=2, gpus=(), resources=None):
+        self.s = SchedulerState("c1", "/tmp/session", clock=lambda: 0.0)
+        self.n = 0
+        self.s.handle("drv", m.ClientHello(client_id="d", kind="driver", pid=1, hostname="x"))
+        self.add_host("h1", cpus, gpus, resources)
+        self.s.handle("drv", m.RegisterFunction(func_id="f", name="f", blob=b"fn"))
+        self.out()
+
+    def add_host(self, host_id, cpus, gpus=(), resources=None, engines=None):
+        self.s.handle(f"agent-{host_id}", m.RegisterHost(
+            host_id=host_id, hostname=host_id, resources={"CPU": cpus, "GPU": len(gpus),
+                                                          **(resources or {})},
+            gpu_ids=list(gpus), store_dir="/dev/shm/x", pid=2))
+        for i in range(cpus if engines is None else engines):
+            self.s.handle(f"{host_id}.e{i}", m.ClientHello(
+                client_id=f"{host_id}.e{i}", kind="engine", pid=10 + i, hostname=host_id,
+                host_id=host_id, engine_id=f"{host_id}.e{i}"))
+
+    def out(self):
+        return self.s.take_output()
+
+    def submit(self, deps=(), resources=None, max_retries=3, conn="drv", parent=None):
+        self.n += 1
+        tid = f"t{self.n}"
+        self.s.handle(conn, m.SubmitTask(
+            task_id=tid, func_id="f", name="f", args=b"", deps=list(deps), nested=[],
+            return_ids=[f"{tid}/0"], resources=resources or {"CPU": 1.0},
+            max_retries=max_retries, parent_task_id=parent))
+        return tid
+
+    def executes(self, out):
+        return {conn: msg for conn, msg in out if isinstance(msg, m.ExecuteTask)}
+
+    def finish(self, engine, tid, value=1, failed=False, retryable=False):
+        self.s.handle(engine, m.TaskFinished(
+            task_id=tid, results=[ObjectEntry(f"{tid}/0", error=failed, inline=dumps(value))],
+            failed=failed, retryable=retryable))
+
+    def pushed(self, out, conn="drv"):
+        return {e.object_id: e for c, msg in out if c == conn and isinstance(msg, m.ObjectsReady)
+                for e in msg.entries}
+
+
+def test_tasks_fill_idle_engines_then_queue():
+    h = Harness(cpus=2)
+    tids = [h.submit() for _ in range(3)]
+    ex = h.executes(h.out())
+    assert sorted(x.task_id for x in ex.values()) == tids[:2]
+    engine = next(c for c, x in ex.items() if x.task_id == tids[0])
+    h.finish(engine, tids[0], value=5)
+    out = h.out()
+    assert deserialize(h.pushed(out)[f"{tids[0]}/0"].inline) == 5
+    assert [x.task_id for x in h.executes(out).values()] == [tids[2]]
+
+
+def test_function_blob_is_shipped_once_per_engine():
+    h = Harness(cpus=1)
+    t1 = h.submit()
+    [x1] = h.executes(h.out()).values()
+    h.finish("h1.e0", t1)
+    h.submit()
+    [x2] = h.executes(h.out()).values()
+    assert x1.func_blob == b"fn" and x2.func_blob is None
+
+
+def test_dependencies_wait_and_resolve_to_values():
+    h = Harness(cpus=2)
+    a = h.submit()
+    b = h.submit(deps=[f"{a}/0"])
+    assert [x.task_id for x in h.executes(h.out()).values()] == [a]
+    h.finish("h1.e0", a, value=7) if h.s.engines["h1.e0"].task_id == a else h.finish("h1.e1", a, value=7)
+    [xb] = h.executes(h.out()).values()
+    assert xb.task_id == b and deserialize(xb.dep_values[0].inline) == 7
+
+
+def test_errors_flow_through_dependent_tasks_without_running_them():
+    h = Harness(cpus=1)
+    a = h.submit()
+    b = h.submit(deps=[f"{a}/0"])
+    h.out()
+    h.finish("h1.e0", a, value=ValueError("boom"), failed=True)
+    out = h.out()
+    assert not h.executes(out)
+    pushed = h.pushed(out)
+    assert pushed[f"{b}/0"].error and pushed[f"{b}/0"].inline == pushed[f"{a}/0"].inline
+
+
+def test_engine_loss_retries_then_reports_a_crash():
+    h = Harness(cpus=1)
+    t = h.submit(max_retries=1)
+    h.out()
+    h.s.connection_closed("h1.e0")
+    h.add_host("h2", 1)          # a replacement engine elsewhere
+    assert [x.task_id for x in h.executes(h.out()).values()] == [t]
+    h.s.connection_closed("h2.e0")
+    err = deserialize(h.pushed(h.out())[f"{t}/0"].inline)
+    assert isinstance(err, WorkerCrashedError) and "max_retries=1" in str(err)
+    assert h.s.hosts["h1"].available == {"CPU": 1.0} == h.s.hosts["h2"].available
+
+
+def test_retryable_application_errors_are_retried():
+    h = Harness(cpus=1)
+    t = h.submit(max_retries=2)
+    h.out()
+    h.finish("h1.e0", t, value=ValueError("flaky"), failed=True, retryable=True)
+    assert [x.task_id for x in h.executes(h.out()).values()] == [t]
+
+
+def test_cancel_queued_and_running_tasks():
+    h = Harness(cpus=1)
+    running, queued = h.submit(), h.submit()
+    h.out()
+    h.s.handle("drv", m.CancelTask(object_id=f"{queued}/0"))
+    err = deserialize(h.pushed(h.out())[f"{queued}/0"].inline)
+    assert isinstance(err, TaskCancelledError)
+    h.s.handle("drv", m.CancelTask(object_id=f"{running}/0"))
+    assert any(isinstance(x, m.InterruptTask) for _, x in h.out())
+    h.s.handle("drv", m.CancelTask(object_id=f"{running}/0", force=True))
+    out = h.out()
+    assert any(isinstance(x, m.StopEngine) and x.restart for _, x in out)
+    assert isinstance(deserialize(h.pushed(out)[f"{running}/0"].inline), TaskCancelledError)
+
+
+def test_recursive_cancel_reaches_child_tasks():
+    h = Harness(cpus=2)
+    parent = h.submit()
+    h.out()
+    child = h.submit(conn="h1.e0" if h.s.engines["h1.e0"].task_id == parent else "h1.e1",
+                     parent=parent, resources={"CPU": 5.0})     # stays queued
+    h.s.handle("drv", m.CancelTask(object_id=f"{parent}/0"))
+    assert child not in h.s.tasks
+
+
+def test_blocked_engine_lends_its_cpu_and_gets_a_helper_engine():
+    h = Harness(cpus=1)
+    parent = h.submit(max_retries=0)
+    h.out()
+    child = h.submit(conn="h1.e0", parent=parent)
+    assert not h.executes(h.out())
+    h.s.handle("h1.e0", m.EngineBlocked(task_id=parent, blocked=True))
+    assert any(isinstance(x, m.StartEngines) for _, x in h.out())
+    h.s.handle("h1.e1", m.ClientHello(client_id="e1", kind="engine", pid=3, hostname="h1",
+                                      host_id="h1", engine_id="h1.e1"))
+    assert [x.task_id for x in h.executes(h.out()).values()] == [child]
+    h.finish("h1.e1", child)
+    h.s.handle("h1.e0", m.EngineBlocked(task_id=parent, blocked=False))
+    h.s.connection_closed("h1.e0")          # dies after blocking: nothing lent is lost
+    assert h.s.hosts["h1"].available["CPU"] == 1.0
+
+
+def test_reference_counts_free_objects_and_their_store_files():
+    h = Harness(cpus=1)
+    h.s.handle("drv", m.PutObject(entry=ObjectEntry("p1", host_id="h1", size=10)))
+    t = h.submit(deps=["p1"])
+    h.s.handle("drv", m.RefUpdates(ops=[("p1", -1)]))
+    assert "p1" in h.s.objects                 # the pending task still needs it
+    h.out()
+    h.finish("h1.e0", t)
+    out = h.out()
+    assert "p1" not in h.s.objects
+    assert ("agent-h1", m.FreeObjects(object_ids=["p1"])) in out
+
+
+def test_nested_refs_keep_objects_alive():
+    h = Harness(cpus=1)
+    h.s.handle("drv", m.PutObject(entry=ObjectEntry("inner", inline=b"x")))
+    h.s.handle("drv", m.PutObject(entry=ObjectEntry("outer", inline=b"y"), nested=["inner"]))
+    h.s.handle("drv", m.RefUpdates(ops=[("inner", -1)]))
+    assert "inner" in h.s.objects
+    h.s.handle("drv", m.RefUpdates(ops=[("outer", -1)]))
+    assert not h.s.objects
+
+
+def test_a_departed_driver_releases_everything_it_held():
+    h = Harness(cpus=1)
+    h.s.handle("drv", m.PutObject(entry=ObjectEntry("p1", inline=b"x")))
+    h.submit(), h.submit()
+    h.s.connection_closed("drv")
+    assert not h.s.objects and not h.s.tasks
+
+
+def test_missing_dependency_fails_the_task_with_object_lost():
+    h = Harness(cpus=1)
+    t = h.submit(deps=["nope"])
+    assert isinstance(deserialize(h.pushed(h.out())[f"{t}/0"].inline), ObjectLostError)
+
+
+def test_infeasible_tasks_warn_once_and_wait_for_a_host():
+    h = Harness(cpus=1)
+    t = h.submit(resources={"CPU": 1.0, "TPU": 1.0})
+    h.submit(resources={"CPU": 1.0, "TPU": 1.0})
+    notices = [x for _, x in h.out() if isinstance(x, m.Notice)]
+    assert len(notices) == 1 and "TPU" in notices[0].text     # once per resource shape
+    h.add_host("h2", 1, resources={"TPU": 1})
+    assert t in [x.task_id for x in h.executes(h.out()).values()]
+
+
+def test_gpu_tasks_get_gpu_ids_and_fractions_share():
+    h = Harness(cpus=4, gpus=(0, 1))
+    a = h.submit(resources={"CPU": 1.0, "GPU": 1.0})
+    b = h.submit(resources={"CPU": 1.0, "GPU": 0.5})
+    c = h.submit(resources={"CPU": 1.0, "GPU": 0.5})
+    d = h.submit(resources={"CPU": 1.0, "GPU": 1.0})
+    ex = {x.task_id: x.gpu_ids for x in h.executes(h.out()).values()}
+    assert ex[a] == [0] and ex[b] == ex[c] == [1] and d not in ex
+
+
+def test_policy_spreads_and_checks_fit():
+    class H:
+        def __init__(self, total, available):
+            self.total, self.available = total, available
+    busy, free = H({"CPU": 4}, {"CPU": 1}), H({"CPU": 4}, {"CPU": 3})
+    assert policy.choose_host({"CPU": 1}, [busy, free], lambda h: True) is free
+    assert policy.choose_host({"CPU": 2}, [busy], lambda h: True) is None
+    assert not policy.feasible_anywhere({"CPU": 8}, [busy, free])
+    assert policy.allocate_gpus({0: 0.25, 1: 1.0}, 0.5) == [1]
+    assert policy.allocate_gpus({0: 1.0}, 2) is None
+
+
+def test_messages_before_hello_are_refused():
+    s = SchedulerState("c", "/tmp")
+    with pytest.raises(ValueError):
+        s.handle("stranger", m.Subscribe(object_ids=["x"]))
