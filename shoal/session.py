@@ -8,6 +8,7 @@ lines or into logs: child processes get their configuration on stdin.
 """
 from __future__ import annotations
 
+import faulthandler
 import glob
 import json
 import logging
@@ -112,6 +113,7 @@ def setup_process_logging(session_dir: str, name: str) -> str:
     os.close(fd)
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
+    faulthandler.enable(file=sys.stderr, all_threads=True)   # a segfault leaves its traceback
     logging.basicConfig(
         level=os.environ.get("SHOAL_LOG_LEVEL", "INFO"),
         format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",

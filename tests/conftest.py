@@ -26,12 +26,18 @@ def alive(pid: int) -> bool:
         return False
 
 
-def cluster_pids() -> list:
-    """Scheduler, agent and engine pids of the current embedded cluster."""
+def cluster_pids(engines: int = 2) -> list:
+    """Scheduler, agent and engine pids of the current embedded cluster, once
+    its `engines` engines have joined."""
     from shoal.core import runtime
     rt = runtime.current()
-    pids = [p.pid for p in rt.cluster.processes]
-    return pids + [e["pid"] for e in rt.client.status()["engines"]]
+
+    def joined():
+        status = rt.client.status()
+        return status if len(status["engines"]) >= engines else None
+
+    status = wait_for(joined, what=f"{engines} engines")
+    return [p.pid for p in rt.cluster.processes] + [e["pid"] for e in status["engines"]]
 
 
 @pytest.fixture(scope="module")
