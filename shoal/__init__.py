@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from . import exceptions
+from .core.actor import ActorClass, ActorHandle, get_actor, kill, method
 from .core.api import (
     ClusterContext, available_resources, cancel, cluster_resources, get, init, is_initialized,
     put, shutdown, wait,
@@ -23,8 +24,8 @@ __version__ = "0.1.0"
 
 
 def remote(*args, **options):
-    """Make a function run on the cluster: `@shoal.remote` or
-    `@shoal.remote(num_cpus=2, num_returns=2, ...)`."""
+    """Make a function a remote task, or a class an actor: `@shoal.remote` or
+    `@shoal.remote(num_cpus=2, ...)`."""
     if len(args) == 1 and not options and callable(args[0]):
         return _make_remote(args[0], {})
     if args:
@@ -36,7 +37,7 @@ def remote(*args, **options):
 
 def _make_remote(target, options: dict):
     if isinstance(target, type):
-        raise TypeError("@shoal.remote on a class (actors) is not available yet")
+        return ActorClass(target, options)
     if not callable(target):
         raise TypeError(f"@shoal.remote expects a function, got {type(target).__name__}")
     return RemoteFunction(target, options)
@@ -44,6 +45,7 @@ def _make_remote(target, options: dict):
 
 __all__ = [
     "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel",
+    "get_actor", "kill", "method", "ActorClass", "ActorHandle",
     "ObjectRef", "RemoteFunction", "ClusterContext", "exceptions", "cluster_resources",
     "available_resources", "__version__",
 ]

@@ -153,9 +153,17 @@ def format_status(address: str, status: dict) -> str:
         lines.append(f"  {h['host_id']} ({h['hostname']}): {len(h['engines'])} engines; free {res}")
     lines.append("Engines:")
     for e in sorted(status["engines"], key=lambda e: e["engine_id"]):
-        doing = f"running {e['task_id']}" if e["task_id"] else "idle"
+        doing = (f"hosts actor {e['actor_id']}" if e.get("actor_id") else
+                 f"running {e['task_id']}" if e["task_id"] else "idle")
         lines.append(f"  {e['engine_id']:<16} pid {e['pid']:<8} {doing}"
                      + (" (blocked in get)" if e["blocked"] else ""))
+    if status.get("actors"):
+        lines.append("Actors:")
+        for a in status["actors"]:
+            name = f" {a['name']!r}" if a["name"] else ""
+            lines.append(f"  {a['actor_id']:<20} {a['class_name']}{name} {a['state']} on "
+                         f"{a['engine_id'] or '-'} (host {a['host_id'] or '-'}), "
+                         f"restarts {a['restarts']}, pending calls {a['pending_calls']}")
     tasks = ", ".join(f"{k} {v}" for k, v in status["tasks"].items()) or "none"
     lines += [f"Tasks: {tasks}",
               f"Objects: {status['objects']['count']} ({status['objects']['bytes'] / 1e6:.1f} MB)",

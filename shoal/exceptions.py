@@ -124,6 +124,10 @@ class ActorDiedError(ActorError):
     """The actor is dead (killed, crashed beyond max_restarts, or its constructor failed)."""
 
 
+class PendingCallsLimitExceeded(ShoalError):
+    """An actor handle has max_pending_calls calls in flight already."""
+
+
 class ObjectLostError(ShoalError):
     """Every copy of an object is gone and it cannot be rebuilt."""
 
@@ -149,6 +153,6 @@ RayActorError = ActorError
 
 __all__ = [
     "ShoalError", "TaskError", "GetTimeoutError", "TaskCancelledError", "WorkerCrashedError",
-    "ActorError", "ActorDiedError", "ObjectLostError", "OwnerDiedError", "ObjectStoreFullError",
+    "ActorError", "ActorDiedError", "PendingCallsLimitExceeded", "ObjectLostError", "OwnerDiedError", "ObjectStoreFullError",
     "ClusterLostError", "RayError", "RayTaskError", "RayActorError",
 ]

@@ -13,6 +13,7 @@ these travel in send order, ahead of any message that follows them.
 """
 from __future__ import annotations
 
+import contextvars
 import itertools
 import logging
 import os
@@ -32,6 +33,8 @@ from ..store import shm
 
 log = logging.getLogger("shoal.client")
 FLUSH_INTERVAL = 0.02
+# The ExecuteTask an engine is running in this thread or coroutine, if any.
+current_task: contextvars.ContextVar = contextvars.ContextVar("shoal_current_task", default=None)
 
 
 class _Waiter:
@@ -70,9 +73,9 @@ class Client:
         self._owned: set = set()
         self._subscribed: set = set()
         self._registered_functions: set = set()
-        self._status_replies: dict[int, m.StatusReply] = {}
-        self._status_cond = threading.Condition(self._lock)
-        self.current_task_id: Optional[str] = None     # set by the engine while a task runs
+        self._replies: dict[int, m.QueryReply] = {}
+        self._reply_cond = threading.Condition(self._lock)
+        self.actor_id: Optional[str] = None            # set for an engine hosting an actor
         self.lost: Optional[str] = None
         self._closing = False
         self._reader = threading.Thread(target=self._read_loop, name="shoal-client-reader", daemon=True)
@@ -84,16 +87,20 @@ class Client:
     @classmethod
     def connect(cls, address: str, key: bytes, kind: str = "driver", host_id: Optional[str] = None,
                 store_dir: Optional[str] = None, engine_id: Optional[str] = None,
-                on_message: Optional[Callable] = None, timeout: float = 10.0) -> "Client":
+                actor_id: Optional[str] = None, on_message: Optional[Callable] = None,
+                timeout: float = 10.0) -> "Client":
         conn = Connection.connect(address, key, timeout=timeout)
         client_id = uuid.uuid4().hex[:12]
         conn.send(m.ClientHello(client_id=client_id, kind=kind, pid=os.getpid(),
-                                hostname=socket.gethostname(), host_id=host_id, engine_id=engine_id))
+                                hostname=socket.gethostname(), host_id=host_id, engine_id=engine_id,
+                                actor_id=actor_id))
         welcome = conn.recv()
         if not isinstance(welcome, m.Welcome):
             conn.close()
             raise ConnectionError(f"unexpected reply from the scheduler: {type(welcome).__name__}")
-        return cls(conn, welcome, client_id, kind, host_id, store_dir, on_message)
+        client = cls(conn, welcome, client_id, kind, host_id, store_dir, on_message)
+        client.actor_id = actor_id
+        return client
 
     # ------------------------------------------------------------------ sending
     def send(self, *msgs) -> None:
@@ -123,6 +130,12 @@ class Client:
     def _housekeep(self) -> None:
         while not self._housekeeper_stop.wait(FLUSH_INTERVAL):
             self.flush_refs()
+
+    @property
+    def current_task_id(self) -> Optional[str]:
+        """The task this thread or coroutine runs for (engines only)."""
+        msg = current_task.get()
+        return msg.task_id if msg is not None else None
 
     # ------------------------------------------------------------------ ids and refs
     def new_id(self, prefix: str = "") -> str:
@@ -156,6 +169,9 @@ class Client:
 
     def holds(self, object_id: str) -> bool:
         return object_id in self._refcounts
+
+    def ready(self, object_id: str) -> bool:
+        return object_id in self._entries
 
     # ------------------------------------------------------------------ results
     def seed(self, entries) -> None:
@@ -239,17 +255,23 @@ class Client:
         self._registered_functions.add(func_id)
         return [m.RegisterFunction(func_id=func_id, name=name, blob=blob)]
 
-    def status(self, timeout: float = 10.0) -> dict:
+    def query(self, kind: str, timeout: float = 10.0, **args):
+        """Ask the scheduler for state (see messages.Query); raises what it reports."""
         request_id = next(self._ids)
-        self.send(m.StatusRequest(request_id=request_id))
-        with self._status_cond:
-            ok = self._status_cond.wait_for(
-                lambda: request_id in self._status_replies or self.lost, timeout)
+        self.send(m.Query(request_id=request_id, kind=kind, args=args))
+        with self._reply_cond:
+            ok = self._reply_cond.wait_for(lambda: request_id in self._replies or self.lost, timeout)
             if self.lost:
                 raise ClusterLostError(self.lost)
             if not ok:
-                raise GetTimeoutError("the scheduler did not answer a status request")
-            return self._status_replies.pop(request_id).status
+                raise GetTimeoutError(f"the scheduler did not answer a {kind!r} query")
+            reply = self._replies.pop(request_id)
+        if reply.error is not None:
+            raise ValueError(reply.error)
+        return reply.value
+
+    def status(self, timeout: float = 10.0) -> dict:
+        return self.query("status", timeout)
 
     # ------------------------------------------------------------------ receiving
     def _read_loop(self) -> None:
@@ -260,10 +282,10 @@ class Client:
                     self._on_ready(msg.entries)
                 elif type(msg) is m.TaskOutput:
                     _print_output(msg)
-                elif type(msg) is m.StatusReply:
-                    with self._status_cond:
-                        self._status_replies[msg.request_id] = msg
-                        self._status_cond.notify_all()
+                elif type(msg) is m.QueryReply:
+                    with self._reply_cond:
+                        self._replies[msg.request_id] = msg
+                        self._reply_cond.notify_all()
                 elif type(msg) is m.Notice:
                     print(f"shoal: {msg.text}", file=sys.stderr)
                 elif self._on_message is not None:
@@ -297,7 +319,7 @@ class Client:
             for waiters in self._waiters.values():
                 for w in waiters:
                     w.event.set()
-            self._status_cond.notify_all()
+            self._reply_cond.notify_all()
         if self._on_message is not None:
             self._on_message(None)
 
@@ -322,7 +344,8 @@ class _BlockedSection:
 
     def __init__(self, client: Client) -> None:
         self.client = client
-        self.task_id = client.current_task_id if client.kind == "engine" else None
+        # Only pool engines hold CPU while running; an actor's calls hold none.
+        self.task_id = client.current_task_id if client.actor_id is None else None
 
     def __enter__(self):
         if self.task_id:

@@ -94,7 +94,7 @@ class HostAgent:
     def handle(self, msg) -> None:
         if isinstance(msg, m.StartEngines):
             for _ in range(msg.count):
-                self.start_engine()
+                self.start_engine(msg.actor_id)
         elif isinstance(msg, m.StopEngine):
             self.stop_engine(msg.engine_id, restart=msg.restart)
         elif isinstance(msg, m.FreeObjects):
@@ -106,16 +106,17 @@ class HostAgent:
         else:
             log.warning("unexpected message %s", type(msg).__name__)
 
-    def start_engine(self) -> str:
-        engine_id = f"{self.host_id}.e{next(self._ids)}"
+    def start_engine(self, actor_id: str | None = None) -> str:
+        """Start a pool engine, or one dedicated to an actor (`actor_id`)."""
+        engine_id = f"{self.host_id}.{'a' if actor_id else 'e'}{next(self._ids)}"
         config = {k: self.config[k] for k in ("address", "key", "cluster_id", "session_dir")}
         proc = spawn("shoal.engine", {
-            **config, "engine_id": engine_id, "host_id": self.host_id,
+            **config, "engine_id": engine_id, "host_id": self.host_id, "actor_id": actor_id,
             "store_dir": self.store_dir, "owner_fd": self._engine_owner_r,
         }, (self._engine_owner_r,))
         with self._lock:
             self.engines[engine_id] = proc
-        threading.Thread(target=self._watch_engine, args=(engine_id, proc),
+        threading.Thread(target=self._watch_engine, args=(engine_id, proc, actor_id),
                          name=f"watch-{engine_id}", daemon=True).start()
         log.info("started engine %s (pid %s)", engine_id, proc.pid)
         return engine_id
@@ -130,7 +131,7 @@ class HostAgent:
         # A force-cancel kills at once; the watcher starts the replacement.
         proc.kill() if restart else proc.terminate()
 
-    def _watch_engine(self, engine_id: str, proc: subprocess.Popen) -> None:
+    def _watch_engine(self, engine_id: str, proc: subprocess.Popen, actor_id) -> None:
         code = proc.wait()
         with self._lock:
             self.engines.pop(engine_id, None)
@@ -138,12 +139,14 @@ class HostAgent:
             self.stopping_ids.discard(engine_id)
         if self._stopping.is_set() or intended:
             return
-        log.warning("engine %s (pid %s) exited with %s; starting a replacement",
-                    engine_id, proc.pid, code)
+        log.warning("engine %s (pid %s) exited with %s%s", engine_id, proc.pid, code,
+                    "" if actor_id else "; starting a replacement")
         try:
             self.conn.send(m.EngineExited(engine_id=engine_id, returncode=code))
         except OSError:
             return
+        if actor_id:
+            return           # the scheduler decides whether and where an actor restarts
         now = time.monotonic()
         self.crashes = [t for t in self.crashes if now - t < 30] + [now]
         delay = RESTART_BACKOFF[min(len(self.crashes) - 1, len(RESTART_BACKOFF) - 1)]

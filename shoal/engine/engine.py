@@ -1,13 +1,24 @@
-"""The engine process: runs one task at a time on its main thread.
+"""The engine process: runs tasks, or hosts one actor.
 
-Tasks arrive through the engine's Client (its reader thread queues them);
-inside a task the whole public API works, because the engine's Client is the
-process's runtime.  Output a task prints is captured and sent, tagged with the
-task id, to the task's owner.  An InterruptTask raises KeyboardInterrupt in
-the running task (a real SIGINT to the main thread, so blocking calls wake).
+Tasks (and calls of a plain actor) run one at a time on the main thread.  An
+actor with max_concurrency > 1 runs calls on a thread pool; an actor with
+`async def` methods runs them on an event loop thread, up to max_concurrency
+at once.  Inside a task the whole public API works: the engine's Client is the
+process's runtime.
+
+What a call prints is captured per call (a context variable says which call
+is running, so threads and coroutines do not mix up their output) and sent,
+tagged with the task id, to the task's owner.  An InterruptTask raises
+KeyboardInterrupt in a running task (a real SIGINT to the main thread, so
+blocking calls wake), cancels a running coroutine, or drops a call that has
+not started.
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextvars
+import inspect
 import io
 import logging
 import os
@@ -23,7 +34,7 @@ import cloudpickle
 
 from .. import exceptions
 from ..core import runtime
-from ..core.client import Client
+from ..core.client import Client, current_task
 from ..core.object_ref import ObjectRef
 from ..protocol import messages as m
 from ..protocol.serialization import SerializationError, deserialize, serialize
@@ -32,35 +43,44 @@ from ..session import read_config_from_stdin, setup_process_logging
 log = logging.getLogger("shoal.engine")
 _SHOAL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUTPUT_FLUSH = 0.05
+DEFAULT_ASYNC_CONCURRENCY = 1000
 
 
 class TaskOutputStream(io.TextIOBase):
-    """A stream that forwards what a task writes to the task's owner.  Text is
-    buffered and flushed at newlines-plus-time, at task end, or on flush()."""
+    """sys.stdout/sys.stderr of an engine: text written during a call is
+    buffered per call and sent to the call's owner; other text goes to the log."""
 
-    def __init__(self, engine: "Engine", stream: str) -> None:
+    def __init__(self, engine: "Engine", stream: str, fallback) -> None:
         self.engine = engine
         self.stream = stream
-        self._buf: list = []
+        self.fallback = fallback
+        self._bufs: dict = {}          # task id -> (msg, [text])
         self._lock = threading.Lock()
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
+        msg = current_task.get()
+        if msg is None:
+            return self.fallback.write(text)
         if text:
             with self._lock:
-                self._buf.append(text)
+                self._bufs.setdefault(msg.task_id, (msg, []))[1].append(text)
             self.engine.output_pending.set()
         return len(text)
 
-    def flush(self) -> None:
+    def flush(self, task_id: Optional[str] = None) -> None:
         with self._lock:
-            text, self._buf = "".join(self._buf), []
-        task = self.engine.task
-        if text and task is not None:
-            self.engine.client.send(m.TaskOutput(task_id=task.task_id, name=task.name,
-                                                 pid=os.getpid(), stream=self.stream, text=text))
+            if task_id is None:
+                taken, self._bufs = list(self._bufs.values()), {}
+            else:
+                taken = [self._bufs.pop(task_id)] if task_id in self._bufs else []
+        for msg, parts in taken:
+            self.engine.client.send(m.TaskOutput(task_id=msg.task_id, name=msg.name,
+                                                 pid=os.getpid(), stream=self.stream,
+                                                 text="".join(parts)))
+        self.fallback.flush()
 
 
 class Engine:
@@ -68,29 +88,36 @@ class Engine:
         self.config = config
         self.engine_id = config["engine_id"]
         self.host_id = config["host_id"]
-        self.tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self.actor_id = config.get("actor_id")
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.functions: dict = {}
-        self.task: Optional[m.ExecuteTask] = None
-        self.interrupt_lock = threading.Lock()
+        self.instance = None            # the actor, once created
+        self.running: dict = {}         # task id -> how to interrupt it
+        self.cancelled: set = set()     # interrupted before they started
+        self.lock = threading.Lock()
         self.output_pending = threading.Event()
         self.main_thread = threading.main_thread().ident
         self.base_cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
+        self.pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self.slots: Optional[asyncio.Semaphore] = None
 
     def run(self) -> None:
         self.client = Client.connect(
             self.config["address"], bytes.fromhex(self.config["key"]), kind="engine",
             host_id=self.host_id, store_dir=self.config["store_dir"],
-            engine_id=self.engine_id, on_message=self.on_message)
+            engine_id=self.engine_id, actor_id=self.actor_id, on_message=self.on_message)
         runtime.set_current(runtime.Runtime(self.client, self.config["address"]))
-        self.stdout = TaskOutputStream(self, "stdout")
-        self.stderr = TaskOutputStream(self, "stderr")
+        self.stdout = TaskOutputStream(self, "stdout", sys.stdout)
+        self.stderr = TaskOutputStream(self, "stderr", sys.stderr)
+        sys.stdout, sys.stderr = self.stdout, self.stderr
         threading.Thread(target=self._flush_output, name="output-flush", daemon=True).start()
         while True:
             try:
-                msg = self.tasks.get()
+                msg = self.inbox.get()
                 if msg is None:
                     return
-                self.execute(msg)
+                self.dispatch(msg)
             except KeyboardInterrupt:
                 continue        # an interrupt that came after its task had ended
 
@@ -100,11 +127,17 @@ class Engine:
             log.warning("lost the scheduler; exiting")
             os._exit(0)
         if type(msg) is m.ExecuteTask:
-            self.tasks.put(msg)
+            self.inbox.put(msg)
         elif type(msg) is m.InterruptTask:
-            with self.interrupt_lock:
-                if self.task is not None and self.task.task_id == msg.task_id:
+            with self.lock:
+                how = self.running.get(msg.task_id)
+                if how is None:
+                    self.cancelled.add(msg.task_id)
+                elif how == "main":
                     signal.pthread_kill(self.main_thread, signal.SIGINT)
+                elif isinstance(how, asyncio.Task):
+                    self.loop.call_soon_threadsafe(how.cancel)
+                # a call on a thread pool cannot be interrupted (as in Ray)
         else:
             log.warning("unexpected message %s", type(msg).__name__)
 
@@ -116,39 +149,86 @@ class Engine:
             self.stdout.flush()
             self.stderr.flush()
 
-    # ------------------------------------------------------------------ running a task
-    def execute(self, msg: m.ExecuteTask) -> None:
-        client = self.client
-        client.seed(msg.dep_values)
-        failed = retryable = False
-        nested: list = []
-        with self.interrupt_lock:
-            self.task = msg
-            client.current_task_id = msg.task_id
-        sys.stdout, sys.stderr = self.stdout, self.stderr
-        self._set_gpus(msg.gpu_ids)
+    # ------------------------------------------------------------------ dispatch
+    def dispatch(self, msg: m.ExecuteTask) -> None:
+        if msg.method is None or msg.method == "__init__" or (self.pool is None and self.loop is None):
+            self.run_sync(msg)
+        elif self.loop is not None:
+            asyncio.run_coroutine_threadsafe(self.run_async(msg), self.loop)
+        else:
+            ctx = contextvars.copy_context()
+            self.pool.submit(ctx.run, self.run_sync, msg, False)
+
+    def run_sync(self, msg: m.ExecuteTask, on_main: bool = True) -> None:
+        token = current_task.set(msg)
+        outcome = None
         try:
-            fn = self._function(msg)
-            args, kwargs = self._arguments(msg)
+            with self.lock:
+                if msg.task_id in self.cancelled:
+                    self.cancelled.discard(msg.task_id)
+                    raise KeyboardInterrupt
+                self.running[msg.task_id] = "main" if on_main else "thread"
+            self._set_gpus(msg.gpu_ids)
+            fn, args, kwargs = self._prepare(msg)
             value = fn(*args, **kwargs)
+            with self.lock:                  # from here on no interrupt is sent
+                self.running.pop(msg.task_id, None)
             del args, kwargs
-            results, nested = self._store_results(msg, value)
+            if msg.method == "__init__":
+                self._became_actor(value, msg)
+                value = None
+            outcome = self._results(msg, value)
         except BaseException as exc:     # KeyboardInterrupt too: that is how cancel arrives
-            failed = True
-            retryable = self._retryable(msg, exc)
-            error = self._task_error(msg, exc)
-            results = [client.store_value(oid, serialize(error))._replace(error=True)
-                       for oid in msg.return_ids]
+            outcome = self._failure(msg, exc)
         finally:
-            with self.interrupt_lock:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-                self.task = None
-                client.current_task_id = None
-        client.unseed(e.object_id for e in msg.dep_values)
-        client.send(m.TaskFinished(task_id=msg.task_id, results=results, nested=nested,
-                                   failed=failed, retryable=retryable))
+            self._finish(msg, outcome)
+            current_task.reset(token)
+
+    async def run_async(self, msg: m.ExecuteTask) -> None:
+        current_task.set(msg)            # this coroutine runs in its own context copy
+        outcome = None
+        try:
+            async with self.slots:
+                with self.lock:
+                    if msg.task_id in self.cancelled:
+                        self.cancelled.discard(msg.task_id)
+                        raise asyncio.CancelledError
+                    self.running[msg.task_id] = asyncio.current_task()
+                fn, args, kwargs = self._prepare(msg)
+                value = fn(*args, **kwargs)
+                if inspect.isawaitable(value):
+                    value = await value
+                outcome = self._results(msg, value)
+        except (Exception, asyncio.CancelledError) as exc:
+            outcome = self._failure(msg, KeyboardInterrupt() if isinstance(
+                exc, asyncio.CancelledError) else exc)
+        finally:
+            self._finish(msg, outcome)
+
+    def _finish(self, msg: m.ExecuteTask, outcome) -> None:
+        with self.lock:
+            self.running.pop(msg.task_id, None)
+        self.stdout.flush(msg.task_id)
+        self.stderr.flush(msg.task_id)
+        self.client.unseed(e.object_id for e in msg.dep_values)
+        results, nested, failed, retryable = outcome
+        self.client.send(m.TaskFinished(task_id=msg.task_id, results=results, nested=nested,
+                                        failed=failed, retryable=retryable))
+
+    # ------------------------------------------------------------------ pieces
+    def _prepare(self, msg: m.ExecuteTask):
+        self.client.seed(msg.dep_values)
+        if msg.method is None or msg.method == "__init__":
+            fn = self._function(msg)
+        else:
+            fn = getattr(self.instance, msg.method)
+        args, kwargs = deserialize(msg.args)
+        if msg.dep_values:
+            values = {e.object_id: e for e in msg.dep_values}
+            resolve = lambda a: self._resolve(a, values) if type(a) is ObjectRef else a  # noqa: E731
+            args = [resolve(a) for a in args]
+            kwargs = {k: resolve(v) for k, v in kwargs.items()}
+        return fn, args, kwargs
 
     def _function(self, msg: m.ExecuteTask):
         fn = self.functions.get(msg.func_id)
@@ -158,15 +238,6 @@ class Engine:
             fn = self.functions[msg.func_id] = cloudpickle.loads(msg.func_blob)
         return fn
 
-    def _arguments(self, msg: m.ExecuteTask):
-        args, kwargs = deserialize(msg.args)
-        if msg.dep_values:
-            values = {e.object_id: e for e in msg.dep_values}
-            resolve = lambda a: self._resolve(a, values) if type(a) is ObjectRef else a
-            args = [resolve(a) for a in args]
-            kwargs = {k: resolve(v) for k, v in kwargs.items()}
-        return args, kwargs
-
     def _resolve(self, ref: ObjectRef, values: dict):
         entry = values[ref.id]
         value = self.client.load(entry)
@@ -174,10 +245,29 @@ class Engine:
             raise value
         return value
 
-    def _store_results(self, msg: m.ExecuteTask, value) -> tuple[list, list]:
+    def _became_actor(self, instance, msg: m.ExecuteTask) -> None:
+        """The constructor returned: choose how calls will run."""
+        self.instance = instance
+        options = msg.actor_options or {}
+        concurrency = options.get("max_concurrency")
+        is_async = any(inspect.iscoroutinefunction(getattr(type(instance), name, None))
+                       for name in dir(type(instance)) if not name.startswith("__"))
+        if is_async:
+            self.loop = asyncio.new_event_loop()
+            threading.Thread(target=self.loop.run_forever, name="actor-loop", daemon=True).start()
+            limit = concurrency or DEFAULT_ASYNC_CONCURRENCY
+
+            async def make_semaphore():
+                return asyncio.Semaphore(limit)
+
+            self.slots = asyncio.run_coroutine_threadsafe(make_semaphore(), self.loop).result()
+        elif concurrency and concurrency > 1:
+            self.pool = concurrent.futures.ThreadPoolExecutor(concurrency, "actor-call")
+
+    def _results(self, msg: m.ExecuteTask, value):
         n = len(msg.return_ids)
         if n == 0:
-            return [], []
+            return [], [], False, False
         if n == 1:
             values = [value]
         else:
@@ -194,7 +284,17 @@ class Engine:
             s = serialize(v)
             results.append(self.client.store_value(oid, s))
             nested.append(s.nested)
-        return results, nested
+        return results, nested, False, False
+
+    def _failure(self, msg: m.ExecuteTask, exc: BaseException):
+        error = self._task_error(msg, exc)
+        try:
+            payload = serialize(error)
+        except SerializationError:
+            payload = serialize(exceptions.TaskError(msg.name, [], f"{type(exc).__name__}: {exc}\n"))
+        results = [self.client.store_value(oid, payload)._replace(error=True)
+                   for oid in msg.return_ids]
+        return results, [], True, self._retryable(msg, exc)
 
     def _retryable(self, msg: m.ExecuteTask, exc: BaseException) -> bool:
         if msg.retry_exceptions is None or isinstance(exc, (KeyboardInterrupt, SerializationError)):
@@ -205,7 +305,7 @@ class Engine:
         return bool(policy) and isinstance(exc, tuple(policy))
 
     def _task_error(self, msg: m.ExecuteTask, exc: BaseException) -> BaseException:
-        if isinstance(exc, exceptions.TaskError):
+        if isinstance(exc, (exceptions.TaskError, exceptions.ActorDiedError)):
             return exc                     # an upstream failure: pass it on unchanged
         if isinstance(exc, KeyboardInterrupt):
             return exceptions.TaskCancelledError(msg.task_id)

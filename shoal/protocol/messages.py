@@ -48,6 +48,7 @@ class ClientHello:
     hostname: str
     host_id: Optional[str] = None
     engine_id: Optional[str] = None
+    actor_id: Optional[str] = None     # set for an engine started to host one actor
 
 
 @message
@@ -96,6 +97,9 @@ class SubmitTask:
     max_retries: int = 3
     retry_exceptions: Optional[bytes] = None   # pickled bool or list of classes
     parent_task_id: Optional[str] = None
+    actor_id: Optional[str] = None     # an actor's creation (method "__init__") or method call
+    method: Optional[str] = None
+    actor_options: Optional[dict] = None   # creation only: ActorOptions fields
 
 
 @message
@@ -109,6 +113,8 @@ class ExecuteTask:
     return_ids: list
     gpu_ids: list
     retry_exceptions: Optional[bytes] = None
+    method: Optional[str] = None
+    actor_options: Optional[dict] = None
 
 
 @message
@@ -190,8 +196,15 @@ class FreeObjects:
 # --- engines and agents -----------------------------------------------------------
 
 @message
+class KillActor:
+    actor_id: str
+    no_restart: bool = True
+
+
+@message
 class StartEngines:
     count: int
+    actor_id: Optional[str] = None     # start one engine dedicated to this actor
 
 
 @message
@@ -209,11 +222,15 @@ class EngineExited:
 # --- requests -------------------------------------------------------------------
 
 @message
-class StatusRequest:
+class Query:
+    """Ask the scheduler for state: kind is "status", "get_actor" or "list_actors"."""
     request_id: int
+    kind: str
+    args: dict = field(default_factory=dict)
 
 
 @message
-class StatusReply:
+class QueryReply:
     request_id: int
-    status: dict
+    value: object = None
+    error: Optional[str] = None

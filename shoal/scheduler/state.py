@@ -23,6 +23,7 @@ from ..protocol import messages as m
 from ..protocol.messages import ObjectEntry
 from ..protocol.serialization import dumps
 from . import policy
+from .actors import ActorScheduling
 
 log = logging.getLogger("shoal.scheduler")
 HISTORY = 20_000          # finished tasks remembered for the timeline and status
@@ -36,6 +37,7 @@ class Peer:
     hostname: str
     host_id: Optional[str] = None
     engine_id: Optional[str] = None
+    actor_id: Optional[str] = None
 
 
 @dataclass(eq=False)
@@ -65,6 +67,7 @@ class Engine:
     task_id: Optional[str] = None
     blocked: bool = False
     functions: set = field(default_factory=set)
+    actor_id: Optional[str] = None       # an engine dedicated to one actor
 
 
 @dataclass(eq=False)
@@ -97,7 +100,7 @@ class Obj:
     subscribers: set = field(default_factory=set)
 
 
-class SchedulerState:
+class SchedulerState(ActorScheduling):
     def __init__(self, cluster_id: str, session_dir: str,
                  clock: Callable[[], float] = time.time) -> None:
         self.cluster_id = cluster_id
@@ -116,6 +119,7 @@ class SchedulerState:
         self.history: deque = deque(maxlen=HISTORY)    # (task_id, name, engine, host, start, end, status)
         self.finished_count = {"finished": 0, "failed": 0, "cancelled": 0}
         self.stopping = False
+        self._init_actors()
         self._out: list = []
         self._pushes: dict[Any, list] = {}
         self._frees: dict[str, list] = {}
@@ -147,20 +151,23 @@ class SchedulerState:
     # ------------------------------------------------------------------ joining
     def _on_hello(self, conn, msg: m.ClientHello) -> None:
         self.peers[conn] = Peer(msg.kind, msg.client_id, msg.pid, msg.hostname,
-                                msg.host_id, msg.engine_id)
+                                msg.host_id, msg.engine_id, msg.actor_id)
+        self._send(conn, m.Welcome(
+            cluster_id=self.cluster_id, session_dir=self.session_dir,
+            hosts=[m.HostInfo(h.host_id, h.hostname, h.store_dir) for h in self.hosts.values()]))
         if msg.kind == "engine":
             host = self.hosts.get(msg.host_id)
             if host is None:
                 raise ValueError(f"engine {msg.engine_id} names unknown host {msg.host_id}")
-            engine = Engine(msg.engine_id, msg.host_id, conn, msg.pid)
+            engine = Engine(msg.engine_id, msg.host_id, conn, msg.pid, actor_id=msg.actor_id)
             self.engines[msg.engine_id] = engine
             self.engine_by_conn[conn] = msg.engine_id
+            log.info("engine %s (pid %s) joined on host %s", msg.engine_id, msg.pid, msg.host_id)
+            if msg.actor_id is not None:
+                self._actor_engine_joined(engine)
+                return
             host.engines.add(msg.engine_id)
             host.starting = max(0, host.starting - 1)
-            log.info("engine %s (pid %s) joined on host %s", msg.engine_id, msg.pid, msg.host_id)
-        self._send(conn, m.Welcome(
-            cluster_id=self.cluster_id, session_dir=self.session_dir,
-            hosts=[m.HostInfo(h.host_id, h.hostname, h.store_dir) for h in self.hosts.values()]))
         self._schedule()
 
     def _on_register_host(self, conn, msg: m.RegisterHost) -> None:
@@ -180,15 +187,26 @@ class SchedulerState:
     def _on_register_function(self, conn, msg: m.RegisterFunction) -> None:
         self.functions[msg.func_id] = msg
 
-    def _on_submit(self, conn, spec: m.SubmitTask) -> None:
-        if spec.func_id not in self.functions:
-            raise ValueError(f"task {spec.task_id} uses unregistered function {spec.func_id}")
-        task = Task(spec, conn, set(), spec.max_retries, submitted_at=self.clock())
+    def _new_task(self, spec: m.SubmitTask, owner) -> Task:
+        task = Task(spec, owner, set(), spec.max_retries, submitted_at=self.clock())
         self.tasks[spec.task_id] = task
+        return task
+
+    def _object(self, oid: str) -> Obj:
+        obj = self.objects.get(oid)
+        if obj is None:
+            obj = self.objects[oid] = Obj(oid)
+        return obj
+
+    def _on_submit(self, conn, spec: m.SubmitTask) -> None:
+        if spec.func_id is not None and spec.func_id not in self.functions:
+            raise ValueError(f"task {spec.task_id} uses unregistered function {spec.func_id}")
+        task = self._new_task(spec, conn)
         for oid in spec.return_ids:
-            obj = self.objects.setdefault(oid, Obj(oid))
+            obj = self._object(oid)
             obj.producer = spec.task_id
-            self._hold(obj, conn, +1)
+            if spec.method != "__init__":          # nobody holds an actor's creation result
+                self._hold(obj, conn, +1)
         parent = self.tasks.get(spec.parent_task_id) if spec.parent_task_id else None
         if parent is not None:
             parent.children.add(spec.task_id)
@@ -208,7 +226,13 @@ class SchedulerState:
                 self.dependents.setdefault(oid, []).append(spec.task_id)
             elif obj.entry.error and failed is None:
                 failed = obj.entry
-        if failed is not None:
+        if spec.method == "__init__":
+            self._actor_submitted(conn, task)
+        elif spec.actor_id is not None:
+            self._actor_call_submitted(conn, task)
+        if task.spec.task_id not in self.tasks:
+            pass                                     # already failed (actor gone)
+        elif failed is not None:
             self._finish_with_error(task, failed)
         elif not task.missing:
             self._make_ready(task)
@@ -216,6 +240,12 @@ class SchedulerState:
 
     def _make_ready(self, task: Task) -> None:
         task.state = "ready"
+        if task.spec.method == "__init__":
+            self._actor_creation_ready(task)
+            return
+        if task.spec.actor_id is not None:
+            self._actor_call_ready(task)
+            return
         shape = tuple(sorted(task.spec.resources.items()))
         self.ready.setdefault(shape, deque()).append(task.spec.task_id)
 
@@ -227,6 +257,8 @@ class SchedulerState:
                     yield task
 
     def _schedule(self) -> None:
+        if self.pending_actors:
+            self._place_actors()
         hosts = list(self.hosts.values())
         for shape, queue in list(self.ready.items()):
             while queue:
@@ -283,14 +315,19 @@ class SchedulerState:
         task.state, task.engine_id, task.started_at = "running", engine.engine_id, self.clock()
         task.host_id = host.host_id
         engine.task_id = spec.task_id
+        self._execute_on(engine, task, gpu_ids)
+
+    def _execute_on(self, engine: Engine, task: Task, gpu_ids: list) -> None:
+        spec = task.spec
         blob = None
-        if spec.func_id not in engine.functions:
+        if spec.func_id is not None and spec.func_id not in engine.functions:
             engine.functions.add(spec.func_id)
             blob = self.functions[spec.func_id].blob
         self._send(engine.conn, m.ExecuteTask(
             task_id=spec.task_id, func_id=spec.func_id, func_blob=blob, name=spec.name,
             args=spec.args, dep_values=[self.objects[d].entry for d in spec.deps],
-            return_ids=spec.return_ids, gpu_ids=gpu_ids, retry_exceptions=spec.retry_exceptions))
+            return_ids=spec.return_ids, gpu_ids=gpu_ids, retry_exceptions=spec.retry_exceptions,
+            method=spec.method, actor_options=spec.actor_options))
 
     def _release(self, task: Task) -> None:
         """Give back what a running task held and free its engine."""
@@ -313,6 +350,14 @@ class SchedulerState:
         engine_id = self.engine_by_conn.get(conn)
         if task is None or task.state != "running" or task.engine_id != engine_id:
             return            # stale: the task was cancelled or retried meanwhile
+        if task.spec.method == "__init__":
+            self._actor_created(task, msg)
+            self._schedule()
+            return
+        if task.spec.actor_id is not None:
+            self._actor_call_finished(task, msg)
+            self._schedule()
+            return
         self._release(task)
         if msg.failed and msg.retryable and task.retries_left != 0 and not task.cancel_requested:
             task.retries_left -= 1
@@ -354,6 +399,11 @@ class SchedulerState:
                 self._maybe_free(obj)
 
     def _finish_with_error(self, task: Task, entry: ObjectEntry) -> None:
+        if task.spec.method == "__init__":          # an actor that cannot be created
+            actor = self.actors.get(task.spec.actor_id)
+            if actor is not None:
+                self._actor_dead(actor, "its creation failed", error=entry.inline)
+            return
         if task.state == "running":
             self._release(task)
         status = "cancelled" if task.cancel_requested else "failed"
@@ -414,6 +464,10 @@ class SchedulerState:
         if task.spec.task_id not in self.tasks:
             return
         task.cancel_requested = True
+        if task.spec.actor_id is not None:
+            if task.spec.method != "__init__":
+                self._cancel_actor_call(task)
+            return
         cancelled = self._error_entry("", TaskCancelledError(task.spec.task_id))
         if task.state in ("waiting", "ready"):
             self._finish_with_error(task, cancelled)
@@ -500,6 +554,9 @@ class SchedulerState:
         if obj.holders or obj.pins > 0 or obj.entry is None:
             return
         del self.objects[obj.object_id]
+        if obj.object_id in self.actors:
+            self._actor_handles_gone(obj.object_id)
+            return
         if obj.entry.host_id is not None:
             self._frees.setdefault(obj.entry.host_id, []).append(obj.object_id)
         for nid in obj.nested:
@@ -520,6 +577,7 @@ class SchedulerState:
             for eid in list(host.engines):
                 self._engine_lost(eid)
         # Whatever this peer held or owned goes with it.
+        self._owner_gone(conn)
         for task in [t for t in self.tasks.values() if t.owner is conn]:
             self._cancel(task, force=True, recursive=True)
         for obj in list(self.objects.values()):
@@ -531,6 +589,9 @@ class SchedulerState:
     def _engine_lost(self, engine_id: str) -> None:
         engine = self.engines.pop(engine_id, None)
         if engine is None:
+            return
+        if engine.actor_id is not None:
+            self._actor_engine_lost(engine)
             return
         host = self.hosts.get(engine.host_id)
         if host is not None:
@@ -573,8 +634,16 @@ class SchedulerState:
             self._schedule()
 
     # ------------------------------------------------------------------ status
-    def _on_status(self, conn, msg: m.StatusRequest) -> None:
-        self._send(conn, m.StatusReply(request_id=msg.request_id, status=self.status()))
+    def _on_query(self, conn, msg: m.Query) -> None:
+        handler = {"status": lambda args: self.status(), "get_actor": self._query_get_actor,
+                   "list_actors": self._query_list_actors}.get(msg.kind)
+        try:
+            if handler is None:
+                raise LookupError(f"unknown query {msg.kind!r}")
+            reply = m.QueryReply(request_id=msg.request_id, value=handler(msg.args))
+        except (LookupError, KeyError, TypeError) as exc:
+            reply = m.QueryReply(request_id=msg.request_id, error=str(exc).strip("'\""))
+        self._send(conn, reply)
 
     def status(self) -> dict:
         states: dict = {}
@@ -590,9 +659,10 @@ class SchedulerState:
             } for h in self.hosts.values()],
             "engines": [{
                 "engine_id": e.engine_id, "host_id": e.host_id, "pid": e.pid,
-                "task_id": e.task_id, "blocked": e.blocked,
-                "state": "busy" if e.task_id else "idle",
+                "task_id": e.task_id, "blocked": e.blocked, "actor_id": e.actor_id,
+                "state": "actor" if e.actor_id else "busy" if e.task_id else "idle",
             } for e in self.engines.values()],
+            "actors": [self.actor_info(a) for a in self.actors.values() if a.state != "dead"],
             "clients": [{"kind": p.kind, "client_id": p.client_id, "pid": p.pid,
                          "hostname": p.hostname} for p in self.peers.values()
                         if p.kind == "driver"],
@@ -625,6 +695,7 @@ class SchedulerState:
         m.Subscribe: _on_subscribe,
         m.RefUpdates: _on_ref_updates,
         m.EngineExited: _on_engine_exited,
-        m.StatusRequest: _on_status,
+        m.Query: _on_query,
+        m.KillActor: ActorScheduling._on_kill_actor,
         m.Shutdown: _on_shutdown,
     }

@@ -1,0 +1,332 @@
+"""Actors in the scheduler's state machine (mixed into SchedulerState).
+
+An actor lives in an engine of its own, started for it by a host agent.  Its
+creation is a task (method "__init__") whose spec is kept for restarts.
+Method calls are tasks with an actor_id: each caller's calls wait in that
+caller's queue and go to the actor's engine in submission order, as soon as
+their arguments are ready; the engine pipelines them.
+
+Lifetime: a non-detached actor dies with its owner or when the last handle
+anywhere is gone (handles are counted like objects, under the actor id);
+a detached actor lives until killed or the cluster stops.  When the actor's
+engine dies, it restarts (re-running __init__) up to max_restarts times;
+calls it was running are retried up to max_task_retries, else fail with
+ActorDiedError.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ..exceptions import ActorDiedError, TaskCancelledError
+from ..protocol import messages as m
+from ..protocol.messages import ObjectEntry
+from ..protocol.serialization import deserialize
+from . import policy
+
+log = logging.getLogger("shoal.scheduler")
+
+
+@dataclass(eq=False)
+class Actor:
+    actor_id: str
+    creation: m.SubmitTask
+    owner: Any
+    options: dict                    # ActorOptions from the client (see core/actor.py)
+    state: str = "pending"           # pending -> starting -> creating -> alive -> dead; restarting
+    host_id: Optional[str] = None
+    engine_id: Optional[str] = None
+    held: dict = field(default_factory=dict)
+    gpu_ids: list = field(default_factory=list)
+    restarts: int = 0
+    queues: dict = field(default_factory=dict)      # caller conn -> deque of call task ids
+    inflight: dict = field(default_factory=dict)    # task id -> Task, sent to the engine
+    death_cause: str = ""
+    death_error: Optional[bytes] = None             # the constructor's exception, serialized
+    out_of_scope: bool = False
+    warned_infeasible: bool = False
+
+    @property
+    def name_key(self):
+        name = self.options.get("name")
+        return (self.options.get("namespace") or "default", name) if name else None
+
+
+class ActorScheduling:
+    """Actor handling of SchedulerState; uses its tasks, objects and hosts."""
+
+    def _init_actors(self) -> None:
+        self.actors: dict[str, Actor] = {}
+        self.named_actors: dict[tuple, str] = {}
+        self.pending_actors: deque = deque()       # actor ids waiting for a host
+
+    # ------------------------------------------------------------------ creation
+    def _actor_submitted(self, conn, task) -> None:
+        """A creation task arrived (its deps are registered, maybe pending)."""
+        spec = task.spec
+        options = spec.actor_options or {}
+        actor = Actor(spec.actor_id, spec, conn, options)
+        self.actors[spec.actor_id] = actor
+        handle = self._object(spec.actor_id)
+        handle.entry = ObjectEntry(spec.actor_id)       # "ready": frees like an object
+        self._hold(handle, conn, +1)
+        key = actor.name_key
+        if key is not None:
+            if key in self.named_actors and self.actors[self.named_actors[key]].state != "dead":
+                self._actor_dead(actor, f"the name {key[1]!r} (namespace {key[0]!r}) is already "
+                                        f"taken")
+                return
+            self.named_actors[key] = actor.actor_id
+
+    def _actor_creation_ready(self, task) -> None:
+        actor = self.actors.get(task.spec.actor_id)
+        if actor is not None and actor.state in ("pending", "restarting"):
+            self.pending_actors.append(actor.actor_id)
+
+    def _place_actors(self) -> None:
+        hosts = list(self.hosts.values())
+        for _ in range(len(self.pending_actors)):
+            actor = self.actors.get(self.pending_actors.popleft())
+            if actor is None or actor.state not in ("pending", "restarting"):
+                continue
+            request = actor.creation.resources            # what scheduling needs
+            host = policy.choose_host(request, hosts, lambda h: True)
+            held = actor.options.get("held_resources") or {}
+            gpus = policy.allocate_gpus(host.gpus, held.get("GPU", 0)) if host else None
+            if host is None or gpus is None:
+                self.pending_actors.append(actor.actor_id)
+                if not policy.feasible_anywhere(request, hosts) and hosts \
+                        and not actor.warned_infeasible:
+                    actor.warned_infeasible = True
+                    self._send(actor.owner, m.Notice(text=(
+                        f"actor {actor.options.get('class_name')} ({actor.actor_id}) needs "
+                        f"{request}, which no host in the cluster has; it waits until a host "
+                        f"that can run it joins.")))
+                continue
+            for k, v in held.items():
+                host.available[k] = host.available.get(k, 0.0) - v
+            for gpu in gpus:
+                host.gpus[gpu] -= min(1.0, held["GPU"]) if held["GPU"] < 1 else 1.0
+            actor.held, actor.gpu_ids, actor.host_id = dict(held), gpus, host.host_id
+            actor.state = "starting"
+            self._send(host.conn, m.StartEngines(count=1, actor_id=actor.actor_id))
+
+    def _actor_engine_joined(self, engine) -> None:
+        actor = self.actors.get(engine.actor_id)
+        if actor is None or actor.state != "starting":
+            host = self.hosts.get(engine.host_id)
+            if host is not None:         # a leftover: the actor died meanwhile
+                self._send(host.conn, m.StopEngine(engine_id=engine.engine_id))
+            return
+        actor.engine_id = engine.engine_id
+        actor.state = "creating"
+        task = self.tasks.get(actor.creation.task_id)
+        if task is None:                 # a restart: the creation runs again
+            task = self._new_task(actor.creation, actor.owner)
+        task.state, task.engine_id, task.host_id = "running", engine.engine_id, engine.host_id
+        task.started_at = self.clock()
+        self._execute_on(engine, task, actor.gpu_ids)
+
+    def _actor_created(self, task, msg: m.TaskFinished) -> None:
+        actor = self.actors.get(task.spec.actor_id)
+        del self.tasks[task.spec.task_id]
+        self._record(task, "failed" if msg.failed else "finished")
+        if actor is None or actor.state != "creating":
+            return
+        if msg.failed:
+            entry = msg.results[0]
+            self._actor_dead(actor, "its constructor raised an exception", error=entry.inline)
+            return
+        actor.state = "alive"
+        log.info("actor %s (%s) is alive on engine %s", actor.actor_id,
+                 actor.options.get("class_name"), actor.engine_id)
+        self._pump(actor)
+
+    # ------------------------------------------------------------------ calls
+    def _actor_call_submitted(self, conn, task) -> None:
+        actor = self.actors.get(task.spec.actor_id)
+        if actor is None or actor.state == "dead":
+            self._finish_with_error(task, self._actor_died_entry(actor, task.spec.actor_id))
+            return
+        task.retries_left = actor.options.get("max_task_retries", 0)
+        actor.queues.setdefault(conn, deque()).append(task.spec.task_id)
+
+    def _actor_call_ready(self, task) -> None:
+        actor = self.actors.get(task.spec.actor_id)
+        if actor is not None:
+            self._pump(actor)
+
+    def _pump(self, actor: Actor) -> None:
+        """Send each caller's ready calls, in order, to the actor's engine."""
+        if actor.state != "alive":
+            return
+        engine = self.engines.get(actor.engine_id)
+        for queue in actor.queues.values():
+            while queue:
+                task = self.tasks.get(queue[0])
+                if task is None:
+                    queue.popleft()
+                    continue
+                if task.state != "ready":
+                    break                  # its arguments are pending: later calls wait
+                queue.popleft()
+                task.state, task.engine_id, task.host_id = "running", actor.engine_id, actor.host_id
+                task.started_at = self.clock()
+                actor.inflight[task.spec.task_id] = task
+                self._execute_on(engine, task, actor.gpu_ids)
+
+    def _actor_call_finished(self, task, msg: m.TaskFinished) -> None:
+        actor = self.actors.get(task.spec.actor_id)
+        if actor is not None:
+            actor.inflight.pop(task.spec.task_id, None)
+        if msg.failed and task.cancel_requested:
+            self._finish_with_error(task, self._error_entry("", TaskCancelledError(task.spec.task_id)))
+        else:
+            self._complete(task, msg.results, msg.nested, "failed" if msg.failed else "finished")
+        if actor is not None and actor.out_of_scope:
+            self._maybe_retire(actor)
+
+    def _cancel_actor_call(self, task) -> None:
+        actor = self.actors.get(task.spec.actor_id)
+        if task.state in ("waiting", "ready"):
+            self._finish_with_error(task, self._error_entry("", TaskCancelledError(task.spec.task_id)))
+        elif actor is not None and task.spec.task_id in actor.inflight:
+            engine = self.engines.get(actor.engine_id)
+            if engine is not None:          # the engine cancels it if it has not started, or is async
+                self._send(engine.conn, m.InterruptTask(task_id=task.spec.task_id))
+
+    # ------------------------------------------------------------------ endings
+    def _actor_engine_lost(self, engine) -> None:
+        actor = self.actors.get(engine.actor_id)
+        if actor is None or actor.engine_id != engine.engine_id:
+            return
+        actor.engine_id = None
+        self._release_actor_resources(actor)
+        creation = self.tasks.get(actor.creation.task_id)
+        if creation is not None and actor.state == "creating":
+            creation.state = "waiting"
+        retry, fail = [], []
+        for task in actor.inflight.values():
+            (retry if task.retries_left != 0 and not task.cancel_requested else fail).append(task)
+        actor.inflight.clear()
+        for task in reversed(retry):        # back to the front of their queues, in order
+            task.retries_left -= 1
+            task.state, task.engine_id = "ready", None
+            actor.queues.setdefault(task.owner, deque()).appendleft(task.spec.task_id)
+        if actor.state == "dead":
+            return
+        max_restarts = actor.options.get("max_restarts", 0)
+        if (max_restarts == -1 or actor.restarts < max_restarts) and not actor.out_of_scope:
+            actor.restarts += 1
+            actor.state = "restarting"
+            log.warning("actor %s lost its engine %s; restarting it (%d so far)",
+                        actor.actor_id, engine.engine_id, actor.restarts)
+            for task in fail:
+                self._finish_with_error(task, self._actor_died_entry(
+                    actor, actor.actor_id, "it died while running this call (max_task_retries "
+                    "exhausted); the actor is restarting"))
+            self.pending_actors.append(actor.actor_id)
+        else:
+            for task in fail:
+                actor.inflight[task.spec.task_id] = task      # fail with the rest below
+            self._actor_dead(actor, f"its engine {engine.engine_id} (pid {engine.pid}) died and "
+                                    f"no restarts were left (max_restarts={max_restarts})")
+
+    def _actor_dead(self, actor: Actor, cause: str, error: Optional[bytes] = None) -> None:
+        """The actor is gone for good: fail what it owes, free what it holds."""
+        if actor.state == "dead":
+            return
+        actor.state, actor.death_cause, actor.death_error = "dead", cause, error
+        log.info("actor %s is dead: %s", actor.actor_id, cause)
+        self._release_actor_resources(actor)
+        if actor.engine_id is not None:
+            engine = self.engines.get(actor.engine_id)
+            host = self.hosts.get(engine.host_id) if engine else None
+            if host is not None:
+                self._send(host.conn, m.StopEngine(engine_id=actor.engine_id))
+        entry = self._actor_died_entry(actor, actor.actor_id)
+        owed = list(actor.inflight.values())
+        owed += [self.tasks[t] for q in actor.queues.values() for t in q if t in self.tasks]
+        actor.inflight.clear()
+        actor.queues.clear()
+        for task in owed:
+            self._finish_with_error(task, entry)
+        self.tasks.pop(actor.creation.task_id, None)
+        for oid in (*actor.creation.deps, *actor.creation.nested):
+            self._unpin(oid)
+        if actor.name_key is not None and self.named_actors.get(actor.name_key) == actor.actor_id:
+            del self.named_actors[actor.name_key]
+
+    def _release_actor_resources(self, actor: Actor) -> None:
+        host = self.hosts.get(actor.host_id)
+        if host is not None:
+            for k, v in actor.held.items():
+                host.available[k] = host.available.get(k, 0.0) + v
+            share = actor.held.get("GPU", 0)
+            for gpu in actor.gpu_ids:
+                if gpu in host.gpus:
+                    host.gpus[gpu] += min(1.0, share) if share < 1 else 1.0
+        actor.held, actor.gpu_ids = {}, []
+
+    def _actor_died_entry(self, actor: Optional[Actor], actor_id: str, why: str = "") -> ObjectEntry:
+        if actor is None:
+            return self._error_entry("", ActorDiedError(f"actor {actor_id} does not exist"))
+        cause = deserialize(actor.death_error) if actor.death_error else None
+        name = actor.options.get("class_name", "actor")
+        err = ActorDiedError(f"the actor {name} ({actor_id}) died: {why or actor.death_cause}"
+                             + (f"\n{cause}" if cause is not None else ""))
+        err.cause = cause
+        return self._error_entry("", err)
+
+    def _actor_handles_gone(self, actor_id: str) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is not None and not actor.options.get("detached"):
+            actor.out_of_scope = True
+            self._maybe_retire(actor)
+
+    def _maybe_retire(self, actor: Actor) -> None:
+        if actor.state != "dead" and not actor.inflight and not any(actor.queues.values()):
+            self._actor_dead(actor, "all handles to it went out of scope")
+
+    def _owner_gone(self, conn) -> None:
+        for actor in list(self.actors.values()):
+            if actor.owner is conn and not actor.options.get("detached"):
+                self._actor_dead(actor, "its owner (the driver or task that created it) exited")
+
+    def _on_kill_actor(self, conn, msg: m.KillActor) -> None:
+        actor = self.actors.get(msg.actor_id)
+        if actor is None or actor.state == "dead":
+            return
+        if msg.no_restart or actor.engine_id is None:
+            self._actor_dead(actor, "it was killed with shoal.kill()")
+        else:                               # a restartable kill: as if the engine crashed
+            engine = self.engines.get(actor.engine_id)
+            host = self.hosts.get(engine.host_id) if engine else None
+            if host is not None:
+                self._send(host.conn, m.StopEngine(engine_id=actor.engine_id, restart=True))
+
+    # ------------------------------------------------------------------ state
+    def actor_info(self, actor: Actor) -> dict:
+        engine = self.engines.get(actor.engine_id) if actor.engine_id else None
+        return {
+            "actor_id": actor.actor_id, "class_name": actor.options.get("class_name"),
+            "name": actor.options.get("name"), "namespace": actor.options.get("namespace"),
+            "state": actor.state.upper(), "engine_id": actor.engine_id, "host_id": actor.host_id,
+            "pid": engine.pid if engine else None, "restarts": actor.restarts,
+            "detached": bool(actor.options.get("detached")), "death_cause": actor.death_cause,
+            "pending_calls": len(actor.inflight) + sum(len(q) for q in actor.queues.values()),
+        }
+
+    def _query_get_actor(self, args: dict):
+        key = (args.get("namespace") or "default", args["name"])
+        actor = self.actors.get(self.named_actors.get(key, ""))
+        if actor is None or actor.state == "dead":
+            raise LookupError(f"Failed to look up actor with name {key[1]!r} in namespace "
+                              f"{key[0]!r}: no live actor has that name (it was never created, "
+                              f"it died, or it lives in another namespace).")
+        return {"actor_id": actor.actor_id, "options": actor.options}
+
+    def _query_list_actors(self, args: dict):
+        return [self.actor_info(a) for a in self.actors.values()]
