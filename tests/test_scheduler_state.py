@@ -43,7 +43,8 @@ class Harness:
         return tid
 
     def executes(self, out):
-        return {conn: msg for conn, msg in out if isinstance(msg, m.ExecuteTask)}
+        """{task_id: engine conn} of the ExecuteTask messages sent."""
+        return {msg.task_id: conn for conn, msg in out if isinstance(msg, m.ExecuteTask)}
 
     def finish(self, engine, tid, value=1, failed=False, retryable=False):
         self.s.handle(engine, m.TaskFinished(
@@ -55,25 +56,77 @@ class Harness:
                 for e in msg.entries}
 
 
-def test_tasks_fill_idle_engines_then_queue():
+def test_tasks_fill_idle_engines_then_pipeline_one_more_each():
     h = Harness(cpus=2)
-    tids = [h.submit() for _ in range(3)]
+    tids = [h.submit() for _ in range(5)]
     ex = h.executes(h.out())
-    assert sorted(x.task_id for x in ex.values()) == tids[:2]
-    engine = next(c for c, x in ex.items() if x.task_id == tids[0])
+    assert sorted(ex) == tids[:4]                      # 2 running + 1 queued behind each
+    assert {h.s.tasks[t].prefetched for t in tids[:4]} == {False, True}
+    assert h.s.tasks[tids[4]].state == "ready"
+    engine = ex[tids[0]]
+    queued = h.s.engines[engine].prefetched
     h.finish(engine, tids[0], value=5)
     out = h.out()
     assert deserialize(h.pushed(out)[f"{tids[0]}/0"].inline) == 5
-    assert [x.task_id for x in h.executes(out).values()] == [tids[2]]
+    assert h.s.engines[engine].task_id == queued               # promoted: no round trip
+    assert h.s.hosts["h1"].available["CPU"] == 0.0
+    assert h.executes(out) == {tids[4]: engine}                 # and the next one queued
+
+
+def test_an_idle_engine_takes_back_a_queued_task():
+    h = Harness(cpus=2)
+    a, b, c = h.submit(), h.submit(), h.submit()
+    ex = h.executes(h.out())
+    holder = ex[c]
+    other = ex[a] if ex[a] != holder else ex[b]
+    h.finish(other, a if ex[a] == other else b)
+    revokes = [(conn, x) for conn, x in h.out() if isinstance(x, m.RevokeTask)]
+    assert revokes == [(holder, m.RevokeTask(task_id=c))]
+    h.s.handle(holder, m.TaskRevoked(task_id=c, ok=True))
+    assert h.executes(h.out()) == {c: other}
+    assert not h.s.tasks[c].prefetched and h.s.engines[other].task_id == c
+
+
+def test_a_refused_revoke_leaves_the_task_where_it_runs():
+    h = Harness(cpus=1)
+    a, b = h.submit(), h.submit()
+    h.out()
+    h.s.handle("h1.e0", m.EngineBlocked(task_id=a, blocked=True))
+    assert ("h1.e0", m.RevokeTask(task_id=b)) in h.out()
+    h.finish("h1.e0", a)                     # it finished first; the engine started b
+    h.s.handle("h1.e0", m.TaskRevoked(task_id=b, ok=False))
+    assert h.s.engines["h1.e0"].task_id == b and h.s.tasks[b].state == "running"
+
+
+def test_queued_tasks_of_a_lost_engine_cost_no_retry():
+    h = Harness(cpus=1)
+    a, b = h.submit(max_retries=0), h.submit(max_retries=0)
+    h.out()
+    h.s.connection_closed("h1.e0")
+    assert isinstance(deserialize(h.pushed(h.out())[f"{a}/0"].inline), WorkerCrashedError)
+    assert h.s.tasks[b].state == "ready" and h.s.tasks[b].retries_left == 0
+
+
+def test_cancelling_a_queued_task_tells_the_engine_to_skip_it():
+    h = Harness(cpus=1)
+    a, b = h.submit(), h.submit()
+    h.out()
+    h.s.handle("drv", m.CancelTask(object_id=f"{b}/0", force=True))
+    out = h.out()
+    assert ("h1.e0", m.InterruptTask(task_id=b)) in out and not any(
+        isinstance(x, m.StopEngine) for _, x in out)
+    assert isinstance(deserialize(h.pushed(out)[f"{b}/0"].inline), TaskCancelledError)
+    h.finish("h1.e0", a)
+    assert h.s.engines["h1.e0"].task_id is None
 
 
 def test_function_blob_is_shipped_once_per_engine():
     h = Harness(cpus=1)
     t1 = h.submit()
-    [x1] = h.executes(h.out()).values()
+    [x1] = [x for _, x in h.out() if isinstance(x, m.ExecuteTask)]
     h.finish("h1.e0", t1)
     h.submit()
-    [x2] = h.executes(h.out()).values()
+    [x2] = [x for _, x in h.out() if isinstance(x, m.ExecuteTask)]
     assert x1.func_blob == b"fn" and x2.func_blob is None
 
 
@@ -81,9 +134,10 @@ def test_dependencies_wait_and_resolve_to_values():
     h = Harness(cpus=2)
     a = h.submit()
     b = h.submit(deps=[f"{a}/0"])
-    assert [x.task_id for x in h.executes(h.out()).values()] == [a]
-    h.finish("h1.e0", a, value=7) if h.s.engines["h1.e0"].task_id == a else h.finish("h1.e1", a, value=7)
-    [xb] = h.executes(h.out()).values()
+    ex = h.executes(h.out())
+    assert list(ex) == [a]
+    h.finish(ex[a], a, value=7)
+    [xb] = [x for _, x in h.out() if isinstance(x, m.ExecuteTask)]
     assert xb.task_id == b and deserialize(xb.dep_values[0].inline) == 7
 
 
@@ -105,7 +159,7 @@ def test_engine_loss_retries_then_reports_a_crash():
     h.out()
     h.s.connection_closed("h1.e0")
     h.add_host("h2", 1)          # a replacement engine elsewhere
-    assert [x.task_id for x in h.executes(h.out()).values()] == [t]
+    assert list(h.executes(h.out())) == [t]
     h.s.connection_closed("h2.e0")
     err = deserialize(h.pushed(h.out())[f"{t}/0"].inline)
     assert isinstance(err, WorkerCrashedError) and "max_retries=1" in str(err)
@@ -117,12 +171,12 @@ def test_retryable_application_errors_are_retried():
     t = h.submit(max_retries=2)
     h.out()
     h.finish("h1.e0", t, value=ValueError("flaky"), failed=True, retryable=True)
-    assert [x.task_id for x in h.executes(h.out()).values()] == [t]
+    assert list(h.executes(h.out())) == [t]
 
 
 def test_cancel_queued_and_running_tasks():
     h = Harness(cpus=1)
-    running, queued = h.submit(), h.submit()
+    running, _, queued = h.submit(), h.submit(), h.submit()
     h.out()
     h.s.handle("drv", m.CancelTask(object_id=f"{queued}/0"))
     err = deserialize(h.pushed(h.out())[f"{queued}/0"].inline)
@@ -150,12 +204,14 @@ def test_blocked_engine_lends_its_cpu_and_gets_a_helper_engine():
     parent = h.submit(max_retries=0)
     h.out()
     child = h.submit(conn="h1.e0", parent=parent)
-    assert not h.executes(h.out())
+    assert h.executes(h.out()) == {child: "h1.e0"}          # queued behind its parent
     h.s.handle("h1.e0", m.EngineBlocked(task_id=parent, blocked=True))
+    assert ("h1.e0", m.RevokeTask(task_id=child)) in h.out()
+    h.s.handle("h1.e0", m.TaskRevoked(task_id=child, ok=True))
     assert any(isinstance(x, m.StartEngines) for _, x in h.out())
     h.s.handle("h1.e1", m.ClientHello(client_id="e1", kind="engine", pid=3, hostname="h1",
                                       host_id="h1", engine_id="h1.e1"))
-    assert [x.task_id for x in h.executes(h.out()).values()] == [child]
+    assert h.executes(h.out()) == {child: "h1.e1"}
     h.finish("h1.e1", child)
     h.s.handle("h1.e0", m.EngineBlocked(task_id=parent, blocked=False))
     h.s.connection_closed("h1.e0")          # dies after blocking: nothing lent is lost
@@ -206,7 +262,7 @@ def test_infeasible_tasks_warn_once_and_wait_for_a_host():
     notices = [x for _, x in h.out() if isinstance(x, m.Notice)]
     assert len(notices) == 1 and "TPU" in notices[0].text     # once per resource shape
     h.add_host("h2", 1, resources={"TPU": 1})
-    assert t in [x.task_id for x in h.executes(h.out()).values()]
+    assert t in h.executes(h.out())
 
 
 def test_gpu_tasks_get_gpu_ids_and_fractions_share():
@@ -215,7 +271,7 @@ def test_gpu_tasks_get_gpu_ids_and_fractions_share():
     b = h.submit(resources={"CPU": 1.0, "GPU": 0.5})
     c = h.submit(resources={"CPU": 1.0, "GPU": 0.5})
     d = h.submit(resources={"CPU": 1.0, "GPU": 1.0})
-    ex = {x.task_id: x.gpu_ids for x in h.executes(h.out()).values()}
+    ex = {x.task_id: x.gpu_ids for _, x in h.out() if isinstance(x, m.ExecuteTask)}
     assert ex[a] == [0] and ex[b] == ex[c] == [1] and d not in ex
 
 

@@ -11,6 +11,7 @@ from typing import Any, Optional
 from .. import session
 from ..exceptions import GetTimeoutError
 from ..protocol import messages as m
+from ..protocol.connection import UNIX_PREFIX
 from ..protocol.serialization import serialize
 from . import runtime
 from .client import Client
@@ -107,7 +108,7 @@ def _start_local(num_cpus, num_gpus, resources, object_store_memory, namespace) 
     cluster = LocalCluster(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
                            object_store_memory=object_store_memory)
     try:
-        client = Client.connect(cluster.address, cluster.key, host_id=cluster.host_id,
+        client = Client.connect(cluster.local_address, cluster.key, host_id=cluster.host_id,
                                 store_dir=cluster.store_dir)
     except BaseException as exc:
         cluster.stop()
@@ -127,11 +128,18 @@ def _connect(address: str, namespace) -> runtime.Runtime:
                 f"{session.runtime_dir()}); start one with `shoal start --head`, or set "
                 f"SHOAL_KEY (hex) for a cluster elsewhere")
         address, key_hex = info["address"], info["key"]
+        local = info.get("local_address", "")
+        if local.startswith(UNIX_PREFIX) and os.path.exists(local[len(UNIX_PREFIX):]):
+            connect_to = local         # same machine: the faster Unix socket
+        else:
+            connect_to = address
+    else:
+        connect_to = address
     try:
         key = bytes.fromhex(key_hex)
     except ValueError:
         raise ValueError("SHOAL_KEY must be the cluster key in hex") from None
-    client = Client.connect(address, key)
+    client = Client.connect(connect_to, key)
     return runtime.Runtime(client, address, None, namespace or "")
 
 

@@ -71,6 +71,8 @@ class TaskOutputStream(io.TextIOBase):
         return len(text)
 
     def flush(self, task_id: Optional[str] = None) -> None:
+        if task_id is not None and task_id not in self._bufs:
+            return                     # the common case: the call printed nothing
         with self._lock:
             if task_id is None:
                 taken, self._bufs = list(self._bufs.values()), {}
@@ -94,6 +96,8 @@ class Engine:
         self.instance = None            # the actor, once created
         self.running: dict = {}         # task id -> how to interrupt it
         self.cancelled: set = set()     # interrupted before they started
+        self.waiting: set = set()       # received, not started (revocable)
+        self.revoked: set = set()       # given back to the scheduler: skip them
         self.lock = threading.Lock()
         self.output_pending = threading.Event()
         self.main_thread = threading.main_thread().ident
@@ -127,7 +131,16 @@ class Engine:
             log.warning("lost the scheduler; exiting")
             os._exit(0)
         if type(msg) is m.ExecuteTask:
+            with self.lock:
+                self.waiting.add(msg.task_id)
             self.inbox.put(msg)
+        elif type(msg) is m.RevokeTask:
+            with self.lock:
+                ok = msg.task_id in self.waiting
+                if ok:
+                    self.waiting.discard(msg.task_id)
+                    self.revoked.add(msg.task_id)
+            self.client.send(m.TaskRevoked(task_id=msg.task_id, ok=ok))
         elif type(msg) is m.InterruptTask:
             with self.lock:
                 how = self.running.get(msg.task_id)
@@ -151,6 +164,11 @@ class Engine:
 
     # ------------------------------------------------------------------ dispatch
     def dispatch(self, msg: m.ExecuteTask) -> None:
+        with self.lock:
+            self.waiting.discard(msg.task_id)
+            if msg.task_id in self.revoked:
+                self.revoked.discard(msg.task_id)
+                return
         if msg.method is None or msg.method == "__init__" or (self.pool is None and self.loop is None):
             self.run_sync(msg)
         elif self.loop is not None:

@@ -26,6 +26,7 @@ from typing import Optional
 
 from .. import session
 from ..protocol import messages as m
+from ..protocol.connection import UNIX_PREFIX
 from ..store import shm
 
 log = logging.getLogger("shoal.launcher")
@@ -62,23 +63,31 @@ class LocalCluster:
         self._owner_w: Optional[int] = None
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        unix_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind((host, port))
             sock.listen(512)
             bound_host, bound_port = sock.getsockname()[:2]
             self.address = f"{bound_host}:{bound_port}"
+            unix_path = os.path.join(self.session_dir, "scheduler.sock")
+            unix_sock.bind(unix_path)
+            os.chmod(unix_path, 0o600)
+            unix_sock.listen(512)
+            self.local_address = UNIX_PREFIX + unix_path
             owner_r = None
             if owned:
                 owner_r, self._owner_w = os.pipe()
-            fds = (sock.fileno(),) + ((owner_r,) if owner_r is not None else ())
+            listen = (sock.fileno(), unix_sock.fileno())
+            owner = (owner_r,) if owner_r is not None else ()
             common = {"key": self.key.hex(), "cluster_id": self.cluster_id,
                       "session_dir": self.session_dir, "owner_fd": owner_r}
-            self.processes.append(spawn("shoal.scheduler", {**common, "listen_fd": sock.fileno()}, fds))
+            self.processes.append(spawn("shoal.scheduler", {**common, "listen_fds": listen},
+                                        listen + owner))
             self.processes.append(spawn("shoal.engine.agent", {
-                **common, "address": self.address, "host_id": self.host_id,
+                **common, "address": self.local_address, "host_id": self.host_id,
                 "store_dir": self.store_dir, "num_cpus": num_cpus, "num_gpus": num_gpus,
                 "resources": resources or {}, "object_store_memory": object_store_memory,
-            }, fds[1:]))
+            }, owner))
             if owner_r is not None:
                 os.close(owner_r)
         except BaseException:
@@ -86,9 +95,11 @@ class LocalCluster:
             raise
         finally:
             sock.close()
+            unix_sock.close()
         self.connection_file = session.connection_file_path(self.cluster_id)
         session.write_connection_file(self.connection_file, {
-            "address": self.address, "key": self.key.hex(), "cluster_id": self.cluster_id,
+            "address": self.address, "local_address": self.local_address,
+            "key": self.key.hex(), "cluster_id": self.cluster_id,
             "session_dir": self.session_dir, "pid": self.processes[0].pid,
             "agent_pid": self.processes[1].pid, "owned": owned, "started": time.time(),
         })

@@ -15,6 +15,9 @@ from . import auth, codec
 from .framing import FrameDecoder
 
 RECV_SIZE = 1 << 20
+# Processes on the scheduler's machine use its Unix socket: a loopback TCP send
+# costs ~45 us of kernel time here, a Unix socket send a fraction of that.
+UNIX_PREFIX = "unix:"
 
 
 class Connection:
@@ -27,10 +30,19 @@ class Connection:
 
     @classmethod
     def connect(cls, address: str, key: bytes, timeout: float = 10.0) -> "Connection":
-        host, port = parse_address(address)
-        sock = socket.create_connection((host, port), timeout=timeout)
-        try:
+        """Connect to "HOST:PORT" (TCP) or "unix:PATH" and authenticate."""
+        if address.startswith(UNIX_PREFIX):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(address[len(UNIX_PREFIX):])
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            sock = socket.create_connection(parse_address(address), timeout=timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
             server_nonce = _recv_exactly(sock, auth.NONCE_SIZE)
             proof, client_nonce = auth.client_proof(key, server_nonce)
             sock.sendall(proof)

@@ -140,6 +140,19 @@ class InterruptTask:
 
 
 @message
+class RevokeTask:
+    """Scheduler -> engine: give back a task queued behind the running one, if
+    it has not started (answered by TaskRevoked)."""
+    task_id: str
+
+
+@message
+class TaskRevoked:
+    task_id: str
+    ok: bool                    # False: it had started already and will finish
+
+
+@message
 class EngineBlocked:
     """An engine's task waits in get/wait (True) or runs again (False): its CPU
     is lent back meanwhile so nested tasks cannot deadlock the cluster."""

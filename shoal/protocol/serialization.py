@@ -91,13 +91,27 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
+def _plain(value, depth: int = 3) -> bool:
+    """Only builtin scalars in builtin containers: plain pickle is exact and
+    several times faster than cloudpickle for these (the common task args)."""
+    t = type(value)
+    if t in _PRIMITIVES:
+        return True
+    if depth and (t is tuple or t is list):
+        return len(value) <= 16 and all(_plain(v, depth - 1) for v in value)
+    if depth and t is dict:
+        return len(value) <= 16 and all(type(k) is str and _plain(v, depth - 1)
+                                        for k, v in value.items())
+    return False
+
+
 def serialize(value) -> Serialized:
     buffers: list = []
     refs: list = []
     outer = getattr(_local, "refs", None)
     _local.refs = refs
     try:
-        if type(value) in _PRIMITIVES:
+        if _plain(value):
             meta = pickle.dumps(value, protocol=5)
         else:
             meta = _cloudpickle(value, buffers.append)

@@ -1,8 +1,10 @@
 """The asyncio side of a connection: what the scheduler serves peers with.
 
 `ServerConnection` authenticates the peer (auth.py), then decodes frames and
-hands each message to the owner's `on_message(conn, msg)`.  Outgoing frames
-produced while handling one read are coalesced into a single write.  A peer
+hands each message to the owner's `on_message(conn, msg)`; after the last
+frame of a read it calls `on_read_done()`, where the owner sends what it has
+to say (`send` queues, `flush` writes), so a burst of messages costs one
+write per peer and no extra turn of the event loop.  A peer
 that fails authentication, stays silent, or sends a malformed frame is logged
 and dropped; it never takes the process down.
 """
@@ -22,18 +24,19 @@ AUTH_TIMEOUT = 10.0
 class ServerConnection(asyncio.Protocol):
     _next_id = 0
 
-    def __init__(self, key: bytes, on_message: Callable, on_close: Callable) -> None:
+    def __init__(self, key: bytes, on_message: Callable, on_close: Callable,
+                 on_read_done: Callable) -> None:
         ServerConnection._next_id += 1
         self.id = ServerConnection._next_id
         self._key = key
         self._on_message = on_message
         self._on_close = on_close
+        self._on_read_done = on_read_done
         self._nonce = auth.new_nonce()
         self._authenticated = False
         self._pending = b""
         self._decoder = FrameDecoder()
         self._out: list = []
-        self._flush_scheduled = False
         self.transport = None
         self.peer = "?"
         self.closed = False
@@ -43,7 +46,8 @@ class ServerConnection(asyncio.Protocol):
     # asyncio.Protocol ---------------------------------------------------
     def connection_made(self, transport) -> None:
         self.transport = transport
-        self.peer = "%s:%s" % (transport.get_extra_info("peername") or ("?", "?"))[:2]
+        peer = transport.get_extra_info("peername")
+        self.peer = "%s:%s" % peer[:2] if isinstance(peer, tuple) else "local socket"
         transport.write(self._nonce)
         self._auth_timer = asyncio.get_running_loop().call_later(AUTH_TIMEOUT, self._auth_timeout)
 
@@ -58,18 +62,20 @@ class ServerConnection(asyncio.Protocol):
             for header, buffers in self._decoder.feed(data):
                 self._on_message(self, codec.decode(header, buffers))
                 if self.closed:
-                    return
+                    break
         except (ProtocolError, auth.AuthenticationError) as exc:
             log.warning("closing connection from %s: %s", self.peer, exc)
             self.close()
         except Exception:
             log.exception("error handling a message from %s; closing it", self.peer)
             self.close()
+        self._on_read_done()
 
     def connection_lost(self, exc) -> None:
         self._auth_timer.cancel()
         self.closed = True
         self._notify_closed()
+        self._on_read_done()
 
     def _notify_closed(self) -> None:
         if self._authenticated and not self._close_notified:
@@ -96,15 +102,11 @@ class ServerConnection(asyncio.Protocol):
             self.close()
 
     def send(self, msg) -> None:
-        if self.closed:
-            return
-        self._out.extend(codec.encode(msg))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        """Queue a message; it goes out at the next flush()."""
+        if not self.closed:
+            self._out.extend(codec.encode(msg))
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
+    def flush(self) -> None:
         if self._out and not self.closed:
             out, self._out = self._out, []
             self.transport.writelines(out)

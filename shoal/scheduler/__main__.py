@@ -3,9 +3,8 @@ included, arrives as one JSON line on stdin, never on the command line."""
 from __future__ import annotations
 
 import asyncio
-import json
+import os
 import socket
-import sys
 
 from ..session import read_config_from_stdin, setup_process_logging
 from .server import SchedulerServer
@@ -15,10 +14,16 @@ from .state import SchedulerState
 def main() -> None:
     config = read_config_from_stdin()
     setup_process_logging(config["session_dir"], "scheduler")
-    sock = socket.socket(fileno=config["listen_fd"])
+    socks = [socket.socket(fileno=fd) for fd in config["listen_fds"]]
     state = SchedulerState(config["cluster_id"], config["session_dir"])
-    server = SchedulerServer(state, bytes.fromhex(config["key"]), sock)
-    asyncio.run(server.run(owner_fd=config.get("owner_fd")))
+    server = SchedulerServer(state, bytes.fromhex(config["key"]), socks)
+    profile_dir = os.environ.get("SHOAL_PROFILE_DIR")     # developer aid: profile the scheduler
+    if profile_dir:
+        import cProfile
+        cProfile.runctx("asyncio.run(server.run(owner_fd=config.get('owner_fd')))", globals(),
+                        locals(), os.path.join(profile_dir, f"scheduler-{os.getpid()}.prof"))
+    else:
+        asyncio.run(server.run(owner_fd=config.get("owner_fd")))
 
 
 if __name__ == "__main__":

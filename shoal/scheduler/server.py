@@ -21,25 +21,31 @@ SHUTDOWN_GRACE = 3.0      # seconds agents get to stop their engines
 
 
 class SchedulerServer:
-    def __init__(self, state: SchedulerState, key: bytes, sock: socket.socket) -> None:
+    def __init__(self, state: SchedulerState, key: bytes, socks: list) -> None:
         self.state = state
         self._key = key
-        self._sock = sock
-        self._flush_scheduled = False
+        self._socks = socks       # listening sockets: TCP, and a Unix one for local peers
         self._stopped: asyncio.Event | None = None
 
     async def run(self, owner_fd: int | None = None) -> None:
         loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        server = await loop.create_server(
-            lambda: ServerConnection(self._key, self._on_message, self._on_close), sock=self._sock)
+        factory = lambda: ServerConnection(self._key, self._on_message, self._on_close,  # noqa
+                                           self._flush)
+        servers = []
+        for sock in self._socks:
+            if sock.family == socket.AF_UNIX:
+                servers.append(await loop.create_unix_server(factory, sock=sock))
+            else:
+                servers.append(await loop.create_server(factory, sock=sock))
         if owner_fd is not None:
             loop.add_reader(owner_fd, self._owner_readable, owner_fd)
         for sig in (signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, self.stop, f"signal {sig.name}")
-        log.info("scheduler serving on %s", self._sock.getsockname())
+        log.info("scheduler serving on %s", ", ".join(str(s.getsockname()) for s in self._socks))
         await self._stopped.wait()
-        server.close()
+        for server in servers:
+            server.close()
         # Give agents a moment to stop their engines, then go.
         deadline = loop.time() + SHUTDOWN_GRACE
         while self.state.hosts and loop.time() < deadline:
@@ -66,18 +72,15 @@ class SchedulerServer:
         self.state.handle(conn, msg)
         if self.state.stopping and not self._stopped.is_set():
             self._stopped.set()
-        self._schedule_flush()
 
     def _on_close(self, conn) -> None:
         self.state.connection_closed(conn)
-        self._schedule_flush()
-
-    def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
+        """After each read (or close): send what the state machine produced."""
+        touched = {}
         for conn, msg in self.state.take_output():
             conn.send(msg)
+            touched[conn] = None
+        for conn in touched:
+            conn.flush()

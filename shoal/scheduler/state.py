@@ -50,7 +50,8 @@ class Host:
     gpus: dict                       # gpu id -> free fraction
     store_dir: str
     pid: int
-    engines: set = field(default_factory=set)
+    engines: set = field(default_factory=set)      # pool engines (not actors')
+    idle: set = field(default_factory=set)         # those of them with no task
     starting: int = 0                # engines asked for but not yet registered
 
     @property
@@ -68,6 +69,7 @@ class Engine:
     blocked: bool = False
     functions: set = field(default_factory=set)
     actor_id: Optional[str] = None       # an engine dedicated to one actor
+    prefetched: Optional[str] = None     # a task queued behind the running one
 
 
 @dataclass(eq=False)
@@ -84,6 +86,8 @@ class Task:
     gpu_ids: list = field(default_factory=list)
     children: set = field(default_factory=set)
     cancel_requested: bool = False
+    prefetched: bool = False             # queued on an engine behind its running task
+    revoking: bool = False
     submitted_at: float = 0.0
     started_at: float = 0.0
     warned_infeasible: bool = False
@@ -98,6 +102,10 @@ class Obj:
     nested: list = field(default_factory=list)
     producer: Optional[str] = None
     subscribers: set = field(default_factory=set)
+
+
+def _shape(task: Task) -> tuple:
+    return tuple(sorted(task.spec.resources.items()))
 
 
 class SchedulerState(ActorScheduling):
@@ -167,6 +175,7 @@ class SchedulerState(ActorScheduling):
                 self._actor_engine_joined(engine)
                 return
             host.engines.add(msg.engine_id)
+            host.idle.add(msg.engine_id)
             host.starting = max(0, host.starting - 1)
         self._schedule()
 
@@ -238,7 +247,7 @@ class SchedulerState(ActorScheduling):
             self._make_ready(task)
         self._schedule()
 
-    def _make_ready(self, task: Task) -> None:
+    def _make_ready(self, task: Task, front: bool = False) -> None:
         task.state = "ready"
         if task.spec.method == "__init__":
             self._actor_creation_ready(task)
@@ -246,8 +255,8 @@ class SchedulerState(ActorScheduling):
         if task.spec.actor_id is not None:
             self._actor_call_ready(task)
             return
-        shape = tuple(sorted(task.spec.resources.items()))
-        self.ready.setdefault(shape, deque()).append(task.spec.task_id)
+        queue = self.ready.setdefault(_shape(task), deque())
+        queue.appendleft(task.spec.task_id) if front else queue.append(task.spec.task_id)
 
     def _all_ready(self):
         for queue in self.ready.values():
@@ -266,6 +275,9 @@ class SchedulerState(ActorScheduling):
                 if task is None or task.state != "ready":
                     queue.popleft()
                     continue
+                if not any(h.idle for h in hosts):       # the common case under load
+                    self._cannot_place(task, hosts)
+                    break
                 request = task.spec.resources
                 host = policy.choose_host(request, hosts, self._idle_engine)
                 gpus = policy.allocate_gpus(host.gpus, request.get("GPU", 0)) if host else None
@@ -276,13 +288,89 @@ class SchedulerState(ActorScheduling):
                 self._dispatch(task, host, self._idle_engine(host), gpus)
             if not queue:
                 del self.ready[shape]
+        self._pipeline()
+
+    # ------------------------------------------------------------------ pipelining
+    # A busy engine gets one more task of the same resource shape, queued
+    # behind its running one, so it starts the next task the moment it ends
+    # instead of a scheduler round trip later.  The queued task holds no
+    # resources until the scheduler sees its predecessor finish.  It is taken
+    # back (RevokeTask, acknowledged) when the engine blocks in get, or when
+    # another engine goes idle with nothing else to run.
+
+    def _pipeline(self) -> None:
+        if self.ready:
+            for engine in self.engines.values():
+                if (engine.prefetched is None and engine.actor_id is None and not engine.blocked
+                        and engine.task_id in self.tasks):
+                    running = self.tasks[engine.task_id]
+                    if "GPU" not in running.spec.resources:
+                        self._prefetch_onto(engine, _shape(running))
+        idle_hosts = [h for h in self.hosts.values() if h.idle]
+        if idle_hosts:
+            for engine in self.engines.values():
+                task = self.tasks.get(engine.prefetched) if engine.prefetched else None
+                if task is not None and any(policy.fits(task.spec.resources, h.available)
+                                            for h in idle_hosts):
+                    self._revoke(engine)
+
+    def _prefetch_onto(self, engine: Engine, shape: tuple) -> None:
+        queue = self.ready.get(shape)
+        while queue:
+            task = self.tasks.get(queue.popleft())
+            if task is not None and task.state == "ready":
+                task.state, task.prefetched = "running", True
+                task.engine_id, task.host_id = engine.engine_id, engine.host_id
+                engine.prefetched = task.spec.task_id
+                self._execute_on(engine, task, [])
+                break
+        if queue is not None and not queue:
+            del self.ready[shape]
+
+    def _revoke(self, engine: Engine) -> None:
+        task = self.tasks.get(engine.prefetched)
+        if task is not None and not task.revoking:
+            task.revoking = True
+            self._send(engine.conn, m.RevokeTask(task_id=task.spec.task_id))
+
+    def _on_task_revoked(self, conn, msg: m.TaskRevoked) -> None:
+        engine = self.engines.get(self.engine_by_conn.get(conn))
+        task = self.tasks.get(msg.task_id)
+        if engine is None or task is None or not task.prefetched or engine.prefetched != msg.task_id:
+            return                  # it started (and was promoted) meanwhile
+        task.revoking = False
+        if msg.ok:
+            engine.prefetched = None
+            task.prefetched, task.engine_id, task.host_id = False, None, None
+            self._make_ready(task, front=True)
+            self._schedule()
+
+    def _promote(self, engine: Engine) -> None:
+        """The engine finished its task and started the queued one."""
+        task = self.tasks.get(engine.prefetched)
+        engine.prefetched = None
+        if task is None or not task.prefetched:
+            return
+        host = self.hosts.get(engine.host_id)
+        task.prefetched = task.revoking = False
+        task.held = dict(task.spec.resources)
+        for k, v in task.held.items():
+            host.available[k] = host.available.get(k, 0.0) - v
+        task.started_at = self.clock()
+        self._assign(engine, task.spec.task_id)
 
     def _idle_engine(self, host: Host) -> Optional[Engine]:
-        for eid in host.engines:
-            engine = self.engines[eid]
-            if engine.task_id is None:
-                return engine
-        return None
+        return self.engines[next(iter(host.idle))] if host.idle else None
+
+    def _assign(self, engine: Engine, task_id: Optional[str]) -> None:
+        """Set what an engine runs, keeping its host's idle set true."""
+        engine.task_id = task_id
+        host = self.hosts.get(engine.host_id)
+        if host is not None and engine.actor_id is None:
+            if task_id is None and engine.engine_id in host.engines:
+                host.idle.add(engine.engine_id)
+            else:
+                host.idle.discard(engine.engine_id)
 
     def _cannot_place(self, task: Task, hosts: list) -> None:
         request = task.spec.resources
@@ -314,7 +402,7 @@ class SchedulerState(ActorScheduling):
         task.held, task.gpu_ids = dict(request), gpu_ids
         task.state, task.engine_id, task.started_at = "running", engine.engine_id, self.clock()
         task.host_id = host.host_id
-        engine.task_id = spec.task_id
+        self._assign(engine, spec.task_id)
         self._execute_on(engine, task, gpu_ids)
 
     def _execute_on(self, engine: Engine, task: Task, gpu_ids: list) -> None:
@@ -341,7 +429,7 @@ class SchedulerState(ActorScheduling):
                 if gpu in host.gpus:
                     host.gpus[gpu] += min(1.0, share) if share < 1 else 1.0
         if engine is not None and engine.task_id == task.spec.task_id:
-            engine.task_id = None
+            self._assign(engine, None)
             engine.blocked = False
         task.held, task.gpu_ids = {}, []
 
@@ -368,6 +456,9 @@ class SchedulerState(ActorScheduling):
                 "", TaskCancelledError(task.spec.task_id)))
         else:
             self._complete(task, msg.results, msg.nested, "failed" if msg.failed else "finished")
+        engine = self.engines.get(engine_id)
+        if engine is not None and engine.prefetched is not None:
+            self._promote(engine)
         self._after_engine_free(engine_id)
         self._schedule()
 
@@ -404,7 +495,13 @@ class SchedulerState(ActorScheduling):
             if actor is not None:
                 self._actor_dead(actor, "its creation failed", error=entry.inline)
             return
-        if task.state == "running":
+        if task.prefetched:
+            engine = self.engines.get(task.engine_id)
+            if engine is not None and engine.prefetched == task.spec.task_id:
+                engine.prefetched = None
+                self._send(engine.conn, m.InterruptTask(task_id=task.spec.task_id))   # skip it
+            task.prefetched = False
+        elif task.state == "running":
             self._release(task)
         status = "cancelled" if task.cancel_requested else "failed"
         self._complete(task, [entry._replace(object_id=oid) for oid in task.spec.return_ids],
@@ -435,6 +532,8 @@ class SchedulerState(ActorScheduling):
         # Lend the CPU back while blocked; taking it again may oversubscribe
         # the host for a while, as in Ray, rather than deadlock.
         if msg.blocked:
+            if engine.prefetched is not None:      # it may be what this task waits for
+                self._revoke(engine)
             task.lent_cpu = task.held.pop("CPU", 0.0)
             host.available["CPU"] = host.available.get("CPU", 0.0) + task.lent_cpu
         else:
@@ -471,12 +570,14 @@ class SchedulerState(ActorScheduling):
         cancelled = self._error_entry("", TaskCancelledError(task.spec.task_id))
         if task.state in ("waiting", "ready"):
             self._finish_with_error(task, cancelled)
+        elif task.prefetched:
+            self._finish_with_error(task, cancelled)
         elif task.state == "running":
             engine = self.engines.get(task.engine_id)
             if force and engine is not None:
                 host = self.hosts.get(engine.host_id)
                 self._finish_with_error(task, cancelled)
-                engine.task_id = "<killed>"        # not idle until its replacement registers
+                self._assign(engine, "<killed>")    # not idle until its replacement registers
                 if host is not None:
                     self._send(host.conn, m.StopEngine(engine_id=engine.engine_id, restart=True))
             elif engine is not None:
@@ -596,6 +697,12 @@ class SchedulerState(ActorScheduling):
         host = self.hosts.get(engine.host_id)
         if host is not None:
             host.engines.discard(engine_id)
+            host.idle.discard(engine_id)
+        queued = self.tasks.get(engine.prefetched) if engine.prefetched else None
+        if queued is not None and queued.prefetched:     # never started: no retry spent
+            queued.prefetched = queued.revoking = False
+            queued.engine_id = queued.host_id = None
+            self._make_ready(queued, front=True)
         task = self.tasks.get(engine.task_id) if engine.task_id else None
         if task is None or task.state != "running":
             return
@@ -623,6 +730,7 @@ class SchedulerState(ActorScheduling):
         blocked = sum(self.engines[e].blocked for e in host.engines)
         if len(host.engines) > host.base_engines + blocked and not any(True for _ in self._all_ready()):
             host.engines.discard(engine_id)
+            host.idle.discard(engine_id)
             self.engines.pop(engine_id)
             self.engine_by_conn.pop(engine.conn, None)
             self._send(host.conn, m.StopEngine(engine_id=engine_id))
@@ -689,6 +797,7 @@ class SchedulerState(ActorScheduling):
         m.SubmitTask: _on_submit,
         m.TaskFinished: _on_task_finished,
         m.EngineBlocked: _on_engine_blocked,
+        m.TaskRevoked: _on_task_revoked,
         m.TaskOutput: _on_task_output,
         m.CancelTask: _on_cancel,
         m.PutObject: _on_put,
