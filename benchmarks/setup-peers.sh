@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Create benchmarks/.venv-peers with the peer frameworks (Ray, Dask, ipyparallel).
+# Kept separate from the project's environment on purpose: peers must never become
+# shoal dependencies. Idempotent: re-running only installs what is missing.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+venv="$here/.venv-peers"
+py="${PYTHON:-python3}"
+
+[ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
+
+# Plain `ray` (no dashboard extras); `dask[distributed]` for LocalCluster.
+pkgs=(ray "dask[distributed]" ipyparallel numpy pyarrow)
+if "$venv/bin/python" -c 'import ray, dask.distributed, ipyparallel, numpy, pyarrow' 2>/dev/null; then
+    echo "peers already installed in $venv"
+else
+    "$venv/bin/python" -m pip install --quiet --upgrade pip
+    "$venv/bin/python" -m pip install --quiet "${pkgs[@]}"
+fi
+"$venv/bin/python" - <<'PY'
+import ray, dask, distributed, ipyparallel, numpy, pyarrow
+print("ray", ray.__version__, "| dask", dask.__version__, "| distributed", distributed.__version__,
+      "| ipyparallel", ipyparallel.__version__, "| numpy", numpy.__version__, "| pyarrow", pyarrow.__version__)
+PY
