@@ -15,7 +15,7 @@ from . import exceptions
 from .core.actor import ActorClass, ActorHandle, get_actor, kill, method
 from .core.api import (
     ClusterContext, available_resources, cancel, cluster_resources, get, init, is_initialized,
-    put, shutdown, wait,
+    put, scale, shutdown, wait,
 )
 from .core.object_ref import ObjectRef
 from .core.remote_function import RemoteFunction
@@ -45,7 +45,7 @@ def _make_remote(target, options: dict):
 
 __all__ = [
     "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel",
-    "get_actor", "kill", "method", "ActorClass", "ActorHandle",
+    "get_actor", "kill", "method", "ActorClass", "ActorHandle", "scale",
     "ObjectRef", "RemoteFunction", "ClusterContext", "exceptions", "cluster_resources",
     "available_resources", "__version__",
 ]

@@ -72,7 +72,7 @@ def test_init_rules(fresh_cluster):
     with pytest.raises(ValueError):
         shoal.init(num_cpus=-1)
     ctx = fresh_cluster()
-    assert shoal.is_initialized() and "2 CPU" in repr(ctx)
+    assert shoal.is_initialized() and ctx.address in repr(ctx)
     with pytest.raises(RuntimeError, match="ignore_reinit_error"):
         shoal.init()
     assert shoal.init(ignore_reinit_error=True).address == ctx.address

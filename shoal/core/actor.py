@@ -202,6 +202,7 @@ class ActorHandle:
             max_retries=0, parent_task_id=client.current_task_id, actor_id=self._actor_id,
             method=method_name)
         refs = [owned_ref(client, oid) for oid in return_ids]
+        client.remember_context(task_id)
         client.send(*puts, spec)
         del keep
         if limit != -1:

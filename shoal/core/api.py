@@ -261,6 +261,13 @@ def ref_future(ref: ObjectRef) -> concurrent.futures.Future:
     return fut
 
 
+def scale(num_engines: int, host_id: Optional[str] = None) -> None:
+    """Set how many engines (and CPUs) a host runs; `host_id` may be left out
+    when the cluster has one host.  Busy engines beyond the count stop when
+    their task ends."""
+    runtime.current().client.query("scale", count=num_engines, host_id=host_id)
+
+
 def cluster_resources() -> dict:
     """Total resources of all hosts."""
     return _sum_resources("resources")

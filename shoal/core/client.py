@@ -76,6 +76,12 @@ class Client:
         self._replies: dict[int, m.QueryReply] = {}
         self._reply_cond = threading.Condition(self._lock)
         self.actor_id: Optional[str] = None            # set for an engine hosting an actor
+        # Where task output goes: output_context() is called at each submission
+        # (the Jupyter layer returns the cell's parent header) and handed back
+        # with each TaskOutput of that task to output_handler(msg, context).
+        self.output_context: Optional[Callable[[], object]] = None
+        self.output_handler: Callable[[m.TaskOutput, object], None] = print_output
+        self._contexts: dict = {}
         self.lost: Optional[str] = None
         self._closing = False
         self._reader = threading.Thread(target=self._read_loop, name="shoal-client-reader", daemon=True)
@@ -281,7 +287,7 @@ class Client:
                 if type(msg) is m.ObjectsReady:
                     self._on_ready(msg.entries)
                 elif type(msg) is m.TaskOutput:
-                    _print_output(msg)
+                    self._route_output(msg)
                 elif type(msg) is m.QueryReply:
                     with self._reply_cond:
                         self._replies[msg.request_id] = msg
@@ -297,7 +303,23 @@ class Client:
                 f"lost the connection to the cluster's scheduler ({exc})"
             self._mark_lost(reason)
 
+    def remember_context(self, task_id: str) -> None:
+        """Record where the output of a task submitted now should go."""
+        if self.output_context is not None:
+            if len(self._contexts) > 100_000:          # tasks with no results never clean up
+                self._contexts.pop(next(iter(self._contexts)))
+            self._contexts[task_id] = self.output_context()
+
+    def _route_output(self, msg: m.TaskOutput) -> None:
+        try:
+            self.output_handler(msg, self._contexts.get(msg.task_id))
+        except Exception:
+            log.exception("the task output handler failed")
+
     def _on_ready(self, entries: list) -> None:
+        if self._contexts:
+            for e in entries:      # a task's output comes before its results: done with it
+                self._contexts.pop(e.object_id.rpartition("/")[0], None)
         with self._lock:
             for e in entries:
                 oid = e.object_id
@@ -365,9 +387,15 @@ def _local_host(hosts: list) -> Optional[str]:
     return None
 
 
-def _print_output(msg: m.TaskOutput) -> None:
+def print_output(msg: m.TaskOutput, context=None) -> None:
+    """The default output handler: print with Ray's "(name pid=N)" prefix."""
     stream = sys.stderr if msg.stream == "stderr" else sys.stdout
     prefix = f"({msg.name} pid={msg.pid}) "
-    lines = msg.text.splitlines(keepends=True)
-    stream.write("".join(prefix + line for line in lines))
+    if msg.stream == "display":
+        bundle = (msg.data or {}).get("data", {})
+        text = bundle.get("text/plain", f"<display of {', '.join(bundle) or 'nothing'}>")
+    else:
+        text = msg.text
+    lines = text.splitlines(keepends=True)
+    stream.write("".join(prefix + line for line in lines) + ("" if text.endswith("\n") else "\n"))
     stream.flush()

@@ -15,6 +15,7 @@ from .object_ref import ObjectRef, owned_ref
 TASK_DEFAULTS: dict[str, Any] = {
     "num_cpus": 1, "num_gpus": 0, "resources": None, "num_returns": 1,
     "max_retries": 3, "retry_exceptions": False, "name": None,
+    "_engine_id": None,     # shoal only: run on this engine (see shoal.util.state.list_engines)
 }
 
 
@@ -117,9 +118,10 @@ class RemoteFunction:
             max_retries=opts["max_retries"],
             retry_exceptions=cloudpickle.dumps(list(retry) if not isinstance(retry, bool) else retry)
             if retry else None,
-            parent_task_id=client.current_task_id)
+            parent_task_id=client.current_task_id, engine_id=opts["_engine_id"])
         # Make the return refs before sending, so a fast result finds its holder.
         refs = [owned_ref(client, oid) for oid in return_ids]
+        client.remember_context(task_id)
         client.send(*client.register_function(func_id, self._name, blob), *extra_puts, spec)
         del keep        # only now may the auto-put refs go: the submission pins them
         if n == 0:

@@ -100,6 +100,7 @@ class SubmitTask:
     actor_id: Optional[str] = None     # an actor's creation (method "__init__") or method call
     method: Optional[str] = None
     actor_options: Optional[dict] = None   # creation only: ActorOptions fields
+    engine_id: Optional[str] = None    # run on exactly this engine (e.g. %%remote --all)
 
 
 @message
@@ -165,8 +166,9 @@ class TaskOutput:
     task_id: str
     name: str
     pid: int
-    stream: str                 # "stdout" | "stderr"
-    text: str
+    stream: str                 # "stdout" | "stderr" | "display"
+    text: str = ""
+    data: Optional[dict] = None   # "display": {"data": mimebundle, "metadata": {...}}
 
 
 @message

@@ -122,6 +122,7 @@ class SchedulerState(ActorScheduling):
         self.functions: dict[str, m.RegisterFunction] = {}
         self.tasks: dict[str, Task] = {}
         self.ready: dict[tuple, deque] = {}            # resource shape -> ready task ids
+        self.pinned: dict[str, deque] = {}             # engine id -> ready tasks for it alone
         self.objects: dict[str, Obj] = {}
         self.dependents: dict[str, list] = {}          # pending object id -> waiting task ids
         self.history: deque = deque(maxlen=HISTORY)    # (task_id, name, engine, host, start, end, status)
@@ -255,6 +256,14 @@ class SchedulerState(ActorScheduling):
         if task.spec.actor_id is not None:
             self._actor_call_ready(task)
             return
+        if task.spec.engine_id is not None:
+            if task.spec.engine_id not in self.engines:
+                self._finish_with_error(task, self._error_entry("", ValueError(
+                    f"task {task.spec.name!r} is pinned to engine {task.spec.engine_id}, "
+                    f"which is not in the cluster")))
+                return
+            self.pinned.setdefault(task.spec.engine_id, deque()).append(task.spec.task_id)
+            return
         queue = self.ready.setdefault(_shape(task), deque())
         queue.appendleft(task.spec.task_id) if front else queue.append(task.spec.task_id)
 
@@ -268,6 +277,8 @@ class SchedulerState(ActorScheduling):
     def _schedule(self) -> None:
         if self.pending_actors:
             self._place_actors()
+        if self.pinned:
+            self._schedule_pinned()
         hosts = list(self.hosts.values())
         for shape, queue in list(self.ready.items()):
             while queue:
@@ -289,6 +300,26 @@ class SchedulerState(ActorScheduling):
             if not queue:
                 del self.ready[shape]
         self._pipeline()
+
+    def _schedule_pinned(self) -> None:
+        for engine_id, queue in list(self.pinned.items()):
+            engine = self.engines.get(engine_id)
+            if engine is None:
+                del self.pinned[engine_id]
+                for tid in queue:
+                    task = self.tasks.get(tid)
+                    if task is not None:
+                        self._finish_with_error(task, self._error_entry("", WorkerCrashedError(
+                            f"engine {engine_id}, which task {task.spec.name!r} was pinned to, "
+                            f"left the cluster")))
+                continue
+            host = self.hosts.get(engine.host_id)
+            while queue and engine.task_id is None and host is not None:
+                task = self.tasks.get(queue.popleft())
+                if task is not None and task.state == "ready":
+                    self._dispatch(task, host, engine, [])
+            if not queue:
+                del self.pinned[engine_id]
 
     # ------------------------------------------------------------------ pipelining
     # A busy engine gets one more task of the same resource shape, queued
@@ -729,11 +760,7 @@ class SchedulerState(ActorScheduling):
             return
         blocked = sum(self.engines[e].blocked for e in host.engines)
         if len(host.engines) > host.base_engines + blocked and not any(True for _ in self._all_ready()):
-            host.engines.discard(engine_id)
-            host.idle.discard(engine_id)
-            self.engines.pop(engine_id)
-            self.engine_by_conn.pop(engine.conn, None)
-            self._send(host.conn, m.StopEngine(engine_id=engine_id))
+            self._retire_engine(host, engine)
 
     def _on_engine_exited(self, conn, msg: m.EngineExited) -> None:
         if msg.engine_id in self.engines:
@@ -744,7 +771,8 @@ class SchedulerState(ActorScheduling):
     # ------------------------------------------------------------------ status
     def _on_query(self, conn, msg: m.Query) -> None:
         handler = {"status": lambda args: self.status(), "get_actor": self._query_get_actor,
-                   "list_actors": self._query_list_actors}.get(msg.kind)
+                   "list_actors": self._query_list_actors, "scale": self._query_scale,
+                   }.get(msg.kind)
         try:
             if handler is None:
                 raise LookupError(f"unknown query {msg.kind!r}")
@@ -752,6 +780,37 @@ class SchedulerState(ActorScheduling):
         except (LookupError, KeyError, TypeError) as exc:
             reply = m.QueryReply(request_id=msg.request_id, error=str(exc).strip("'\""))
         self._send(conn, reply)
+
+    def _query_scale(self, args: dict) -> dict:
+        """Set a host's engine count (and its CPUs to match), as ipyparallel scales engines."""
+        count = args["count"]
+        if not isinstance(count, int) or count < 0:
+            raise TypeError(f"the engine count must be a non-negative integer, got {count!r}")
+        host = self.hosts.get(args.get("host_id")) if args.get("host_id") else (
+            next(iter(self.hosts.values())) if len(self.hosts) == 1 else None)
+        if host is None:
+            raise LookupError("say which host to scale (host_id): "
+                              + ", ".join(self.hosts) if self.hosts else "no hosts")
+        delta = count - host.total.get("CPU", 0)
+        host.total["CPU"] = float(count)
+        host.available["CPU"] = host.available.get("CPU", 0.0) + delta
+        want = max(0, count - len(host.engines) - host.starting)
+        if want:
+            host.starting += want
+            self._send(host.conn, m.StartEngines(count=want))
+        for eid in list(host.idle):              # busy extras stop when they finish
+            if len(host.engines) <= max(count, 1):
+                break
+            self._retire_engine(host, self.engines[eid])
+        log.info("host %s scaled to %d engines", host.host_id, count)
+        return {"host_id": host.host_id, "engines": count}
+
+    def _retire_engine(self, host: Host, engine: Engine) -> None:
+        host.engines.discard(engine.engine_id)
+        host.idle.discard(engine.engine_id)
+        self.engines.pop(engine.engine_id)
+        self.engine_by_conn.pop(engine.conn, None)
+        self._send(host.conn, m.StopEngine(engine_id=engine.engine_id))
 
     def status(self) -> dict:
         states: dict = {}
