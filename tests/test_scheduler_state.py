@@ -98,6 +98,23 @@ def test_a_refused_revoke_leaves_the_task_where_it_runs():
     assert h.s.engines["h1.e0"].task_id == b and h.s.tasks[b].state == "running"
 
 
+def test_a_granted_revoke_undoes_a_promotion_that_crossed_it():
+    h = Harness(cpus=2)
+    a, b, c = h.submit(), h.submit(), h.submit()
+    ex = h.executes(h.out())
+    holder = ex[c]
+    first = a if ex[a] == holder else b
+    other_task = b if first == a else a
+    h.finish(ex[other_task], other_task)            # the other engine goes idle: revoke c
+    h.out()
+    h.finish(holder, first)                         # crosses the engine's "ok": c promoted
+    assert h.s.engines[holder].task_id == c
+    h.s.handle(holder, m.TaskRevoked(task_id=c, ok=True))     # but the engine skipped it
+    ex = h.executes(h.out())
+    assert c in ex and h.s.tasks[c].state == "running"
+    assert h.s.hosts["h1"].available["CPU"] == 1.0
+
+
 def test_queued_tasks_of_a_lost_engine_cost_no_retry():
     h = Harness(cpus=1)
     a, b = h.submit(max_retries=0), h.submit(max_retries=0)

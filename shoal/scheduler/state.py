@@ -367,14 +367,21 @@ class SchedulerState(ActorScheduling):
     def _on_task_revoked(self, conn, msg: m.TaskRevoked) -> None:
         engine = self.engines.get(self.engine_by_conn.get(conn))
         task = self.tasks.get(msg.task_id)
-        if engine is None or task is None or not task.prefetched or engine.prefetched != msg.task_id:
-            return                  # it started (and was promoted) meanwhile
+        if (engine is None or task is None or task.state != "running"
+                or task.engine_id != engine.engine_id):
+            return
         task.revoking = False
-        if msg.ok:
+        if not msg.ok:
+            return                  # it started: it finishes there
+        if engine.prefetched == msg.task_id:
             engine.prefetched = None
-            task.prefetched, task.engine_id, task.host_id = False, None, None
-            self._make_ready(task, front=True)
-            self._schedule()
+        elif engine.task_id == msg.task_id:
+            # Promoted when its predecessor finished, but the engine had already
+            # given it back and skipped it: undo the promotion.
+            self._release(task)
+        task.prefetched, task.engine_id, task.host_id = False, None, None
+        self._make_ready(task, front=True)
+        self._schedule()
 
     def _promote(self, engine: Engine) -> None:
         """The engine finished its task and started the queued one."""
