@@ -27,7 +27,7 @@ DRIVER = textwrap.dedent("""
     while len(rt.client.status()["engines"]) < 2:
         pass
     pids = [p.pid for p in rt.cluster.processes] + [e["pid"] for e in rt.client.status()["engines"]]
-    print(json.dumps({"pids": pids, "store": rt.client.store_dir}), flush=True)
+    print(json.dumps({"pids": pids, "store": rt.client.store.store_dir}), flush=True)
     MODE
 """)
 
@@ -42,7 +42,7 @@ def run_driver(mode: str):
 def test_shutdown_leaves_nothing_behind(fresh_cluster):
     fresh_cluster()
     pids = cluster_pids()
-    store = runtime.current().client.store_dir
+    store = runtime.current().client.store.store_dir
     assert len(pids) == 4 and all(alive(p) for p in pids)
     shoal.shutdown()
     wait_for(lambda: not any(alive(p) for p in pids), timeout=10, what="processes to exit")

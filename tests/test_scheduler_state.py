@@ -24,7 +24,8 @@ class Harness:
         self.s.handle(f"agent-{host_id}", m.RegisterHost(
             host_id=host_id, hostname=host_id, resources={"CPU": cpus, "GPU": len(gpus),
                                                           **(resources or {})},
-            gpu_ids=list(gpus), store_dir="/dev/shm/x", pid=2))
+            gpu_ids=list(gpus), store_dir="/dev/shm/x", spill_dir="/tmp/x", store_limit=1000,
+            pid=2))
         for i in range(cpus if engines is None else engines):
             self.s.handle(f"{host_id}.e{i}", m.ClientHello(
                 client_id=f"{host_id}.e{i}", kind="engine", pid=10 + i, hostname=host_id,

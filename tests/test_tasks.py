@@ -308,7 +308,7 @@ def test_large_arrays_are_zero_copy_views_of_shared_memory():
     view = shoal.get(ref)
     elapsed = time.perf_counter() - t
     assert not view.flags.writeable and view[12345] == 12345.0
-    store_dir = runtime.current().client.store_dir
+    store_dir = runtime.current().client.store.store_dir
     address = view.ctypes.data
     with open("/proc/self/maps") as f:
         mapped = [line for line in f if store_dir in line]

@@ -12,7 +12,7 @@ from .. import session
 from ..exceptions import GetTimeoutError
 from ..protocol import messages as m
 from ..protocol.connection import UNIX_PREFIX
-from ..protocol.serialization import serialize
+from ..protocol.serialization import INLINE_LIMIT, serialize
 from . import runtime
 from .client import Client
 from .object_ref import ObjectRef, owned_ref
@@ -109,7 +109,7 @@ def _start_local(num_cpus, num_gpus, resources, object_store_memory, namespace) 
                            object_store_memory=object_store_memory)
     try:
         client = Client.connect(cluster.local_address, cluster.key, host_id=cluster.host_id,
-                                store_dir=cluster.store_dir)
+                                store=cluster.store)
     except BaseException as exc:
         cluster.stop()
         raise RuntimeError(f"the local shoal cluster did not start: {exc}; "
@@ -162,6 +162,8 @@ def put(value: Any) -> ObjectRef:
                         "this, you can wrap the ObjectRef in a list and call 'put' on it.")
     client = runtime.current().client
     s = serialize(value)
+    if s.size >= INLINE_LIMIT:
+        client.flush_refs()     # let the scheduler free what we dropped before we add more
     oid = client.new_id("p")
     entry = client.store_value(oid, s)
     ref = owned_ref(client, oid)

@@ -29,7 +29,7 @@ from ..protocol import messages as m
 from ..protocol.connection import Connection
 from ..protocol.messages import ObjectEntry
 from ..protocol.serialization import INLINE_LIMIT, Serialized, deserialize
-from ..store import shm
+from ..store.shm import HostStore
 
 log = logging.getLogger("shoal.client")
 FLUSH_INTERVAL = 0.02
@@ -50,7 +50,7 @@ class _Waiter:
 
 class Client:
     def __init__(self, conn: Connection, welcome: m.Welcome, client_id: str, kind: str,
-                 host_id: Optional[str] = None, store_dir: Optional[str] = None,
+                 host_id: Optional[str] = None, store: Optional[HostStore] = None,
                  on_message: Optional[Callable] = None) -> None:
         self.conn = conn
         self.client_id = client_id
@@ -59,9 +59,10 @@ class Client:
         self.session_dir = welcome.session_dir
         self.hosts = {h.host_id: h for h in welcome.hosts}
         self.host_id = host_id or _local_host(welcome.hosts)
-        if store_dir is None and self.host_id in self.hosts:
-            store_dir = self.hosts[self.host_id].store_dir
-        self.store_dir = store_dir
+        if store is None and self.host_id in self.hosts:
+            h = self.hosts[self.host_id]
+            store = HostStore(h.store_dir, h.spill_dir, h.store_limit)
+        self.store = store                 # this host's object store, if we are on one
         self._on_message = on_message
         self._ids = itertools.count()
         self._lock = threading.RLock()
@@ -92,7 +93,7 @@ class Client:
 
     @classmethod
     def connect(cls, address: str, key: bytes, kind: str = "driver", host_id: Optional[str] = None,
-                store_dir: Optional[str] = None, engine_id: Optional[str] = None,
+                store: Optional[HostStore] = None, engine_id: Optional[str] = None,
                 actor_id: Optional[str] = None, on_message: Optional[Callable] = None,
                 timeout: float = 10.0) -> "Client":
         conn = Connection.connect(address, key, timeout=timeout)
@@ -104,7 +105,7 @@ class Client:
         if not isinstance(welcome, m.Welcome):
             conn.close()
             raise ConnectionError(f"unexpected reply from the scheduler: {type(welcome).__name__}")
-        client = cls(conn, welcome, client_id, kind, host_id, store_dir, on_message)
+        client = cls(conn, welcome, client_id, kind, host_id, store, on_message)
         client.actor_id = actor_id
         return client
 
@@ -238,9 +239,9 @@ class Client:
         """The value of a ready entry (an exception instance for errors)."""
         if entry.inline is not None:
             return deserialize(entry.inline)
-        if entry.host_id == self.host_id and self.store_dir:
+        if entry.host_id == self.host_id and self.store is not None:
             try:
-                return shm.read_object(self.store_dir, entry.object_id)
+                return self.store.read(entry.object_id)
             except FileNotFoundError:
                 raise ObjectLostError(f"object {entry.object_id} is missing from the store "
                                       f"of host {entry.host_id}") from None
@@ -249,10 +250,12 @@ class Client:
 
     def store_value(self, object_id: str, value: Serialized) -> ObjectEntry:
         """An entry for a serialized value: inline if small, else in the host store."""
-        if value.size < INLINE_LIMIT or not self.store_dir:
-            return ObjectEntry(object_id, inline=value.to_bytes(), size=value.size)
-        size = shm.write_object(self.store_dir, object_id, value)
-        return ObjectEntry(object_id, host_id=self.host_id, size=size)
+        if value.size < INLINE_LIMIT or self.store is None:
+            return ObjectEntry(object_id, inline=value.to_bytes(), size=value.size,
+                               type_name=value.type_name)
+        spilled = self.store.write(object_id, value)
+        return ObjectEntry(object_id, host_id=self.host_id, size=value.size,
+                           type_name=value.type_name, spilled=spilled)
 
     def register_function(self, func_id: str, name: str, blob: bytes) -> list:
         """Messages to send before the first use of a function (none if sent already)."""

@@ -140,7 +140,7 @@ def pack_arguments(client, args: tuple, kwargs: dict):
     puts: list = []
     keep: list = []
     value = serialize((args, kwargs))
-    if value.size >= INLINE_LIMIT and client.store_dir:
+    if value.size >= INLINE_LIMIT and client.store is not None:
         args = list(args)
         kwargs = dict(kwargs)
         for container, keys in ((args, range(len(args))), (kwargs, list(kwargs))):

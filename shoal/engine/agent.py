@@ -21,7 +21,7 @@ import time
 from ..protocol import messages as m
 from ..protocol.connection import Connection
 from ..session import read_config_from_stdin, setup_process_logging
-from ..store import shm
+from ..store.shm import HostStore
 from .launcher import spawn
 
 log = logging.getLogger("shoal.agent")
@@ -48,9 +48,13 @@ class HostAgent:
         self.config = config
         self.host_id = config["host_id"]
         self.key = bytes.fromhex(config["key"])
-        self.store_dir = config.get("store_dir") or shm.create_store_dir(
-            config["cluster_id"], self.host_id)
-        os.makedirs(self.store_dir, mode=0o700, exist_ok=True)
+        if config.get("store_dir"):
+            self.store = HostStore(config["store_dir"], config["spill_dir"], config["store_limit"])
+            for path in (self.store.store_dir, self.store.spill_dir):
+                os.makedirs(path, mode=0o700, exist_ok=True)
+        else:
+            self.store = HostStore.create(config["cluster_id"], self.host_id,
+                                          config.get("store_limit"))
         num_cpus = config.get("num_cpus") or os.cpu_count() or 1
         self.gpu_ids = detect_gpus(config.get("num_gpus"))
         self.resources = {"CPU": num_cpus, "GPU": len(self.gpu_ids), **config.get("resources", {})}
@@ -79,7 +83,8 @@ class HostAgent:
             return
         self.conn.send(m.RegisterHost(
             host_id=self.host_id, hostname=socket.gethostname(), resources=self.resources,
-            gpu_ids=self.gpu_ids, store_dir=self.store_dir, pid=os.getpid()))
+            gpu_ids=self.gpu_ids, store_dir=self.store.store_dir, spill_dir=self.store.spill_dir,
+            store_limit=self.store.limit, pid=os.getpid()))
         for _ in range(self.num_engines):
             self.start_engine()
         try:
@@ -99,7 +104,10 @@ class HostAgent:
             self.stop_engine(msg.engine_id, restart=msg.restart)
         elif isinstance(msg, m.FreeObjects):
             for oid in msg.object_ids:
-                shm.delete_object(self.store_dir, oid)
+                self.store.delete(oid)
+        elif isinstance(msg, m.SpillObjects):
+            for oid in msg.object_ids:
+                self.store.spill(oid)
         elif isinstance(msg, m.Shutdown):
             log.info("shutdown requested: %s", msg.reason)
             self._stopping.set()
@@ -112,7 +120,8 @@ class HostAgent:
         config = {k: self.config[k] for k in ("address", "key", "cluster_id", "session_dir")}
         proc = spawn("shoal.engine", {
             **config, "engine_id": engine_id, "host_id": self.host_id, "actor_id": actor_id,
-            "store_dir": self.store_dir, "owner_fd": self._engine_owner_r,
+            "store_dir": self.store.store_dir, "spill_dir": self.store.spill_dir,
+            "store_limit": self.store.limit, "owner_fd": self._engine_owner_r,
         }, (self._engine_owner_r,))
         with self._lock:
             self.engines[engine_id] = proc
@@ -188,7 +197,7 @@ class HostAgent:
                 proc.kill()
                 proc.wait()
         os.close(self._engine_owner_w)
-        shm.remove_store_dir(self.store_dir)
+        self.store.remove_all()
         self._close_conn()
         log.info("host %s stopped", self.host_id)
 

@@ -39,6 +39,7 @@ from ..core.object_ref import ObjectRef
 from ..protocol import messages as m
 from ..protocol.serialization import SerializationError, deserialize, serialize
 from ..session import read_config_from_stdin, setup_process_logging
+from ..store.shm import HostStore
 
 log = logging.getLogger("shoal.engine")
 _SHOAL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,7 +110,9 @@ class Engine:
     def run(self) -> None:
         self.client = Client.connect(
             self.config["address"], bytes.fromhex(self.config["key"]), kind="engine",
-            host_id=self.host_id, store_dir=self.config["store_dir"],
+            host_id=self.host_id, store=HostStore(self.config["store_dir"],
+                                                  self.config["spill_dir"],
+                                                  self.config["store_limit"]),
             engine_id=self.engine_id, actor_id=self.actor_id, on_message=self.on_message)
         runtime.set_current(runtime.Runtime(self.client, self.config["address"]))
         self.stdout = TaskOutputStream(self, "stdout", sys.stdout)

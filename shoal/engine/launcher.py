@@ -27,7 +27,7 @@ from typing import Optional
 from .. import session
 from ..protocol import messages as m
 from ..protocol.connection import UNIX_PREFIX
-from ..store import shm
+from ..store.shm import HostStore
 
 log = logging.getLogger("shoal.launcher")
 STOP_TIMEOUT = 5.0
@@ -57,7 +57,7 @@ class LocalCluster:
         self.key = secrets.token_bytes(32)
         self.session_dir = session.new_session_dir(self.cluster_id)
         self.host_id = new_host_id()
-        self.store_dir = shm.create_store_dir(self.cluster_id, self.host_id)
+        self.store = HostStore.create(self.cluster_id, self.host_id, object_store_memory)
         self.owned = owned
         self.processes: list[subprocess.Popen] = []
         self._owner_w: Optional[int] = None
@@ -85,8 +85,9 @@ class LocalCluster:
                                         listen + owner))
             self.processes.append(spawn("shoal.engine.agent", {
                 **common, "address": self.local_address, "host_id": self.host_id,
-                "store_dir": self.store_dir, "num_cpus": num_cpus, "num_gpus": num_gpus,
-                "resources": resources or {}, "object_store_memory": object_store_memory,
+                "store_dir": self.store.store_dir, "spill_dir": self.store.spill_dir,
+                "store_limit": self.store.limit, "num_cpus": num_cpus, "num_gpus": num_gpus,
+                "resources": resources or {},
             }, owner))
             if owner_r is not None:
                 os.close(owner_r)
@@ -121,7 +122,7 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 log.warning("process %s did not stop in time; killing it", proc.pid)
         self._kill_all()
-        shm.remove_store_dir(self.store_dir)
+        self.store.remove_all()
         try:
             os.unlink(self.connection_file)
         except (FileNotFoundError, AttributeError):

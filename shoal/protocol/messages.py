@@ -29,12 +29,16 @@ class ObjectEntry(NamedTuple):
     inline: Optional[bytes] = None
     host_id: Optional[str] = None
     size: int = 0
+    type_name: str = ""
+    spilled: bool = False       # written straight to the host's spill directory
 
 
 class HostInfo(NamedTuple):
     host_id: str
     hostname: str
     store_dir: str
+    spill_dir: str
+    store_limit: int
 
 
 # --- joining the cluster ----------------------------------------------------
@@ -66,6 +70,8 @@ class RegisterHost:
     resources: dict           # {"CPU": 4, "GPU": 1, "custom": 2.0}
     gpu_ids: list
     store_dir: str
+    spill_dir: str
+    store_limit: int
     pid: int
 
 
@@ -205,6 +211,12 @@ class RefUpdates:
 @message
 class FreeObjects:
     """Scheduler -> agent: drop these objects from the host store."""
+    object_ids: list
+
+
+@message
+class SpillObjects:
+    """Scheduler -> agent: move these objects from shared memory to disk."""
     object_ids: list
 
 

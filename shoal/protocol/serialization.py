@@ -54,10 +54,11 @@ class SerializationError(TypeError):
 
 class Serialized:
     """A value ready to be packed: pickle stream, raw buffers, nested refs."""
-    __slots__ = ("meta", "buffers", "nested", "offsets", "size")
+    __slots__ = ("meta", "buffers", "nested", "offsets", "size", "type_name")
 
-    def __init__(self, meta: bytes, buffers: list, nested: list) -> None:
+    def __init__(self, meta: bytes, buffers: list, nested: list, type_name: str = "") -> None:
         self.meta = meta
+        self.type_name = type_name
         self.buffers = [memoryview(b).cast("B") for b in buffers]
         self.nested = nested
         header = _HEAD.size + 8 * len(self.buffers)
@@ -122,7 +123,12 @@ def serialize(value) -> Serialized:
         _local.refs = outer
     if outer is not None:
         outer.extend(refs)
-    return Serialized(meta, [b.raw() for b in buffers], refs)
+    return Serialized(meta, [b.raw() for b in buffers], refs, _type_name(value))
+
+
+def _type_name(value) -> str:
+    t = type(value)
+    return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
 
 def note_ref(object_id: str) -> None:

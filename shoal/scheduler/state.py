@@ -24,6 +24,7 @@ from ..protocol.messages import ObjectEntry
 from ..protocol.serialization import dumps
 from . import policy
 from .actors import ActorScheduling
+from .objects import Obj, ObjectTracking
 
 log = logging.getLogger("shoal.scheduler")
 HISTORY = 20_000          # finished tasks remembered for the timeline and status
@@ -49,7 +50,11 @@ class Host:
     available: dict
     gpus: dict                       # gpu id -> free fraction
     store_dir: str
+    spill_dir: str
+    store_limit: int
     pid: int
+    store_used: int = 0              # bytes of objects in its shared memory
+    spilled_bytes: int = 0           # bytes of objects spilled to its disk
     engines: set = field(default_factory=set)      # pool engines (not actors')
     idle: set = field(default_factory=set)         # those of them with no task
     starting: int = 0                # engines asked for but not yet registered
@@ -93,22 +98,11 @@ class Task:
     warned_infeasible: bool = False
 
 
-@dataclass(eq=False)
-class Obj:
-    object_id: str
-    entry: Optional[ObjectEntry] = None
-    holders: dict = field(default_factory=dict)    # conn -> count of holdings
-    pins: int = 0                                   # pending tasks + containing objects
-    nested: list = field(default_factory=list)
-    producer: Optional[str] = None
-    subscribers: set = field(default_factory=set)
-
-
 def _shape(task: Task) -> tuple:
     return tuple(sorted(task.spec.resources.items()))
 
 
-class SchedulerState(ActorScheduling):
+class SchedulerState(ObjectTracking, ActorScheduling):
     def __init__(self, cluster_id: str, session_dir: str,
                  clock: Callable[[], float] = time.time) -> None:
         self.cluster_id = cluster_id
@@ -163,7 +157,8 @@ class SchedulerState(ActorScheduling):
                                 msg.host_id, msg.engine_id, msg.actor_id)
         self._send(conn, m.Welcome(
             cluster_id=self.cluster_id, session_dir=self.session_dir,
-            hosts=[m.HostInfo(h.host_id, h.hostname, h.store_dir) for h in self.hosts.values()]))
+            hosts=[m.HostInfo(h.host_id, h.hostname, h.store_dir, h.spill_dir, h.store_limit)
+                   for h in self.hosts.values()]))
         if msg.kind == "engine":
             host = self.hosts.get(msg.host_id)
             if host is None:
@@ -184,7 +179,8 @@ class SchedulerState(ActorScheduling):
         self.peers[conn] = Peer("agent", msg.host_id, msg.pid, msg.hostname, msg.host_id)
         resources = {k: float(v) for k, v in msg.resources.items() if v}
         host = Host(msg.host_id, conn, msg.hostname, dict(resources), dict(resources),
-                    {gpu: 1.0 for gpu in msg.gpu_ids}, msg.store_dir, msg.pid)
+                    {gpu: 1.0 for gpu in msg.gpu_ids}, msg.store_dir, msg.spill_dir,
+                    msg.store_limit, msg.pid)
         host.starting = host.base_engines
         self.hosts[msg.host_id] = host
         self.host_by_conn[conn] = msg.host_id
@@ -449,6 +445,9 @@ class SchedulerState(ActorScheduling):
         if spec.func_id is not None and spec.func_id not in engine.functions:
             engine.functions.add(spec.func_id)
             blob = self.functions[spec.func_id].blob
+        now = self.clock()
+        for d in spec.deps:
+            self.objects[d].last_used = now
         self._send(engine.conn, m.ExecuteTask(
             task_id=spec.task_id, func_id=spec.func_id, func_blob=blob, name=spec.name,
             args=spec.args, dep_values=[self.objects[d].entry for d in spec.deps],
@@ -502,17 +501,11 @@ class SchedulerState(ActorScheduling):
 
     def _complete(self, task: Task, results: list, nested: list, status: str) -> None:
         spec = task.spec
+        made_by = f"task {spec.name} ({spec.task_id})"
         for i, entry in enumerate(results):
             obj = self.objects.get(spec.return_ids[i])
-            if obj is None:
-                continue
-            obj.entry = entry
-            if i < len(nested) and nested[i]:
-                obj.nested = list(nested[i])
-                for oid in obj.nested:
-                    if oid in self.objects:
-                        self.objects[oid].pins += 1
-            self._publish(obj)
+            if obj is not None:
+                self._object_ready(obj, entry, nested[i] if i < len(nested) else [], made_by)
         task.state = status
         self._record(task, status)
         self.finished_count[status] = self.finished_count.get(status, 0) + 1
@@ -621,86 +614,6 @@ class SchedulerState(ActorScheduling):
             elif engine is not None:
                 self._send(engine.conn, m.InterruptTask(task_id=task.spec.task_id))
 
-    # ------------------------------------------------------------------ objects
-    def _on_put(self, conn, msg: m.PutObject) -> None:
-        oid = msg.entry.object_id
-        obj = self.objects.setdefault(oid, Obj(oid))
-        obj.entry = msg.entry
-        obj.nested = list(msg.nested)
-        for nid in obj.nested:
-            if nid in self.objects:
-                self.objects[nid].pins += 1
-        self._hold(obj, conn, +1)
-        self._publish(obj)
-
-    def _on_subscribe(self, conn, msg: m.Subscribe) -> None:
-        for oid in msg.object_ids:
-            obj = self.objects.get(oid)
-            if obj is None:
-                self._push(conn, self._lost_entry(oid))
-            elif obj.entry is not None:
-                self._push(conn, obj.entry)
-            else:
-                obj.subscribers.add(conn)
-
-    def _on_ref_updates(self, conn, msg: m.RefUpdates) -> None:
-        for oid, delta in msg.ops:
-            obj = self.objects.get(oid)
-            if obj is not None:
-                self._hold(obj, conn, delta)
-
-    def _hold(self, obj: Obj, conn, delta: int) -> None:
-        count = obj.holders.get(conn, 0) + delta
-        if count > 0:
-            obj.holders[conn] = count
-        else:
-            obj.holders.pop(conn, None)
-            obj.subscribers.discard(conn)
-            self._maybe_free(obj)
-
-    def _publish(self, obj: Obj) -> None:
-        """Push a newly ready object to whoever waits for it."""
-        for conn in obj.holders:
-            if conn in self.peers and self.peers[conn].kind != "agent":
-                self._push(conn, obj.entry)
-        for conn in obj.subscribers:
-            if conn not in obj.holders:
-                self._push(conn, obj.entry)
-        obj.subscribers.clear()
-        self._wake_dependents(obj)
-
-    def _wake_dependents(self, obj: Obj) -> None:
-        for tid in self.dependents.pop(obj.object_id, ()):
-            task = self.tasks.get(tid)
-            if task is not None and task.state == "waiting" and obj.object_id in task.missing:
-                if obj.entry.error:
-                    self._finish_with_error(task, obj.entry)
-                    continue
-                task.missing.discard(obj.object_id)
-                if not task.missing:
-                    self._make_ready(task)
-
-    def _push(self, conn, entry: ObjectEntry) -> None:
-        self._pushes.setdefault(conn, []).append(entry)
-
-    def _unpin(self, oid: str) -> None:
-        obj = self.objects.get(oid)
-        if obj is not None:
-            obj.pins -= 1
-            self._maybe_free(obj)
-
-    def _maybe_free(self, obj: Obj) -> None:
-        if obj.holders or obj.pins > 0 or obj.entry is None:
-            return
-        del self.objects[obj.object_id]
-        if obj.object_id in self.actors:
-            self._actor_handles_gone(obj.object_id)
-            return
-        if obj.entry.host_id is not None:
-            self._frees.setdefault(obj.entry.host_id, []).append(obj.object_id)
-        for nid in obj.nested:
-            self._unpin(nid)
-
     # ------------------------------------------------------------------ departures
     def connection_closed(self, conn) -> None:
         peer = self.peers.pop(conn, None)
@@ -779,6 +692,7 @@ class SchedulerState(ActorScheduling):
     def _on_query(self, conn, msg: m.Query) -> None:
         handler = {"status": lambda args: self.status(), "get_actor": self._query_get_actor,
                    "list_actors": self._query_list_actors, "scale": self._query_scale,
+                   "objects": self._query_objects, "memory": self._query_memory,
                    }.get(msg.kind)
         try:
             if handler is None:
@@ -845,6 +759,7 @@ class SchedulerState(ActorScheduling):
                 "count": len(self.objects),
                 "bytes": sum(o.entry.size for o in self.objects.values() if o.entry),
             },
+            "memory": self._query_memory({}),
         }
 
     def _on_shutdown(self, conn, msg: m.Shutdown) -> None:
@@ -866,9 +781,9 @@ class SchedulerState(ActorScheduling):
         m.TaskRevoked: _on_task_revoked,
         m.TaskOutput: _on_task_output,
         m.CancelTask: _on_cancel,
-        m.PutObject: _on_put,
-        m.Subscribe: _on_subscribe,
-        m.RefUpdates: _on_ref_updates,
+        m.PutObject: ObjectTracking._on_put,
+        m.Subscribe: ObjectTracking._on_subscribe,
+        m.RefUpdates: ObjectTracking._on_ref_updates,
         m.EngineExited: _on_engine_exited,
         m.Query: _on_query,
         m.KillActor: ActorScheduling._on_kill_actor,

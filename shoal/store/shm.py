@@ -1,19 +1,31 @@
-"""Objects as files in a per-host shared-memory directory.
+"""A host's object store: one file per object in shared memory, spilled to disk.
 
 A producer writes the packed value once (to a temporary name, then renames it,
 so a reader never sees half an object); every process on the host maps the
-file read-only and deserializes in place, so numpy buffers are views of the
-shared pages, not copies.  Unlinking a file that readers still map is safe:
-the pages live until the last map goes away.
+file read-only and deserializes in place, so numpy and Arrow buffers are views
+of the shared pages, not copies.  Unlinking a file that readers still map is
+safe: the pages live until the last map goes away.
+
+Spilling moves a file from shared memory to the host's spill directory on
+disk; readers look in both places, so a spilled object is read back (from the
+page cache, still by mmap) without anyone asking for it.  What to spill and
+when is the scheduler's decision (it sees every object's size and last use);
+this module only does the file work.  An object that does not fit in shared
+memory at all is written straight to the spill directory.
 """
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import shutil
 import tempfile
+from typing import Optional
 
+from ..exceptions import ObjectStoreFullError
 from ..protocol.serialization import Serialized, deserialize
+
+DEFAULT_SHARE = 0.3          # of physical memory, as Ray's default object store
 
 
 def default_root() -> str:
@@ -24,48 +36,117 @@ def default_root() -> str:
     return tempfile.gettempdir()
 
 
-def create_store_dir(cluster_id: str, host_id: str, root: str | None = None) -> str:
-    path = os.path.join(root or default_root(), f"shoal-{cluster_id}-{host_id}")
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    return path
+def default_limit(root: Optional[str] = None) -> int:
+    """30% of RAM, but no more than the shared-memory filesystem can hold."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        ram = 8 << 30
+    st = os.statvfs(root or default_root())
+    return int(min(ram * DEFAULT_SHARE, st.f_frsize * st.f_blocks * 0.9))
 
 
-def remove_store_dir(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+def store_paths(cluster_id: str, host_id: str, root: Optional[str] = None) -> tuple[str, str]:
+    """(shared-memory dir, spill dir) of a host's store."""
+    name = f"shoal-{cluster_id}-{host_id}"
+    return (os.path.join(root or default_root(), name),
+            os.path.join(tempfile.gettempdir(), f"{name}-spill"))
 
 
-def object_path(store_dir: str, object_id: str) -> str:
-    return os.path.join(store_dir, object_id.replace("/", "_"))
+class HostStore:
+    """The files of one host's store, as seen by any process on that host."""
+
+    def __init__(self, store_dir: str, spill_dir: str, limit: int) -> None:
+        self.store_dir = store_dir
+        self.spill_dir = spill_dir
+        self.limit = limit
+
+    @classmethod
+    def create(cls, cluster_id: str, host_id: str, limit: Optional[int] = None) -> "HostStore":
+        store_dir, spill_dir = store_paths(cluster_id, host_id)
+        for path in (store_dir, spill_dir):
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        return cls(store_dir, spill_dir, limit or default_limit())
+
+    def _path(self, object_id: str, spilled: bool = False) -> str:
+        return os.path.join(self.spill_dir if spilled else self.store_dir,
+                            object_id.replace("/", "_"))
+
+    def write(self, object_id: str, value: Serialized) -> bool:
+        """Write a value; returns True if it had to go to disk (spilled)."""
+        if value.size <= self.limit:
+            try:
+                _write_file(self._path(object_id), value)
+                return False
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.ENOMEM):
+                    raise
+        try:
+            os.makedirs(self.spill_dir, mode=0o700, exist_ok=True)
+            _write_file(self._path(object_id, spilled=True), value)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise ObjectStoreFullError(
+                f"cannot store object {object_id} of {value.size:,} bytes: the shared-memory "
+                f"store ({self.limit:,} bytes) cannot hold it and the spill directory "
+                f"{self.spill_dir} is full too") from None
+        return True
+
+    def read(self, object_id: str):
+        """Deserialize an object in place (zero-copy for out-of-band buffers)."""
+        for spilled in (False, True):
+            try:
+                fd = os.open(self._path(object_id, spilled), os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                m = mmap.mmap(fd, os.fstat(fd).st_size, access=mmap.ACCESS_READ)
+            finally:
+                os.close(fd)
+            return deserialize(m)
+        raise FileNotFoundError(object_id)
+
+    def spill(self, object_id: str) -> bool:
+        """Move an object from shared memory to disk; False if it is not there."""
+        src, dst = self._path(object_id), self._path(object_id, spilled=True)
+        try:
+            os.makedirs(self.spill_dir, mode=0o700, exist_ok=True)
+            shutil.copyfile(src, dst + ".tmp")
+        except FileNotFoundError:
+            return False
+        os.rename(dst + ".tmp", dst)      # readers find it on disk before it leaves memory
+        _unlink(src)
+        return True
+
+    def delete(self, object_id: str) -> None:
+        _unlink(self._path(object_id))
+        _unlink(self._path(object_id, spilled=True))
+
+    def remove_all(self) -> None:
+        shutil.rmtree(self.store_dir, ignore_errors=True)
+        shutil.rmtree(self.spill_dir, ignore_errors=True)
 
 
-def write_object(store_dir: str, object_id: str, value: Serialized) -> int:
-    """Write a serialized value into the store; returns its size in bytes."""
-    final = object_path(store_dir, object_id)
+def _write_file(final: str, value: Serialized) -> None:
     tmp = final + ".tmp"
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.ftruncate(fd, value.size)
+        # Reserve the pages first: a full tmpfs then fails here with ENOSPC
+        # instead of killing the writer with SIGBUS halfway through the copy.
+        os.posix_fallocate(fd, 0, max(1, value.size))
         with mmap.mmap(fd, value.size) as m:
             value.write_into(memoryview(m))
-    finally:
+    except BaseException:
         os.close(fd)
+        _unlink(tmp)
+        raise
+    os.close(fd)
     os.rename(tmp, final)
-    return value.size
 
 
-def read_object(store_dir: str, object_id: str):
-    """Deserialize an object in place (zero-copy for out-of-band buffers)."""
-    fd = os.open(object_path(store_dir, object_id), os.O_RDONLY)
+def _unlink(path: str) -> None:
     try:
-        size = os.fstat(fd).st_size
-        m = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
-    finally:
-        os.close(fd)
-    return deserialize(m)
-
-
-def delete_object(store_dir: str, object_id: str) -> None:
-    try:
-        os.unlink(object_path(store_dir, object_id))
+        os.unlink(path)
     except FileNotFoundError:
         pass

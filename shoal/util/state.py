@@ -13,4 +13,15 @@ def list_hosts() -> list[dict]:
     return runtime.current().client.status()["hosts"]
 
 
-__all__ = ["list_actors", "list_engines", "list_hosts"]
+def list_objects() -> list[dict]:
+    """Every object: object_id, state, size, type, where (inline, shared memory,
+    spilled), hosts, reference_count, held_by, created_by (like `ray memory`)."""
+    return runtime.current().client.query("objects")
+
+
+def memory_summary() -> list[dict]:
+    """Per host: bytes used in shared memory, its limit, bytes spilled to disk."""
+    return runtime.current().client.query("memory")
+
+
+__all__ = ["list_actors", "list_engines", "list_hosts", "list_objects", "memory_summary"]

@@ -1,0 +1,199 @@
+"""Objects in the scheduler's state machine (mixed into SchedulerState):
+the directory, reference counting, and each host store's memory budget.
+
+An object is pending until its task finishes or it is put.  It stays alive
+while a client holds a ref to it (counted per connection), a pending task
+needs it, or a live object contains it; then it is freed on every host.
+
+Memory: the scheduler knows every stored object's size and host, and when
+it was last used (made, put, or handed to a task).  When a host's shared
+memory holds more than its limit, the least recently used objects are
+spilled to that host's disk; readers find them there without being told.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..protocol import messages as m
+from ..protocol.messages import ObjectEntry
+
+
+@dataclass(eq=False)
+class Obj:
+    object_id: str
+    entry: Optional[ObjectEntry] = None
+    holders: dict = field(default_factory=dict)    # conn -> count of holdings
+    pins: int = 0                                   # pending tasks + containing objects
+    nested: list = field(default_factory=list)
+    producer: Optional[str] = None
+    subscribers: set = field(default_factory=set)
+    created_by: str = ""
+    last_used: float = 0.0
+    spilled: bool = False
+
+
+class ObjectTracking:
+    """Object handling of SchedulerState; uses its peers, hosts and tasks."""
+
+    def _object_ready(self, obj: Obj, entry: ObjectEntry, nested: list, created_by: str) -> None:
+        """An object's value exists now (a task returned it or it was put)."""
+        obj.entry = entry
+        obj.created_by = created_by
+        obj.last_used = self.clock()
+        if nested:
+            obj.nested = list(nested)
+            for nid in obj.nested:
+                if nid in self.objects:
+                    self.objects[nid].pins += 1
+        host = self.hosts.get(entry.host_id) if entry.host_id else None
+        if host is not None:
+            if entry.spilled:
+                obj.spilled = True
+                host.spilled_bytes += entry.size
+            else:
+                host.store_used += entry.size
+                if host.store_used > host.store_limit:
+                    self._spill(host)
+        self._publish(obj)
+
+    def _on_put(self, conn, msg: m.PutObject) -> None:
+        obj = self._object(msg.entry.object_id)
+        peer = self.peers[conn]
+        self._hold(obj, conn, +1)
+        self._object_ready(obj, msg.entry, msg.nested, f"put by {peer.kind} pid {peer.pid}")
+
+    def _on_subscribe(self, conn, msg: m.Subscribe) -> None:
+        for oid in msg.object_ids:
+            obj = self.objects.get(oid)
+            if obj is None:
+                self._push(conn, self._lost_entry(oid))
+            elif obj.entry is not None:
+                obj.last_used = self.clock()
+                self._push(conn, obj.entry)
+            else:
+                obj.subscribers.add(conn)
+
+    def _on_ref_updates(self, conn, msg: m.RefUpdates) -> None:
+        for oid, delta in msg.ops:
+            obj = self.objects.get(oid)
+            if obj is not None:
+                self._hold(obj, conn, delta)
+
+    def _hold(self, obj: Obj, conn, delta: int) -> None:
+        count = obj.holders.get(conn, 0) + delta
+        if count > 0:
+            obj.holders[conn] = count
+        else:
+            obj.holders.pop(conn, None)
+            obj.subscribers.discard(conn)
+            self._maybe_free(obj)
+
+    def _publish(self, obj: Obj) -> None:
+        """Push a newly ready object to whoever waits for it."""
+        for conn in obj.holders:
+            if conn in self.peers and self.peers[conn].kind != "agent":
+                self._push(conn, obj.entry)
+        for conn in obj.subscribers:
+            if conn not in obj.holders:
+                self._push(conn, obj.entry)
+        obj.subscribers.clear()
+        self._wake_dependents(obj)
+
+    def _wake_dependents(self, obj: Obj) -> None:
+        for tid in self.dependents.pop(obj.object_id, ()):
+            task = self.tasks.get(tid)
+            if task is not None and task.state == "waiting" and obj.object_id in task.missing:
+                if obj.entry.error:
+                    self._finish_with_error(task, obj.entry)
+                    continue
+                task.missing.discard(obj.object_id)
+                if not task.missing:
+                    self._make_ready(task)
+
+    def _push(self, conn, entry: ObjectEntry) -> None:
+        self._pushes.setdefault(conn, []).append(entry)
+
+    def _unpin(self, oid: str) -> None:
+        obj = self.objects.get(oid)
+        if obj is not None:
+            obj.pins -= 1
+            self._maybe_free(obj)
+
+    def _maybe_free(self, obj: Obj) -> None:
+        if obj.holders or obj.pins > 0 or obj.entry is None:
+            return
+        del self.objects[obj.object_id]
+        if obj.object_id in self.actors:
+            self._actor_handles_gone(obj.object_id)
+            return
+        host = self.hosts.get(obj.entry.host_id) if obj.entry.host_id else None
+        if host is not None:
+            if obj.spilled:
+                host.spilled_bytes -= obj.entry.size
+            else:
+                host.store_used -= obj.entry.size
+            self._frees.setdefault(host.host_id, []).append(obj.object_id)
+        for nid in obj.nested:
+            self._unpin(nid)
+
+    # ------------------------------------------------------------------ memory
+    def _spill(self, host) -> None:
+        """Spill least recently used objects until the host is within its limit."""
+        candidates = sorted((o for o in self.objects.values()
+                             if o.entry is not None and o.entry.host_id == host.host_id
+                             and not o.spilled), key=lambda o: o.last_used)
+        chosen = []
+        for obj in candidates:
+            if host.store_used <= host.store_limit:
+                break
+            obj.spilled = True
+            host.store_used -= obj.entry.size
+            host.spilled_bytes += obj.entry.size
+            chosen.append(obj.object_id)
+        if chosen:
+            self._send(host.conn, m.SpillObjects(object_ids=chosen))
+
+    def _describe_holder(self, conn) -> str:
+        peer = self.peers.get(conn)
+        if peer is None:
+            return "?"
+        if peer.kind == "engine":
+            return f"actor {peer.actor_id}" if peer.actor_id else f"engine {peer.engine_id}"
+        return f"{peer.kind} pid {peer.pid}"
+
+    def _query_objects(self, args: dict) -> list:
+        rows = []
+        for obj in self.objects.values():
+            if obj.object_id in self.actors:
+                continue                      # actor handles are counted like objects
+            e = obj.entry
+            holders = [f"{self._describe_holder(c)} x{n}" if n > 1 else self._describe_holder(c)
+                       for c, n in obj.holders.items()]
+            if obj.pins:
+                holders.append(f"{obj.pins} pending task(s) or containing object(s)")
+            producer = self.tasks.get(obj.producer) if obj.producer else None
+            rows.append({
+                "object_id": obj.object_id,
+                "state": "pending" if e is None else "error" if e.error else "ready",
+                "size": e.size if e else 0,
+                "type": e.type_name if e else "",
+                "where": "pending" if e is None else "inline" if e.host_id is None else (
+                    "spilled" if obj.spilled else "shared memory"),
+                "hosts": [e.host_id] if e is not None and e.host_id else [],
+                "spilled": obj.spilled,
+                "reference_count": sum(obj.holders.values()) + obj.pins,
+                "held_by": holders,
+                "created_by": obj.created_by or (
+                    f"task {producer.spec.name} ({producer.spec.task_id}), running"
+                    if producer else ""),
+                "last_used": obj.last_used,
+            })
+        return rows
+
+    def _query_memory(self, args: dict) -> list:
+        return [{"host_id": h.host_id, "hostname": h.hostname, "used": h.store_used,
+                 "limit": h.store_limit, "spilled": h.spilled_bytes,
+                 "objects": sum(1 for o in self.objects.values()
+                                if o.entry is not None and o.entry.host_id == h.host_id)}
+                for h in self.hosts.values()]
