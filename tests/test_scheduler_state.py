@@ -25,6 +25,7 @@ class Harness:
             host_id=host_id, hostname=host_id, resources={"CPU": cpus, "GPU": len(gpus),
                                                           **(resources or {})},
             gpu_ids=list(gpus), store_dir="/dev/shm/x", spill_dir="/tmp/x", store_limit=1000,
+            object_address="127.0.0.1:1",
             pid=2))
         for i in range(cpus if engines is None else engines):
             self.s.handle(f"{host_id}.e{i}", m.ClientHello(

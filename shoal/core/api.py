@@ -6,6 +6,7 @@ import logging
 import numbers
 import os
 import threading
+import time
 from typing import Any, Optional
 
 from .. import session
@@ -110,11 +111,21 @@ def _start_local(num_cpus, num_gpus, resources, object_store_memory, namespace) 
     try:
         client = Client.connect(cluster.local_address, cluster.key, host_id=cluster.host_id,
                                 store=cluster.store)
+        _wait_for_host(client, cluster.host_id)
     except BaseException as exc:
         cluster.stop()
         raise RuntimeError(f"the local shoal cluster did not start: {exc}; "
                            f"see the logs in {cluster.session_dir}/logs") from exc
     return runtime.Runtime(client, cluster.address, cluster, namespace or "")
+
+
+def _wait_for_host(client: Client, host_id: str, timeout: float = 30.0) -> None:
+    """Until this machine's host agent has joined, state calls would not see it."""
+    deadline = time.monotonic() + timeout
+    while not any(h.host_id == host_id for h in client.query("hosts")):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the host agent did not join within {timeout:.0f} s")
+        time.sleep(0.005)
 
 
 def _connect(address: str, namespace) -> runtime.Runtime:

@@ -20,6 +20,7 @@ import os
 import socket
 import sys
 import threading
+import time
 import uuid
 from collections import deque
 from typing import Callable, Optional
@@ -30,9 +31,11 @@ from ..protocol.connection import Connection
 from ..protocol.messages import ObjectEntry
 from ..protocol.serialization import INLINE_LIMIT, Serialized, deserialize
 from ..store.shm import HostStore
+from ..store.transfer import fetch_object
 
 log = logging.getLogger("shoal.client")
 FLUSH_INTERVAL = 0.02
+LOAD_ATTEMPTS = 6
 # The ExecuteTask an engine is running in this thread or coroutine, if any.
 current_task: contextvars.ContextVar = contextvars.ContextVar("shoal_current_task", default=None)
 
@@ -106,6 +109,7 @@ class Client:
             conn.close()
             raise ConnectionError(f"unexpected reply from the scheduler: {type(welcome).__name__}")
         client = cls(conn, welcome, client_id, kind, host_id, store, on_message)
+        client._key = key
         client.actor_id = actor_id
         return client
 
@@ -236,17 +240,55 @@ class Client:
         return _BlockedSection(self)
 
     def load(self, entry: ObjectEntry):
-        """The value of a ready entry (an exception instance for errors)."""
-        if entry.inline is not None:
-            return deserialize(entry.inline)
-        if entry.host_id == self.host_id and self.store is not None:
+        """The value of a ready entry (an exception instance for errors).
+
+        An object on another host is copied into this host's store first
+        (engine to engine, never through the scheduler).  If the copy it names
+        is gone (its host died), ask the scheduler again: it may have rebuilt
+        the object elsewhere, or say it is lost.
+        """
+        for attempt in range(LOAD_ATTEMPTS):
+            if entry.inline is not None:
+                return deserialize(entry.inline)
             try:
-                return self.store.read(entry.object_id)
+                return self._load_stored(entry)
+            except (OSError, ConnectionError) as exc:
+                if attempt == LOAD_ATTEMPTS - 1:
+                    raise ObjectLostError(
+                        f"object {entry.object_id} could not be read from host "
+                        f"{entry.host_id}: {exc}") from None
+                entry = self._current_entry(entry.object_id, delay=0.05 * 2 ** attempt)
+                if entry.error:
+                    raise deserialize(entry.inline)     # e.g. lost for good
+
+    def _load_stored(self, entry: ObjectEntry):
+        if self.store is not None:
+            try:
+                return self.store.read(entry.object_id)       # ours, or a copy made here
             except FileNotFoundError:
-                raise ObjectLostError(f"object {entry.object_id} is missing from the store "
-                                      f"of host {entry.host_id}") from None
-        raise ObjectLostError(f"object {entry.object_id} lives on host {entry.host_id}, "
-                              f"which this process cannot read")
+                if entry.host_id == self.host_id:
+                    raise
+        host = self.hosts.get(entry.host_id)
+        if host is None:
+            self.hosts = {h.host_id: h for h in self.query("hosts")}
+            host = self.hosts.get(entry.host_id)
+            if host is None:
+                raise ConnectionError(f"host {entry.host_id} has left the cluster")
+        data = fetch_object(host.object_address, self._key, entry.object_id, self.store)
+        if data is not None:                 # no store here: the bytes came to us
+            return deserialize(data)
+        self.send(m.ObjectLocated(object_id=entry.object_id, host_id=self.host_id))
+        return self.store.read(entry.object_id)
+
+    def _current_entry(self, object_id: str, delay: float) -> ObjectEntry:
+        """Drop a stale entry and wait for the scheduler's current one."""
+        time.sleep(delay)       # the scheduler may not have noticed the loss yet
+        with self._lock:
+            self._entries.pop(object_id, None)
+            self._subscribed.discard(object_id)
+        self.send(m.Subscribe(object_ids=[object_id]))
+        entries, timed_out = self.wait_entries([object_id], 1, None, stop_on_error=False)
+        return entries[object_id]
 
     def store_value(self, object_id: str, value: Serialized) -> ObjectEntry:
         """An entry for a serialized value: inline if small, else in the host store."""

@@ -22,6 +22,7 @@ from ..protocol import messages as m
 from ..protocol.connection import Connection
 from ..session import read_config_from_stdin, setup_process_logging
 from ..store.shm import HostStore
+from ..store.transfer import ObjectServer
 from .launcher import spawn
 
 log = logging.getLogger("shoal.agent")
@@ -81,10 +82,13 @@ class HostAgent:
             log.error("cannot reach the scheduler at %s: %s", self.config["address"], exc)
             self.cleanup()
             return
+        self.object_server = ObjectServer(self.store, self.key, self.config.get("bind_host",
+                                                                                "127.0.0.1"))
         self.conn.send(m.RegisterHost(
             host_id=self.host_id, hostname=socket.gethostname(), resources=self.resources,
             gpu_ids=self.gpu_ids, store_dir=self.store.store_dir, spill_dir=self.store.spill_dir,
-            store_limit=self.store.limit, pid=os.getpid()))
+            store_limit=self.store.limit, object_address=self.object_server.address,
+            pid=os.getpid()))
         for _ in range(self.num_engines):
             self.start_engine()
         try:
@@ -197,6 +201,8 @@ class HostAgent:
                 proc.kill()
                 proc.wait()
         os.close(self._engine_owner_w)
+        if getattr(self, "object_server", None) is not None:
+            self.object_server.close()
         self.store.remove_all()
         self._close_conn()
         log.info("host %s stopped", self.host_id)

@@ -13,10 +13,12 @@ starts an unowned cluster that lives until `shoal stop`.
 """
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -27,7 +29,7 @@ from typing import Optional
 from .. import session
 from ..protocol import messages as m
 from ..protocol.connection import UNIX_PREFIX
-from ..store.shm import HostStore
+from ..store.shm import HostStore, store_paths
 
 log = logging.getLogger("shoal.launcher")
 STOP_TIMEOUT = 5.0
@@ -43,6 +45,13 @@ def spawn(module: str, config: dict, pass_fds: tuple = ()) -> subprocess.Popen:
     proc.stdin.write(json.dumps(config).encode() + b"\n")
     proc.stdin.close()
     return proc
+
+
+def remove_cluster_stores(cluster_id: str) -> None:
+    """Remove every store directory of this cluster on this machine."""
+    for pattern in store_paths(cluster_id, "*"):
+        for path in glob.glob(pattern):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def new_host_id() -> str:
@@ -123,6 +132,7 @@ class LocalCluster:
                 log.warning("process %s did not stop in time; killing it", proc.pid)
         self._kill_all()
         self.store.remove_all()
+        remove_cluster_stores(self.cluster_id)      # those of hosts that died here, too
         try:
             os.unlink(self.connection_file)
         except (FileNotFoundError, AttributeError):
@@ -133,3 +143,44 @@ class LocalCluster:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+class HostProcess:
+    """A host agent (and its engines) joining an existing cluster from this
+    machine: how `shoal start --address` adds a host, and how tests make a
+    second "host" with a store of its own.  With owned=True it dies with us."""
+
+    def __init__(self, address: str, key: bytes, cluster_id: str, session_dir: str, *,
+                 num_cpus: Optional[int] = None, num_gpus: Optional[int] = None,
+                 resources: Optional[dict] = None, object_store_memory: Optional[int] = None,
+                 bind_host: str = "127.0.0.1", owned: bool = True) -> None:
+        self.host_id = new_host_id()
+        self.store = HostStore.create(cluster_id, self.host_id, object_store_memory)
+        self._owner_w: Optional[int] = None
+        owner_r = None
+        if owned:
+            owner_r, self._owner_w = os.pipe()
+        os.makedirs(os.path.join(session_dir, "logs"), mode=0o700, exist_ok=True)
+        self.process = spawn("shoal.engine.agent", {
+            "address": address, "key": key.hex(), "cluster_id": cluster_id,
+            "session_dir": session_dir, "owner_fd": owner_r, "host_id": self.host_id,
+            "store_dir": self.store.store_dir, "spill_dir": self.store.spill_dir,
+            "store_limit": self.store.limit, "num_cpus": num_cpus, "num_gpus": num_gpus,
+            "resources": resources or {}, "bind_host": bind_host,
+        }, (owner_r,) if owner_r is not None else ())
+        if owner_r is not None:
+            os.close(owner_r)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop the agent and its engines; idempotent."""
+        if self._owner_w is not None:
+            os.close(self._owner_w)
+            self._owner_w = None
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.store.remove_all()

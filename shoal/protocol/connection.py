@@ -54,6 +54,27 @@ class Connection:
         sock.settimeout(None)
         return cls(sock)
 
+    @classmethod
+    def accept(cls, sock: socket.socket, key: bytes, timeout: float = 10.0) -> "Connection":
+        """The server side of the handshake, for blocking servers (object transfers)."""
+        sock.settimeout(timeout)
+        try:
+            nonce = auth.new_nonce()
+            sock.sendall(nonce)
+            sock.sendall(auth.check_client_proof(
+                key, nonce, _recv_exactly(sock, auth.CLIENT_PROOF_SIZE)))
+        except BaseException:
+            sock.close()
+            raise
+        sock.settimeout(None)
+        return cls(sock)
+
+    def take_buffered(self) -> bytes:
+        """Bytes read past the last frame; for a raw byte stream that follows it."""
+        if self._frames:
+            raise RuntimeError("frames are still queued")
+        return self._decoder.take_pending()
+
     def send(self, msg) -> None:
         chunks = codec.encode(msg)
         with self._send_lock:

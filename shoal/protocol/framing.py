@@ -75,3 +75,7 @@ class FrameDecoder:
     @property
     def pending(self) -> int:
         return len(self._buf)
+
+    def take_pending(self) -> bytes:
+        data, self._buf = bytes(self._buf), bytearray()
+        return data

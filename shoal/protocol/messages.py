@@ -39,6 +39,7 @@ class HostInfo(NamedTuple):
     store_dir: str
     spill_dir: str
     store_limit: int
+    object_address: str         # the host agent's object server, for transfers
 
 
 # --- joining the cluster ----------------------------------------------------
@@ -72,6 +73,7 @@ class RegisterHost:
     store_dir: str
     spill_dir: str
     store_limit: int
+    object_address: str
     pid: int
 
 
@@ -212,6 +214,27 @@ class RefUpdates:
 class FreeObjects:
     """Scheduler -> agent: drop these objects from the host store."""
     object_ids: list
+
+
+@message
+class FetchObject:
+    """Client -> another host's object server: send me this object's bytes."""
+    object_id: str
+
+
+@message
+class ObjectData:
+    """Object server -> client: `size` raw bytes follow this frame (0 if not found)."""
+    object_id: str
+    size: int
+    found: bool
+
+
+@message
+class ObjectLocated:
+    """Client -> scheduler: this host now holds a copy too."""
+    object_id: str
+    host_id: str
 
 
 @message

@@ -5,6 +5,11 @@ An object is pending until its task finishes or it is put.  It stays alive
 while a client holds a ref to it (counted per connection), a pending task
 needs it, or a live object contains it; then it is freed on every host.
 
+Lineage: a task whose results live in a host store keeps its spec, and its
+arguments pinned, while those results live.  If their host is lost, the task
+runs again to rebuild them (each rebuild spends one of its retries); a value
+that was put, or whose task has no retries left, is reported lost.
+
 Memory: the scheduler knows every stored object's size and host, and when
 it was last used (made, put, or handed to a task).  When a host's shared
 memory holds more than its limit, the least recently used objects are
@@ -12,11 +17,15 @@ spilled to that host's disk; readers find them there without being told.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ..exceptions import ObjectLostError
 from ..protocol import messages as m
 from ..protocol.messages import ObjectEntry
+
+log = logging.getLogger("shoal.scheduler")
 
 
 @dataclass(eq=False)
@@ -31,6 +40,16 @@ class Obj:
     created_by: str = ""
     last_used: float = 0.0
     spilled: bool = False
+    copies: set = field(default_factory=set)       # other hosts holding a copy
+    lineage: Optional["Lineage"] = None             # how to make it again
+
+
+@dataclass(eq=False)
+class Lineage:
+    spec: m.SubmitTask
+    owner: object
+    live: int                     # stored results still alive
+    retries_left: int
 
 
 class ObjectTracking:
@@ -62,6 +81,15 @@ class ObjectTracking:
         peer = self.peers[conn]
         self._hold(obj, conn, +1)
         self._object_ready(obj, msg.entry, msg.nested, f"put by {peer.kind} pid {peer.pid}")
+
+    def _on_located(self, conn, msg: m.ObjectLocated) -> None:
+        obj = self.objects.get(msg.object_id)
+        host = self.hosts.get(msg.host_id)
+        if obj is None or obj.entry is None or host is None:
+            return
+        if msg.host_id != obj.entry.host_id and msg.host_id not in obj.copies:
+            obj.copies.add(msg.host_id)
+            host.store_used += obj.entry.size
 
     def _on_subscribe(self, conn, msg: m.Subscribe) -> None:
         for oid in msg.object_ids:
@@ -134,8 +162,111 @@ class ObjectTracking:
             else:
                 host.store_used -= obj.entry.size
             self._frees.setdefault(host.host_id, []).append(obj.object_id)
+        if obj.lineage is not None:
+            obj.lineage.live -= 1
+            if obj.lineage.live == 0:
+                for oid in (*obj.lineage.spec.deps, *obj.lineage.spec.nested):
+                    self._unpin(oid)
+        for host_id in obj.copies:
+            copy_host = self.hosts.get(host_id)
+            if copy_host is not None:
+                copy_host.store_used -= obj.entry.size
+                self._frees.setdefault(host_id, []).append(obj.object_id)
         for nid in obj.nested:
             self._unpin(nid)
+
+    # ------------------------------------------------------------------ lineage
+    def _keep_lineage(self, task, results: list) -> bool:
+        """Give a finished task's stored results its lineage; True if kept."""
+        spec = task.spec
+        stored = [self.objects.get(oid) for oid, e in zip(spec.return_ids, results)
+                  if e.host_id is not None and not e.error]
+        stored = [o for o in stored if o is not None]
+        if not stored or spec.actor_id is not None or spec.max_retries == 0:
+            return False
+        lineage = Lineage(spec, task.owner, len(stored), task.retries_left)
+        for obj in stored:
+            obj.lineage = lineage
+        return True
+
+    def _host_objects_lost(self, host) -> None:
+        """A host left: its copies are gone; rebuild or report what was only there."""
+        rebuild: dict = {}
+        for obj in list(self.objects.values()):
+            obj.copies.discard(host.host_id)
+            e = obj.entry
+            if e is None or e.host_id != host.host_id:
+                continue
+            if obj.copies:                       # another host has it: use that copy
+                obj.entry = e._replace(host_id=obj.copies.pop(), spilled=False)
+                continue
+            lineage = obj.lineage
+            if lineage is not None and lineage.retries_left != 0:
+                obj.entry = None
+                rebuild.setdefault(id(lineage), (lineage, []))[1].append(obj)
+                continue
+            why = ("it was put, so it cannot be made again" if lineage is None and
+                   obj.created_by.startswith("put") else
+                   "the task that made it has no retries left")
+            obj.entry = self._error_entry(obj.object_id, ObjectLostError(
+                f"object {obj.object_id} ({obj.created_by or 'unknown origin'}) was lost with "
+                f"host {host.host_id}, the only host holding it; {why}"))
+            obj.lineage = None
+            self._publish(obj)
+        for lineage, objs in rebuild.values():
+            self._rebuild(lineage, objs)
+        if rebuild:
+            self._unready_dependents({o.object_id for _, objs in rebuild.values() for o in objs})
+
+    def _rebuild(self, lineage: "Lineage", objs: list) -> None:
+        if lineage.retries_left > 0:
+            lineage.retries_left -= 1
+        spec = lineage.spec
+        log.warning("rebuilding %s from lineage: re-running task %s (%s)",
+                    ", ".join(o.object_id for o in objs), spec.name, spec.task_id)
+        owner = lineage.owner if lineage.owner in self.peers else next(
+            (c for o in objs for c in o.holders), None)
+        task = self._new_task(spec, owner)
+        task.rebuilding = True
+        task.retries_left = lineage.retries_left
+        for oid in spec.deps:
+            dep = self.objects.get(oid)
+            if dep is not None and dep.entry is None:
+                task.missing.add(oid)
+                self.dependents.setdefault(oid, []).append(spec.task_id)
+        if not task.missing:
+            self._make_ready(task)
+
+    def _rebuilt(self, task, results: list, nested: list) -> None:
+        """A rebuild finished: fill in the objects that were lost (only those)."""
+        spec = task.spec
+        for i, entry in enumerate(results):
+            obj = self.objects.get(spec.return_ids[i])
+            if obj is None or obj.entry is not None:
+                if entry.host_id and (obj is None or obj.entry.host_id != entry.host_id):
+                    self._frees.setdefault(entry.host_id, []).append(spec.return_ids[i])
+                continue
+            lineage = obj.lineage
+            self._object_ready(obj, entry, [], obj.created_by)
+            if entry.error or entry.host_id is None:
+                obj.lineage = None
+                if lineage is not None:
+                    lineage.live -= 1
+                    if lineage.live == 0:
+                        for oid in (*spec.deps, *spec.nested):
+                            self._unpin(oid)
+
+    def _unready_dependents(self, lost: set) -> None:
+        """Queued tasks whose arguments are being rebuilt wait for them again."""
+        for task in list(self.tasks.values()):
+            if task.state != "ready" or task.spec.method == "__init__":
+                continue
+            missing = lost.intersection(task.spec.deps)
+            if missing:
+                task.state = "waiting"
+                task.missing |= missing
+                for oid in missing:
+                    self.dependents.setdefault(oid, []).append(task.spec.task_id)
 
     # ------------------------------------------------------------------ memory
     def _spill(self, host) -> None:
@@ -180,7 +311,7 @@ class ObjectTracking:
                 "type": e.type_name if e else "",
                 "where": "pending" if e is None else "inline" if e.host_id is None else (
                     "spilled" if obj.spilled else "shared memory"),
-                "hosts": [e.host_id] if e is not None and e.host_id else [],
+                "hosts": ([e.host_id] if e is not None and e.host_id else []) + sorted(obj.copies),
                 "spilled": obj.spilled,
                 "reference_count": sum(obj.holders.values()) + obj.pins,
                 "held_by": holders,

@@ -52,6 +52,7 @@ class Host:
     store_dir: str
     spill_dir: str
     store_limit: int
+    object_address: str
     pid: int
     store_used: int = 0              # bytes of objects in its shared memory
     spilled_bytes: int = 0           # bytes of objects spilled to its disk
@@ -91,6 +92,7 @@ class Task:
     gpu_ids: list = field(default_factory=list)
     children: set = field(default_factory=set)
     cancel_requested: bool = False
+    rebuilding: bool = False             # re-run to rebuild results lost with a host
     prefetched: bool = False             # queued on an engine behind its running task
     revoking: bool = False
     submitted_at: float = 0.0
@@ -157,8 +159,7 @@ class SchedulerState(ObjectTracking, ActorScheduling):
                                 msg.host_id, msg.engine_id, msg.actor_id)
         self._send(conn, m.Welcome(
             cluster_id=self.cluster_id, session_dir=self.session_dir,
-            hosts=[m.HostInfo(h.host_id, h.hostname, h.store_dir, h.spill_dir, h.store_limit)
-                   for h in self.hosts.values()]))
+            hosts=[self._host_info(h) for h in self.hosts.values()]))
         if msg.kind == "engine":
             host = self.hosts.get(msg.host_id)
             if host is None:
@@ -175,12 +176,16 @@ class SchedulerState(ObjectTracking, ActorScheduling):
             host.starting = max(0, host.starting - 1)
         self._schedule()
 
+    def _host_info(self, h: Host) -> m.HostInfo:
+        return m.HostInfo(h.host_id, h.hostname, h.store_dir, h.spill_dir, h.store_limit,
+                          h.object_address)
+
     def _on_register_host(self, conn, msg: m.RegisterHost) -> None:
         self.peers[conn] = Peer("agent", msg.host_id, msg.pid, msg.hostname, msg.host_id)
         resources = {k: float(v) for k, v in msg.resources.items() if v}
         host = Host(msg.host_id, conn, msg.hostname, dict(resources), dict(resources),
                     {gpu: 1.0 for gpu in msg.gpu_ids}, msg.store_dir, msg.spill_dir,
-                    msg.store_limit, msg.pid)
+                    msg.store_limit, msg.object_address, msg.pid)
         host.starting = host.base_engines
         self.hosts[msg.host_id] = host
         self.host_by_conn[conn] = msg.host_id
@@ -501,16 +506,22 @@ class SchedulerState(ObjectTracking, ActorScheduling):
 
     def _complete(self, task: Task, results: list, nested: list, status: str) -> None:
         spec = task.spec
-        made_by = f"task {spec.name} ({spec.task_id})"
-        for i, entry in enumerate(results):
-            obj = self.objects.get(spec.return_ids[i])
-            if obj is not None:
-                self._object_ready(obj, entry, nested[i] if i < len(nested) else [], made_by)
+        if task.rebuilding:
+            self._rebuilt(task, results, nested)
+        else:
+            made_by = f"task {spec.name} ({spec.task_id})"
+            for i, entry in enumerate(results):
+                obj = self.objects.get(spec.return_ids[i])
+                if obj is not None:
+                    self._object_ready(obj, entry, nested[i] if i < len(nested) else [], made_by)
+            # Results in a host store may need this task again if that host is
+            # lost: they keep its spec and arguments (lineage) while they live.
+            if not self._keep_lineage(task, results):
+                for oid in (*spec.deps, *spec.nested):
+                    self._unpin(oid)
         task.state = status
         self._record(task, status)
         self.finished_count[status] = self.finished_count.get(status, 0) + 1
-        for oid in (*spec.deps, *spec.nested):
-            self._unpin(oid)
         del self.tasks[spec.task_id]
         parent = self.tasks.get(spec.parent_task_id) if spec.parent_task_id else None
         if parent is not None:
@@ -628,6 +639,9 @@ class SchedulerState(ObjectTracking, ActorScheduling):
             log.warning("host %s left the cluster", host_id)
             for eid in list(host.engines):
                 self._engine_lost(eid)
+            for eid in [e.engine_id for e in self.engines.values() if e.host_id == host_id]:
+                self._engine_lost(eid)          # its actors' engines
+            self._host_objects_lost(host)
         # Whatever this peer held or owned goes with it.
         self._owner_gone(conn)
         for task in [t for t in self.tasks.values() if t.owner is conn]:
@@ -691,6 +705,7 @@ class SchedulerState(ObjectTracking, ActorScheduling):
     # ------------------------------------------------------------------ status
     def _on_query(self, conn, msg: m.Query) -> None:
         handler = {"status": lambda args: self.status(), "get_actor": self._query_get_actor,
+                   "hosts": lambda args: [self._host_info(h) for h in self.hosts.values()],
                    "list_actors": self._query_list_actors, "scale": self._query_scale,
                    "objects": self._query_objects, "memory": self._query_memory,
                    }.get(msg.kind)
@@ -782,6 +797,7 @@ class SchedulerState(ObjectTracking, ActorScheduling):
         m.TaskOutput: _on_task_output,
         m.CancelTask: _on_cancel,
         m.PutObject: ObjectTracking._on_put,
+        m.ObjectLocated: ObjectTracking._on_located,
         m.Subscribe: ObjectTracking._on_subscribe,
         m.RefUpdates: ObjectTracking._on_ref_updates,
         m.EngineExited: _on_engine_exited,

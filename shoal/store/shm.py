@@ -72,6 +72,18 @@ class HostStore:
         return os.path.join(self.spill_dir if spilled else self.store_dir,
                             object_id.replace("/", "_"))
 
+    def path_for(self, object_id: str) -> str:
+        """Where a new object goes (in shared memory)."""
+        return self._path(object_id)
+
+    def existing_path(self, object_id: str) -> Optional[str]:
+        """Where an object's file is now, in memory or on disk; None if nowhere."""
+        for spilled in (False, True):
+            path = self._path(object_id, spilled)
+            if os.path.exists(path):
+                return path
+        return None
+
     def write(self, object_id: str, value: Serialized) -> bool:
         """Write a value; returns True if it had to go to disk (spilled)."""
         if value.size <= self.limit:
