@@ -43,6 +43,17 @@ def _make_remote(target, options: dict):
     return RemoteFunction(target, options)
 
 
+def load_ipython_extension(shell) -> None:
+    """`%load_ext shoal`: the %%remote, %remote, %autoremote and %cluster magics."""
+    from .magics import load_ipython_extension as load
+    load(shell)
+
+
+def unload_ipython_extension(shell) -> None:
+    from .magics import unload_ipython_extension as unload
+    unload(shell)
+
+
 __all__ = [
     "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel",
     "get_actor", "kill", "method", "ActorClass", "ActorHandle", "scale",

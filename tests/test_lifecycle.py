@@ -66,6 +66,21 @@ def test_sigkill_of_the_driver_leaves_nothing_behind():
     wait_for(lambda: not os.path.exists(info["store"]), timeout=10, what="the store to go")
 
 
+def test_work_submitted_while_engines_start_always_finishes():
+    # Regression: an engine's first messages could arrive before it was ready
+    # for them, leaving a task queued behind a revoke forever.
+    @shoal.remote
+    def pid():
+        return os.getpid()
+
+    for _ in range(8):
+        shoal.init(num_cpus=2)
+        try:
+            assert len(shoal.get([pid.remote() for _ in range(8)], timeout=20)) == 8
+        finally:
+            shoal.shutdown()
+
+
 def test_init_rules(fresh_cluster):
     with pytest.raises(TypeError, match="num_cpu"):
         shoal.init(num_cpu=2)

@@ -91,6 +91,10 @@ class Client:
         self._reader = threading.Thread(target=self._read_loop, name="shoal-client-reader", daemon=True)
         self._housekeeper_stop = threading.Event()
         self._housekeeper = threading.Thread(target=self._housekeep, name="shoal-client-flush", daemon=True)
+
+    def start(self) -> None:
+        """Start receiving (separate from __init__ so the owner of on_message
+        can finish setting up first)."""
         self._reader.start()
         self._housekeeper.start()
 
@@ -98,7 +102,7 @@ class Client:
     def connect(cls, address: str, key: bytes, kind: str = "driver", host_id: Optional[str] = None,
                 store: Optional[HostStore] = None, engine_id: Optional[str] = None,
                 actor_id: Optional[str] = None, on_message: Optional[Callable] = None,
-                timeout: float = 10.0) -> "Client":
+                timeout: float = 10.0, start: bool = True) -> "Client":
         conn = Connection.connect(address, key, timeout=timeout)
         client_id = uuid.uuid4().hex[:12]
         conn.send(m.ClientHello(client_id=client_id, kind=kind, pid=os.getpid(),
@@ -110,6 +114,8 @@ class Client:
             raise ConnectionError(f"unexpected reply from the scheduler: {type(welcome).__name__}")
         client = cls(conn, welcome, client_id, kind, host_id, store, on_message)
         client._key = key
+        if start:
+            client.start()
         client.actor_id = actor_id
         return client
 
@@ -326,27 +332,34 @@ class Client:
 
     # ------------------------------------------------------------------ receiving
     def _read_loop(self) -> None:
-        try:
-            while True:
+        while True:
+            try:
                 msg = self.conn.recv()
-                if type(msg) is m.ObjectsReady:
-                    self._on_ready(msg.entries)
-                elif type(msg) is m.TaskOutput:
-                    self._route_output(msg)
-                elif type(msg) is m.QueryReply:
-                    with self._reply_cond:
-                        self._replies[msg.request_id] = msg
-                        self._reply_cond.notify_all()
-                elif type(msg) is m.Notice:
-                    print(f"shoal: {msg.text}", file=sys.stderr)
-                elif self._on_message is not None:
-                    self._on_message(msg)
-                else:
-                    log.warning("unexpected message %s", type(msg).__name__)
-        except (OSError, ConnectionError, ValueError) as exc:
-            reason = "the client was shut down" if self._closing else \
-                f"lost the connection to the cluster's scheduler ({exc})"
-            self._mark_lost(reason)
+            except (OSError, ConnectionError, ValueError) as exc:
+                reason = "the client was shut down" if self._closing else \
+                    f"lost the connection to the cluster's scheduler ({exc})"
+                self._mark_lost(reason)
+                return
+            try:
+                self._dispatch(msg)
+            except Exception:       # a handler's bug must not leave this process deaf
+                log.exception("error handling %s", type(msg).__name__)
+
+    def _dispatch(self, msg) -> None:
+        if type(msg) is m.ObjectsReady:
+            self._on_ready(msg.entries)
+        elif type(msg) is m.TaskOutput:
+            self._route_output(msg)
+        elif type(msg) is m.QueryReply:
+            with self._reply_cond:
+                self._replies[msg.request_id] = msg
+                self._reply_cond.notify_all()
+        elif type(msg) is m.Notice:
+            print(f"shoal: {msg.text}", file=sys.stderr)
+        elif self._on_message is not None:
+            self._on_message(msg)
+        else:
+            log.warning("unexpected message %s", type(msg).__name__)
 
     def remember_context(self, task_id: str) -> None:
         """Record where the output of a task submitted now should go."""
@@ -399,7 +412,7 @@ class Client:
         self._housekeeper_stop.set()
         self.conn.close()
         for t in (self._reader, self._housekeeper):
-            if t is not threading.current_thread():
+            if t is not threading.current_thread() and t.is_alive():
                 t.join(timeout=5)
         if not self.lost:
             self.lost = "the client was shut down"

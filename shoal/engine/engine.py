@@ -94,6 +94,7 @@ class Engine:
         self.actor_id = config.get("actor_id")
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.functions: dict = {}
+        self.blobs: dict = {}           # function id -> pickled function, as received
         self.instance = None            # the actor, once created
         self.running: dict = {}         # task id -> how to interrupt it
         self.cancelled: set = set()     # interrupted before they started
@@ -113,8 +114,10 @@ class Engine:
             host_id=self.host_id, store=HostStore(self.config["store_dir"],
                                                   self.config["spill_dir"],
                                                   self.config["store_limit"]),
-            engine_id=self.engine_id, actor_id=self.actor_id, on_message=self.on_message)
+            engine_id=self.engine_id, actor_id=self.actor_id, on_message=self.on_message,
+            start=False)
         runtime.set_current(runtime.Runtime(self.client, self.config["address"]))
+        self.client.start()         # on_message needs self.client: only now may messages come
         self.stdout = TaskOutputStream(self, "stdout", sys.stdout)
         self.stderr = TaskOutputStream(self, "stderr", sys.stderr)
         sys.stdout, sys.stderr = self.stdout, self.stderr
@@ -134,6 +137,10 @@ class Engine:
             log.warning("lost the scheduler; exiting")
             os._exit(0)
         if type(msg) is m.ExecuteTask:
+            if msg.func_blob is not None:
+                # Keep it even if this task is revoked or cancelled before it runs:
+                # the scheduler counts the function as shipped to this engine.
+                self.blobs[msg.func_id] = msg.func_blob
             with self.lock:
                 self.waiting.add(msg.task_id)
             self.inbox.put(msg)
@@ -254,9 +261,11 @@ class Engine:
     def _function(self, msg: m.ExecuteTask):
         fn = self.functions.get(msg.func_id)
         if fn is None:
-            if msg.func_blob is None:
+            blob = self.blobs.get(msg.func_id)
+            if blob is None:
                 raise RuntimeError(f"function {msg.name!r} was never shipped to this engine")
-            fn = self.functions[msg.func_id] = cloudpickle.loads(msg.func_blob)
+            fn = self.functions[msg.func_id] = cloudpickle.loads(blob)
+            del self.blobs[msg.func_id]
         return fn
 
     def _resolve(self, ref: ObjectRef, values: dict):

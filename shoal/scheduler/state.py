@@ -354,6 +354,8 @@ class SchedulerState(ObjectTracking, ActorScheduling):
                 task.state, task.prefetched = "running", True
                 task.engine_id, task.host_id = engine.engine_id, engine.host_id
                 engine.prefetched = task.spec.task_id
+                log.debug("queue %s behind %s on %s", task.spec.task_id, engine.task_id,
+                          engine.engine_id)
                 self._execute_on(engine, task, [])
                 break
         if queue is not None and not queue:
@@ -363,6 +365,7 @@ class SchedulerState(ObjectTracking, ActorScheduling):
         task = self.tasks.get(engine.prefetched)
         if task is not None and not task.revoking:
             task.revoking = True
+            log.debug("revoke %s from %s", task.spec.task_id, engine.engine_id)
             self._send(engine.conn, m.RevokeTask(task_id=task.spec.task_id))
 
     def _on_task_revoked(self, conn, msg: m.TaskRevoked) -> None:
@@ -372,6 +375,7 @@ class SchedulerState(ObjectTracking, ActorScheduling):
                 or task.engine_id != engine.engine_id):
             return
         task.revoking = False
+        log.debug("revoke %s from %s: %s", msg.task_id, engine.engine_id, msg.ok)
         if not msg.ok:
             return                  # it started: it finishes there
         if engine.prefetched == msg.task_id:
@@ -396,6 +400,7 @@ class SchedulerState(ObjectTracking, ActorScheduling):
         for k, v in task.held.items():
             host.available[k] = host.available.get(k, 0.0) - v
         task.started_at = self.clock()
+        log.debug("promote %s on %s", task.spec.task_id, engine.engine_id)
         self._assign(engine, task.spec.task_id)
 
     def _idle_engine(self, host: Host) -> Optional[Engine]:
@@ -441,6 +446,7 @@ class SchedulerState(ObjectTracking, ActorScheduling):
         task.held, task.gpu_ids = dict(request), gpu_ids
         task.state, task.engine_id, task.started_at = "running", engine.engine_id, self.clock()
         task.host_id = host.host_id
+        log.debug("run %s on %s", spec.task_id, engine.engine_id)
         self._assign(engine, spec.task_id)
         self._execute_on(engine, task, gpu_ids)
 
@@ -478,6 +484,7 @@ class SchedulerState(ObjectTracking, ActorScheduling):
     def _on_task_finished(self, conn, msg: m.TaskFinished) -> None:
         task = self.tasks.get(msg.task_id)
         engine_id = self.engine_by_conn.get(conn)
+        log.debug("finished %s on %s", msg.task_id, engine_id)
         if task is None or task.state != "running" or task.engine_id != engine_id:
             return            # stale: the task was cancelled or retried meanwhile
         if task.spec.method == "__init__":

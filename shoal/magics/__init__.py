@@ -1,0 +1,54 @@
+"""shoal's IPython extension: `%load_ext shoal` in any IPython.
+
+    %%remote [options]      run the cell on the cluster as one task
+    %remote [options] STMT  the same for one statement
+    %autoremote on|off      run every following cell with %%remote
+    %cluster [start|stop|scale|connect]
+
+Loading registers the magics and a pre_run_cell hook that routes the output
+of the cluster's tasks to the cell that launched them (in a Jupyter kernel,
+on iopub with that cell's parent header).  Unloading undoes all of it and
+leaves the cluster running.  The machinery lives in small modules beside
+this one: options (parsing), analysis (what a cell reads and writes), cells
+(ship, submit, wait, bind), runner (the engine side), output (routing),
+errors (remote tracebacks), background (--bg), cluster (%cluster),
+autoremote, engine_display (rich output on engines).
+"""
+from __future__ import annotations
+
+
+def load_ipython_extension(shell) -> None:
+    if magics_of(shell) is not None:
+        return
+    from .magics import ShoalMagics
+    magics = ShoalMagics(shell)
+    shell.register_magics(magics)
+    shell.events.register("pre_run_cell", magics.pre_run_cell)
+
+
+def unload_ipython_extension(shell) -> None:
+    magics = magics_of(shell)
+    if magics is None:
+        return
+    from ..core import runtime
+    try:
+        shell.events.unregister("pre_run_cell", magics.pre_run_cell)
+    except ValueError:
+        pass
+    magics.autoremote_transformer.disable()
+    rt = runtime.current_or_none()
+    if rt is not None:
+        magics.router.detach(rt.client)
+    for kind, names in (("line", ("remote", "autoremote", "cluster")), ("cell", ("remote",))):
+        table = shell.magics_manager.magics[kind]
+        for name in names:
+            table.pop(name, None)
+    shell.magics_manager.registry.pop(type(magics).__name__, None)
+
+
+def magics_of(shell):
+    """The ShoalMagics registered on `shell`, or None."""
+    return shell.magics_manager.registry.get("ShoalMagics")
+
+
+__all__ = ["load_ipython_extension", "unload_ipython_extension", "magics_of"]

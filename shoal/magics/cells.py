@@ -1,0 +1,420 @@
+"""Running a `%%remote` cell: ship, submit, wait, bring back.
+
+`RemoteCells.run` is the whole life of a cell, on the notebook side:
+
+1. register the cell's source under the file name IPython gives cells (so
+   remote tracebacks show its lines) and analyse what it reads and writes;
+2. ship the names it reads that the notebook defines, as top-level task
+   arguments: ObjectRefs the user holds travel by reference; refs bound by a
+   `--bg` cell are resolved first (the cell waits for them, as a dependent
+   task); large values go through the object store once;
+3. submit one task (`run_cell`), one task per engine (`--all`, pinned with
+   `_engine_id`), or one call of the namespace actor (`--on`);
+4. blocking: wait; on KeyboardInterrupt cancel the cell's tasks (forcing
+   after a grace period) and raise a short KeyboardInterrupt; on `--timeout`
+   cancel and raise GetTimeoutError; bind the returned names, return the
+   result (IPython displays it); raise the remote error rendered as a local one;
+5. `--bg`: bind each assigned name to the ObjectRef of its future value at
+   once and hand the rest to `background.BackgroundCells`.
+
+Uses only the public API (`shoal.remote`, `get`, `wait`, `cancel`, `put`,
+`shoal.util.state`), and the runtime handle for the client's output hooks.
+"""
+from __future__ import annotations
+
+import re
+import sys
+import time
+import types
+import weakref
+from dataclasses import dataclass, field
+from typing import Optional
+
+from IPython.core.error import UsageError
+
+import shoal
+
+from ..core.object_ref import ObjectRef
+from ..exceptions import ActorDiedError, GetTimeoutError, TaskCancelledError
+from ..protocol.serialization import SerializationError, serialize
+from ..util import state
+from . import errors
+from .analysis import analyze
+from .options import CellOptions
+from .runner import RemoteNamespace, Shown, Unavailable, run_cell
+
+CANCEL_GRACE = 1.0        # seconds a cancelled cell gets to stop before its engine is killed
+ENGINES_TIMEOUT = 10.0    # how long --all waits for a new cluster's engines to join
+NAMESPACE_GROUP = "shoal.remote"      # the actor namespace of --on namespaces
+_SIMPLE = (type(None), bool, int, float, complex, str, bytes)
+_IPYTHON_NAMES = re.compile(r"^(_+|_i+|_i?\d+|_[dio]h|_sh|In|Out|get_ipython|exit|quit)$")
+
+
+@dataclass
+class Submitted:
+    """What a cell put on the cluster: one list of return refs per task."""
+    tasks: list                       # [[result ref, ref of pull[0], ...], ...]
+    labels: list                      # per task: "" or the engine id (--all)
+    pull: list
+    spec: dict
+    opts: CellOptions
+    title: str
+    namespace: Optional["Namespace"] = None
+    sent: dict = field(default_factory=dict)   # name -> value shipped
+
+
+class Namespace:
+    """The notebook's view of one `--on` namespace: its actor, and which
+    notebook values it already holds (so they are not shipped again)."""
+
+    def __init__(self, name: str, handle, client) -> None:
+        self.name = name
+        self.handle = handle
+        self.client = client
+        self.token = None
+        self._synced: dict = {}
+
+    def in_sync(self, name: str, value) -> bool:
+        ref = self._synced.get(name)
+        return ref is not None and ref() is value
+
+    def mark(self, name: str, value) -> None:
+        try:
+            self._synced[name] = weakref.ref(value)
+        except TypeError:                           # ints, lists, dicts: hold them
+            self._synced[name] = lambda value=value: value
+
+    def forget(self, name: str) -> None:
+        self._synced.pop(name, None)
+
+    def seen(self, token) -> None:
+        if token is not None and token != self.token:
+            if self.token is not None:
+                self._synced.clear()               # the actor restarted: its namespace is new
+            self.token = token
+
+
+class RemoteCells:
+    """Runs `%%remote` cells for one IPython shell."""
+
+    def __init__(self, shell, router, cluster, background) -> None:
+        self.shell = shell
+        self.router = router
+        self.cluster = cluster
+        self.background = background
+        self.namespaces: dict = {}
+        self.futures: weakref.WeakSet = weakref.WeakSet()   # refs bound by --bg cells
+        self._functions: dict = {}
+        self._actor_class = None
+
+    # ------------------------------------------------------------------ the cell
+    def run(self, body: str, opts: CellOptions, magic_line: Optional[str]):
+        """Run `body` remotely; the cell's result (or None).  `magic_line`
+        is the `%%remote ...` line above the body (None for %remote and
+        %autoremote cells, whose code starts on the cell's first line)."""
+        rt = self.cluster.ensure()
+        number = self.shell.execution_count
+        pad = 0 if magic_line is None or opts.auto else 1
+        raw = body if pad == 0 else f"{magic_line}\n{body}"
+        filename = self.shell.compile.cache(raw, number, raw_code=raw)
+        source = "\n" * pad + body
+        try:
+            cell = analyze(source, filename)
+        except SyntaxError as exc:
+            raise errors.syntax_error(self.shell, exc) from None
+        title = opts.name or f"cell In[{number}]"
+        namespace = self._namespace(opts, rt.client) if opts.on is not None else None
+        send = self._names_to_send(cell, opts, namespace)
+        pull = list(opts.pull) if opts.pull is not None else \
+            [n for n in cell.writes if not _IPYTHON_NAMES.match(n)
+             and not (opts.bg and n in cell.imports)]   # a module is no future value
+        pull += [n for n in sorted(cell.deletes) if n not in pull]
+        spec = {"source": source, "filename": filename, "names": [], "pull": pull,
+                "deletes": sorted(cell.deletes), "result": cell.has_result and not cell.quiet}
+        job = self._submit(spec, send, opts, title, namespace)
+        if opts.bg:
+            self._bind_futures(job)
+            self.background.start(job, self.router.sink.current_parent())
+            return None
+        outcomes = self._wait(job)
+        return self.finish(job, outcomes)
+
+    def _names_to_send(self, cell, opts: CellOptions, namespace) -> list:
+        user_ns = self.shell.user_ns
+        if opts.push is not None:
+            missing = [n for n in opts.push if n not in user_ns]
+            if missing:
+                raise UsageError(f"%%remote: error: --push: name {missing[0]!r} is not defined")
+            return list(opts.push)
+        hidden = self.shell.user_ns_hidden
+        send = [n for n in sorted(cell.reads) if n in user_ns and not _IPYTHON_NAMES.match(n)
+                and not (n in hidden and hidden[n] is user_ns[n])]
+        if namespace is not None:
+            send = [n for n in send if not namespace.in_sync(n, user_ns[n])]
+        return send
+
+    # ------------------------------------------------------------------ submitting
+    def _submit(self, spec: dict, send: list, opts: CellOptions, title: str, namespace) -> Submitted:
+        user_ns = self.shell.user_ns
+        while True:
+            names, values, byref = [], [], {}
+            for n in send:
+                v = user_ns[n]
+                if type(v) is ObjectRef and v not in self.futures:
+                    byref[n] = v
+                else:
+                    names.append(n)
+                    values.append(v)
+            spec["names"] = names
+            job = Submitted([], [], spec["pull"], spec, opts, title, namespace,
+                            {n: user_ns[n] for n in send})
+            try:
+                self._launch(job, byref, values)
+                return job
+            except SerializationError:
+                bad = [n for n, v in zip(names, values) if not _serializes(v)]
+                if not bad:
+                    raise
+                for n in bad:
+                    _warn(f"not sending {n!r} ({type(user_ns[n]).__name__}) to the cluster: "
+                          f"it cannot be serialized")
+                send = [n for n in send if n not in bad]
+
+    def _launch(self, job: Submitted, byref: dict, values: list) -> None:
+        opts, spec = job.opts, job.spec
+        n = 1 + len(job.pull)
+        if opts.on is not None:
+            with self.router.labelled(""):
+                refs = job.namespace.handle.run.options(num_returns=n).remote(spec, byref, *values)
+            job.tasks.append(_as_list(refs))
+            job.labels.append("")
+            return
+        fn = self._function(opts, n, job.title)
+        if not opts.all:
+            with self.router.labelled(""):
+                job.tasks.append(_as_list(fn.remote(spec, byref, *values)))
+            job.labels.append("")
+            return
+        engines = self._pool_engines()
+        if len(engines) > 1:          # one copy in the store, not one per engine
+            values = [v if type(v) in _SIMPLE or type(v) is ObjectRef else shoal.put(v)
+                      for v in values]
+        short = len({e["host_id"] for e in engines}) == 1
+        for e in engines:
+            label = e["engine_id"].rsplit(".", 1)[-1] if short else e["engine_id"]
+            with self.router.labelled(f"[{label}] "):
+                refs = fn.options(_engine_id=e["engine_id"]).remote(spec, byref, *values)
+            job.tasks.append(_as_list(refs))
+            job.labels.append(label)
+
+    def _function(self, opts: CellOptions, num_returns: int, title: str):
+        key = (opts.num_cpus, opts.num_gpus, tuple(sorted((opts.resources or {}).items())),
+               opts.retries)
+        base = self._functions.get(key)
+        if base is None:
+            options = {}
+            if opts.num_cpus is not None:
+                options["num_cpus"] = opts.num_cpus
+            if opts.num_gpus is not None:
+                options["num_gpus"] = opts.num_gpus
+            if opts.resources:
+                options["resources"] = dict(opts.resources)
+            if opts.retries is not None:
+                options["max_retries"] = opts.retries
+                options["retry_exceptions"] = opts.retries > 0
+            try:
+                base = shoal.remote(**options)(run_cell) if options else shoal.remote(run_cell)
+            except (ValueError, TypeError) as exc:
+                raise UsageError(f"%%remote: error: {exc}") from None
+            self._functions[key] = base
+        return base.options(num_returns=num_returns, name=title)
+
+    def _pool_engines(self) -> list:
+        """The engines that run tasks, once a new cluster's have all joined."""
+        deadline = time.monotonic() + ENGINES_TIMEOUT
+        while True:
+            hosts = state.list_hosts()
+            engines = sorted((e for e in state.list_engines() if e["state"] in ("idle", "busy")),
+                             key=lambda e: e["engine_id"])
+            want = int(sum(h["resources"].get("CPU", 0) for h in hosts))
+            if len(engines) >= want and engines or time.monotonic() > deadline:
+                if not engines:
+                    raise RuntimeError("the cluster has no engines to run --all on")
+                return engines
+            time.sleep(0.05)
+
+    def _namespace(self, opts: CellOptions, client) -> Namespace:
+        ns = self.namespaces.get(opts.on)
+        if ns is not None and ns.client is client:
+            return ns
+        if self._actor_class is None:
+            self._actor_class = shoal.remote(RemoteNamespace)
+        options = {"name": opts.on, "namespace": NAMESPACE_GROUP, "get_if_exists": True}
+        for key in ("num_cpus", "num_gpus", "resources"):
+            if getattr(opts, key) is not None:
+                options[key] = getattr(opts, key)
+        try:
+            handle = self._actor_class.options(**options).remote()
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"%%remote: error: {exc}") from None
+        ns = self.namespaces[opts.on] = Namespace(opts.on, handle, client)
+        return ns
+
+    def forget_cluster(self) -> None:
+        """The cluster went: drop what belonged to it."""
+        self.namespaces.clear()
+        self._functions.clear()
+        self._actor_class = None
+
+    # ------------------------------------------------------------------ waiting
+    def _wait(self, job: Submitted) -> list:
+        firsts = [t[0] for t in job.tasks]
+        try:
+            _, pending = shoal.wait(firsts, num_returns=len(firsts), timeout=job.opts.timeout)
+        except KeyboardInterrupt:
+            self.cancel(job)
+            raise errors.interrupted(self.shell, f"{job.title} was cancelled on the cluster") \
+                from None
+        if pending:
+            self.cancel(job)
+            exc = GetTimeoutError(f"{job.title} did not finish in {job.opts.timeout:g} s and "
+                                  f"was cancelled on the cluster")
+            raise errors.shown(exc, errors.short_traceback(self.shell, exc))
+        return collect(job)
+
+    def cancel(self, job: Submitted) -> None:
+        """Cancel a cell's tasks: KeyboardInterrupt into them; after
+        CANCEL_GRACE seconds (or a second interrupt) kill the engines of pool
+        tasks still running.  A namespace actor is never killed."""
+        firsts = [t[0] for t in job.tasks]
+        for ref in firsts:
+            shoal.cancel(ref)
+        try:
+            _, pending = shoal.wait(firsts, num_returns=len(firsts), timeout=CANCEL_GRACE)
+        except KeyboardInterrupt:
+            pending = firsts
+        if pending and job.namespace is None:
+            for ref in pending:
+                shoal.cancel(ref, force=True)
+        elif pending:
+            _warn(f"namespace {job.namespace.name!r} is still busy with the cancelled cell")
+
+    # ------------------------------------------------------------------ results
+    def finish(self, job: Submitted, outcomes: list):
+        """Bind what came back; return the result; raise the remote error."""
+        failures = [(label, o) for label, o in zip(job.labels, outcomes)
+                    if isinstance(o, BaseException)]
+        if failures:
+            self._forget_lost_namespace(job, failures)
+            raise self._error(job, failures, len(outcomes))
+        if job.namespace is not None:
+            job.namespace.seen(outcomes[0][0][0])
+            for name, value in job.sent.items():
+                job.namespace.mark(name, value)
+        user_ns = self.shell.user_ns
+        bound = {}
+        for i, name in enumerate(job.pull, start=1):
+            values = [o[i] for o in outcomes]
+            value = values[0] if not job.opts.all else _combine(values)
+            if isinstance(value, Unavailable):
+                self._unavailable(job, name, value)
+                continue
+            bound[name] = value
+        if bound:
+            self.shell.push(bound, interactive=True)
+            if job.namespace is not None:
+                for name, value in bound.items():
+                    job.namespace.mark(name, value)
+        if not job.spec["result"]:
+            return None
+        results = [o[0][1] for o in outcomes]
+        return results if job.opts.all else results[0]
+
+    def _unavailable(self, job: Submitted, name: str, value: Unavailable) -> None:
+        user_ns = self.shell.user_ns
+        if value.kind == "deleted":
+            user_ns.pop(name, None)
+            if job.namespace is not None:
+                job.namespace.forget(name)
+        elif value.kind == "unserializable":
+            if job.namespace is not None:
+                if name in user_ns:
+                    job.namespace.mark(name, user_ns[name])
+                _warn(f"{name!r} ({value.type_name}) stays in namespace {job.namespace.name!r}: "
+                      f"it cannot be serialized ({value.reason})")
+            else:
+                _warn(f"{name!r} ({value.type_name}) could not come back from the cluster: "
+                      f"{value.reason}")
+
+    def _error(self, job: Submitted, failures: list, total: int) -> BaseException:
+        label, err = next(((lb, e) for lb, e in failures
+                           if not isinstance(e, TaskCancelledError)), failures[0])
+        header = None
+        if job.opts.all:
+            header = f"[{label}] failed" + (f" ({len(failures)} of {total} engines failed)"
+                                             if total > 1 else "")
+        if isinstance(err, TaskCancelledError):
+            exc = errors.interrupted(self.shell, f"{job.title} was cancelled on the cluster")
+            return errors.shown(exc, ([header] if header else []) + exc._render_traceback_())
+        return errors.remote_exception(self.shell, err, header)
+
+    def _forget_lost_namespace(self, job: Submitted, failures: list) -> None:
+        if job.namespace is not None and any(isinstance(e, ActorDiedError) for _, e in failures):
+            if self.namespaces.get(job.namespace.name) is job.namespace:
+                del self.namespaces[job.namespace.name]
+            _warn(f"namespace {job.namespace.name!r} was lost; the next --on "
+                  f"{job.namespace.name} cell starts a new one")
+
+    def _bind_futures(self, job: Submitted) -> None:
+        bound = {}
+        for i, name in enumerate(job.pull, start=1):
+            refs = [t[i] for t in job.tasks]
+            for r in refs:
+                self.futures.add(r)
+            bound[name] = refs if job.opts.all else refs[0]
+        if bound:
+            self.shell.push(bound, interactive=True)
+            if job.namespace is not None:
+                for name, value in bound.items():
+                    job.namespace.mark(name, value)
+
+
+def collect(job: Submitted) -> list:
+    """Each task's values, or the exception it failed with."""
+    out = []
+    for refs in job.tasks:
+        try:
+            out.append(shoal.get(refs))
+        except Exception as exc:
+            out.append(exc)
+    return out
+
+
+def _combine(values: list):
+    """--all: one value per engine, except a module (an import), bound once."""
+    first = values[0]
+    if isinstance(first, types.ModuleType) and all(v is first for v in values):
+        return first
+    if all(isinstance(v, Unavailable) and v.kind == first.kind for v in values) \
+            if isinstance(first, Unavailable) else False:
+        return first
+    return values
+
+
+def _as_list(refs) -> list:
+    return list(refs) if isinstance(refs, list) else [refs]
+
+
+def _serializes(value) -> bool:
+    try:
+        serialize(value)
+        return True
+    except SerializationError:
+        return False
+
+
+def _warn(text: str) -> None:
+    print(f"shoal: {text}", file=sys.stderr)
+
+
+__all__ = ["RemoteCells", "Submitted", "Namespace", "Shown"]

@@ -1,0 +1,143 @@
+"""The notebook's cluster: started on first use, shown and steered by `%cluster`.
+
+`ClusterControl.ensure()` is what every magic calls first: it returns the
+process's runtime, starting one if there is none (the embedded local
+cluster, or `address` — from the shoal kernel's config or SHOAL_ADDRESS), and
+routes its task output to the notebook.  A cluster that was lost (killed,
+crashed) is replaced by a new one on the next use.
+
+`ClusterView` is what `%cluster` shows: a snapshot of hosts, engines and
+actors as text and as an HTML table (widgets come in a later version).
+"""
+from __future__ import annotations
+
+import html
+import os
+import sys
+from typing import Optional
+
+import shoal
+
+from ..core import runtime
+from ..util import state
+
+
+class ClusterControl:
+    def __init__(self, router) -> None:
+        self.router = router
+        self.address: Optional[str] = None      # defaults for clusters started here
+        self.num_cpus: Optional[int] = None
+        self.on_stop = []                       # called when the cluster goes
+
+    def ensure(self) -> runtime.Runtime:
+        """The runtime, started if needed, its output routed to the notebook."""
+        rt = runtime.current_or_none()
+        if rt is not None and rt.client.lost:
+            print(f"shoal: the cluster at {rt.address} was lost ({rt.client.lost}); "
+                  f"starting a new one", file=sys.stderr)
+            self.stop()
+            rt = None
+        if rt is None:
+            self.start()
+            rt = runtime.current()
+        self.attach()
+        return rt
+
+    def attach(self) -> None:
+        """Route the current runtime's output here, if there is one."""
+        rt = runtime.current_or_none()
+        if rt is not None and not self.router.attached(rt.client):
+            self.router.attach(rt.client)
+
+    def start(self, num_cpus: Optional[int] = None) -> shoal.ClusterContext:
+        address = self.address or os.environ.get("SHOAL_ADDRESS") or None
+        if address not in (None, "local"):
+            ctx = shoal.init(address=address)
+        else:
+            ctx = shoal.init(address=address, num_cpus=num_cpus if num_cpus is not None
+                             else self.num_cpus)
+        self.attach()
+        return ctx
+
+    def connect(self, address: str) -> shoal.ClusterContext:
+        if shoal.is_initialized():
+            self.stop()
+        ctx = shoal.init(address=address)
+        self.attach()
+        return ctx
+
+    def stop(self) -> None:
+        """Disconnect; stop the cluster if this process started it."""
+        rt = runtime.current_or_none()
+        if rt is not None:
+            self.router.detach(rt.client)
+        shoal.shutdown()
+        for callback in self.on_stop:
+            callback()
+
+
+class ClusterView:
+    """A snapshot of the cluster, shown as text or an HTML table."""
+
+    def __init__(self) -> None:
+        rt = runtime.current_or_none()
+        self.running = rt is not None and not rt.client.lost
+        if not self.running:
+            return
+        self.address = rt.address
+        self.embedded = rt.cluster is not None
+        self.hosts = state.list_hosts()
+        self.engines = sorted(state.list_engines(), key=lambda e: e["engine_id"])
+        self.actors = state.list_actors()
+
+    def _summary(self) -> str:
+        kind = "embedded local cluster" if self.embedded else "connected"
+        total: dict = {}
+        free: dict = {}
+        for h in self.hosts:
+            for k, v in h["resources"].items():
+                total[k] = total.get(k, 0) + v
+                free[k] = free.get(k, 0) + h["available"].get(k, 0)
+        res = ", ".join(f"{k} {free.get(k, 0):g}/{v:g} free" for k, v in sorted(total.items()))
+        return (f"shoal cluster at {self.address} ({kind}): {len(self.hosts)} host(s), "
+                f"{len(self.engines)} engine(s); {res}")
+
+    def _engine_rows(self) -> list:
+        rows = []
+        for e in self.engines:
+            doing = (f"actor {e['actor_id']}" if e.get("actor_id") else
+                     f"running {e['task_id']}" if e.get("task_id") else e.get("state", ""))
+            rows.append((e["engine_id"], e["host_id"], str(e["pid"]), doing))
+        return rows
+
+    def _actor_rows(self) -> list:
+        return [(a.get("name") or a["actor_id"], a["class_name"], a["state"], a.get("engine_id") or "-")
+                for a in self.actors]
+
+    def __repr__(self) -> str:
+        if not self.running:
+            return "No shoal cluster yet: one starts on first use (or `%cluster start [-n N]`)."
+        lines = [self._summary(), "Engines:"]
+        lines += [f"  {eid:<18} host {host:<10} pid {pid:<8} {doing}"
+                  for eid, host, pid, doing in self._engine_rows()]
+        if self.actors:
+            lines.append("Actors:")
+            lines += [f"  {name:<18} {cls:<18} {st:<10} on {eng}"
+                      for name, cls, st, eng in self._actor_rows()]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        if not self.running:
+            return f"<p>{html.escape(repr(self))}</p>"
+
+        def table(head, rows):
+            th = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for h in head)
+            body = "".join("<tr>" + "".join(f"<td style='text-align:left'>{html.escape(c)}</td>"
+                                            for c in row) + "</tr>" for row in rows)
+            return f"<table class='shoal-cluster'><tr>{th}</tr>{body}</table>"
+
+        parts = [f"<p><b>{html.escape(self._summary())}</b></p>",
+                 table(("engine", "host", "pid", "doing"), self._engine_rows())]
+        if self.actors:
+            parts.append(table(("actor", "class", "state", "engine"), self._actor_rows()))
+        return "<div class='shoal-cluster-view'>" + "".join(parts) + "</div>"

@@ -1,0 +1,85 @@
+"""Rich output from engines: an IPython shell whose displays go to the cell.
+
+On an engine, `engine_shell()` makes (once per process) a plain IPython
+InteractiveShell whose display publisher sends every `display(...)`,
+`update_display` and `clear_output` to the running task's owner with
+`shoal.core.display.publish_display`; the notebook side (shoal.magics.output)
+turns them back into display_data, update_display_data and clear_output
+messages under the cell that launched the task.  So `display(df)`, IPython's
+rich display objects and anything built on `IPython.display` work in remote
+code as in a notebook.
+
+Matplotlib uses the inline backend (made default here unless MPLBACKEND says
+otherwise); `after_cell` fires the shell's post_execute event, on which the
+inline backend shows and closes the cell's open figures, as a kernel does.
+
+Displays made outside a task (none should be) fall back to printing.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import types
+
+from IPython.core.displaypub import DisplayPublisher
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets import Type
+from traitlets.config import Config
+
+from ..core.display import publish_display
+
+# Display fields that travel in the metadata under this key, and are taken
+# out again by the notebook side: {"transient": {...}, "update": bool, "clear": bool|None}
+EXTRA_KEY = "shoal.display"
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+
+class TaskDisplayPublisher(DisplayPublisher):
+    """Publishes displays to the owner of the running task."""
+
+    def publish(self, data, metadata=None, source=None, *, transient=None, update=False,
+                **kwargs) -> None:
+        _flush_streams()
+        md = dict(metadata or {})
+        if transient or update:
+            md[EXTRA_KEY] = {"transient": dict(transient or {}), "update": bool(update)}
+        if not publish_display(dict(data), md):
+            super().publish(data, metadata, source, transient=transient, update=update, **kwargs)
+
+    def clear_output(self, wait=False) -> None:
+        _flush_streams()
+        if not publish_display({}, {EXTRA_KEY: {"clear": bool(wait)}}):
+            super().clear_output(wait)
+
+
+class EngineShell(InteractiveShell):
+    """The shell of an engine: no history, displays go to the cell."""
+    display_pub_class = Type(TaskDisplayPublisher)
+
+
+def _flush_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+
+
+def engine_shell() -> InteractiveShell:
+    """This process's shell: made on first use (about 0.1 s)."""
+    if InteractiveShell.initialized():
+        return InteractiveShell.instance()
+    if "matplotlib" not in sys.modules:
+        os.environ.setdefault("MPLBACKEND", INLINE_BACKEND)
+    config = Config()
+    config.HistoryManager.enabled = False
+    # A module of its own: the shell must not replace sys.modules["__main__"].
+    return EngineShell.instance(config=config, user_module=types.ModuleType("__shoal_cell__"))
+
+
+def after_cell(shell: InteractiveShell) -> None:
+    """What a kernel does after a cell: post_execute hooks (figures), flush."""
+    try:
+        shell.events.trigger("post_execute")
+    finally:
+        _flush_streams()

@@ -1,0 +1,147 @@
+"""The engine side of `%%remote`: run a cell's code, hand back what it made.
+
+`run_cell` is the task of a one-off cell (a fresh namespace each time);
+`RemoteNamespace` is the actor behind `--on NAME` (one namespace that
+persists between cells).  Both take a cell spec (a dict of builtins, made by
+`shoal.magics.cells`), the notebook's ObjectRefs passed by reference, and the
+shipped values (top-level arguments, so the scheduler resolves refs among them
+and large values travel through the object store), and return one value per
+return ref: first `(namespace token, result)`, then one per pulled name.
+
+A value that cannot come back (it does not serialize, or the cell never bound
+the name, or deleted it) comes back as an `Unavailable` marker instead of
+failing the whole cell.  A result that does not serialize comes back as its
+rich representation (`Shown`), so the cell still displays it.
+
+The cell is compiled with the file name the notebook registered for it, and
+its source is padded so that line numbers match the cell: a remote traceback
+then shows the cell's own lines.  shoal's frames (this module included) are
+dropped from remote tracebacks by the engine.
+"""
+from __future__ import annotations
+
+import ast
+import linecache
+import pickle
+import uuid
+
+_SIMPLE = (type(None), bool, int, float, complex, str, bytes)
+
+
+class Unavailable:
+    """Stands for a name whose value did not come back from the cluster.
+
+    `kind` is "unbound" (the cell did not bind it), "deleted" (it ran `del`),
+    or "unserializable" (the value cannot leave its engine; `reason` says why).
+    """
+
+    def __init__(self, kind: str, type_name: str = "", reason: str = "") -> None:
+        self.kind = kind
+        self.type_name = type_name
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        if self.kind == "unserializable":
+            return f"<{self.type_name} that stayed on the cluster: {self.reason}>"
+        return f"<{self.kind} name>"
+
+
+class Shown:
+    """A result that could not travel, as its rich representation."""
+
+    def __init__(self, bundle: dict, metadata: dict) -> None:
+        self.bundle = bundle
+        self.metadata = metadata
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return self.bundle, self.metadata
+
+    def __repr__(self) -> str:
+        return self.bundle.get("text/plain", "<remote value>")
+
+
+class _Carry:
+    """Serializes its value when pickled; if it cannot, becomes Unavailable
+    (or, for a cell's result, Shown).  Buffers (numpy arrays and the like)
+    stay out-of-band: no extra copy."""
+    __slots__ = ("value", "show")
+
+    def __init__(self, value, show: bool = False) -> None:
+        self.value = value
+        self.show = show
+
+    def __reduce__(self):
+        from ..protocol.serialization import SerializationError, serialize
+        try:
+            s = serialize(self.value)
+        except SerializationError as exc:
+            if self.show:
+                from . import engine_display
+                return (Shown, engine_display.engine_shell().display_formatter.format(self.value))
+            cause = exc.__cause__ or exc
+            return (Unavailable, ("unserializable", type(self.value).__name__,
+                                  f"{type(cause).__name__}: {cause}"))
+        return (_unpack, (s.meta, *[pickle.PickleBuffer(b) for b in s.buffers]))
+
+
+def _unpack(meta, *buffers):
+    return pickle.loads(meta, buffers=buffers)
+
+
+def _carry(value, show: bool = False):
+    return value if type(value) in _SIMPLE else _Carry(value, show)
+
+
+def run_cell(spec: dict, byref: dict, *values):
+    """The task of a one-off `%%remote` cell."""
+    return _run(spec, {"__name__": "__main__"}, byref, values, None)
+
+
+class RemoteNamespace:
+    """The actor behind `%%remote --on NAME`: a namespace kept between cells.
+    `token` changes when the actor restarts (its namespace is then new)."""
+
+    def __init__(self) -> None:
+        self.token = uuid.uuid4().hex
+        self.namespace: dict = {"__name__": "__main__"}
+
+    def run(self, spec: dict, byref: dict, *values):
+        return _run(spec, self.namespace, byref, values, self.token)
+
+    def names(self) -> list:
+        return sorted(n for n in self.namespace if not n.startswith("__"))
+
+
+def _run(spec: dict, ns: dict, byref: dict, values: tuple, token):
+    ns.update(byref)
+    ns.update(zip(spec["names"], values))
+    del values
+    result = _execute(spec, ns)
+    out = [(token, _carry(result, show=True) if spec["result"] else None)]
+    for name in spec["pull"]:
+        if name in ns:
+            out.append(_carry(ns[name]))
+        else:
+            out.append(Unavailable("deleted" if name in spec["deletes"] else "unbound"))
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def _execute(spec: dict, ns: dict):
+    from . import engine_display
+    shell = engine_display.engine_shell()
+    filename, source = spec["filename"], spec["source"]
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    tree = ast.parse(source, filename)
+    last = tree.body.pop() if spec["result"] else None
+    try:
+        if tree.body:
+            exec(compile(tree, filename, "exec", dont_inherit=True), ns)
+        if last is not None:
+            code = compile(ast.Expression(last.value), filename, "eval", dont_inherit=True)
+            return eval(code, ns)
+        return None
+    finally:
+        engine_display.after_cell(shell)
+
+
+__all__ = ["run_cell", "RemoteNamespace", "Unavailable", "Shown"]
