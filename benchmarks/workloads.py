@@ -197,3 +197,86 @@ def actors_20(a, n=20):
     elapsed = perf_counter() - t0
     assert out == [i + 1 for i in range(n)]
     return {"actors_20": elapsed}
+
+
+# ---- object store -------------------------------------------------------------------------
+
+def make_array(nbytes):
+    import numpy as np
+    return np.ones(nbytes // 8)
+
+
+def table_sum(table):
+    import pyarrow.compute as pc
+    return float(pc.sum(table.column("x")).as_py())
+
+
+@workload("put_get_1gb", {"put": ("ms", LOWER), "get": ("ms", LOWER)}, timeout=300)
+def put_get_1gb(a):
+    import numpy as np
+    arr = np.ones(1024 * MiB // 8)
+    t0 = perf_counter()
+    ref = a.put(arr)
+    t1 = perf_counter()
+    out = a.get(ref)
+    t2 = perf_counter()
+    assert out.shape == arr.shape and out[-1] == 1.0
+    del out, ref
+    return {"put": (t1 - t0) * 1e3, "get": (t2 - t1) * 1e3}
+
+
+@workload("task_returns_200mb", {"task_returns_200mb": ("ms", LOWER)})
+def task_returns_200mb(a):
+    f = a.remote(make_array)
+    t0 = perf_counter()
+    out = a.get(f(200 * MiB))
+    elapsed = perf_counter() - t0
+    assert out.nbytes == 200 * MiB and out[0] == 1.0
+    del out
+    return {"task_returns_200mb": elapsed * 1e3}
+
+
+@workload("arrow_10m_rows", {"put": ("ms", LOWER), "two_tasks": ("ms", LOWER)}, timeout=300)
+def arrow_10m_rows(a):
+    import numpy as np
+    import pyarrow as pa
+    table = pa.table({"x": np.arange(10_000_000, dtype=np.int64), "y": np.ones(10_000_000)})
+    expect = float(table.column("x").to_numpy().sum())
+    f = a.remote(table_sum)
+    t0 = perf_counter()
+    ref = a.put(table)
+    t1 = perf_counter()
+    out = a.get([f(ref), f(ref)])
+    t2 = perf_counter()
+    assert out == [expect, expect]
+    return {"put": (t1 - t0) * 1e3, "two_tasks": (t2 - t1) * 1e3}
+
+
+@workload("transfer_500mb", {"transfer": ("GB/s", HIGHER)}, requires=("second_host",),
+          timeout=300)
+def transfer_500mb(a):
+    # A second host (its own agent and store) on this machine; the driver reads
+    # an object made there, so it moves host to host.
+    f = a.second_host(make_array)
+    ref = f(500 * MiB)
+    a.wait_ready(ref)
+    t0 = perf_counter()
+    out = a.get(ref)
+    elapsed = perf_counter() - t0
+    assert out.nbytes == 500 * MiB and out[-1] == 1.0
+    return {"transfer": 500 * MiB / elapsed / 1e9}
+
+
+@workload("put_del_loop", {"peak_over_limit": ("peak/limit", LOWER), "loop": ("s", LOWER)},
+          requires=("store_usage",), timeout=300)
+def put_del_loop(a, n=50):
+    # 50 puts of 100 MB, each ref dropped at once: the store must not grow.
+    import numpy as np
+    peak = 0
+    t0 = perf_counter()
+    for i in range(n):
+        ref = a.put(np.full(100 * MiB // 8, i, dtype=np.float64))
+        del ref
+        used, limit = a.store_usage()
+        peak = max(peak, used)
+    return {"peak_over_limit": peak / limit, "loop": perf_counter() - t0}

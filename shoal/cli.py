@@ -33,13 +33,15 @@ def main(argv: list[str] | None = None) -> int:
 
     for name, func, text in (("stop", cmd_stop, "stop a cluster started with `shoal start`"),
                              ("status", cmd_status, "show hosts, engines, tasks and objects"),
+                             ("memory", cmd_memory, "show the object store: memory per host "
+                                                    "and every object (like `ray memory`)"),
                              ("logs", cmd_logs, "print a cluster's log files")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--address", default=None,
                        help="HOST:PORT of the cluster (default: the newest one started here)")
         p.set_defaults(func=func)
-        if name == "status":
-            p.add_argument("--json", action="store_true", help="print the raw status as JSON")
+        if name in ("status", "memory"):
+            p.add_argument("--json", action="store_true", help="print the raw data as JSON")
         if name == "logs":
             p.add_argument("--engine", default=None, help="only this engine's log")
 
@@ -131,13 +133,44 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def cmd_status(args) -> int:
-    info = _find(args.address)
+def _query(address: str | None, kind: str):
+    info = _find(address)
     client = Client.connect(info["address"], bytes.fromhex(info["key"]), kind="cli", timeout=5)
     try:
-        status = client.status()
+        return info, client.query(kind)
     finally:
         client.close()
+
+
+def cmd_memory(args) -> int:
+    info, objects = _query(args.address, "objects")
+    _, hosts = _query(args.address, "memory")
+    if args.json:
+        print(json.dumps({"hosts": hosts, "objects": objects}, indent=1))
+        return 0
+    print(format_memory(hosts, objects))
+    return 0
+
+
+def format_memory(hosts: list, objects: list) -> str:
+    mb = lambda n: f"{n / 1e6:,.1f} MB"  # noqa: E731
+    lines = ["Object store by host:"]
+    for h in hosts:
+        lines.append(f"  {h['host_id']} ({h['hostname']}): {mb(h['used'])} of {mb(h['limit'])} "
+                     f"in shared memory, {mb(h['spilled'])} spilled to disk, "
+                     f"{h['objects']} objects")
+    lines.append(f"\n{len(objects)} objects, largest first:")
+    lines.append(f"  {'object id':<24} {'size':>12}  {'type':<20} {'where':<14} {'refs':>4}  "
+                 f"held by / made by")
+    for o in sorted(objects, key=lambda o: -o["size"]):
+        lines.append(f"  {o['object_id']:<24} {mb(o['size']):>12}  {o['type'][:20]:<20} "
+                     f"{o['where']:<14} {o['reference_count']:>4}  "
+                     f"{', '.join(o['held_by']) or '-'} / {o['created_by'] or '-'}")
+    return "\n".join(lines)
+
+
+def cmd_status(args) -> int:
+    info, status = _query(args.address, "status")
     if args.json:
         print(json.dumps(status, indent=1))
         return 0

@@ -168,6 +168,16 @@ def test_cli_start_status_connect_logs_stop(tmp_path):
                                     capture_output=True, text=True, timeout=60,
                                     env={**os.environ, **env, **extra_env})
             assert result.stdout.strip() == str([i * 2 for i in range(10)]), result.stderr
+        holder = textwrap.dedent("""
+            import subprocess, sys, numpy, shoal
+            shoal.init(address="auto")
+            ref = shoal.put(numpy.ones(1_000_000))
+            print(subprocess.run([sys.executable, "-m", "shoal", "memory"], capture_output=True,
+                                 text=True, check=True).stdout)
+        """)
+        memory = subprocess.run([sys.executable, "-c", holder], capture_output=True, text=True,
+                                timeout=60, env={**os.environ, **env}).stdout
+        assert "8.0 MB" in memory and "numpy.ndarray" in memory and "put by driver" in memory
         logs = shoal_cli("logs", env=env).stdout
         assert "scheduler serving on" in logs and "engine" in logs
         engine_id = json.loads(shoal_cli("status", "--json", env=env).stdout)["engines"][0]["engine_id"]

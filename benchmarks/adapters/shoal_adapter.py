@@ -29,7 +29,37 @@ class Adapter(BaseAdapter):
     def put(self, value):
         return self.shoal.put(value)
 
+    def second_host(self, fn):
+        """`fn` as a remote function that runs on a second host (own agent and
+        store) started on this machine."""
+        import time
+        from shoal.core import runtime
+        from shoal.engine.launcher import HostProcess
+        from shoal.util.state import list_hosts
+        rt = runtime.current()
+        before = len(list_hosts())
+        self._host = HostProcess(rt.address, rt.cluster.key, rt.client.cluster_id,
+                                 rt.client.session_dir, num_cpus=1, resources={"second": 1})
+        while len(list_hosts()) == before:
+            time.sleep(0.01)
+        return self.shoal.remote(resources={"second": 1})(fn).remote
+
+    def wait_ready(self, ref):
+        self.shoal.wait([ref])
+
+    def store_usage(self):
+        """(bytes in this host's shared-memory store now, its limit)."""
+        import os
+        from shoal.core import runtime
+        store = runtime.current().client.store
+        used = sum(os.path.getsize(os.path.join(store.store_dir, f))
+                   for f in os.listdir(store.store_dir))
+        return used, store.limit
+
     def shutdown(self):
+        if getattr(self, "_host", None) is not None:
+            self._host.stop()
+            self._host = None
         if self.shoal is not None:
             self.shoal.shutdown()
             self.shoal = None
