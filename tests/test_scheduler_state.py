@@ -310,3 +310,23 @@ def test_messages_before_hello_are_refused():
     s = SchedulerState("c", "/tmp")
     with pytest.raises(ValueError):
         s.handle("stranger", m.Subscribe(object_ids=["x"]))
+
+
+def test_event_stream_snapshot_then_batches_only_for_subscribers():
+    h = Harness(cpus=1)
+    t1 = h.submit()
+    h.out()
+    h.finish("h1.e0", t1)
+    assert h.s.take_events() == []                     # nobody listens: nothing kept
+    h.s.handle("drv", m.SubscribeEvents())
+    [(conn, snap)] = [(c, x) for c, x in h.out() if isinstance(x, m.Events)]
+    assert conn == "drv" and snap.snapshot and [e.status for e in snap.tasks] == ["finished"]
+    t2 = h.submit()
+    h.finish("h1.e0", t2, failed=True, value=ValueError())
+    [(conn, batch)] = h.s.take_events()
+    assert [(e.task_id, e.status) for e in batch.tasks] == [(t2, "running"), (t2, "failed")]
+    assert batch.objects_changed and not batch.snapshot
+    assert h.s.take_events() == []
+    h.s.handle("drv", m.SubscribeEvents(subscribe=False))
+    h.submit()
+    assert h.s.take_events() == []

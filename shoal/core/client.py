@@ -86,6 +86,7 @@ class Client:
         self.output_context: Optional[Callable[[], object]] = None
         self.output_handler: Callable[[m.TaskOutput, object], None] = print_output
         self._contexts: dict = {}
+        self.event_handlers: list = []       # see shoal.core.events
         self.lost: Optional[str] = None
         self._closing = False
         self._reader = threading.Thread(target=self._read_loop, name="shoal-client-reader", daemon=True)
@@ -354,6 +355,12 @@ class Client:
             with self._reply_cond:
                 self._replies[msg.request_id] = msg
                 self._reply_cond.notify_all()
+        elif type(msg) is m.Events:
+            for handler in list(self.event_handlers):
+                try:
+                    handler(msg)
+                except Exception:
+                    log.exception("an event handler failed")
         elif type(msg) is m.Notice:
             print(f"shoal: {msg.text}", file=sys.stderr)
         elif self._on_message is not None:

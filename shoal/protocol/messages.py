@@ -42,6 +42,19 @@ class HostInfo(NamedTuple):
     object_address: str         # the host agent's object server, for transfers
 
 
+class TaskEvent(NamedTuple):
+    """One step of a task's story, for timelines and progress bars.  status is
+    "running", or how a run ended: "finished", "failed", "cancelled",
+    "retried" (it failed and runs again) or "crashed" (its engine died)."""
+    task_id: str
+    name: str
+    status: str
+    engine_id: Optional[str]
+    host_id: Optional[str]
+    start: Optional[float]      # wall-clock seconds (the scheduler's clock)
+    end: Optional[float]
+
+
 # --- joining the cluster ----------------------------------------------------
 
 @message
@@ -267,6 +280,23 @@ class StopEngine:
 class EngineExited:
     engine_id: str
     returncode: Optional[int]
+
+
+# --- the event stream (widgets) ---------------------------------------------
+
+@message
+class SubscribeEvents:
+    """Start (or stop) receiving Events; starting brings a snapshot first."""
+    subscribe: bool = True
+
+
+@message
+class Events:
+    """A batch of what happened, at most ~10 per second per subscriber."""
+    tasks: list                    # [TaskEvent]
+    objects_changed: bool = False
+    cluster_changed: bool = False  # hosts, engines or actors came or went
+    snapshot: bool = False         # tasks is the remembered history, not news
 
 
 # --- requests -------------------------------------------------------------------

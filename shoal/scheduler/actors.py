@@ -140,6 +140,7 @@ class ActorScheduling:
             self._actor_dead(actor, "its constructor raised an exception", error=entry.inline)
             return
         actor.state = "alive"
+        self.changed("cluster")
         log.info("actor %s (%s) is alive on engine %s", actor.actor_id,
                  actor.options.get("class_name"), actor.engine_id)
         self._pump(actor)
@@ -239,6 +240,7 @@ class ActorScheduling:
         if actor.state == "dead":
             return
         actor.state, actor.death_cause, actor.death_error = "dead", cause, error
+        self.changed("cluster")
         log.info("actor %s is dead: %s", actor.actor_id, cause)
         self._release_actor_resources(actor)
         if actor.engine_id is not None:

@@ -60,6 +60,7 @@ class ObjectTracking:
         obj.entry = entry
         obj.created_by = created_by
         obj.last_used = self.clock()
+        self.changed("objects")
         if nested:
             obj.nested = list(nested)
             for nid in obj.nested:
@@ -152,6 +153,7 @@ class ObjectTracking:
         if obj.holders or obj.pins > 0 or obj.entry is None:
             return
         del self.objects[obj.object_id]
+        self.changed("objects")
         if obj.object_id in self.actors:
             self._actor_handles_gone(obj.object_id)
             return

@@ -18,6 +18,7 @@ from .state import SchedulerState
 
 log = logging.getLogger("shoal.scheduler")
 SHUTDOWN_GRACE = 3.0      # seconds agents get to stop their engines
+EVENT_INTERVAL = 0.1      # widgets get at most ~10 updates a second
 
 
 class SchedulerServer:
@@ -42,6 +43,7 @@ class SchedulerServer:
             loop.add_reader(owner_fd, self._owner_readable, owner_fd)
         for sig in (signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, self.stop, f"signal {sig.name}")
+        loop.call_later(EVENT_INTERVAL, self._send_events)
         log.info("scheduler serving on %s", ", ".join(str(s.getsockname()) for s in self._socks))
         await self._stopped.wait()
         for server in servers:
@@ -75,6 +77,16 @@ class SchedulerServer:
 
     def _on_close(self, conn) -> None:
         self.state.connection_closed(conn)
+
+    def _send_events(self) -> None:
+        touched = {}
+        for conn, msg in self.state.take_events():
+            conn.send(msg)
+            touched[conn] = None
+        for conn in touched:
+            conn.flush()
+        if not self._stopped.is_set():
+            asyncio.get_running_loop().call_later(EVENT_INTERVAL, self._send_events)
 
     def _flush(self) -> None:
         """After each read (or close): send what the state machine produced."""

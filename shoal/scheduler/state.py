@@ -121,7 +121,10 @@ class SchedulerState(ObjectTracking, ActorScheduling):
         self.pinned: dict[str, deque] = {}             # engine id -> ready tasks for it alone
         self.objects: dict[str, Obj] = {}
         self.dependents: dict[str, list] = {}          # pending object id -> waiting task ids
-        self.history: deque = deque(maxlen=HISTORY)    # (task_id, name, engine, host, start, end, status)
+        self.history: deque = deque(maxlen=HISTORY)    # TaskEvents of ended runs
+        self.event_subscribers: set = set()
+        self._task_events: list = []
+        self._changed: set = set()                     # "objects", "cluster"
         self.finished_count = {"finished": 0, "failed": 0, "cancelled": 0}
         self.stopping = False
         self._init_actors()
@@ -173,6 +176,7 @@ class SchedulerState(ObjectTracking, ActorScheduling):
                 return
             host.engines.add(msg.engine_id)
             host.idle.add(msg.engine_id)
+            self.changed("cluster")
             host.starting = max(0, host.starting - 1)
         self._schedule()
 
@@ -402,6 +406,7 @@ class SchedulerState(ObjectTracking, ActorScheduling):
         task.started_at = self.clock()
         log.debug("promote %s on %s", task.spec.task_id, engine.engine_id)
         self._assign(engine, task.spec.task_id)
+        self._running(task)
 
     def _idle_engine(self, host: Host) -> Optional[Engine]:
         return self.engines[next(iter(host.idle))] if host.idle else None
@@ -448,6 +453,7 @@ class SchedulerState(ObjectTracking, ActorScheduling):
         task.host_id = host.host_id
         log.debug("run %s on %s", spec.task_id, engine.engine_id)
         self._assign(engine, spec.task_id)
+        self._running(task)
         self._execute_on(engine, task, gpu_ids)
 
     def _execute_on(self, engine: Engine, task: Task, gpu_ids: list) -> None:
@@ -557,10 +563,17 @@ class SchedulerState(ObjectTracking, ActorScheduling):
                        [], status)
 
     def _record(self, task: Task, status: str) -> None:
-        engine = self.engines.get(task.engine_id)
-        self.history.append((task.spec.task_id, task.spec.name, task.engine_id,
-                             engine.host_id if engine else None,
-                             task.started_at or None, self.clock(), status))
+        event = m.TaskEvent(task.spec.task_id, task.spec.name, status, task.engine_id,
+                            task.host_id, task.started_at or None, self.clock())
+        self.history.append(event)
+        if self.event_subscribers:
+            self._task_events.append(event)
+
+    def _running(self, task: Task) -> None:
+        if self.event_subscribers:
+            self._task_events.append(m.TaskEvent(
+                task.spec.task_id, task.spec.name, "running", task.engine_id, task.host_id,
+                task.started_at, None))
 
     def _error_entry(self, object_id: str, error: BaseException) -> ObjectEntry:
         return ObjectEntry(object_id, error=True, inline=dumps(error))
@@ -637,6 +650,8 @@ class SchedulerState(ObjectTracking, ActorScheduling):
         peer = self.peers.pop(conn, None)
         if peer is None:
             return
+        self.event_subscribers.discard(conn)
+        self.changed("cluster")
         engine_id = self.engine_by_conn.pop(conn, None)
         if engine_id is not None:
             self._engine_lost(engine_id)
@@ -708,6 +723,33 @@ class SchedulerState(ObjectTracking, ActorScheduling):
             log.warning("engine %s exited with %s", msg.engine_id, msg.returncode)
             self._engine_lost(msg.engine_id)
             self._schedule()
+
+    # ------------------------------------------------------------------ events
+    def _on_subscribe_events(self, conn, msg: m.SubscribeEvents) -> None:
+        if not msg.subscribe:
+            self.event_subscribers.discard(conn)
+            return
+        self.event_subscribers.add(conn)
+        running = [m.TaskEvent(t.spec.task_id, t.spec.name, "running", t.engine_id, t.host_id,
+                               t.started_at, None)
+                   for t in self.tasks.values() if t.state == "running" and not t.prefetched]
+        self._send(conn, m.Events(tasks=list(self.history) + running, objects_changed=True,
+                                  cluster_changed=True, snapshot=True))
+
+    def changed(self, what: str) -> None:
+        if self.event_subscribers:
+            self._changed.add(what)
+
+    def take_events(self) -> list:
+        """The batch of events for each subscriber since the last call, as
+        (conn, msg); the I/O shell calls this on a timer (the throttle)."""
+        if not self.event_subscribers or not (self._task_events or self._changed):
+            self._task_events, self._changed = [], set()
+            return []
+        msg = m.Events(tasks=self._task_events, objects_changed="objects" in self._changed,
+                       cluster_changed="cluster" in self._changed)
+        self._task_events, self._changed = [], set()
+        return [(conn, msg) for conn in self.event_subscribers if conn in self.peers]
 
     # ------------------------------------------------------------------ status
     def _on_query(self, conn, msg: m.Query) -> None:
@@ -801,6 +843,7 @@ class SchedulerState(ObjectTracking, ActorScheduling):
         m.TaskFinished: _on_task_finished,
         m.EngineBlocked: _on_engine_blocked,
         m.TaskRevoked: _on_task_revoked,
+        m.SubscribeEvents: _on_subscribe_events,
         m.TaskOutput: _on_task_output,
         m.CancelTask: _on_cancel,
         m.PutObject: ObjectTracking._on_put,
