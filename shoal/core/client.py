@@ -25,11 +25,11 @@ import uuid
 from collections import deque
 from typing import Callable, Optional
 
-from ..exceptions import ClusterLostError, GetTimeoutError, ObjectLostError
+from ..exceptions import ClusterLostError, GetTimeoutError, ObjectLostError, ShoalError
 from ..protocol import messages as m
 from ..protocol.connection import Connection
 from ..protocol.messages import ObjectEntry
-from ..protocol.serialization import INLINE_LIMIT, Serialized, deserialize
+from ..protocol.serialization import INLINE_LIMIT, Serialized, SerializationError, deserialize
 from ..store.shm import HostStore
 from ..store.transfer import fetch_object
 
@@ -254,6 +254,16 @@ class Client:
         is gone (its host died), ask the scheduler again: it may have rebuilt
         the object elsewhere, or say it is lost.
         """
+        try:
+            return self._load(entry)
+        except (SerializationError, ShoalError):
+            raise
+        except Exception as exc:          # the bytes are there but will not become a value
+            raise SerializationError(
+                f"the value of object {entry.object_id} could not be rebuilt in this process: "
+                f"{type(exc).__name__}: {exc}") from exc
+
+    def _load(self, entry: ObjectEntry):
         for attempt in range(LOAD_ATTEMPTS):
             if entry.inline is not None:
                 return deserialize(entry.inline)

@@ -132,6 +132,8 @@ class ActorScheduling:
     def _actor_created(self, task, msg: m.TaskFinished) -> None:
         actor = self.actors.get(task.spec.actor_id)
         del self.tasks[task.spec.task_id]
+        for oid in task.spec.return_ids:          # the creation's result object is internal
+            self.objects.pop(oid, None)
         self._record(task, "failed" if msg.failed else "finished")
         if actor is None or actor.state != "creating":
             return
@@ -256,6 +258,8 @@ class ActorScheduling:
         for task in owed:
             self._finish_with_error(task, entry)
         self.tasks.pop(actor.creation.task_id, None)
+        for oid in actor.creation.return_ids:
+            self.objects.pop(oid, None)
         for oid in (*actor.creation.deps, *actor.creation.nested):
             self._unpin(oid)
         if actor.name_key is not None and self.named_actors.get(actor.name_key) == actor.actor_id:
