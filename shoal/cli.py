@@ -20,8 +20,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shoal", description="Run and inspect shoal clusters.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("start", help="start a cluster (the head: scheduler and this host's engines)")
+    p = sub.add_parser("start", help="start a cluster's head (--head), or join this machine to "
+                                     "a cluster as a host (--address HEAD:PORT)")
     p.add_argument("--head", action="store_true", help="start the head of a new cluster")
+    p.add_argument("--address", default=None,
+                   help="join the cluster whose head listens at HOST:PORT; the key comes from "
+                        "--connection-file, the SHOAL_KEY environment variable, or stdin")
+    p.add_argument("--connection-file", default=None,
+                   help="a copy of the head's connection file (holds the key)")
+    p.add_argument("--heartbeat-timeout", type=float, default=None,
+                   help="seconds of silence after which a host counts as lost (default 6)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=0, help="port to listen on (default: any free)")
@@ -45,6 +53,16 @@ def main(argv: list[str] | None = None) -> int:
         if name == "logs":
             p.add_argument("--engine", default=None, help="only this engine's log")
 
+    p = sub.add_parser("kernel", help="the shoal Jupyter kernel")
+    ksub = p.add_subparsers(dest="kernel_command", required=True)
+    k = ksub.add_parser("install", help='install the kernelspec "Python 3 (shoal)"')
+    where = k.add_mutually_exclusive_group()
+    where.add_argument("--user", action="store_true", help="for this user only")
+    where.add_argument("--sys-prefix", action="store_true",
+                       help="into this Python environment (sys.prefix)")
+    where.add_argument("--prefix", default=None, help="under this prefix")
+    k.set_defaults(func=cmd_kernel_install)
+
     args = parser.parse_args(argv)
     try:
         return args.func(args) or 0
@@ -53,14 +71,25 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def cmd_kernel_install(args) -> int:
+    from .kernel import install
+    prefix = sys.prefix if args.sys_prefix else args.prefix
+    path = install(user=args.user, prefix=prefix)
+    print(f"Installed the shoal kernel (\"Python 3 (shoal)\") in {path}")
+    return 0
+
+
 def cmd_start(args) -> int:
-    if not args.head:
-        print("shoal start: only --head is supported so far (joining hosts comes with "
-              "remote hosts)", file=sys.stderr)
+    if args.head == bool(args.address):
+        print("shoal start: say --head (start a new cluster) or --address HEAD:PORT (join one)",
+              file=sys.stderr)
         return 2
+    if args.address:
+        return _join(args)
     from .engine.launcher import LocalCluster
     cluster = LocalCluster(num_cpus=args.num_cpus, num_gpus=args.num_gpus,
-                           resources=args.resources, host=args.host, port=args.port, owned=False)
+                           resources=args.resources, host=args.host, port=args.port, owned=False,
+                           heartbeat_timeout=args.heartbeat_timeout)
     client = Client.connect(cluster.address, cluster.key, kind="cli")
     try:
         status = _wait_ready(client, args.num_cpus or os.cpu_count() or 1)
@@ -76,6 +105,49 @@ def cmd_start(args) -> int:
           f"    shoal.init(address=\"{cluster.address}\")      # or address=\"auto\"\n"
           f"or set SHOAL_ADDRESS={cluster.address} before shoal.init().\n"
           f"Inspect it with `shoal status`; stop it with `shoal stop`.")
+    return 0
+
+
+def _read_key(args) -> tuple[str, bytes]:
+    """The cluster key, never from the command line: a connection file, the
+    SHOAL_KEY environment variable, or a line on stdin."""
+    address = args.address
+    if args.connection_file:
+        info = session.read_connection_file(args.connection_file)
+        return address or info["address"], bytes.fromhex(info["key"])
+    key_hex = os.environ.get("SHOAL_KEY")
+    if key_hex is None and not sys.stdin.isatty():
+        key_hex = sys.stdin.readline().strip()
+    if not key_hex:
+        raise ValueError("no cluster key: pass --connection-file, set SHOAL_KEY, or pipe the key "
+                         "(hex) into stdin")
+    try:
+        return address, bytes.fromhex(key_hex)
+    except ValueError:
+        raise ValueError("the cluster key must be hex (as in the head's connection file)") from None
+
+
+def _join(args) -> int:
+    from .engine.launcher import HostProcess, local_address_towards
+    address, key = _read_key(args)
+    client = Client.connect(address, key, kind="cli")        # checks the key before anything
+    try:
+        before = {h["host_id"] for h in client.status()["hosts"]}
+        host = HostProcess(address, key, client.cluster_id,
+                           session.new_session_dir(client.cluster_id), num_cpus=args.num_cpus,
+                           num_gpus=args.num_gpus, resources=args.resources,
+                           bind_host=local_address_towards(address), owned=False,
+                           heartbeat_timeout=args.heartbeat_timeout)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while host.host_id not in {h["host_id"] for h in client.status()["hosts"]} - before:
+            if host.process.poll() is not None or time.monotonic() > deadline:
+                raise TimeoutError(f"this host did not join; see {host.log_path}")
+            time.sleep(0.05)
+    finally:
+        client.close()
+    print(f"Joined the shoal cluster at {address} as host {host.host_id} "
+          f"({args.num_cpus or os.cpu_count()} CPUs); logs in {host.log_path}.\n"
+          f"It leaves when the cluster stops (shoal stop at the head).")
     return 0
 
 

@@ -178,6 +178,29 @@ def test_cli_start_status_connect_logs_stop(tmp_path):
         memory = subprocess.run([sys.executable, "-c", holder], capture_output=True, text=True,
                                 timeout=60, env={**os.environ, **env}).stdout
         assert "8.0 MB" in memory and "numpy.ndarray" in memory and "put by driver" in memory
+        # A second host joins: the key from stdin, then from SHOAL_KEY, never argv.
+        join = subprocess.run([sys.executable, "-m", "shoal", "start", "--address", address,
+                               "--num-cpus", "1", "--resources", '{"B": 1}'],
+                              input=info["key"] + "\n", capture_output=True, text=True,
+                              timeout=60, env={**os.environ, **env})
+        assert join.returncode == 0 and "Joined the shoal cluster" in join.stdout, join.stderr
+        wrong = subprocess.run([sys.executable, "-m", "shoal", "start", "--address", address],
+                               capture_output=True, text=True, timeout=60,
+                               env={**os.environ, **env, "SHOAL_KEY": "00" * 32})
+        assert wrong.returncode == 1 and "key" in wrong.stderr
+        status = json.loads(shoal_cli("status", "--json", env=env).stdout)
+        assert len(status["hosts"]) == 2
+        joined_agent = next(h["pid"] for h in status["hosts"] if h["resources"].get("B"))
+        on_b = textwrap.dedent("""
+            import socket, shoal
+            shoal.init(address="auto")
+            @shoal.remote(resources={"B": 1})
+            def where():
+                return "ran on B"
+            print(shoal.get(where.remote()))
+        """)
+        assert subprocess.run([sys.executable, "-c", on_b], capture_output=True, text=True,
+                              timeout=60, env={**os.environ, **env}).stdout.strip() == "ran on B"
         logs = shoal_cli("logs", env=env).stdout
         assert "scheduler serving on" in logs and "engine" in logs
         engine_id = json.loads(shoal_cli("status", "--json", env=env).stdout)["engines"][0]["engine_id"]
@@ -185,5 +208,6 @@ def test_cli_start_status_connect_logs_stop(tmp_path):
     finally:
         stopped = shoal_cli("stop", env=env)
     assert "Stopped" in stopped.stdout
-    wait_for(lambda: not alive(info["pid"]) and not alive(info["agent_pid"]), what="the cluster to stop")
+    wait_for(lambda: not alive(info["pid"]) and not alive(info["agent_pid"])
+             and not alive(joined_agent), what="the cluster and its joined host to stop")
     assert shoal_cli("status", env=env, check=False).returncode == 1

@@ -330,3 +330,30 @@ def test_event_stream_snapshot_then_batches_only_for_subscribers():
     h.s.handle("drv", m.SubscribeEvents(subscribe=False))
     h.submit()
     assert h.s.take_events() == []
+
+
+def test_a_silent_host_is_lost_after_the_heartbeat_timeout():
+    now = [0.0]
+    s = SchedulerState("c", "/tmp", clock=lambda: now[0], heartbeat_timeout=6.0)
+    s.handle("agent", m.RegisterHost(host_id="h", hostname="h", resources={"CPU": 1},
+                                     gpu_ids=[], store_dir="/x", spill_dir="/y", store_limit=1,
+                                     object_address="a:1", pid=1))
+    now[0] = 3.0
+    assert s.heartbeat() == [] and ("agent", m.Heartbeat()) in s.take_output()
+    s.handle("agent", m.Heartbeat())
+    now[0] = 8.0
+    assert s.heartbeat() == []                    # heard at 3.0: 5 s of silence is fine
+    now[0] = 9.5
+    assert s.heartbeat() == ["agent"]
+    s.connection_closed("agent")
+    assert not s.hosts
+
+
+def test_placement_prefers_the_host_holding_the_arguments():
+    h = Harness(cpus=2)
+    h.add_host("h2", 1)
+    h.s.handle("drv", m.PutObject(entry=ObjectEntry("big", host_id="h2", size=10**8)))
+    t = h.submit(deps=["big"])
+    assert h.executes(h.out())[t].startswith("h2.")
+    t2 = h.submit()
+    assert h.executes(h.out())[t2].startswith("h1.")       # no data: the freest host

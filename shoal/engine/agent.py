@@ -27,6 +27,7 @@ from .launcher import spawn
 
 log = logging.getLogger("shoal.agent")
 RESTART_BACKOFF = (0.0, 0.5, 1.0, 2.0, 5.0)   # seconds, by recent crash count
+HEARTBEAT_INTERVAL = 1.0
 KILL_GRACE = 1.0
 
 
@@ -91,16 +92,37 @@ class HostAgent:
             pid=os.getpid()))
         for _ in range(self.num_engines):
             self.start_engine()
+        self.last_heard = time.monotonic()
+        threading.Thread(target=self._heartbeats, name="heartbeats", daemon=True).start()
         try:
             while not self._stopping.is_set():
-                self.handle(self.conn.recv())
+                msg = self.conn.recv()
+                self.last_heard = time.monotonic()
+                self.handle(msg)
         except (OSError, ConnectionError, ValueError) as exc:
             if not self._stopping.is_set():
                 log.warning("lost the scheduler (%s); stopping this host", exc)
         finally:
             self.cleanup()
 
+    def _heartbeats(self) -> None:
+        """Beat every second; a scheduler silent past the timeout is gone or cut
+        off, and this host stops (its engines with it) rather than linger."""
+        timeout = self.config.get("heartbeat_timeout") or 6.0
+        while not self._stopping.wait(HEARTBEAT_INTERVAL):
+            if time.monotonic() - self.last_heard > timeout:
+                log.warning("no word from the scheduler for %.0f s; stopping this host", timeout)
+                self._stopping.set()
+                self._close_conn()
+                return
+            try:
+                self.conn.send(m.Heartbeat())
+            except OSError:
+                return
+
     def handle(self, msg) -> None:
+        if isinstance(msg, m.Heartbeat):
+            return
         if isinstance(msg, m.StartEngines):
             for _ in range(msg.count):
                 self.start_engine(msg.actor_id)

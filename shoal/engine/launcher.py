@@ -54,6 +54,21 @@ def remove_cluster_stores(cluster_id: str) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def _env_timeout() -> Optional[float]:
+    value = os.environ.get("SHOAL_HEARTBEAT_TIMEOUT")
+    return float(value) if value else None
+
+
+def local_address_towards(address: str) -> str:
+    """This machine's address on the route to `address` (what other hosts can reach)."""
+    from ..protocol.connection import parse_address
+    host, port = parse_address(address)
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                       socket.SOCK_DGRAM) as s:
+        s.connect((host, port))          # UDP: picks the route, sends nothing
+        return s.getsockname()[0]
+
+
 def new_host_id() -> str:
     return "h" + uuid.uuid4().hex[:6]
 
@@ -61,7 +76,8 @@ def new_host_id() -> str:
 class LocalCluster:
     def __init__(self, *, num_cpus: Optional[int] = None, num_gpus: Optional[int] = None,
                  resources: Optional[dict] = None, object_store_memory: Optional[int] = None,
-                 host: str = "127.0.0.1", port: int = 0, owned: bool = True) -> None:
+                 host: str = "127.0.0.1", port: int = 0, owned: bool = True,
+                 heartbeat_timeout: Optional[float] = None) -> None:
         self.cluster_id = uuid.uuid4().hex[:8]
         self.key = secrets.token_bytes(32)
         self.session_dir = session.new_session_dir(self.cluster_id)
@@ -89,14 +105,15 @@ class LocalCluster:
             listen = (sock.fileno(), unix_sock.fileno())
             owner = (owner_r,) if owner_r is not None else ()
             common = {"key": self.key.hex(), "cluster_id": self.cluster_id,
-                      "session_dir": self.session_dir, "owner_fd": owner_r}
+                      "session_dir": self.session_dir, "owner_fd": owner_r,
+                      "heartbeat_timeout": heartbeat_timeout or _env_timeout()}
             self.processes.append(spawn("shoal.scheduler", {**common, "listen_fds": listen},
                                         listen + owner))
             self.processes.append(spawn("shoal.engine.agent", {
                 **common, "address": self.local_address, "host_id": self.host_id,
                 "store_dir": self.store.store_dir, "spill_dir": self.store.spill_dir,
                 "store_limit": self.store.limit, "num_cpus": num_cpus, "num_gpus": num_gpus,
-                "resources": resources or {},
+                "resources": resources or {}, "bind_host": host,
             }, owner))
             if owner_r is not None:
                 os.close(owner_r)
@@ -153,8 +170,10 @@ class HostProcess:
     def __init__(self, address: str, key: bytes, cluster_id: str, session_dir: str, *,
                  num_cpus: Optional[int] = None, num_gpus: Optional[int] = None,
                  resources: Optional[dict] = None, object_store_memory: Optional[int] = None,
-                 bind_host: str = "127.0.0.1", owned: bool = True) -> None:
+                 bind_host: str = "127.0.0.1", owned: bool = True,
+                 heartbeat_timeout: Optional[float] = None) -> None:
         self.host_id = new_host_id()
+        self.log_path = os.path.join(session_dir, "logs", f"agent-{self.host_id}.log")
         self.store = HostStore.create(cluster_id, self.host_id, object_store_memory)
         self._owner_w: Optional[int] = None
         owner_r = None
@@ -167,6 +186,7 @@ class HostProcess:
             "store_dir": self.store.store_dir, "spill_dir": self.store.spill_dir,
             "store_limit": self.store.limit, "num_cpus": num_cpus, "num_gpus": num_gpus,
             "resources": resources or {}, "bind_host": bind_host,
+            "heartbeat_timeout": heartbeat_timeout or _env_timeout(),
         }, (owner_r,) if owner_r is not None else ())
         if owner_r is not None:
             os.close(owner_r)

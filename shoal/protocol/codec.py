@@ -18,8 +18,18 @@ from .messages import MESSAGE_TYPES
 
 _CODES = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
 _FIELDS = [tuple(f.name for f in fields(cls)) for cls in MESSAGE_TYPES]
-_GETTERS = [attrgetter(*names) if len(names) > 1 else (lambda m, n=names[0]: (getattr(m, n),))
-            for names in _FIELDS]
+
+
+def _getter(names: tuple):
+    """A fast callable: message -> tuple of its field values."""
+    if len(names) > 1:
+        return attrgetter(*names)
+    if names:
+        return lambda msg, name=names[0]: (getattr(msg, name),)
+    return lambda msg: ()
+
+
+_GETTERS = [_getter(names) for names in _FIELDS]
 
 
 def encode(msg) -> list:

@@ -46,8 +46,12 @@ class Connection:
             server_nonce = _recv_exactly(sock, auth.NONCE_SIZE)
             proof, client_nonce = auth.client_proof(key, server_nonce)
             sock.sendall(proof)
-            auth.check_server_proof(key, server_nonce, client_nonce,
-                                    _recv_exactly(sock, auth.DIGEST_SIZE))
+            try:
+                reply = _recv_exactly(sock, auth.DIGEST_SIZE)
+            except (auth.AuthenticationError, ConnectionResetError):
+                raise auth.AuthenticationError(
+                    f"{address} refused this connection: wrong cluster key?") from None
+            auth.check_server_proof(key, server_nonce, client_nonce, reply)
         except BaseException:
             sock.close()
             raise

@@ -91,6 +91,12 @@ class RegisterHost:
 
 
 @message
+class Heartbeat:
+    """Scheduler <-> agent, every second: silence past the deadline means the
+    other side is gone or cut off (TCP alone may not notice for minutes)."""
+
+
+@message
 class Shutdown:
     """Ask the peer to stop: the scheduler stops the cluster, an agent its host."""
     reason: str = ""

@@ -15,7 +15,8 @@ def main() -> None:
     config = read_config_from_stdin()
     setup_process_logging(config["session_dir"], "scheduler")
     socks = [socket.socket(fileno=fd) for fd in config["listen_fds"]]
-    state = SchedulerState(config["cluster_id"], config["session_dir"])
+    state = SchedulerState(config["cluster_id"], config["session_dir"],
+                           heartbeat_timeout=config.get("heartbeat_timeout") or 6.0)
     server = SchedulerServer(state, bytes.fromhex(config["key"]), socks)
     profile_dir = os.environ.get("SHOAL_PROFILE_DIR")     # developer aid: profile the scheduler
     if profile_dir:

@@ -8,17 +8,22 @@ def fits(request: dict, available: dict) -> bool:
     return all(available.get(k, 0.0) + EPSILON >= v for k, v in request.items())
 
 
-def choose_host(request: dict, hosts: list, has_idle_engine) -> object | None:
+def choose_host(request: dict, hosts: list, has_idle_engine,
+                local_bytes: dict | None = None) -> object | None:
     """The host to run a task with this resource request, or None for now.
 
-    Candidates are hosts with the resources free and an idle engine; among them
-    the one with the most free CPU wins, spreading work across hosts.
+    Candidates are hosts with the resources free and an idle engine.  Among
+    them the one already holding the most bytes of the task's arguments wins
+    (moving the task beats moving the data); then the one with the most free
+    CPU, spreading work across hosts.
     """
-    best = None
+    best, best_key = None, None
     for host in hosts:
         if fits(request, host.available) and has_idle_engine(host):
-            if best is None or host.available.get("CPU", 0) > best.available.get("CPU", 0):
-                best = host
+            key = (local_bytes.get(host.host_id, 0) if local_bytes else 0,
+                   host.available.get("CPU", 0))
+            if best is None or key > best_key:
+                best, best_key = host, key
     return best
 
 

@@ -14,7 +14,7 @@ import signal
 import socket
 
 from ..protocol.server import ServerConnection
-from .state import SchedulerState
+from .state import HEARTBEAT_INTERVAL, SchedulerState
 
 log = logging.getLogger("shoal.scheduler")
 SHUTDOWN_GRACE = 3.0      # seconds agents get to stop their engines
@@ -44,6 +44,7 @@ class SchedulerServer:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, self.stop, f"signal {sig.name}")
         loop.call_later(EVENT_INTERVAL, self._send_events)
+        loop.call_later(HEARTBEAT_INTERVAL, self._heartbeat)
         log.info("scheduler serving on %s", ", ".join(str(s.getsockname()) for s in self._socks))
         await self._stopped.wait()
         for server in servers:
@@ -77,6 +78,13 @@ class SchedulerServer:
 
     def _on_close(self, conn) -> None:
         self.state.connection_closed(conn)
+
+    def _heartbeat(self) -> None:
+        for conn in self.state.heartbeat():
+            conn.close()                 # as if it hung up: its host is lost
+        self._flush()
+        if not self._stopped.is_set():
+            asyncio.get_running_loop().call_later(HEARTBEAT_INTERVAL, self._heartbeat)
 
     def _send_events(self) -> None:
         touched = {}

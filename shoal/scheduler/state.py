@@ -28,6 +28,8 @@ from .objects import Obj, ObjectTracking
 
 log = logging.getLogger("shoal.scheduler")
 HISTORY = 20_000          # finished tasks remembered for the timeline and status
+HEARTBEAT_INTERVAL = 1.0
+DEFAULT_HEARTBEAT_TIMEOUT = 6.0    # a silent host is lost well within 10 s
 
 
 @dataclass(eq=False)
@@ -106,7 +108,8 @@ def _shape(task: Task) -> tuple:
 
 class SchedulerState(ObjectTracking, ActorScheduling):
     def __init__(self, cluster_id: str, session_dir: str,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT) -> None:
         self.cluster_id = cluster_id
         self.session_dir = session_dir
         self.clock = clock
@@ -127,6 +130,8 @@ class SchedulerState(ObjectTracking, ActorScheduling):
         self._changed: set = set()                     # "objects", "cluster"
         self.finished_count = {"finished": 0, "failed": 0, "cancelled": 0}
         self.stopping = False
+        self.heartbeat_timeout = heartbeat_timeout
+        self.last_heard: dict = {}                     # agent conn -> when it last spoke
         self._init_actors()
         self._out: list = []
         self._pushes: dict[Any, list] = {}
@@ -154,6 +159,8 @@ class SchedulerState(ObjectTracking, ActorScheduling):
             raise ValueError(f"unexpected message {type(msg).__name__}")
         if conn not in self.peers and type(msg) not in (m.ClientHello, m.RegisterHost):
             raise ValueError(f"{type(msg).__name__} before hello")
+        if conn in self.host_by_conn:
+            self.last_heard[conn] = self.clock()
         handler(self, conn, msg)
 
     # ------------------------------------------------------------------ joining
@@ -295,7 +302,8 @@ class SchedulerState(ObjectTracking, ActorScheduling):
                     self._cannot_place(task, hosts)
                     break
                 request = task.spec.resources
-                host = policy.choose_host(request, hosts, self._idle_engine)
+                host = policy.choose_host(request, hosts, self._idle_engine,
+                                          self._argument_bytes(task) if len(hosts) > 1 else None)
                 gpus = policy.allocate_gpus(host.gpus, request.get("GPU", 0)) if host else None
                 if host is None or gpus is None:
                     self._cannot_place(task, hosts)
@@ -407,6 +415,16 @@ class SchedulerState(ObjectTracking, ActorScheduling):
         log.debug("promote %s on %s", task.spec.task_id, engine.engine_id)
         self._assign(engine, task.spec.task_id)
         self._running(task)
+
+    def _argument_bytes(self, task: Task) -> dict:
+        """Bytes of a task's stored arguments on each host (for locality)."""
+        where: dict = {}
+        for oid in task.spec.deps:
+            obj = self.objects.get(oid)
+            if obj is not None and obj.entry is not None and obj.entry.host_id:
+                for host_id in (obj.entry.host_id, *obj.copies):
+                    where[host_id] = where.get(host_id, 0) + obj.entry.size
+        return where
 
     def _idle_engine(self, host: Host) -> Optional[Engine]:
         return self.engines[next(iter(host.idle))] if host.idle else None
@@ -656,6 +674,7 @@ class SchedulerState(ObjectTracking, ActorScheduling):
         if engine_id is not None:
             self._engine_lost(engine_id)
         host_id = self.host_by_conn.pop(conn, None)
+        self.last_heard.pop(conn, None)
         if host_id is not None:
             host = self.hosts.pop(host_id)
             log.warning("host %s left the cluster", host_id)
@@ -826,6 +845,25 @@ class SchedulerState(ObjectTracking, ActorScheduling):
             "memory": self._query_memory({}),
         }
 
+    def heartbeat(self) -> list:
+        """Called every HEARTBEAT_INTERVAL by the I/O shell: beats go to every
+        agent; returns the agent connections silent past the timeout, which
+        the shell closes (their hosts are then lost as if they had hung up)."""
+        now = self.clock()
+        silent = []
+        for host in self.hosts.values():
+            heard = self.last_heard.setdefault(host.conn, now)
+            if now - heard > self.heartbeat_timeout:
+                log.warning("host %s has been silent for %.1f s; treating it as lost",
+                            host.host_id, now - heard)
+                silent.append(host.conn)
+            else:
+                self._send(host.conn, m.Heartbeat())
+        return silent
+
+    def _on_heartbeat(self, conn, msg: m.Heartbeat) -> None:
+        pass                       # hearing it is what counts (see handle)
+
     def _on_shutdown(self, conn, msg: m.Shutdown) -> None:
         self.shutdown(msg.reason)
 
@@ -854,4 +892,5 @@ class SchedulerState(ObjectTracking, ActorScheduling):
         m.Query: _on_query,
         m.KillActor: ActorScheduling._on_kill_actor,
         m.Shutdown: _on_shutdown,
+        m.Heartbeat: _on_heartbeat,
     }

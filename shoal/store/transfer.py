@@ -28,6 +28,8 @@ class ObjectServer:
     """Serves one host's objects to other hosts.  Runs in the host agent."""
 
     def __init__(self, store: HostStore, key: bytes, host: str = "127.0.0.1") -> None:
+        """Listen on `host` (loopback unless this host must be reachable from
+        others); 0.0.0.0 advertises this machine's hostname address."""
         self.store = store
         self._key = key
         self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
@@ -35,7 +37,10 @@ class ObjectServer:
         self._sock.bind((host, 0))
         self._sock.listen(64)
         bound = self._sock.getsockname()
-        self.address = f"{bound[0]}:{bound[1]}"
+        advertised = bound[0]
+        if advertised in ("0.0.0.0", "::"):
+            advertised = socket.gethostbyname(socket.gethostname())
+        self.address = f"{advertised}:{bound[1]}"
         self._closed = False
         self._thread = threading.Thread(target=self._accept_loop, name="object-server",
                                         daemon=True)
