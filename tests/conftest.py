@@ -22,7 +22,7 @@ def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().split(") ")[1][0] != "Z"      # a zombie is as good as gone
-    except (FileNotFoundError, IndexError):
+    except (OSError, IndexError):      # gone, or going while we read
         return False
 
 
