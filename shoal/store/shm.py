@@ -144,11 +144,9 @@ def _write_file(final: str, value: Serialized) -> None:
     tmp = final + ".tmp"
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        # Reserve the pages first: a full tmpfs then fails here with ENOSPC
-        # instead of killing the writer with SIGBUS halfway through the copy.
+        # Reserve the pages first: a full tmpfs fails here, before any copy.
         os.posix_fallocate(fd, 0, max(1, value.size))
-        with mmap.mmap(fd, value.size) as m:
-            value.write_into(memoryview(m))
+        value.write_to_file(fd)
     except BaseException:
         os.close(fd)
         _unlink(tmp)
