@@ -83,8 +83,9 @@ class HostAgent:
             log.error("cannot reach the scheduler at %s: %s", self.config["address"], exc)
             self.cleanup()
             return
-        self.object_server = ObjectServer(self.store, self.key, self.config.get("bind_host",
-                                                                                "127.0.0.1"))
+        self.object_server = ObjectServer(
+            self.store, self.key, self.config.get("bind_host") or "127.0.0.1",
+            tls_dir=os.path.join(self.config["session_dir"], "tls"))
         self.conn.send(m.RegisterHost(
             host_id=self.host_id, hostname=socket.gethostname(), resources=self.resources,
             gpu_ids=self.gpu_ids, store_dir=self.store.store_dir, spill_dir=self.store.spill_dir,

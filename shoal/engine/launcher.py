@@ -93,6 +93,8 @@ class LocalCluster:
             sock.bind((host, port))
             sock.listen(512)
             bound_host, bound_port = sock.getsockname()[:2]
+            if bound_host in ("0.0.0.0", "::"):      # all interfaces: name one others can reach
+                bound_host = socket.gethostbyname(socket.gethostname())
             self.address = f"{bound_host}:{bound_port}"
             unix_path = os.path.join(self.session_dir, "scheduler.sock")
             unix_sock.bind(unix_path)

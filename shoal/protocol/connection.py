@@ -11,7 +11,7 @@ import socket
 import threading
 from collections import deque
 
-from . import auth, codec
+from . import auth, codec, tls
 from .framing import FrameDecoder
 
 RECV_SIZE = 1 << 20
@@ -40,18 +40,22 @@ class Connection:
                 sock.close()
                 raise
         else:
-            sock = socket.create_connection(parse_address(address), timeout=timeout)
+            host, port = parse_address(address)
+            sock = socket.create_connection((host, port), timeout=timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        binding = b""
         try:
+            if not address.startswith(UNIX_PREFIX) and tls.needs_tls(host):
+                sock, binding = tls.wrap_client(sock)
             server_nonce = _recv_exactly(sock, auth.NONCE_SIZE)
-            proof, client_nonce = auth.client_proof(key, server_nonce)
+            proof, client_nonce = auth.client_proof(key, server_nonce, binding)
             sock.sendall(proof)
             try:
                 reply = _recv_exactly(sock, auth.DIGEST_SIZE)
             except (auth.AuthenticationError, ConnectionResetError):
                 raise auth.AuthenticationError(
                     f"{address} refused this connection: wrong cluster key?") from None
-            auth.check_server_proof(key, server_nonce, client_nonce, reply)
+            auth.check_server_proof(key, server_nonce, client_nonce, reply, binding)
         except BaseException:
             sock.close()
             raise
@@ -59,14 +63,20 @@ class Connection:
         return cls(sock)
 
     @classmethod
-    def accept(cls, sock: socket.socket, key: bytes, timeout: float = 10.0) -> "Connection":
-        """The server side of the handshake, for blocking servers (object transfers)."""
+    def accept(cls, sock: socket.socket, key: bytes, timeout: float = 10.0,
+               server_tls=None) -> "Connection":
+        """The server side of the handshake, for blocking servers (object
+        transfers); with `server_tls` (tls.ServerTLS) the link is TLS first."""
         sock.settimeout(timeout)
+        binding = b""
         try:
+            if server_tls is not None:
+                sock = server_tls.context.wrap_socket(sock, server_side=True)
+                binding = server_tls.binding
             nonce = auth.new_nonce()
             sock.sendall(nonce)
             sock.sendall(auth.check_client_proof(
-                key, nonce, _recv_exactly(sock, auth.CLIENT_PROOF_SIZE)))
+                key, nonce, _recv_exactly(sock, auth.CLIENT_PROOF_SIZE), binding))
         except BaseException:
             sock.close()
             raise

@@ -25,13 +25,15 @@ class ServerConnection(asyncio.Protocol):
     _next_id = 0
 
     def __init__(self, key: bytes, on_message: Callable, on_close: Callable,
-                 on_read_done: Callable) -> None:
+                 on_read_done: Callable, server_tls=None) -> None:
         ServerConnection._next_id += 1
         self.id = ServerConnection._next_id
         self._key = key
         self._on_message = on_message
         self._on_close = on_close
         self._on_read_done = on_read_done
+        self._tls = server_tls           # tls.ServerTLS for links that leave the host
+        self._binding = server_tls.binding if server_tls else b""
         self._nonce = auth.new_nonce()
         self._authenticated = False
         self._pending = b""
@@ -48,8 +50,25 @@ class ServerConnection(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = "%s:%s" % peer[:2] if isinstance(peer, tuple) else "local socket"
-        transport.write(self._nonce)
         self._auth_timer = asyncio.get_running_loop().call_later(AUTH_TIMEOUT, self._auth_timeout)
+        if self._tls is None:
+            transport.write(self._nonce)
+        else:
+            self._tls_task = asyncio.ensure_future(self._start_tls())
+
+    async def _start_tls(self) -> None:
+        """TLS first; a peer that does not speak it is refused with a log line."""
+        try:
+            self.transport = await asyncio.get_running_loop().start_tls(
+                self.transport, self, self._tls.context, server_side=True,
+                ssl_handshake_timeout=AUTH_TIMEOUT)
+        except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
+            log.warning("closing connection from %s: no TLS handshake (%s)", self.peer,
+                        exc.__class__.__name__)
+            self.close()
+            return
+        if not self.closed:
+            self.transport.write(self._nonce)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -89,7 +108,7 @@ class ServerConnection(asyncio.Protocol):
             return b""
         proof, rest = self._pending[:auth.CLIENT_PROOF_SIZE], self._pending[auth.CLIENT_PROOF_SIZE:]
         self._pending = b""
-        reply = auth.check_client_proof(self._key, self._nonce, proof)
+        reply = auth.check_client_proof(self._key, self._nonce, proof, self._binding)
         self._authenticated = True
         self._auth_timer.cancel()
         self.transport.write(reply)

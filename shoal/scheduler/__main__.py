@@ -17,7 +17,8 @@ def main() -> None:
     socks = [socket.socket(fileno=fd) for fd in config["listen_fds"]]
     state = SchedulerState(config["cluster_id"], config["session_dir"],
                            heartbeat_timeout=config.get("heartbeat_timeout") or 6.0)
-    server = SchedulerServer(state, bytes.fromhex(config["key"]), socks)
+    server = SchedulerServer(state, bytes.fromhex(config["key"]), socks,
+                             (config.get("tls_cert"), config.get("tls_key")))
     profile_dir = os.environ.get("SHOAL_PROFILE_DIR")     # developer aid: profile the scheduler
     if profile_dir:
         import cProfile

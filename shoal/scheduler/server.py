@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 
+from ..protocol import tls
 from ..protocol.server import ServerConnection
 from .state import HEARTBEAT_INTERVAL, SchedulerState
 
@@ -22,23 +23,27 @@ EVENT_INTERVAL = 0.1      # widgets get at most ~10 updates a second
 
 
 class SchedulerServer:
-    def __init__(self, state: SchedulerState, key: bytes, socks: list) -> None:
+    def __init__(self, state: SchedulerState, key: bytes, socks: list,
+                 tls_files: tuple = (None, None)) -> None:
         self.state = state
         self._key = key
         self._socks = socks       # listening sockets: TCP, and a Unix one for local peers
+        self._tls_files = tls_files   # a user's (cert, key); else one is made if needed
         self._stopped: asyncio.Event | None = None
 
     async def run(self, owner_fd: int | None = None) -> None:
         loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        factory = lambda: ServerConnection(self._key, self._on_message, self._on_close,  # noqa
-                                           self._flush)
         servers = []
         for sock in self._socks:
             if sock.family == socket.AF_UNIX:
-                servers.append(await loop.create_unix_server(factory, sock=sock))
+                servers.append(await loop.create_unix_server(self._factory(None), sock=sock))
+            elif tls.needs_tls(sock.getsockname()[0]):      # links that leave the host
+                server_tls = tls.ServerTLS.create(self.state.session_dir, "scheduler",
+                                                  *self._tls_files)
+                servers.append(await loop.create_server(self._factory(server_tls), sock=sock))
             else:
-                servers.append(await loop.create_server(factory, sock=sock))
+                servers.append(await loop.create_server(self._factory(None), sock=sock))
         if owner_fd is not None:
             loop.add_reader(owner_fd, self._owner_readable, owner_fd)
         for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -54,6 +59,10 @@ class SchedulerServer:
         while self.state.hosts and loop.time() < deadline:
             await asyncio.sleep(0.02)
         log.info("scheduler stopped")
+
+    def _factory(self, server_tls):
+        return lambda: ServerConnection(self._key, self._on_message, self._on_close,
+                                        self._flush, server_tls)
 
     def stop(self, reason: str = "") -> None:
         if not self.state.stopping:

@@ -16,6 +16,7 @@ import threading
 from typing import Optional
 
 from ..protocol import messages as m
+from ..protocol import tls
 from ..protocol.connection import Connection
 from .shm import HostStore, _unlink
 
@@ -27,9 +28,13 @@ SOCKET_BUFFER = 4 << 20       # big kernel buffers: fewer wake-ups per megabyte 
 class ObjectServer:
     """Serves one host's objects to other hosts.  Runs in the host agent."""
 
-    def __init__(self, store: HostStore, key: bytes, host: str = "127.0.0.1") -> None:
+    def __init__(self, store: HostStore, key: bytes, host: str = "127.0.0.1",
+                 tls_dir: Optional[str] = None) -> None:
         """Listen on `host` (loopback unless this host must be reachable from
-        others); 0.0.0.0 advertises this machine's hostname address."""
+        others; then over TLS, with a certificate made in `tls_dir`); 0.0.0.0
+        advertises this machine's hostname address."""
+        self._tls = tls.ServerTLS.create(tls_dir or store.spill_dir, "objects") \
+            if tls.needs_tls(host) else None
         self.store = store
         self._key = key
         self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
@@ -58,7 +63,7 @@ class ObjectServer:
     def _serve(self, sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
         try:
-            conn = Connection.accept(sock, self._key)
+            conn = Connection.accept(sock, self._key, server_tls=self._tls)
         except (OSError, ConnectionError) as exc:
             log.warning("refused an object-transfer connection: %s", exc)
             return
