@@ -250,25 +250,23 @@ def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def _shm_dirs() -> set:
-    return {d for d in os.listdir("/dev/shm") if d.startswith("shoal-")}
-
-
 @pytest.mark.slow
 def test_init_shutdown_cycles_leak_nothing():
     shoal.shutdown()
-    threads, fds, shm = threading.active_count(), _fds(), _shm_dirs()
+    threads, fds = threading.active_count(), _fds()
 
     @shoal.remote
     def one():
         return 1
 
-    pids = set()
+    pids, dirs = set(), set()
     for _ in range(40):
         shoal.init(num_cpus=1)
         assert shoal.get(one.remote()) == 1
-        pids.update(p.pid for p in runtime.current().cluster.processes)
+        rt = runtime.current()
+        pids.update(p.pid for p in rt.cluster.processes)
+        dirs.update((rt.client.store.store_dir, rt.client.store.spill_dir))
         shoal.shutdown()
     assert not any(alive(p) for p in pids)
-    assert _fds() <= fds + 2 and _shm_dirs() <= shm
+    assert _fds() <= fds + 2 and not any(os.path.exists(d) for d in dirs)
     wait_for(lambda: threading.active_count() <= threads, what="client threads to end")
