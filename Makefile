@@ -16,6 +16,7 @@ demo: $(VENV)/.installed
 	$(PY) examples/demo.py
 
 test: $(VENV)/.installed
+	bash scripts/system-deps.sh
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: $(VENV)/.installed

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 
 from . import session
@@ -28,6 +29,14 @@ def main(argv: list[str] | None = None) -> int:
                         "--connection-file, the SHOAL_KEY environment variable, or stdin")
     p.add_argument("--connection-file", default=None,
                    help="a copy of the head's connection file (holds the key)")
+    p.add_argument("--block", action="store_true",
+                   help="with --address: stay in the foreground, forwarding this host's log, "
+                        "and stop the host when stdin closes (how the SSH launcher runs it)")
+    p.add_argument("--ssh", default=None,
+                   help="with --head: also start hosts over SSH, e.g. user@host1:4,host2 "
+                        "(SHOAL_SSH_OPTIONS adds ssh options)")
+    p.add_argument("--remote-python", default=None,
+                   help="the Python on the SSH hosts (default: this interpreter's path)")
     p.add_argument("--heartbeat-timeout", type=float, default=None,
                    help="seconds of silence after which a host counts as lost (default 6)")
     p.add_argument("--host", default="127.0.0.1",
@@ -87,9 +96,11 @@ def cmd_start(args) -> int:
     if args.address:
         return _join(args)
     from .engine.launcher import LocalCluster
+    ssh_hosts = tuple(h for h in (args.ssh or "").split(",") if h)
     cluster = LocalCluster(num_cpus=args.num_cpus, num_gpus=args.num_gpus,
                            resources=args.resources, host=args.host, port=args.port, owned=False,
-                           heartbeat_timeout=args.heartbeat_timeout)
+                           heartbeat_timeout=args.heartbeat_timeout, ssh_hosts=ssh_hosts,
+                           remote_python=args.remote_python)
     client = Client.connect(cluster.address, cluster.key, kind="cli")
     try:
         status = _wait_ready(client, args.num_cpus or os.cpu_count() or 1)
@@ -136,7 +147,7 @@ def _join(args) -> int:
         host = HostProcess(address, key, client.cluster_id,
                            session.new_session_dir(client.cluster_id), num_cpus=args.num_cpus,
                            num_gpus=args.num_gpus, resources=args.resources,
-                           bind_host=local_address_towards(address), owned=False,
+                           bind_host=local_address_towards(address), owned=args.block,
                            heartbeat_timeout=args.heartbeat_timeout)
         deadline = time.monotonic() + READY_TIMEOUT
         while host.host_id not in {h["host_id"] for h in client.status()["hosts"]} - before:
@@ -146,9 +157,30 @@ def _join(args) -> int:
     finally:
         client.close()
     print(f"Joined the shoal cluster at {address} as host {host.host_id} "
-          f"({args.num_cpus or os.cpu_count()} CPUs); logs in {host.log_path}.\n"
-          f"It leaves when the cluster stops (shoal stop at the head).")
+          f"({args.num_cpus or os.cpu_count()} CPUs); logs in {host.log_path}.", flush=True)
+    if args.block:
+        _block(host)
+        return 0
+    print("It leaves when the cluster stops (shoal stop at the head).")
     return 0
+
+
+def _block(host) -> None:
+    """Forward the host's log to stdout until stdin closes or the host stops."""
+    done = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not os.path.exists(host.log_path) and time.monotonic() < deadline:
+        done.wait(0.05)
+    with open(host.log_path, errors="replace") as log_file:
+        while not done.is_set() and host.process.poll() is None:
+            line = log_file.readline()
+            if line:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            else:
+                done.wait(0.2)
+    host.stop()
 
 
 def _wait_ready(client: Client, engines: int) -> dict:

@@ -68,7 +68,8 @@ class ClusterContext:
 def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
          num_gpus: Optional[int] = None, resources: Optional[dict] = None,
          object_store_memory: Optional[int] = None, ignore_reinit_error: bool = False,
-         namespace: Optional[str] = None, **kwargs) -> ClusterContext:
+         namespace: Optional[str] = None, hosts: Optional[list] = None,
+         remote_python: Optional[str] = None, **kwargs) -> ClusterContext:
     """Connect this process to a cluster, starting a local one if needed.
 
     Address resolution follows Ray: the `address` argument, else the
@@ -76,6 +77,12 @@ def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
     machine (scheduler, host agent, one engine per CPU) that stops when this
     process calls `shutdown()` or exits.  `address="auto"` finds a cluster
     started here with `shoal start`; `address="local"` always starts one.
+
+    `hosts=["user@host1:4", "host2"]` also starts a host agent on each of
+    those machines over SSH (`ssh HOST REMOTE_PYTHON -m shoal start ...`, the
+    key on stdin; SHOAL_SSH_OPTIONS adds ssh options); they stop with the
+    cluster or when their SSH session drops.  `remote_python` defaults to
+    this interpreter's path, which the hosts must also have.
     """
     unknown = sorted(set(kwargs) - _IGNORED_RAY_ARGS)
     if unknown:
@@ -94,9 +101,10 @@ def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
         validate_resources({"num_gpus": num_gpus, "resources": resources})
         address = address or os.environ.get("SHOAL_ADDRESS") or None
         if address in (None, "local"):
-            rt = _start_local(num_cpus, num_gpus, resources, object_store_memory, namespace)
+            rt = _start_local(num_cpus, num_gpus, resources, object_store_memory, namespace,
+                              hosts or (), remote_python)
         else:
-            if num_cpus is not None or num_gpus is not None or resources:
+            if num_cpus is not None or num_gpus is not None or resources or hosts:
                 raise ValueError("When connecting to an existing cluster, num_cpus, num_gpus and "
                                  "resources must not be provided: the hosts declare them.")
             rt = _connect(address, namespace)
@@ -104,10 +112,16 @@ def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
         return ClusterContext(rt)
 
 
-def _start_local(num_cpus, num_gpus, resources, object_store_memory, namespace) -> runtime.Runtime:
-    from ..engine.launcher import LocalCluster
+def _start_local(num_cpus, num_gpus, resources, object_store_memory, namespace,
+                 hosts=(), remote_python=None) -> runtime.Runtime:
+    from ..engine.launcher import LocalCluster, local_address_towards
+    from ..engine.ssh import host_address, parse_host
+    bind = "127.0.0.1"
+    if hosts:          # listen where the hosts can reach us: our address towards them
+        bind = local_address_towards(f"{host_address(parse_host(hosts[0])[0])}:22")
     cluster = LocalCluster(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
-                           object_store_memory=object_store_memory)
+                           object_store_memory=object_store_memory, host=bind,
+                           ssh_hosts=tuple(hosts), remote_python=remote_python)
     try:
         client = Client.connect(cluster.local_address, cluster.key, host_id=cluster.host_id,
                                 store=cluster.store)

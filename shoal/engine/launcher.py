@@ -77,7 +77,8 @@ class LocalCluster:
     def __init__(self, *, num_cpus: Optional[int] = None, num_gpus: Optional[int] = None,
                  resources: Optional[dict] = None, object_store_memory: Optional[int] = None,
                  host: str = "127.0.0.1", port: int = 0, owned: bool = True,
-                 heartbeat_timeout: Optional[float] = None) -> None:
+                 heartbeat_timeout: Optional[float] = None, ssh_hosts: tuple = (),
+                 remote_python: Optional[str] = None) -> None:
         self.cluster_id = uuid.uuid4().hex[:8]
         self.key = secrets.token_bytes(32)
         self.session_dir = session.new_session_dir(self.cluster_id)
@@ -125,6 +126,12 @@ class LocalCluster:
         finally:
             sock.close()
             unix_sock.close()
+        if ssh_hosts:
+            from .ssh import launch
+            self.processes.append(launch({
+                "address": self.local_address, "key": self.key.hex(), "hosts": list(ssh_hosts),
+                "head_address": self.address, "session_dir": self.session_dir,
+                "remote_python": remote_python or sys.executable}))
         self.connection_file = session.connection_file_path(self.cluster_id)
         session.write_connection_file(self.connection_file, {
             "address": self.address, "local_address": self.local_address,
