@@ -114,3 +114,35 @@ def test_connection_file_is_private_and_the_scheduler_listens_on_loopback():
     assert mode == 0o600
     host, _ = parse_address(cluster.address)
     assert host == "127.0.0.1"
+
+
+def test_a_peer_that_does_not_read_is_not_read_from():
+    """Back-pressure: requests from a peer that never reads its answers stop
+    being processed once its answers pile up, instead of growing a buffer."""
+    from shoal.protocol import codec
+    from shoal.protocol import messages as m
+    big = shoal.put(b"x" * 90_000)                 # inline: each answer carries 90 KB
+    sock = authenticated_socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    hello = m.ClientHello(client_id="slow", kind="driver", pid=1, hostname="x")
+    sock.sendall(b"".join(bytes(c) for c in codec.encode(hello)))
+    ask = b"".join(bytes(c) for c in codec.encode(m.Subscribe(object_ids=[big.id])))
+    sock.setblocking(False)
+    scheduler = runtime.current().cluster.processes[0].pid
+    before = _rss(scheduler)
+    blocked = False
+    for _ in range(1_000_000):                     # 90 GB of answers if all were made
+        try:
+            sock.send(ask)
+        except BlockingIOError:
+            blocked = True                         # the scheduler stopped reading us: good
+            break
+    assert blocked
+    assert _rss(scheduler) - before < 300 << 20
+    assert shoal.get(echo.remote(6)) == 6          # and everyone else is still served
+    sock.close()
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))

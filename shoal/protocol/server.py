@@ -90,6 +90,16 @@ class ServerConnection(asyncio.Protocol):
             self.close()
         self._on_read_done()
 
+    # Back-pressure: a peer that does not read what we send stops being read
+    # from, so it cannot make this process buffer without bound.
+    def pause_writing(self) -> None:
+        if not self.closed:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self.closed:
+            self.transport.resume_reading()
+
     def connection_lost(self, exc) -> None:
         self._auth_timer.cancel()
         self.closed = True
