@@ -52,8 +52,12 @@ class Adapter(BaseAdapter):
         import os
         from shoal.core import runtime
         store = runtime.current().client.store
-        used = sum(os.path.getsize(os.path.join(store.store_dir, f))
-                   for f in os.listdir(store.store_dir))
+        used = 0
+        for entry in os.scandir(store.store_dir):
+            try:
+                used += entry.stat().st_size
+            except FileNotFoundError:      # freed while we looked
+                pass
         return used, store.limit
 
     def shutdown(self):
