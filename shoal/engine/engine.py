@@ -165,12 +165,14 @@ class Engine:
             log.warning("unexpected message %s", type(msg).__name__)
 
     def _flush_output(self) -> None:
+        # The first write of a burst goes out at once; what follows within
+        # OUTPUT_FLUSH is gathered into one message.
         while True:
             self.output_pending.wait()
             self.output_pending.clear()
-            time.sleep(OUTPUT_FLUSH)     # gather a burst of writes into one message
             self.stdout.flush()
             self.stderr.flush()
+            time.sleep(OUTPUT_FLUSH)
 
     # ------------------------------------------------------------------ dispatch
     def dispatch(self, msg: m.ExecuteTask) -> None:

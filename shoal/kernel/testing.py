@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import tempfile
 import time
 from collections import defaultdict
@@ -42,10 +43,11 @@ class Execution:
         self.msg_id = msg_id
         self.sent = sent
         self.reply: Optional[dict] = None
+        self._log = session.iopub           # this kernel's log (a restart starts a new one)
 
     @property
     def messages(self) -> list:
-        return self.session.iopub[self.msg_id]
+        return self._log[self.msg_id]
 
     def of_type(self, *types: str) -> list:
         return [m for m in self.messages if m["msg_type"] in types]
@@ -131,7 +133,8 @@ class KernelSession:
         """A KernelManager for this session's kernelspecs (not started)."""
         ksm = KernelSpecManager(kernel_dirs=self.kernel_dirs)
         os.makedirs(os.path.join(self.tmp, "runtime"), exist_ok=True)
-        return KernelManager(kernel_name=self.kernel, kernel_spec_manager=ksm,
+        return KernelManager(kernel_name=self.kernel, kernel_spec_manager=ksm, transport="ipc",
+                             ip=os.path.join(self.tmp, "runtime", "kernel-ipc"),
                              connection_file=os.path.join(self.tmp, "runtime", "kernel.json"))
 
     def start(self) -> "KernelSession":
@@ -159,12 +162,13 @@ class KernelSession:
         """Restart as Jupyter's restart button does (shutdown_request, then a new kernel)."""
         self.kc.stop_channels()
         self.km.restart_kernel(now=False)
+        self.iopub = defaultdict(list)      # message ids start over with the new kernel
         self._connect()
 
     def kill(self) -> None:
-        """SIGKILL the kernel process."""
+        """SIGKILL the kernel process (what the OOM killer or a crash does)."""
         self.kc.stop_channels()
-        self.km.kill_kernel()
+        os.kill(self.pid, signal.SIGKILL)
 
     def shutdown(self) -> None:
         if self.kc is not None:
@@ -172,7 +176,7 @@ class KernelSession:
             self.kc = None
         if self.km is not None:
             if self.km.has_kernel:
-                self.km.shutdown_kernel(now=False)
+                self.km.shutdown_kernel(now=not self.km.is_alive())
             self.km = None
         shutil.rmtree(self.tmp, ignore_errors=True)
 

@@ -23,7 +23,6 @@ import uuid
 import shoal
 
 from ..exceptions import ClusterLostError, TaskCancelledError
-from . import errors
 
 log = logging.getLogger("shoal.magics")
 
@@ -79,7 +78,7 @@ class BackgroundCells:
                 self._threads.discard(threading.current_thread())
 
     def _finish(self, job, parent, display_id: str, started: float) -> None:
-        from .cells import collect
+        from .cells import collect, result_of
         firsts = [t[0] for t in job.tasks]
         _, pending = shoal.wait(firsts, num_returns=len(firsts), timeout=job.opts.timeout)
         if pending:
@@ -90,7 +89,7 @@ class BackgroundCells:
                          f"cancelled after its --timeout of {job.opts.timeout:g} s", job.title)
             return
         elapsed = time.monotonic() - started
-        outcomes = collect(job)
+        outcomes = collect(job, figures_guard=False)   # pyplot is not ours to touch here
         failures = [(label, o) for label, o in zip(job.labels, outcomes)
                     if isinstance(o, BaseException)]
         if failures:
@@ -101,12 +100,10 @@ class BackgroundCells:
             self.router.sink.error(parent, type(exc).__name__, str(exc), exc._render_traceback_())
             return
         self._status(parent, display_id, "done", f"done in {elapsed:.2f} s", job.title)
-        if job.spec["result"]:
-            results = [o[0][1] for o in outcomes]
-            value = results if job.opts.all else results[0]
-            if value is not None:
-                data, metadata = self.shell.display_formatter.format(value)
-                self.router.sink.display(parent, data, metadata)
+        value = result_of(job, outcomes)
+        if value is not None:
+            data, metadata = self.shell.display_formatter.format(value)
+            self.router.sink.display(parent, data, metadata)
 
     # ------------------------------------------------------------------ status line
     def _status(self, parent, display_id: str, state: str, text: str, title: str,

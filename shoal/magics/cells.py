@@ -15,15 +15,27 @@
    cancel and raise GetTimeoutError; bind the returned names, return the
    result (IPython displays it); raise the remote error rendered as a local one;
 5. `--bg`: bind each assigned name to the ObjectRef of its future value at
-   once and hand the rest to `background.BackgroundCells`.
+   once (names bound only by imports stay remote) and hand the rest to
+   `background.BackgroundCells`.
+
+Values travel as copies, as with any task: an object the cell changes in
+place comes back only if the cell assigns its name.  A `--on` namespace
+keeps its objects; a notebook value is sent to it again only when it is not
+the very object last exchanged with that namespace (or with `--push`).
+A value that cannot be sent is left out with a warning (the cell then sees
+a NameError if it needed it); one that cannot come back stays remote, with
+a warning.
 
 Uses only the public API (`shoal.remote`, `get`, `wait`, `cancel`, `put`,
 `shoal.util.state`), and the runtime handle for the client's output hooks.
 """
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
 import sys
+import threading
 import time
 import types
 import weakref
@@ -41,7 +53,7 @@ from ..util import state
 from . import errors
 from .analysis import analyze
 from .options import CellOptions
-from .runner import RemoteNamespace, Shown, Unavailable, run_cell
+from .runner import RemoteNamespace, Unavailable, run_cell
 
 CANCEL_GRACE = 1.0        # seconds a cancelled cell gets to stop before its engine is killed
 ENGINES_TIMEOUT = 10.0    # how long --all waits for a new cluster's engines to join
@@ -131,7 +143,11 @@ class RemoteCells:
         pull += [n for n in sorted(cell.deletes) if n not in pull]
         spec = {"source": source, "filename": filename, "names": [], "pull": pull,
                 "deletes": sorted(cell.deletes), "result": cell.has_result and not cell.quiet}
-        job = self._submit(spec, send, opts, title, namespace)
+        with _InterruptsHeld() as held:
+            job = self._submit(spec, send, opts, title, namespace)
+        if held.interrupted:
+            self.cancel(job)
+            raise errors.interrupted(self.shell, f"{job.title} was cancelled on the cluster")
         if opts.bg:
             self._bind_futures(job)
             self.background.start(job, self.router.sink.current_parent())
@@ -271,31 +287,35 @@ class RemoteCells:
         firsts = [t[0] for t in job.tasks]
         try:
             _, pending = shoal.wait(firsts, num_returns=len(firsts), timeout=job.opts.timeout)
+            if not pending:
+                return collect(job)
         except KeyboardInterrupt:
             self.cancel(job)
             raise errors.interrupted(self.shell, f"{job.title} was cancelled on the cluster") \
                 from None
-        if pending:
-            self.cancel(job)
-            exc = GetTimeoutError(f"{job.title} did not finish in {job.opts.timeout:g} s and "
-                                  f"was cancelled on the cluster")
-            raise errors.shown(exc, errors.short_traceback(self.shell, exc))
-        return collect(job)
+        self.cancel(job)
+        exc = GetTimeoutError(f"{job.title} did not finish in {job.opts.timeout:g} s and "
+                              f"was cancelled on the cluster")
+        raise errors.shown(exc, errors.short_traceback(self.shell, exc))
 
     def cancel(self, job: Submitted) -> None:
         """Cancel a cell's tasks: KeyboardInterrupt into them; after
         CANCEL_GRACE seconds (or a second interrupt) kill the engines of pool
         tasks still running.  A namespace actor is never killed."""
         firsts = [t[0] for t in job.tasks]
-        for ref in firsts:
-            shoal.cancel(ref)
-        try:
-            _, pending = shoal.wait(firsts, num_returns=len(firsts), timeout=CANCEL_GRACE)
-        except KeyboardInterrupt:
-            pending = firsts
+        with _InterruptsHeld() as held:
+            for ref in firsts:
+                shoal.cancel(ref)
+        pending = firsts
+        if not held.interrupted:
+            try:
+                _, pending = shoal.wait(firsts, num_returns=len(firsts), timeout=CANCEL_GRACE)
+            except KeyboardInterrupt:
+                pass
         if pending and job.namespace is None:
-            for ref in pending:
-                shoal.cancel(ref, force=True)
+            with _InterruptsHeld():
+                for ref in pending:
+                    shoal.cancel(ref, force=True)
         elif pending:
             _warn(f"namespace {job.namespace.name!r} is still busy with the cancelled cell")
 
@@ -311,7 +331,6 @@ class RemoteCells:
             job.namespace.seen(outcomes[0][0][0])
             for name, value in job.sent.items():
                 job.namespace.mark(name, value)
-        user_ns = self.shell.user_ns
         bound = {}
         for i, name in enumerate(job.pull, start=1):
             values = [o[i] for o in outcomes]
@@ -325,10 +344,7 @@ class RemoteCells:
             if job.namespace is not None:
                 for name, value in bound.items():
                     job.namespace.mark(name, value)
-        if not job.spec["result"]:
-            return None
-        results = [o[0][1] for o in outcomes]
-        return results if job.opts.all else results[0]
+        return result_of(job, outcomes)
 
     def _unavailable(self, job: Submitted, name: str, value: Unavailable) -> None:
         user_ns = self.shell.user_ns
@@ -379,15 +395,68 @@ class RemoteCells:
                     job.namespace.mark(name, value)
 
 
-def collect(job: Submitted) -> list:
+class _InterruptsHeld:
+    """Holds SIGINT back while a block sends messages: a KeyboardInterrupt
+    raised inside a send that went through (Python checks for signals after
+    each write) would lose the refs of a task that runs anyway.  After the
+    block, `interrupted` says whether one came.  Main thread only (elsewhere
+    it holds nothing back)."""
+
+    def __enter__(self) -> "_InterruptsHeld":
+        self.interrupted = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            try:
+                self._previous = signal.signal(signal.SIGINT, self._note)
+            except ValueError:
+                pass
+        return self
+
+    def _note(self, signum, frame) -> None:
+        self.interrupted = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def collect(job: Submitted, figures_guard: bool = True) -> list:
     """Each task's values, or the exception it failed with."""
     out = []
-    for refs in job.tasks:
-        try:
-            out.append(shoal.get(refs))
-        except Exception as exc:
-            out.append(exc)
+    with _no_new_figures() if figures_guard else contextlib.nullcontext():
+        for refs in job.tasks:
+            try:
+                out.append(shoal.get(refs))
+            except Exception as exc:
+                out.append(exc)
     return out
+
+
+def result_of(job: Submitted, outcomes: list):
+    """The cell's result: the last expression's value (a list with --all;
+    None, which shows nothing, when every engine's is None)."""
+    if not job.spec["result"]:
+        return None
+    results = [o[0][1] for o in outcomes]
+    if not job.opts.all:
+        return results[0]
+    return None if all(r is None for r in results) else results
+
+
+@contextlib.contextmanager
+def _no_new_figures():
+    """A matplotlib figure that comes back registers itself with pyplot, and
+    the kernel's inline backend would show it a second time: unregister it
+    (the Figure object stays usable)."""
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    before = set(pyplot.get_fignums()) if pyplot is not None else set()
+    try:
+        yield
+    finally:
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is not None:
+            for num in set(pyplot.get_fignums()) - before:
+                pyplot.close(num)
 
 
 def _combine(values: list):
@@ -417,4 +486,4 @@ def _warn(text: str) -> None:
     print(f"shoal: {text}", file=sys.stderr)
 
 
-__all__ = ["RemoteCells", "Submitted", "Namespace", "Shown"]
+__all__ = ["RemoteCells", "Submitted", "Namespace", "collect", "result_of"]

@@ -1,8 +1,9 @@
 """The notebook's cluster: started on first use, shown and steered by `%cluster`.
 
 `ClusterControl.ensure()` is what every magic calls first: it returns the
-process's runtime, starting one if there is none (the embedded local
-cluster, or `address` — from the shoal kernel's config or SHOAL_ADDRESS), and
+process's runtime, starting one if there is none (connecting to `address` —
+from the shoal kernel's config, else SHOAL_ADDRESS — or else starting the
+embedded local cluster), and
 routes its task output to the notebook.  A cluster that was lost (killed,
 crashed) is replaced by a new one on the next use.
 
@@ -38,7 +39,11 @@ class ClusterControl:
             self.stop()
             rt = None
         if rt is None:
-            self.start()
+            address = self.address or os.environ.get("SHOAL_ADDRESS") or None
+            if address not in (None, "local"):
+                self.connect(address)
+            else:
+                self.start()
             rt = runtime.current()
         self.attach()
         return rt
@@ -50,12 +55,10 @@ class ClusterControl:
             self.router.attach(rt.client)
 
     def start(self, num_cpus: Optional[int] = None) -> shoal.ClusterContext:
-        address = self.address or os.environ.get("SHOAL_ADDRESS") or None
-        if address not in (None, "local"):
-            ctx = shoal.init(address=address)
-        else:
-            ctx = shoal.init(address=address, num_cpus=num_cpus if num_cpus is not None
-                             else self.num_cpus)
+        """Start an embedded local cluster (num_cpus engines; default: the
+        kernel's setting, else one per CPU)."""
+        ctx = shoal.init(address="local",
+                         num_cpus=num_cpus if num_cpus is not None else self.num_cpus)
         self.attach()
         return ctx
 
@@ -99,8 +102,10 @@ class ClusterView:
                 total[k] = total.get(k, 0) + v
                 free[k] = free.get(k, 0) + h["available"].get(k, 0)
         res = ", ".join(f"{k} {free.get(k, 0):g}/{v:g} free" for k, v in sorted(total.items()))
+        actors = sum(1 for e in self.engines if e.get("actor_id"))
+        hosting = f" (+{actors} hosting actors)" if actors else ""
         return (f"shoal cluster at {self.address} ({kind}): {len(self.hosts)} host(s), "
-                f"{len(self.engines)} engine(s); {res}")
+                f"{len(self.engines) - actors} engine(s){hosting}; {res}")
 
     def _engine_rows(self) -> list:
         rows = []

@@ -10,22 +10,26 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 
+import shoal
+
+from ..core import runtime
 from .autoremote import AutoRemote
 from .background import BackgroundCells
 from .cells import RemoteCells
 from .cluster import ClusterControl, ClusterView
-from .options import _Parser, help_text, parse_cell_line, split_line
+from .options import LINE_PARSER, UsageParser, help_text, parse_cell_line, split_line
 from .output import ConsoleSink, KernelSink, OutputRouter
 
 
 def _cluster_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="%cluster", add_help=False,
-                description="Show the shoal cluster, or start, stop, scale or connect to one.")
-    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    p = UsageParser(prog="%cluster", add_help=False,
+                    description="Show the shoal cluster, or start, stop, scale or connect to one.")
+    sub = p.add_subparsers(dest="command", parser_class=UsageParser)
     start = sub.add_parser("start", add_help=False, help="start an embedded local cluster")
     start.add_argument("-n", "--num-cpus", type=int, default=None, metavar="N",
                        help="engines (CPUs) to start")
@@ -64,8 +68,8 @@ class ShoalMagics(Magics):
                 print(help_text("%remote"))
                 return None
             if not statement:
-                raise UsageError(f"{help_text('%remote').splitlines()[0]}\n"
-                                 f"%remote: error: nothing to run (usage: %remote [options] STATEMENT)")
+                raise UsageError(f"{LINE_PARSER.format_usage()}%remote: error: nothing to run "
+                                 f"(%remote [options] STATEMENT)")
             return self.cells.run(statement, opts, None)
         opts = parse_cell_line(line)
         if opts.help:
@@ -105,7 +109,6 @@ class ShoalMagics(Magics):
     def cluster(self, line: str):
         """%cluster [start [-n N] | stop | scale N [--host HOST] | connect ADDRESS]:
         show the shoal cluster, or start, stop, scale or connect to one."""
-        import shlex
         try:
             argv = shlex.split(line)
         except ValueError as exc:
@@ -127,7 +130,6 @@ class ShoalMagics(Magics):
             self.background.join()
             print("Stopped the shoal cluster.")
         elif args.command == "scale":
-            import shoal
             self.cluster.ensure()
             try:
                 shoal.scale(args.engines, host_id=args.host)
@@ -139,7 +141,6 @@ class ShoalMagics(Magics):
         return None
 
     def _running(self) -> bool:
-        from ..core import runtime
         rt = runtime.current_or_none()
         return rt is not None and not rt.client.lost
 

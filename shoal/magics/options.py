@@ -32,7 +32,9 @@ class CellOptions:
     help: bool = False
 
 
-class _Parser(argparse.ArgumentParser):
+class UsageParser(argparse.ArgumentParser):
+    """argparse, with errors raised as IPython UsageErrors (usage line first)."""
+
     def error(self, message):
         raise UsageError(f"{self.format_usage()}{self.prog}: error: {message}")
 
@@ -73,7 +75,7 @@ def _non_negative(kind):
 
 
 def make_parser(prog: str) -> argparse.ArgumentParser:
-    p = _Parser(prog=prog, add_help=False, allow_abbrev=False,
+    p = UsageParser(prog=prog, add_help=False, allow_abbrev=False,
                 description="Run Python code on the shoal cluster as one task.")
     p.add_argument("-h", "--help", action="store_true", help="show this help")
     p.add_argument("--bg", action="store_true",
@@ -106,14 +108,14 @@ _VALUED = {a for action in CELL_PARSER._actions if action.nargs is None and acti
            for a in action.option_strings}
 
 
-def _check(opts: CellOptions, prog: str) -> CellOptions:
-    if opts.all and opts.on:
-        raise UsageError(f"{prog}: error: --all and --on cannot be combined")
+def _check(opts: CellOptions, parser: argparse.ArgumentParser) -> CellOptions:
+    if opts.all and opts.on is not None:
+        parser.error("--all and --on cannot be combined")
     if opts.on is not None and opts.retries is not None:
-        raise UsageError(f"{prog}: error: --retries does not apply to --on (a namespace keeps "
-                         f"state, so its cells are not run twice)")
+        parser.error("--retries does not apply to --on (a namespace keeps state, so its cells "
+                     "are not run twice)")
     if opts.on is not None and not opts.on.strip():
-        raise UsageError(f"{prog}: error: --on needs a non-empty name")
+        parser.error("--on needs a non-empty name")
     return opts
 
 
@@ -124,7 +126,7 @@ def parse_cell_line(line: str) -> CellOptions:
     except ValueError as exc:
         raise UsageError(f"{CELL_PARSER.format_usage()}%%remote: error: {exc}") from None
     ns = CELL_PARSER.parse_args(argv)
-    return _check(CellOptions(**vars(ns)), "%%remote")
+    return _check(CellOptions(**vars(ns)), CELL_PARSER)
 
 
 def split_line(line: str) -> tuple[CellOptions, str]:
@@ -154,7 +156,7 @@ def split_line(line: str) -> tuple[CellOptions, str]:
     if expect_value:
         start = len(line)
     ns = LINE_PARSER.parse_args(argv)
-    return _check(CellOptions(**vars(ns)), "%remote"), line[start:].strip()
+    return _check(CellOptions(**vars(ns)), LINE_PARSER), line[start:].strip()
 
 
 def help_text(prog: str) -> str:

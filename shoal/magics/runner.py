@@ -16,16 +16,21 @@ rich representation (`Shown`), so the cell still displays it.
 The cell is compiled with the file name the notebook registered for it, and
 its source is padded so that line numbers match the cell: a remote traceback
 then shows the cell's own lines.  shoal's frames (this module included) are
-dropped from remote tracebacks by the engine.
+dropped from remote tracebacks by the engine.  Top-level `await` works as in
+IPython, on one event loop per engine process.
 """
 from __future__ import annotations
 
 import ast
+import asyncio
+import inspect
 import linecache
 import pickle
 import uuid
 
 _SIMPLE = (type(None), bool, int, float, complex, str, bytes)
+_FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+_loop = None            # the event loop of top-level await in cells, made on first use
 
 
 class Unavailable:
@@ -135,13 +140,25 @@ def _execute(spec: dict, ns: dict):
     last = tree.body.pop() if spec["result"] else None
     try:
         if tree.body:
-            exec(compile(tree, filename, "exec", dont_inherit=True), ns)
+            _eval(compile(tree, filename, "exec", flags=_FLAGS, dont_inherit=True), ns)
         if last is not None:
-            code = compile(ast.Expression(last.value), filename, "eval", dont_inherit=True)
-            return eval(code, ns)
+            return _eval(compile(ast.Expression(last.value), filename, "eval", flags=_FLAGS,
+                                 dont_inherit=True), ns)
         return None
     finally:
         engine_display.after_cell(shell)
+
+
+def _eval(code, ns: dict):
+    """Run compiled cell code; top-level `await` runs on this process's loop
+    (one loop for all cells, so objects bound to it live on between them)."""
+    value = eval(code, ns)
+    if code.co_flags & inspect.CO_COROUTINE:
+        global _loop
+        if _loop is None or _loop.is_closed():
+            _loop = asyncio.new_event_loop()
+        value = _loop.run_until_complete(value)
+    return value
 
 
 __all__ = ["run_cell", "RemoteNamespace", "Unavailable", "Shown"]
