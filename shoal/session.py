@@ -99,6 +99,19 @@ def _alive(pid) -> bool:
     return True
 
 
+def wait_until_closed(fd: int) -> None:
+    """Block until the other end of a pipe is closed: how a process learns
+    that its owner is gone (even killed with SIGKILL)."""
+    while True:
+        try:
+            if not os.read(fd, 64):
+                return
+        except InterruptedError:
+            continue
+        except OSError:
+            return
+
+
 def read_config_from_stdin() -> dict:
     return json.loads(sys.stdin.readline())
 

@@ -20,7 +20,7 @@ import time
 
 from ..protocol import messages as m
 from ..protocol.connection import Connection
-from ..session import read_config_from_stdin, setup_process_logging
+from ..session import read_config_from_stdin, setup_process_logging, wait_until_closed
 from ..store.shm import HostStore
 from ..store.transfer import ObjectServer
 from .launcher import spawn
@@ -191,14 +191,7 @@ class HostAgent:
         self.start_engine()
 
     def _watch_owner(self, fd: int) -> None:
-        while True:
-            try:
-                if not os.read(fd, 64):
-                    break
-            except InterruptedError:
-                continue
-            except OSError:
-                break
+        wait_until_closed(fd)
         log.info("the owner process is gone; stopping this host")
         self._stopping.set()
         self._close_conn()

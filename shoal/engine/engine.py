@@ -38,7 +38,7 @@ from ..core.client import Client, current_task
 from ..core.object_ref import ObjectRef
 from ..protocol import messages as m
 from ..protocol.serialization import SerializationError, deserialize, serialize
-from ..session import read_config_from_stdin, setup_process_logging
+from ..session import read_config_from_stdin, setup_process_logging, wait_until_closed
 from ..store.shm import HostStore
 
 log = logging.getLogger("shoal.engine")
@@ -379,12 +379,5 @@ def main() -> None:
 
 
 def _exit_when_closed(fd: int) -> None:
-    while True:
-        try:
-            if not os.read(fd, 64):
-                break
-        except InterruptedError:
-            continue
-        except OSError:
-            break
+    wait_until_closed(fd)
     os._exit(0)

@@ -105,10 +105,7 @@ class ActorScheduling:
                         f"{request}, which no host in the cluster has; it waits until a host "
                         f"that can run it joins.")))
                 continue
-            for k, v in held.items():
-                host.available[k] = host.available.get(k, 0.0) - v
-            for gpu in gpus:
-                host.gpus[gpu] -= min(1.0, held["GPU"]) if held["GPU"] < 1 else 1.0
+            host.acquire(held, gpus)
             actor.held, actor.gpu_ids, actor.host_id = dict(held), gpus, host.host_id
             actor.state = "starting"
             self._send(host.conn, m.StartEngines(count=1, actor_id=actor.actor_id))
@@ -268,12 +265,7 @@ class ActorScheduling:
     def _release_actor_resources(self, actor: Actor) -> None:
         host = self.hosts.get(actor.host_id)
         if host is not None:
-            for k, v in actor.held.items():
-                host.available[k] = host.available.get(k, 0.0) + v
-            share = actor.held.get("GPU", 0)
-            for gpu in actor.gpu_ids:
-                if gpu in host.gpus:
-                    host.gpus[gpu] += min(1.0, share) if share < 1 else 1.0
+            host.release(actor.held, actor.gpu_ids)
         actor.held, actor.gpu_ids = {}, []
 
     def _actor_died_entry(self, actor: Optional[Actor], actor_id: str, why: str = "") -> ObjectEntry:

@@ -96,20 +96,20 @@ class SchedulerServer:
             asyncio.get_running_loop().call_later(HEARTBEAT_INTERVAL, self._heartbeat)
 
     def _send_events(self) -> None:
-        touched = {}
-        for conn, msg in self.state.take_events():
-            conn.send(msg)
-            touched[conn] = None
-        for conn in touched:
-            conn.flush()
+        _send_all(self.state.take_events())
         if not self._stopped.is_set():
             asyncio.get_running_loop().call_later(EVENT_INTERVAL, self._send_events)
 
     def _flush(self) -> None:
         """After each read (or close): send what the state machine produced."""
-        touched = {}
-        for conn, msg in self.state.take_output():
-            conn.send(msg)
-            touched[conn] = None
-        for conn in touched:
-            conn.flush()
+        _send_all(self.state.take_output())
+
+
+def _send_all(pairs: list) -> None:
+    """Queue each (conn, msg), then write once per connection."""
+    touched = {}
+    for conn, msg in pairs:
+        conn.send(msg)
+        touched[conn] = None
+    for conn in touched:
+        conn.flush()

@@ -66,6 +66,21 @@ class Host:
     def base_engines(self) -> int:
         return max(1, int(self.total.get("CPU", 0)))
 
+    def acquire(self, request: dict, gpu_ids: list = ()) -> None:
+        """Take resources (and GPU shares) for a task or an actor."""
+        self._add(request, gpu_ids, -1)
+
+    def release(self, held: dict, gpu_ids: list = ()) -> None:
+        self._add(held, gpu_ids, +1)
+
+    def _add(self, amounts: dict, gpu_ids, sign: int) -> None:
+        for k, v in amounts.items():
+            self.available[k] = self.available.get(k, 0.0) + sign * v
+        share = amounts.get("GPU", 0)
+        for gpu in gpu_ids:
+            if gpu in self.gpus:         # a fraction shares one GPU; whole ones take it all
+                self.gpus[gpu] += sign * (min(1.0, share) if share < 1 else 1.0)
+
 
 @dataclass(eq=False)
 class Engine:
@@ -409,8 +424,7 @@ class SchedulerState(ObjectTracking, ActorScheduling):
         host = self.hosts.get(engine.host_id)
         task.prefetched = task.revoking = False
         task.held = dict(task.spec.resources)
-        for k, v in task.held.items():
-            host.available[k] = host.available.get(k, 0.0) - v
+        host.acquire(task.held)
         task.started_at = self.clock()
         log.debug("promote %s on %s", task.spec.task_id, engine.engine_id)
         self._assign(engine, task.spec.task_id)
@@ -461,11 +475,7 @@ class SchedulerState(ObjectTracking, ActorScheduling):
     def _dispatch(self, task: Task, host: Host, engine: Engine, gpu_ids: list) -> None:
         spec = task.spec
         request = spec.resources
-        for k, v in request.items():
-            host.available[k] = host.available.get(k, 0.0) - v
-        share = request.get("GPU", 0)
-        for gpu in gpu_ids:
-            host.gpus[gpu] -= min(1.0, share) if share < 1 else 1.0
+        host.acquire(request, gpu_ids)
         task.held, task.gpu_ids = dict(request), gpu_ids
         task.state, task.engine_id, task.started_at = "running", engine.engine_id, self.clock()
         task.host_id = host.host_id
@@ -494,12 +504,7 @@ class SchedulerState(ObjectTracking, ActorScheduling):
         engine = self.engines.get(task.engine_id)
         host = self.hosts.get(task.host_id)
         if host is not None:
-            for k, v in task.held.items():
-                host.available[k] = host.available.get(k, 0.0) + v
-            share = task.held.get("GPU", 0)
-            for gpu in task.gpu_ids:
-                if gpu in host.gpus:
-                    host.gpus[gpu] += min(1.0, share) if share < 1 else 1.0
+            host.release(task.held, task.gpu_ids)
         if engine is not None and engine.task_id == task.spec.task_id:
             self._assign(engine, None)
             engine.blocked = False

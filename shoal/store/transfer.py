@@ -18,7 +18,7 @@ from typing import Optional
 from ..protocol import messages as m
 from ..protocol import tls
 from ..protocol.connection import Connection
-from .shm import HostStore, _unlink
+from .shm import HostStore, write_atomically
 
 log = logging.getLogger("shoal.transfer")
 CHUNK = 8 << 20
@@ -118,19 +118,16 @@ def fetch_object(address: str, key: bytes, object_id: str,
             data = bytearray(reply.size)
             _receive_into(conn.sock, memoryview(data), head)
             return memoryview(data)
-        final = store.path_for(object_id)
-        tmp = f"{final}.{os.getpid()}.{threading.get_ident()}.part"
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
+        def fill(fd: int) -> None:
+            # Reserve the pages before mapping them: a full tmpfs fails here, not
+            # with SIGBUS in the middle of the copy.
             os.posix_fallocate(fd, 0, reply.size)
             with mmap.mmap(fd, reply.size) as mm:
                 _receive_into(conn.sock, memoryview(mm), head)
-        except BaseException:
-            os.close(fd)
-            _unlink(tmp)
-            raise
-        os.close(fd)
-        os.rename(tmp, final)
+
+        # Two processes may fetch the same object at once: each its own temp file.
+        write_atomically(store.path_for(object_id), fill,
+                         f".{os.getpid()}.{threading.get_ident()}.part")
         return None
     finally:
         conn.close()
