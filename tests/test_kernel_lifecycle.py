@@ -152,3 +152,25 @@ def test_kernel_connects_to_a_running_cluster_and_leaves_it_running():
         stopped = shoal_cli("stop", "--address", address)
         session.shutdown()
     assert stopped.returncode == 0, stopped.stderr
+
+
+@pytest.mark.slow
+def test_many_kernel_restarts_leak_nothing():
+    """Issue 9: restarts in a row leave no shoal process, store or open file behind."""
+    with KernelSession("shoal", extra_arguments=["--ShoalKernel.num_cpus=1"]) as k:
+        seen, stores = set(), set()
+        fds = len(os.listdir("/proc/self/fd"))
+        for _ in range(12):
+            assert k.execute("%%remote\n1", timeout=60).result == "1"
+            run = k.execute("import json\nfrom shoal.core import runtime\n"
+                            "rt = runtime.current()\n"
+                            "print(json.dumps([[p.pid for p in rt.cluster.processes], "
+                            "rt.client.store.store_dir]))", timeout=30)
+            pids, store = json.loads(run.stdout)
+            seen.update(pids)
+            stores.add(store)
+            k.restart()
+        wait_for(lambda: not any(alive(p) for p in seen), timeout=20,
+                 what="every restarted kernel's cluster to stop")
+        assert not any(os.path.exists(s) for s in stores)
+        assert len(os.listdir("/proc/self/fd")) <= fds + 4
