@@ -29,7 +29,7 @@ from . import policy
 log = logging.getLogger("shoal.scheduler")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Actor:
     actor_id: str
     creation: m.SubmitTask

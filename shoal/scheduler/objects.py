@@ -28,7 +28,7 @@ from ..protocol.messages import ObjectEntry
 log = logging.getLogger("shoal.scheduler")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Obj:
     object_id: str
     entry: Optional[ObjectEntry] = None
@@ -44,7 +44,7 @@ class Obj:
     lineage: Optional["Lineage"] = None             # how to make it again
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Lineage:
     spec: m.SubmitTask
     owner: object

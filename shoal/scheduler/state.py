@@ -32,7 +32,7 @@ HEARTBEAT_INTERVAL = 1.0
 DEFAULT_HEARTBEAT_TIMEOUT = 6.0    # a silent host is lost well within 10 s
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Peer:
     kind: str
     client_id: str
@@ -43,7 +43,7 @@ class Peer:
     actor_id: Optional[str] = None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Host:
     host_id: str
     conn: Any
@@ -82,7 +82,7 @@ class Host:
                 self.gpus[gpu] += sign * (min(1.0, share) if share < 1 else 1.0)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Engine:
     engine_id: str
     host_id: str
@@ -95,7 +95,7 @@ class Engine:
     prefetched: Optional[str] = None     # a task queued behind the running one
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Task:
     spec: m.SubmitTask
     owner: Any
