@@ -270,3 +270,37 @@ def test_init_shutdown_cycles_leak_nothing():
     assert not any(alive(p) for p in pids)
     assert _fds() <= fds + 2 and not any(os.path.exists(d) for d in dirs)
     wait_for(lambda: threading.active_count() <= threads, what="client threads to end")
+
+
+# ---------------------------------------------------------------- load
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
+
+
+@pytest.mark.slow
+def test_a_hundred_thousand_queued_tasks_and_a_thousand_actor_calls(fresh_cluster):
+    fresh_cluster()
+
+    @shoal.remote
+    def noop():
+        return None
+
+    @shoal.remote
+    class Echo:
+        def echo(self, i):
+            return i
+
+    scheduler = runtime.current().cluster.processes[0].pid
+    shoal.get([noop.remote() for _ in range(100)])
+    before = _rss(scheduler)
+    refs = [noop.remote() for _ in range(100_000)]
+    per_task = (_rss(scheduler) - before) / 100_000
+    actor = Echo.remote()
+    calls = [actor.echo.remote(i) for i in range(1000)]
+    t = time.monotonic()
+    assert shoal.get(calls, timeout=120) == list(range(1000))
+    assert shoal.get(refs, timeout=300) == [None] * 100_000
+    print(f"\nscheduler memory per queued task ~{per_task:,.0f} B; drained in "
+          f"{time.monotonic() - t:.1f} s")
+    assert per_task < 8_000
