@@ -30,7 +30,8 @@ def net():
 
 
 @shoal.remote
-def where(_=None):
+def where(seconds=0):
+    time.sleep(seconds)
     return runtime.current().client.host_id
 
 
@@ -104,8 +105,9 @@ def test_ssh_launcher_starts_and_stops_hosts(net, monkeypatch):
     try:
         wait_for(lambda: len(list_hosts()) == 3, timeout=60, what="the SSH hosts to join")
         agents = [h["pid"] for h in list_hosts() if h["host_id"] != runtime.current().client.host_id]
-        ran = set(shoal.get([where.remote(i) for i in range(30)], timeout=60))
-        assert len(ran) >= 2
+        # Each host has one CPU: six half-second tasks must use all three hosts.
+        ran = set(shoal.get([where.remote(0.5) for _ in range(6)], timeout=60))
+        assert len(ran) == 3
         logs = os.listdir(os.path.join(ctx.session_dir, "logs"))
         assert any(f.startswith("ssh-") for f in logs)
         # The SSH session to host 2 drops: that host stops and leaves.
