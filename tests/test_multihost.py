@@ -127,3 +127,19 @@ def _cmdline(pid: str) -> str:
             return f.read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_cluster_magic_starts_ssh_hosts(net, monkeypatch):
+    if not net.sshd_pids:
+        pytest.skip("sshd is not installed (scripts/ci-deps.sh installs it)")
+    monkeypatch.setenv("SHOAL_SSH_OPTIONS", f"-F {net.ssh_config}")
+    shoal.shutdown()
+    from IPython.testing.globalipapp import get_ipython
+    ip = get_ipython()
+    ip.run_line_magic("load_ext", "shoal")
+    try:
+        ip.run_line_magic("cluster", f"start -n 1 --ssh {net.ns(1)}:1")
+        wait_for(lambda: len(list_hosts()) == 2, timeout=60, what="the SSH host to join")
+    finally:
+        ip.run_line_magic("cluster", "stop")
+        ip.run_line_magic("unload_ext", "shoal")

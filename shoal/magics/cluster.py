@@ -54,10 +54,11 @@ class ClusterControl:
         if rt is not None and not self.router.attached(rt.client):
             self.router.attach(rt.client)
 
-    def start(self, num_cpus: Optional[int] = None) -> shoal.ClusterContext:
+    def start(self, num_cpus: Optional[int] = None, hosts: Optional[list] = None
+              ) -> shoal.ClusterContext:
         """Start an embedded local cluster (num_cpus engines; default: the
-        kernel's setting, else one per CPU)."""
-        ctx = shoal.init(address="local",
+        kernel's setting, else one per CPU), and hosts over SSH if given."""
+        ctx = shoal.init(address="local", hosts=hosts or None,
                          num_cpus=num_cpus if num_cpus is not None else self.num_cpus)
         self.attach()
         return ctx

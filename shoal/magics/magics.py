@@ -33,6 +33,8 @@ def _cluster_parser() -> argparse.ArgumentParser:
     start = sub.add_parser("start", add_help=False, help="start an embedded local cluster")
     start.add_argument("-n", "--num-cpus", type=int, default=None, metavar="N",
                        help="engines (CPUs) to start")
+    start.add_argument("--ssh", default=None, metavar="HOSTS",
+                       help="also start hosts over SSH: user@host1:4,host2")
     sub.add_parser("stop", add_help=False, help="stop the cluster (or disconnect from it)")
     scale = sub.add_parser("scale", add_help=False, help="set a host's number of engines")
     scale.add_argument("engines", type=int, metavar="N")
@@ -121,7 +123,8 @@ class ShoalMagics(Magics):
             if self._running():
                 raise UsageError("%cluster: error: a cluster is already running here "
                                  "(%cluster stop first)")
-            print(self.cluster.start(num_cpus=args.num_cpus))
+            hosts = [h for h in (args.ssh or "").split(",") if h]
+            print(self.cluster.start(num_cpus=args.num_cpus, hosts=hosts))
         elif args.command == "stop":
             if not self._running():
                 print("No shoal cluster is running.")
