@@ -267,12 +267,11 @@ class SchedulerState(ObjectTracking, ActorScheduling):
             self._actor_submitted(conn, task)
         elif spec.actor_id is not None:
             self._actor_call_submitted(conn, task)
-        if task.spec.task_id not in self.tasks:
-            pass                                     # already failed (actor gone)
-        elif failed is not None:
-            self._finish_with_error(task, failed)
-        elif not task.missing:
-            self._make_ready(task)
+        if spec.task_id in self.tasks:              # else it failed already (actor gone)
+            if failed is not None:
+                self._finish_with_error(task, failed)
+            elif not task.missing:
+                self._make_ready(task)
         self._schedule()
 
     def _make_ready(self, task: Task, front: bool = False) -> None:
