@@ -12,6 +12,7 @@ import time
 
 from . import session
 from .core.client import Client
+from .engine.agent import available_cpus
 from .protocol import messages as m
 
 READY_TIMEOUT = 30.0
@@ -103,7 +104,7 @@ def cmd_start(args) -> int:
                            remote_python=args.remote_python)
     client = Client.connect(cluster.address, cluster.key, kind="cli")
     try:
-        status = _wait_ready(client, args.num_cpus or os.cpu_count() or 1)
+        status = _wait_ready(client, args.num_cpus or available_cpus())
     finally:
         client.close()
     cpus = sum(h["resources"].get("CPU", 0) for h in status["hosts"])
@@ -157,7 +158,7 @@ def _join(args) -> int:
     finally:
         client.close()
     print(f"Joined the shoal cluster at {address} as host {host.host_id} "
-          f"({args.num_cpus or os.cpu_count()} CPUs); logs in {host.log_path}.", flush=True)
+          f"({args.num_cpus or available_cpus()} CPUs); logs in {host.log_path}.", flush=True)
     if args.block:
         _block(host)
         return 0

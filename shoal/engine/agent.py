@@ -31,6 +31,29 @@ HEARTBEAT_INTERVAL = 1.0
 KILL_GRACE = 1.0
 
 
+def available_cpus() -> int:
+    """CPUs this process may really use: its affinity mask, and the cgroup's CPU
+    quota (a container or a Binder pod reports the node's CPUs otherwise)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    for path, parse in (("/sys/fs/cgroup/cpu.max", lambda t: t.split()),                 # v2
+                        ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", lambda t: [t.strip(), None])):
+        try:
+            with open(path) as f:
+                quota, period = parse(f.read())
+            if period is None:
+                with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+                    period = f.read().strip()
+            if quota not in ("max", "-1"):
+                cpus = min(cpus, max(1, int(int(quota) / int(period))))
+            break
+        except (OSError, ValueError):
+            continue
+    return max(1, cpus)
+
+
 def detect_gpus(num_gpus) -> list:
     """GPU ids this host offers: the given count, else CUDA_VISIBLE_DEVICES, else
     the NVIDIA driver's list."""
@@ -57,7 +80,7 @@ class HostAgent:
         else:
             self.store = HostStore.create(config["cluster_id"], self.host_id,
                                           config.get("store_limit"))
-        num_cpus = config.get("num_cpus") or os.cpu_count() or 1
+        num_cpus = config.get("num_cpus") or available_cpus()
         self.gpu_ids = detect_gpus(config.get("num_gpus"))
         self.resources = {"CPU": num_cpus, "GPU": len(self.gpu_ids), **config.get("resources", {})}
         self.num_engines = max(1, int(num_cpus))

@@ -33,15 +33,18 @@ from ..store.shm import HostStore, store_paths
 
 log = logging.getLogger("shoal.launcher")
 STOP_TIMEOUT = 5.0
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def spawn(module: str, config: dict, pass_fds: tuple = ()) -> subprocess.Popen:
     """Start `python -m module` in its own session (so a notebook's SIGINT to its
     process group does not reach it) with `config` as a JSON line on stdin."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for var in THREAD_VARS:      # one CPU per engine: numeric libraries must not oversubscribe
+        env.setdefault(var, "1")
     proc = subprocess.Popen(
         [sys.executable, "-m", module], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, pass_fds=pass_fds, start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        stderr=subprocess.DEVNULL, pass_fds=pass_fds, start_new_session=True, env=env)
     proc.stdin.write(json.dumps(config).encode() + b"\n")
     proc.stdin.close()
     return proc

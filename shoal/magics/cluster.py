@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import os
 import sys
+import time
 from typing import Optional
 
 import shoal
@@ -60,6 +61,7 @@ class ClusterControl:
         kernel's setting, else one per CPU), and hosts over SSH if given."""
         ctx = shoal.init(address="local", hosts=hosts or None,
                          num_cpus=num_cpus if num_cpus is not None else self.num_cpus)
+        _wait_for_engines(num_cpus or self.num_cpus)
         self.attach()
         return ctx
 
@@ -78,6 +80,15 @@ class ClusterControl:
         shoal.shutdown()
         for callback in self.on_stop:
             callback()
+
+
+def _wait_for_engines(expected: Optional[int], timeout: float = 15.0) -> None:
+    """Show the cluster once its local engines have joined (they start in parallel)."""
+    from ..engine.agent import available_cpus
+    expected = expected or available_cpus()
+    deadline = time.monotonic() + timeout
+    while len(state.list_engines()) < expected and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 class ClusterView:
