@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # System packages some tests need: OpenSSH (the SSH-launcher test runs sshd in
-# network namespaces).  Installs only as root with apt, and only what is
-# missing; elsewhere it says so and those tests skip with a reason.
+# network namespaces) and Chromium (the JupyterLab browser tests; Playwright
+# drives it, nothing is downloaded by `playwright install`).  Installs only as
+# root with apt, and only what is missing; elsewhere it says so and those
+# tests skip with a reason.
 set -uo pipefail
 PATH=$PATH:/usr/sbin:/sbin
 
@@ -9,6 +11,7 @@ need=()
 [[ -x /usr/sbin/sshd ]] || need+=(openssh-server)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v ip >/dev/null || need+=(iproute2)
+[[ -x /usr/bin/chromium ]] || need+=(chromium)
 [[ ${#need[@]} -eq 0 ]] && exit 0
 
 if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then

@@ -43,6 +43,26 @@ def _make_remote(target, options: dict):
     return RemoteFunction(target, options)
 
 
+def progress(refs, *, title=None):
+    """A live progress bar for refs in the notebook: done / failed / total, rate,
+    time left (see shoal.widgets)."""
+    from .widgets import progress as show
+    return show(refs, title=title)
+
+
+def timeline(path=None):
+    """The live task timeline widget; `timeline("x.json")` writes a Chrome/Perfetto
+    trace and `timeline("x.parquet")` a Parquet table instead (see shoal.widgets)."""
+    from .widgets import timeline as show
+    return show(path)
+
+
+def objects():
+    """The live object store widget: memory per host, a sortable table of objects."""
+    from .widgets import objects as show
+    return show()
+
+
 def load_ipython_extension(shell) -> None:
     """`%load_ext shoal`: the %%remote, %remote, %autoremote and %cluster magics."""
     from .magics import load_ipython_extension as load
@@ -58,5 +78,5 @@ __all__ = [
     "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel",
     "get_actor", "kill", "method", "ActorClass", "ActorHandle", "scale",
     "ObjectRef", "RemoteFunction", "ClusterContext", "exceptions", "cluster_resources",
-    "available_resources", "__version__",
+    "available_resources", "progress", "timeline", "objects", "__version__",
 ]

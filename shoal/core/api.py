@@ -5,6 +5,7 @@ import concurrent.futures
 import logging
 import numbers
 import os
+import sys
 import threading
 import time
 from typing import Any, Optional
@@ -48,6 +49,16 @@ class ClusterContext:
 
     def disconnect(self) -> None:
         self.__exit__()
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        """In a notebook: the live cluster widget (hosts, engines, tasks; add or remove
+        engines, stop), with a static HTML snapshot for nbconvert; elsewhere: the text."""
+        try:
+            from ..widgets import cluster_bundle
+            return cluster_bundle(self, include, exclude)
+        except Exception:
+            log.debug("the cluster widget failed; showing text", exc_info=True)
+            return {"text/plain": repr(self)}
 
     def __repr__(self) -> str:
         rt = self._runtime
@@ -223,7 +234,7 @@ def get(object_refs, *, timeout: Optional[float] = None):
         return []
     client = runtime.current().client
     ids = [r.id for r in refs]
-    entries, timed_out = client.wait_entries(ids, len(set(ids)), timeout, stop_on_error=True)
+    entries, timed_out = _wait_entries(client, ids, len(set(ids)), timeout, True, "get")
     for e in entries.values():
         if e.error:
             raise client.load(e)
@@ -256,11 +267,38 @@ def wait(object_refs: list, *, num_returns: int = 1, timeout: Optional[float] = 
         raise ValueError("num_returns cannot be greater than the number of objects provided "
                          "to shoal.wait.")
     client = runtime.current().client
-    entries, _ = client.wait_entries([r.id for r in object_refs], num_returns, timeout,
-                                     stop_on_error=False)
+    entries, _ = _wait_entries(client, [r.id for r in object_refs], num_returns, timeout,
+                               False, "wait")
     ready = [r for r in object_refs if r.id in entries][:num_returns]
     chosen = set(ready)
     return ready, [r for r in object_refs if r not in chosen]
+
+
+# A blocking get/wait of at least this many refs that takes longer than this
+# shows a progress bar when it runs in a notebook (as ipyparallel's %px does).
+AUTO_PROGRESS_AFTER = 2.0
+AUTO_PROGRESS_MIN_REFS = 2
+
+
+def _wait_entries(client: Client, ids: list, needed: int, timeout: Optional[float],
+                  stop_on_error: bool, what: str) -> tuple[dict, bool]:
+    """client.wait_entries, showing a progress bar (shoal.widgets) once a wait
+    in a notebook's main thread has lasted AUTO_PROGRESS_AFTER seconds."""
+    if (len(ids) < AUTO_PROGRESS_MIN_REFS or "ipykernel" not in sys.modules
+            or (timeout is not None and timeout <= AUTO_PROGRESS_AFTER)
+            or threading.current_thread() is not threading.main_thread()):
+        return client.wait_entries(ids, needed, timeout, stop_on_error)
+    entries, timed_out = client.wait_entries(ids, needed, AUTO_PROGRESS_AFTER, stop_on_error)
+    if not timed_out:
+        return entries, False
+    from ..widgets import auto_progress
+    bar = auto_progress(client, ids, what)
+    left = None if timeout is None else max(0.0, timeout - AUTO_PROGRESS_AFTER)
+    try:
+        return client.wait_entries(ids, needed, left, stop_on_error)
+    finally:
+        if bar is not None:
+            bar.settle_ready()
 
 
 def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:

@@ -39,7 +39,8 @@ def unload_ipython_extension(shell) -> None:
     rt = runtime.current_or_none()
     if rt is not None:
         magics.router.detach(rt.client)
-    for kind, names in (("line", ("remote", "autoremote", "cluster")), ("cell", ("remote",))):
+    for kind, names in (("line", ("remote", "autoremote", "cluster", "timeline", "objects")),
+                        ("cell", ("remote",))):
         table = shell.magics_manager.magics[kind]
         for name in names:
             table.pop(name, None)

@@ -45,11 +45,26 @@ class BackgroundCells:
                  if names else "")
         self._status(parent, display_id, "running", f"running on {where}{bound}", job.title,
                      update=False)
+        self._progress(job, parent)
         thread = threading.Thread(target=self._watch, args=(job, parent, display_id),
                                   name=f"shoal-bg-{job.title}", daemon=True)
         with self._lock:
             self._threads.add(thread)
         thread.start()
+
+    def _progress(self, job, parent) -> None:
+        """A live progress bar under the status line (kernels only; a terminal has the line)."""
+        from .output import KernelSink
+        if not isinstance(self.router.sink, KernelSink):
+            return
+        try:
+            from ..widgets import ProgressWidget
+            bar = ProgressWidget([t[0] for t in job.tasks], title=job.title)
+            data, metadata = bar._repr_mimebundle_()
+        except Exception:
+            log.debug("no progress bar for %s", job.title, exc_info=True)
+            return
+        self.router.sink.display(parent, data, metadata)
 
     def join(self, timeout: float = 5.0) -> None:
         """Wait for the watchers (after the cluster stopped, they end at once)."""

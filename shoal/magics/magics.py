@@ -62,6 +62,35 @@ class ShoalMagics(Magics):
         self.cluster.on_stop.append(self.cells.forget_cluster)
         self.autoremote_transformer = AutoRemote(shell)
 
+    @line_magic
+    def timeline(self, line: str):
+        """%timeline [PATH]: the live task timeline (a lane per engine, a bar per task run);
+        with PATH ending in .json (a Chrome/Perfetto trace) or .parquet, export it there."""
+        usage = "usage: %timeline [PATH.json | PATH.parquet]\n%timeline: error: "
+        try:
+            args = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"{usage}{exc}") from None
+        if len(args) > 1:
+            raise UsageError(f"{usage}at most one path")
+        self.cluster.ensure()
+        if not args:
+            return shoal.timeline()
+        try:
+            written = shoal.timeline(args[0])
+        except ValueError as exc:
+            raise UsageError(f"{usage}{exc}") from None
+        print(f"Wrote the task timeline to {written}")
+        return None
+
+    @line_magic
+    def objects(self, line: str):
+        """%objects: the live object store: memory per host, and the objects (sortable)."""
+        if line.strip():
+            raise UsageError("usage: %objects\n%objects: error: takes no arguments")
+        self.cluster.ensure()
+        return shoal.objects()
+
     @line_cell_magic
     def remote(self, line: str, cell: str | None = None):
         if cell is None:

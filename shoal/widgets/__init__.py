@@ -1,0 +1,146 @@
+"""Live widgets in the notebook: progress, task timeline, object store, cluster.
+
+    shoal.progress(refs)          # a bar for a set of refs: done / failed / total, rate, time left
+    shoal.timeline()              # a lane per engine, a bar per task run, live
+    shoal.timeline("run.json")    # export: Chrome/Perfetto trace (.json) or Parquet (.parquet)
+    shoal.objects()               # memory per host and the objects in the store, live
+    shoal.init()                  # in a notebook, shows as the cluster widget
+
+Every widget is fed by one event subscription per client (feed.py) and
+updates from the feed's thread, whether the kernel is busy or idle, at most
+ten times a second.  Each carries a static HTML snapshot in its mimebundle.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import Optional, Sequence, Union
+
+from ..core import runtime
+from .cluster import ClusterWidget
+from .feed import close_all, existing_feed, feed_for
+from .objects import ObjectsWidget
+from .progress import ProgressWidget
+from .timeline import TimelineWidget
+
+log = logging.getLogger("shoal.widgets")
+
+
+def in_notebook() -> bool:
+    """True in a Jupyter kernel (an IPython shell with a kernel), where widgets render."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    try:
+        shell = ipython.get_ipython()
+    except Exception:
+        return False
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def progress(refs, *, title: Optional[str] = None):
+    """A live progress bar for `refs` (an ObjectRef or a list of them).
+
+    Returns the widget; as a cell's last expression it shows there (use
+    IPython's `display()` elsewhere).  Counts done / failed / total, shows
+    the rate and the time left, and keeps its final state when all are done.
+    """
+    from ..core.object_ref import ObjectRef
+    refs = [refs] if isinstance(refs, ObjectRef) else list(refs)
+    for r in refs:
+        if not isinstance(r, ObjectRef):
+            raise TypeError(f"shoal.progress() expects ObjectRefs, got {type(r).__name__}")
+    title = title if title is not None else f"{len(refs):,} task{'s' if len(refs) != 1 else ''}"
+    return ProgressWidget(refs, title=title)
+
+
+def timeline(path=None):
+    """The live task timeline widget; or, with a path, export the task history
+    to it (".json": a Chrome/Perfetto trace; ".parquet": a table) and return the path."""
+    if path is None:
+        return TimelineWidget()
+    from . import trace
+    from .timeline import TimelineModel
+    model = TimelineModel(max_runs=10 ** 9)
+    model.apply(_task_history(runtime.current().client))
+    return trace.write(model.runs(), path)
+
+
+def objects():
+    """The live object store widget: memory per host and a sortable table of objects."""
+    return ObjectsWidget()
+
+
+def cluster(context=None):
+    """The live cluster widget for a ClusterContext (default: the current runtime)."""
+    rt = context._runtime if context is not None else runtime.current()
+    return ClusterWidget(rt)
+
+
+# ---------------------------------------------------------------------- hooks for the core
+def cluster_bundle(context, include=None, exclude=None):
+    """ClusterContext._repr_mimebundle_: the live widget in a notebook, else text (and
+    the static HTML).  One widget per context, made on first display."""
+    rt = context._runtime
+    if rt.client.lost:
+        return {"text/plain": repr(context)}
+    if in_notebook():
+        w = getattr(context, "_widget", None)
+        if w is None or not w.live:
+            w = context._widget = cluster(context)
+        data, _ = w._repr_mimebundle_()
+        data["text/plain"] = repr(context)
+        return data
+    from .cluster import ClusterModel, snapshot_html
+    model = ClusterModel(context.address, "embedded local cluster" if rt.cluster is not None
+                         else "connected")
+    try:
+        model.update(rt.client.status(timeout=2))
+    except Exception:
+        return {"text/plain": repr(context)}
+    return {"text/plain": repr(context), "text/html": snapshot_html(model.view())}
+
+
+def auto_progress(client, ids: Sequence[str], what: str = "get"):
+    """Show a progress bar for a blocking get/wait that is taking long (the core calls
+    this from the waiting thread).  Returns the widget, or None outside a notebook."""
+    if not in_notebook() or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        from IPython.display import display
+        n = len(set(ids))
+        bar = ProgressWidget(list(ids), title=f"shoal.{what}: {n:,} refs", client=client)
+        display(bar)
+        return bar
+    except Exception:
+        log.exception("could not show a progress bar")
+        return None
+
+
+def _task_history(client, timeout: float = 10.0) -> list:
+    """Every task event the cluster remembers (and the feed, if one runs, has seen)."""
+    feed = existing_feed(client)
+    history = feed.task_history() if feed is not None else None
+    if history is not None:
+        return history
+    from ..core import events
+    box: list = []
+    got = threading.Event()
+
+    def handler(batch):
+        if batch.snapshot and not got.is_set():
+            box.append(list(batch.tasks))
+            got.set()
+
+    sub = events.Subscription(client, handler)
+    try:
+        if not got.wait(timeout):
+            raise TimeoutError(f"the scheduler sent no task history within {timeout:g} s")
+    finally:
+        sub.close()
+    return box[0]
+
+
+__all__ = ["progress", "timeline", "objects", "cluster", "in_notebook", "close_all",
+           "feed_for", "ProgressWidget", "TimelineWidget", "ObjectsWidget", "ClusterWidget"]

@@ -1,0 +1,129 @@
+"""LiveWidget: an anywidget fed by the cluster's event stream.
+
+A live widget is a view: its state is derived from the event stream (and,
+for the object store and cluster widgets, from state queries made when the
+stream says something changed); it owns nothing of the cluster's.  Each
+subclass pairs a pure model (events in, a plain dict out; tested without a
+cluster or a kernel) with the few lines that push that dict to the frontend.
+
+Threads: `apply`, `flush` and `closed` run on the feed's pump thread (see
+feed.py); frontend messages arrive on the kernel's shell (or a subshell)
+thread; `_repr_mimebundle_` runs on whatever thread displays the widget.
+The model is only touched under `self._lock`.
+
+Every widget's mimebundle carries a static HTML snapshot (text/html) beside
+the widget view, for nbconvert, GitHub and notebooks opened without a
+kernel.  The JavaScript is plain ES modules shipped in `static/` and loaded
+by anywidget: nothing to build, works offline in JupyterLab 4 and Notebook 7.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from pathlib import Path
+from typing import Optional
+
+import anywidget
+import traitlets
+
+from ..core import runtime
+from .feed import Feed, feed_for
+
+log = logging.getLogger("shoal.widgets")
+_STATIC = Path(__file__).with_name("static")
+
+
+def static(name: str) -> str:
+    """The text of a file in static/ (read once, at class definition)."""
+    return (_STATIC / name).read_text(encoding="utf-8")
+
+
+CSS = static("shoal.css")
+
+
+class LiveWidget(anywidget.AnyWidget):
+    """Base of the progress, timeline, object store and cluster widgets."""
+
+    _css = CSS
+    uid = traitlets.Unicode("").tag(sync=True)        # one per widget, for the JS stores
+    live = traitlets.Bool(True).tag(sync=True)        # False once the cluster is gone
+    closed_reason = traitlets.Unicode("").tag(sync=True)
+
+    def __init__(self, client=None, *, feed: Optional[Feed] = None, **kwargs) -> None:
+        super().__init__(uid=uuid.uuid4().hex, **kwargs)
+        self._lock = threading.RLock()
+        self._client = client if client is not None else (
+            feed.client if feed is not None else runtime.current().client)
+        self.on_msg(self._on_frontend_msg)
+        self._feed = feed if feed is not None else feed_for(self._client)
+        self._feed.add(self)
+
+    # ------------------------------------------------------------------ the feed's calls
+    def apply(self, batch) -> None:
+        with self._lock:
+            self._apply(batch)
+
+    def flush(self, now: float) -> Optional[float]:
+        return self._flush(now)
+
+    def closed(self, reason: str) -> None:
+        with self._lock:
+            self._closed(reason)
+        try:
+            with self.hold_sync():
+                self.live = False
+                self.closed_reason = reason
+        except Exception:          # the comm may be gone with the kernel
+            log.debug("could not mark widget closed", exc_info=True)
+
+    # subclasses override these three
+    def _apply(self, batch) -> None:
+        raise NotImplementedError
+
+    def _flush(self, now: float) -> Optional[float]:
+        raise NotImplementedError
+
+    def _closed(self, reason: str) -> None:
+        pass
+
+    # ------------------------------------------------------------------ frontend
+    def _on_frontend_msg(self, _widget, content, _buffers) -> None:
+        try:
+            self._handle(content if isinstance(content, dict) else {})
+        except Exception:
+            log.exception("%s: handling %r failed", type(self).__name__, content)
+
+    def _handle(self, content: dict) -> None:
+        pass
+
+    def poke(self) -> None:
+        """Ask the feed for a flush soon (state changed outside the stream)."""
+        self._feed.poke()
+
+    # ------------------------------------------------------------------ display
+    def html(self) -> str:
+        """The static snapshot: what this widget shows now, as plain HTML."""
+        raise NotImplementedError
+
+    def text(self) -> str:
+        return object.__repr__(self)
+
+    def _repr_mimebundle_(self, **kwargs):
+        data, metadata = super()._repr_mimebundle_(**kwargs)
+        try:
+            with self._lock:
+                data["text/html"] = self.html()
+                data["text/plain"] = self.text()
+        except Exception:
+            log.exception("%s: static snapshot failed", type(self).__name__)
+        self._displayed()
+        return data, metadata
+
+    def _displayed(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        """Stop updating and close the widget's comm (its views go blank)."""
+        self._feed.remove(self)
+        self.close()
