@@ -1,16 +1,27 @@
-# The two commands a newcomer needs: `make demo` and `make test`.
-# Each bootstraps a local virtual environment (.venv) on first use.
+# The two commands a newcomer needs: `make lab` and `make test` (and `make demo`
+# for a headless demo).  Each bootstraps a local virtual environment (.venv) on first use;
+# `make test` also installs the system packages some tests need (scripts/system-deps.sh).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast bench clean
+.PHONY: lab demo test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
+
+# JupyterLab (the `lab` extra) and the "Python 3 (shoal)" kernelspec, inside .venv.
+$(VENV)/.lab-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[lab]'
+	$(PY) -m shoal kernel install --sys-prefix
+	touch $@
+
+# JupyterLab on examples/, opening the quickstart; LAB_ARGS adds options (e.g. --no-browser --port 8899).
+lab: $(VENV)/.lab-installed
+	cd examples && $(abspath $(PY)) -m jupyterlab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) 01-quickstart.ipynb
 
 demo: $(VENV)/.installed
 	$(PY) examples/demo.py
