@@ -35,8 +35,12 @@ _STATIC = Path(__file__).with_name("static")
 
 
 def static(name: str) -> str:
-    """The text of a file in static/ (read once, at class definition)."""
-    return (_STATIC / name).read_text(encoding="utf-8")
+    """The text of a file in static/ (read once, at class definition); a widget's
+    JavaScript module gets the shared helpers of common.js in front."""
+    text = (_STATIC / name).read_text(encoding="utf-8")
+    if name.endswith(".js"):
+        text = (_STATIC / "common.js").read_text(encoding="utf-8") + text
+    return text
 
 
 CSS = static("shoal.css")

@@ -2,23 +2,9 @@
 // remove an engine on a host and to stop the cluster (two clicks: arm, then confirm).
 // State: model.get("view") (see shoal/widgets/cluster.py ClusterModel.view).
 
-const fmt = (n) => Math.round(n).toLocaleString("en-US");
 const num = (x) => (Number.isInteger(x) ? String(x) : x.toFixed(1));
 
-function bytes(n) {
-  if (n === null || n === undefined) return "—";
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  while (Math.abs(n) >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-  return i ? `${n.toFixed(1)} ${units[i]}` : `${Math.round(n)} B`;
-}
 
-function h(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
 
 function render({ model, el }) {
   el.classList.add("shoal-widget", "shoal-cluster");

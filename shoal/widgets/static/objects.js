@@ -1,22 +1,8 @@
 // shoal object store: memory per host (used / limit / spilled) and a sortable table of objects.
 // State: model.get("view") (see shoal/widgets/objects.py ObjectStoreModel.view).
 
-const fmt = (n) => Math.round(n).toLocaleString("en-US");
 
-function bytes(n) {
-  if (n === null || n === undefined) return "—";
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  while (Math.abs(n) >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-  return i ? `${n.toFixed(1)} ${units[i]}` : `${Math.round(n)} B`;
-}
 
-function h(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
 
 const COLUMNS = [
   { key: "object_id", label: "object", cls: "mono" },

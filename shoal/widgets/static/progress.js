@@ -1,7 +1,6 @@
 // shoal progress bar: done / failed / running of a set of refs, rate and time left.
 // State: model.get("view") (see shoal/widgets/progress.py ProgressModel.view).
 
-const fmt = (n) => Math.round(n).toLocaleString("en-US");
 
 function duration(s) {
   if (s === null || s === undefined || !isFinite(s)) return "—";

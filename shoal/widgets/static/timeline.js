@@ -18,7 +18,6 @@ const AUTO_SPAN = 60;            // seconds the follow window shows at most, unl
 const GUTTER = 128, LANE_H = 18, HOST_H = 20, AXIS_H = 24, BAR_PAD = 3;
 const STORES = (globalThis.__shoalTimelineStores = globalThis.__shoalTimelineStores || new Map());
 
-const fmt = (n) => Math.round(n).toLocaleString("en-US");
 
 function natural(a, b) {
   const pa = String(a).split(/(\d+)/), pb = String(b).split(/(\d+)/);
@@ -215,12 +214,6 @@ function clock(unixSeconds) {
   return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
 }
 
-function h(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
 
 function render({ model, el }) {
   const store = storeFor(model);
