@@ -22,7 +22,7 @@ import logging
 import threading
 import uuid
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import anywidget
 import traitlets
@@ -131,3 +131,42 @@ class LiveWidget(anywidget.AnyWidget):
         """Stop updating and close the widget's comm (its views go blank)."""
         self._feed.remove(self)
         self.close()
+
+
+class QueryingWidget(LiveWidget):
+    """A widget that asks the scheduler for its state when events say it
+    changed: at most every `min_interval` seconds, and never spending more
+    than 1/`budget` of the time asking (the interval stretches to `budget`
+    times what the last query took).  Subclasses say what is relevant
+    (`_relevant`) and how to ask (`refresh`, which returns False when the
+    cluster did not answer)."""
+
+    def _init_querying(self, clock: Callable[[], float], min_interval: float,
+                       budget: float) -> None:
+        self._clock = clock
+        self._min_interval = min_interval
+        self._budget = budget
+        self._due = True
+        self._next_query = 0.0
+
+    def _relevant(self, batch) -> bool:
+        raise NotImplementedError
+
+    def refresh(self) -> bool:
+        raise NotImplementedError
+
+    def _apply(self, batch) -> None:
+        if batch.snapshot or self._relevant(batch):
+            self._due = True
+
+    def _flush(self, now: float) -> Optional[float]:
+        if not self._due:
+            return None
+        if now < self._next_query:
+            return self._next_query
+        self._due = False
+        began = self._clock()
+        if self.refresh():
+            self._next_query = now + max(self._min_interval,
+                                         self._budget * (self._clock() - began))
+        return None

@@ -20,7 +20,7 @@ import traitlets
 
 from ..core import runtime
 from . import html as h
-from .base import LiveWidget, static
+from .base import QueryingWidget, static
 
 log = logging.getLogger("shoal.widgets")
 MIN_INTERVAL = 1.0          # seconds between two status queries, at least
@@ -109,7 +109,7 @@ def snapshot_html(v: dict, live: bool = True, reason: str = "") -> str:
             f'<div style="margin-top:6px">tasks: {tasks}</div></div>')
 
 
-class ClusterWidget(LiveWidget):
+class ClusterWidget(QueryingWidget):
     """A live summary of the cluster with add / remove engine and stop buttons."""
 
     _esm = static("cluster.js")
@@ -128,10 +128,7 @@ class ClusterWidget(LiveWidget):
         self.model = ClusterModel(getattr(rt, "address", ""), kind)
         self._status = status            # () -> status dict; default: ask the scheduler
         self._commands = commands        # (content) -> None, for tests
-        self._clock = clock
-        self._min_interval = min_interval
-        self._due = True
-        self._next_query = 0.0
+        self._init_querying(clock, min_interval, budget=10)
         if client is None:
             client = feed.client if feed is not None else runtime.current().client
         first = self._query(client)           # the first picture goes out with comm_open
@@ -140,21 +137,8 @@ class ClusterWidget(LiveWidget):
             self._next_query = time.monotonic() + min_interval
         super().__init__(client, feed=feed, owned=owned, view=self.model.view())
 
-    def _apply(self, batch) -> None:
-        if batch.tasks or batch.cluster_changed or batch.objects_changed or batch.snapshot:
-            self._due = True
-
-    def _flush(self, now: float) -> Optional[float]:
-        if not self._due:
-            return None
-        if now < self._next_query:
-            return self._next_query
-        self._due = False
-        began = self._clock()
-        if not self.refresh():
-            return None
-        self._next_query = now + max(self._min_interval, 10 * (self._clock() - began))
-        return None
+    def _relevant(self, batch) -> bool:
+        return bool(batch.tasks) or batch.cluster_changed or batch.objects_changed
 
     def _query(self, client) -> Optional[dict]:
         try:

@@ -19,7 +19,7 @@ import traitlets
 
 from ..core import runtime
 from . import html as h
-from .base import LiveWidget, static
+from .base import QueryingWidget, static
 
 MAX_ROWS = 1000
 MIN_INTERVAL = 0.5          # seconds between two listings, at least
@@ -96,7 +96,7 @@ def snapshot_html(v: dict, max_rows: int = 25) -> str:
                if more > 0 else "") + "</div>")
 
 
-class ObjectsWidget(LiveWidget):
+class ObjectsWidget(QueryingWidget):
     """The live object store view (see shoal.objects)."""
 
     _esm = static("objects.js")
@@ -107,10 +107,7 @@ class ObjectsWidget(LiveWidget):
                  min_interval: float = MIN_INTERVAL, prefetch: bool = True) -> None:
         self.model = ObjectStoreModel(max_rows)
         self._query = query           # () -> (objects, memory); default: ask the scheduler
-        self._clock = clock
-        self._min_interval = min_interval
-        self._due = True
-        self._next_query = 0.0
+        self._init_querying(clock, min_interval, BUDGET)
         first = None
         if prefetch:
             if client is None:
@@ -125,39 +122,20 @@ class ObjectsWidget(LiveWidget):
             self._next_query = time.monotonic() + min_interval
         super().__init__(client, feed=feed, view=self.model.view())
 
-    def _apply(self, batch) -> None:
-        if batch.objects_changed or batch.cluster_changed or batch.snapshot:
-            self._due = True
+    def _relevant(self, batch) -> bool:
+        return batch.objects_changed or batch.cluster_changed
 
-    def _flush(self, now: float) -> Optional[float]:
-        if not self._due:
-            return None
-        if now < self._next_query:
-            return self._next_query
-        self._due = False
-        began = self._clock()
+    def refresh(self) -> bool:
+        """Query now, on the calling thread; False if the cluster did not answer."""
         try:
             objects, memory = self._fetch()
         except Exception:              # the cluster is going: closed() follows
-            return None
-        spent = self._clock() - began
-        self._next_query = now + max(self._min_interval, BUDGET * spent)
+            return False
         with self._lock:
             self.model.update(objects, memory)
             view = self.model.view()
         self.view = view
-        return None
-
-    def refresh(self) -> None:
-        """Query now, on the calling thread (the first picture, before any event)."""
-        try:
-            objects, memory = self._fetch()
-        except Exception:
-            return
-        with self._lock:
-            self.model.update(objects, memory)
-            view = self.model.view()
-        self.view = view
+        return True
 
     def _fetch(self):
         if self._query is not None:
