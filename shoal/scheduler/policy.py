@@ -4,6 +4,11 @@ from __future__ import annotations
 EPSILON = 1e-9
 
 
+def shape_of(resources: dict) -> tuple:
+    """A task's scheduling class: tasks of one shape queue together."""
+    return tuple(sorted(resources.items()))
+
+
 def fits(request: dict, available: dict) -> bool:
     return all(available.get(k, 0.0) + EPSILON >= v for k, v in request.items())
 

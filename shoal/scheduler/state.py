@@ -24,7 +24,9 @@ from ..protocol.messages import ObjectEntry
 from ..protocol.serialization import dumps
 from . import policy
 from .actors import ActorScheduling
+from .events import EventStream
 from .objects import Obj, ObjectTracking
+from .pipeline import Pipelining
 
 log = logging.getLogger("shoal.scheduler")
 HISTORY = 20_000          # finished tasks remembered for the timeline and status
@@ -117,11 +119,7 @@ class Task:
     warned_infeasible: bool = False
 
 
-def _shape(task: Task) -> tuple:
-    return tuple(sorted(task.spec.resources.items()))
-
-
-class SchedulerState(ObjectTracking, ActorScheduling):
+class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
     def __init__(self, cluster_id: str, session_dir: str,
                  clock: Callable[[], float] = time.time,
                  heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT) -> None:
@@ -290,7 +288,7 @@ class SchedulerState(ObjectTracking, ActorScheduling):
                 return
             self.pinned.setdefault(task.spec.engine_id, deque()).append(task.spec.task_id)
             return
-        queue = self.ready.setdefault(_shape(task), deque())
+        queue = self.ready.setdefault(policy.shape_of(task.spec.resources), deque())
         queue.appendleft(task.spec.task_id) if front else queue.append(task.spec.task_id)
 
     def _all_ready(self):
@@ -347,87 +345,6 @@ class SchedulerState(ObjectTracking, ActorScheduling):
                     self._dispatch(task, host, engine, [])
             if not queue:
                 del self.pinned[engine_id]
-
-    # ------------------------------------------------------------------ pipelining
-    # A busy engine gets one more task of the same resource shape, queued
-    # behind its running one, so it starts the next task the moment it ends
-    # instead of a scheduler round trip later.  The queued task holds no
-    # resources until the scheduler sees its predecessor finish.  It is taken
-    # back (RevokeTask, acknowledged) when the engine blocks in get, or when
-    # another engine goes idle with nothing else to run.
-
-    def _pipeline(self) -> None:
-        if self.ready:
-            for engine in self.engines.values():
-                if (engine.prefetched is None and engine.actor_id is None and not engine.blocked
-                        and engine.task_id in self.tasks):
-                    running = self.tasks[engine.task_id]
-                    if "GPU" not in running.spec.resources:
-                        self._prefetch_onto(engine, _shape(running))
-        idle_hosts = [h for h in self.hosts.values() if h.idle]
-        if idle_hosts:
-            for engine in self.engines.values():
-                task = self.tasks.get(engine.prefetched) if engine.prefetched else None
-                if task is not None and any(policy.fits(task.spec.resources, h.available)
-                                            for h in idle_hosts):
-                    self._revoke(engine)
-
-    def _prefetch_onto(self, engine: Engine, shape: tuple) -> None:
-        queue = self.ready.get(shape)
-        while queue:
-            task = self.tasks.get(queue.popleft())
-            if task is not None and task.state == "ready":
-                task.state, task.prefetched = "running", True
-                task.engine_id, task.host_id = engine.engine_id, engine.host_id
-                engine.prefetched = task.spec.task_id
-                log.debug("queue %s behind %s on %s", task.spec.task_id, engine.task_id,
-                          engine.engine_id)
-                self._execute_on(engine, task, [])
-                break
-        if queue is not None and not queue:
-            del self.ready[shape]
-
-    def _revoke(self, engine: Engine) -> None:
-        task = self.tasks.get(engine.prefetched)
-        if task is not None and not task.revoking:
-            task.revoking = True
-            log.debug("revoke %s from %s", task.spec.task_id, engine.engine_id)
-            self._send(engine.conn, m.RevokeTask(task_id=task.spec.task_id))
-
-    def _on_task_revoked(self, conn, msg: m.TaskRevoked) -> None:
-        engine = self.engines.get(self.engine_by_conn.get(conn))
-        task = self.tasks.get(msg.task_id)
-        if (engine is None or task is None or task.state != "running"
-                or task.engine_id != engine.engine_id):
-            return
-        task.revoking = False
-        log.debug("revoke %s from %s: %s", msg.task_id, engine.engine_id, msg.ok)
-        if not msg.ok:
-            return                  # it started: it finishes there
-        if engine.prefetched == msg.task_id:
-            engine.prefetched = None
-        elif engine.task_id == msg.task_id:
-            # Promoted when its predecessor finished, but the engine had already
-            # given it back and skipped it: undo the promotion.
-            self._release(task)
-        task.prefetched, task.engine_id, task.host_id = False, None, None
-        self._make_ready(task, front=True)
-        self._schedule()
-
-    def _promote(self, engine: Engine) -> None:
-        """The engine finished its task and started the queued one."""
-        task = self.tasks.get(engine.prefetched)
-        engine.prefetched = None
-        if task is None or not task.prefetched:
-            return
-        host = self.hosts.get(engine.host_id)
-        task.prefetched = task.revoking = False
-        task.held = dict(task.spec.resources)
-        host.acquire(task.held)
-        task.started_at = self.clock()
-        log.debug("promote %s on %s", task.spec.task_id, engine.engine_id)
-        self._assign(engine, task.spec.task_id)
-        self._running(task)
 
     def _argument_bytes(self, task: Task) -> dict:
         """Bytes of a task's stored arguments on each host (for locality)."""
@@ -747,33 +664,6 @@ class SchedulerState(ObjectTracking, ActorScheduling):
             self._engine_lost(msg.engine_id)
             self._schedule()
 
-    # ------------------------------------------------------------------ events
-    def _on_subscribe_events(self, conn, msg: m.SubscribeEvents) -> None:
-        if not msg.subscribe:
-            self.event_subscribers.discard(conn)
-            return
-        self.event_subscribers.add(conn)
-        running = [m.TaskEvent(t.spec.task_id, t.spec.name, "running", t.engine_id, t.host_id,
-                               t.started_at, None)
-                   for t in self.tasks.values() if t.state == "running" and not t.prefetched]
-        self._send(conn, m.Events(tasks=list(self.history) + running, objects_changed=True,
-                                  cluster_changed=True, snapshot=True))
-
-    def changed(self, what: str) -> None:
-        if self.event_subscribers:
-            self._changed.add(what)
-
-    def take_events(self) -> list:
-        """The batch of events for each subscriber since the last call, as
-        (conn, msg); the I/O shell calls this on a timer (the throttle)."""
-        if not self.event_subscribers or not (self._task_events or self._changed):
-            self._task_events, self._changed = [], set()
-            return []
-        msg = m.Events(tasks=self._task_events, objects_changed="objects" in self._changed,
-                       cluster_changed="cluster" in self._changed)
-        self._task_events, self._changed = [], set()
-        return [(conn, msg) for conn in self.event_subscribers if conn in self.peers]
-
     # ------------------------------------------------------------------ status
     def _on_query(self, conn, msg: m.Query) -> None:
         handler = {"status": lambda args: self.status(), "get_actor": self._query_get_actor,
@@ -884,8 +774,8 @@ class SchedulerState(ObjectTracking, ActorScheduling):
         m.SubmitTask: _on_submit,
         m.TaskFinished: _on_task_finished,
         m.EngineBlocked: _on_engine_blocked,
-        m.TaskRevoked: _on_task_revoked,
-        m.SubscribeEvents: _on_subscribe_events,
+        m.TaskRevoked: Pipelining._on_task_revoked,
+        m.SubscribeEvents: EventStream._on_subscribe_events,
         m.TaskOutput: _on_task_output,
         m.CancelTask: _on_cancel,
         m.PutObject: ObjectTracking._on_put,

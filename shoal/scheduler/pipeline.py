@@ -1,0 +1,95 @@
+"""Pipelining in the scheduler's state machine (mixed into SchedulerState).
+
+A busy engine gets one more task of the same resource shape, queued behind
+its running one, so it starts the next task the moment it ends instead of a
+scheduler round trip later.  The queued task holds no resources until the
+scheduler sees its predecessor finish (promotion).  It is taken back
+(RevokeTask, acknowledged by TaskRevoked, so it never runs twice) when the
+engine blocks in get, or when another engine goes idle with nothing else to
+run; a granted revoke that crosses a promotion undoes it.
+"""
+from __future__ import annotations
+
+import logging
+
+from ..protocol import messages as m
+from . import policy
+
+log = logging.getLogger("shoal.scheduler")
+
+
+class Pipelining:
+    """Pipelining of SchedulerState; uses its engines, hosts, tasks and ready queues."""
+
+    def _pipeline(self) -> None:
+        if self.ready:
+            for engine in self.engines.values():
+                if (engine.prefetched is None and engine.actor_id is None and not engine.blocked
+                        and engine.task_id in self.tasks):
+                    running = self.tasks[engine.task_id]
+                    if "GPU" not in running.spec.resources:
+                        self._prefetch_onto(engine, policy.shape_of(running.spec.resources))
+        idle_hosts = [h for h in self.hosts.values() if h.idle]
+        if idle_hosts:
+            for engine in self.engines.values():
+                task = self.tasks.get(engine.prefetched) if engine.prefetched else None
+                if task is not None and any(policy.fits(task.spec.resources, h.available)
+                                            for h in idle_hosts):
+                    self._revoke(engine)
+
+    def _prefetch_onto(self, engine, shape: tuple) -> None:
+        queue = self.ready.get(shape)
+        while queue:
+            task = self.tasks.get(queue.popleft())
+            if task is not None and task.state == "ready":
+                task.state, task.prefetched = "running", True
+                task.engine_id, task.host_id = engine.engine_id, engine.host_id
+                engine.prefetched = task.spec.task_id
+                log.debug("queue %s behind %s on %s", task.spec.task_id, engine.task_id,
+                          engine.engine_id)
+                self._execute_on(engine, task, [])
+                break
+        if queue is not None and not queue:
+            del self.ready[shape]
+
+    def _revoke(self, engine) -> None:
+        task = self.tasks.get(engine.prefetched)
+        if task is not None and not task.revoking:
+            task.revoking = True
+            log.debug("revoke %s from %s", task.spec.task_id, engine.engine_id)
+            self._send(engine.conn, m.RevokeTask(task_id=task.spec.task_id))
+
+    def _on_task_revoked(self, conn, msg: m.TaskRevoked) -> None:
+        engine = self.engines.get(self.engine_by_conn.get(conn))
+        task = self.tasks.get(msg.task_id)
+        if (engine is None or task is None or task.state != "running"
+                or task.engine_id != engine.engine_id):
+            return
+        task.revoking = False
+        log.debug("revoke %s from %s: %s", msg.task_id, engine.engine_id, msg.ok)
+        if not msg.ok:
+            return                  # it started: it finishes there
+        if engine.prefetched == msg.task_id:
+            engine.prefetched = None
+        elif engine.task_id == msg.task_id:
+            # Promoted when its predecessor finished, but the engine had already
+            # given it back and skipped it: undo the promotion.
+            self._release(task)
+        task.prefetched, task.engine_id, task.host_id = False, None, None
+        self._make_ready(task, front=True)
+        self._schedule()
+
+    def _promote(self, engine) -> None:
+        """The engine finished its task and started the queued one."""
+        task = self.tasks.get(engine.prefetched)
+        engine.prefetched = None
+        if task is None or not task.prefetched:
+            return
+        host = self.hosts.get(engine.host_id)
+        task.prefetched = task.revoking = False
+        task.held = dict(task.spec.resources)
+        host.acquire(task.held)
+        task.started_at = self.clock()
+        log.debug("promote %s on %s", task.spec.task_id, engine.engine_id)
+        self._assign(engine, task.spec.task_id)
+        self._running(task)
