@@ -1,16 +1,15 @@
 """Actors: `@shoal.remote` on a class, handles, method calls, get_actor, kill."""
 from __future__ import annotations
 
-import hashlib
 import inspect
 from typing import Any
 
 from ..exceptions import PendingCallsLimitExceeded
 from ..protocol import messages as m
-from ..protocol.serialization import dumps_function, note_ref
+from ..protocol.serialization import note_ref
 from . import runtime
 from .object_ref import owned_ref
-from .remote_function import pack_arguments, resource_request, validate_resources
+from .remote_function import pack_arguments, resource_request, ship, validate_resources
 
 ACTOR_DEFAULTS: dict[str, Any] = {
     "num_cpus": None, "num_gpus": None, "resources": None, "name": None, "namespace": None,
@@ -89,8 +88,7 @@ class ActorClass:
 
     def _ship(self) -> tuple[str, bytes]:
         if self._shipped is None:
-            blob = dumps_function(self._cls)
-            self._shipped = (hashlib.sha1(blob).hexdigest()[:16], blob)
+            self._shipped = ship(self._cls)
         return self._shipped
 
     def remote(self, *args, **kwargs) -> "ActorHandle":

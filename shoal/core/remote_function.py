@@ -99,8 +99,7 @@ class RemoteFunction:
 
     def _ship(self) -> tuple[str, bytes]:
         if self._blob is None:
-            self._blob = dumps_function(self._function)
-            self._func_id = hashlib.sha1(self._blob).hexdigest()[:16]
+            self._func_id, self._blob = ship(self._function)
         return self._func_id, self._blob
 
     def remote(self, *args, **kwargs):
@@ -130,6 +129,13 @@ class RemoteFunction:
 
     def __repr__(self) -> str:
         return f"<shoal remote function {self._name}>"
+
+
+def ship(obj) -> tuple[str, bytes]:
+    """(id, pickled bytes) of a function or class: the id names the exact code,
+    so a redefined function in a notebook is a new one to the engines."""
+    blob = dumps_function(obj)
+    return hashlib.sha1(blob).hexdigest()[:16], blob
 
 
 def pack_arguments(client, args: tuple, kwargs: dict):
