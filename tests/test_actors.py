@@ -35,7 +35,9 @@ class Counter:
     def pair(self):
         return self.n, -self.n
 
-    def slow(self, seconds):
+    def slow(self, seconds, started=None):
+        if started:                      # tell the test the call is running
+            open(started, "w").close()
         time.sleep(seconds)
         return self.n
 
@@ -169,12 +171,15 @@ def test_async_actor_methods_run_concurrently():
 def test_async_calls_can_be_cancelled():
     @shoal.remote
     class Sleeper:
-        async def nap(self, seconds):
+        async def nap(self, seconds, started):
+            open(started, "w").close()
             await asyncio.sleep(seconds)
 
+    started = f"/tmp/shoal-test-nap-{os.getpid()}"
     s = Sleeper.remote()
-    ref = s.nap.remote(60)
-    time.sleep(0.3)
+    ref = s.nap.remote(60, started)
+    wait_for(lambda: os.path.exists(started), what="the call to start")
+    os.unlink(started)
     shoal.cancel(ref)
     with pytest.raises(TaskCancelledError):
         shoal.get(ref, timeout=10)
@@ -193,8 +198,10 @@ def test_sigkill_fails_pending_calls_and_restarts():
     c = Counter.options(max_restarts=1).remote(5)
     shoal.get(c.incr.remote())
     pid = shoal.get(c.pid.remote())
-    pending = c.slow.remote(30)
-    time.sleep(0.2)
+    started = f"/tmp/shoal-test-slow-{os.getpid()}"
+    pending = c.slow.remote(30, started)
+    wait_for(lambda: os.path.exists(started), what="the call to start")
+    os.unlink(started)
     os.kill(pid, signal.SIGKILL)
     with pytest.raises(ActorDiedError):
         shoal.get(pending, timeout=30)
@@ -208,8 +215,10 @@ def test_sigkill_fails_pending_calls_and_restarts():
 def test_max_task_retries_reruns_the_interrupted_call():
     c = Counter.options(max_restarts=1, max_task_retries=1).remote()
     pid = shoal.get(c.pid.remote())
-    pending = c.slow.remote(1)
-    time.sleep(0.2)
+    started = f"/tmp/shoal-test-retry-{os.getpid()}"
+    pending = c.slow.remote(1, started)
+    wait_for(lambda: os.path.exists(started), what="the call to start")
+    os.unlink(started)
     os.kill(pid, signal.SIGKILL)
     assert shoal.get(pending, timeout=30) == 0
 

@@ -82,7 +82,7 @@ def test_hosts_join_run_tasks_move_objects_and_survive_a_cut(net, monkeypatch):
             return i * i
 
         refs = [work.remote(i) for i in range(200)]
-        time.sleep(0.3)
+        shoal.wait(refs, num_returns=10, timeout=60)         # mid-workload
         cut = time.monotonic()
         net.partition(1)
         wait_for(lambda: len(list_hosts()) == 2, timeout=15, what="the cut host to be lost")
