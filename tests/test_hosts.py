@@ -2,7 +2,6 @@
 transfers between hosts, and objects lost with a host."""
 import os
 import signal
-import time
 
 import numpy as np
 import pytest
@@ -56,7 +55,8 @@ def test_objects_move_host_to_host_into_the_readers_store(hosts):
     arr = shoal.get(ref)
     assert arr[-1] == 25 * MB // 8 - 1 and not arr.flags.writeable
     local = runtime.current().client.host_id
-    wait_for(lambda: next(r for r in list_objects() if r["object_id"] == ref.id)["hosts"]
+    oid = ref.id
+    wait_for(lambda: next(r for r in list_objects() if r["object_id"] == oid)["hosts"]
              == [b.host_id, local], what="the copy to be recorded")
     assert os.path.exists(runtime.current().client.store.existing_path(ref.id))
 

@@ -1,7 +1,6 @@
 """Level 3 and 4: kernels that are restarted and killed (no shoal process may
 survive them), a plain `python3` kernel with `%load_ext shoal`, and the
 example notebooks executed with nbclient on the shoal kernel."""
-import glob
 import json
 import os
 import re

@@ -1,7 +1,6 @@
 """Level 2: every process has an owner; nothing outlives it.  And the CLI."""
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap

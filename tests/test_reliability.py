@@ -1,6 +1,5 @@
 """Level 2: faults, hostile input and leaks.  Nothing hangs, nothing is lost
 that can be recomputed, nothing is left behind."""
-import json
 import os
 import random
 import signal
@@ -20,8 +19,7 @@ from hypothesis import strategies as st
 import shoal
 from shoal.core import runtime
 from shoal.exceptions import ClusterLostError, TaskError
-from shoal.protocol import auth
-from shoal.protocol.connection import Connection, parse_address
+from shoal.protocol.connection import Connection
 from shoal.util.state import list_actors, list_engines
 
 from conftest import alive, cluster_pids, wait_for

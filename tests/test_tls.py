@@ -2,7 +2,6 @@
 to the channel; plaintext and wrong-key peers are refused with a log line."""
 import os
 import socket
-import time
 
 import numpy as np
 import pytest

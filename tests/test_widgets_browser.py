@@ -77,7 +77,7 @@ def test_widgets_live_in_jupyterlab(lab, tmp_path):
         w = page.evaluate(JS_WIDGETS)
         bar = next((p for p in w["progress"] if p["title"] == "background fit"), None)
         return w if bar and bar["status"] == "done" else None
-    w = lab.poll(page, f"() => [...document.querySelectorAll('.shoal-progress')].some(p => "
+    w = lab.poll(page, "() => [...document.querySelectorAll('.shoal-progress')].some(p => "
                        f"p.dataset.status === 'done' && p.querySelector('.shoal-progress-title')"
                        f".textContent === 'background fit')", 60, "the background bar to finish")
     w = background()

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import cloudpickle
 
 from ..protocol import messages as m
-from ..protocol.serialization import INLINE_LIMIT, SerializationError, dumps_function, serialize
+from ..protocol.serialization import INLINE_LIMIT, dumps_function, serialize
 from . import runtime
 from .object_ref import ObjectRef, owned_ref
 

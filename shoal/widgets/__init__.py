@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 from ..core import runtime
 from .cluster import ClusterWidget
