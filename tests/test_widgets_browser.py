@@ -78,8 +78,8 @@ def test_widgets_live_in_jupyterlab(lab, tmp_path):
         bar = next((p for p in w["progress"] if p["title"] == "background fit"), None)
         return w if bar and bar["status"] == "done" else None
     w = lab.poll(page, "() => [...document.querySelectorAll('.shoal-progress')].some(p => "
-                       f"p.dataset.status === 'done' && p.querySelector('.shoal-progress-title')"
-                       f".textContent === 'background fit')", 60, "the background bar to finish")
+                       "p.dataset.status === 'done' && p.querySelector('.shoal-progress-title')"
+                       ".textContent === 'background fit')", 60, "the background bar to finish")
     w = background()
     assert lab.kernel_idle(page) and all(re.fullmatch(r"\[\d+\]:", p) for p in w["prompts"])
     bg = next(p for p in w["progress"] if p["title"] == "background fit")
