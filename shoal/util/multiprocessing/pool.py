@@ -1,10 +1,11 @@
 """`Pool`: multiprocessing.Pool's API, its workers shoal actors.
 
-One dispatcher thread per pool (named "shoal-pool", joined by join()) hands
-chunks of calls to the workers, a few at a time each so no worker idles
-between chunks, and the next chunk to whichever worker has the fewest in
-flight.  Results come back through the client's reader thread
-(`Client.when_ready`), which only queues them for the dispatcher.
+The caller's thread sends a job's first chunks; one dispatcher thread per
+pool (named "shoal-pool", joined by join()) takes each result and sends the
+next chunk.  A worker gets a few chunks at a time so it never idles between
+them, and the next chunk goes to whichever worker has the fewest in flight.
+Results come back through the client's reader thread (`Client.when_ready`),
+which only queues them for the dispatcher.
 """
 from __future__ import annotations
 
@@ -104,6 +105,7 @@ class Pool:
         self._jobs: deque = deque()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._in_flight: dict = {}          # ref id -> (job, chunk index)
+        self._lock = threading.RLock()      # jobs, workers, in-flight: caller and dispatcher
         self._workers = [self._new_worker() for _ in range(processes)]
         self._thread = threading.Thread(target=self._dispatch, name="shoal-pool", daemon=True)
         self._thread.start()
@@ -182,8 +184,8 @@ class Pool:
     def _map_async(self, func, iterable, mode, chunksize, callback, error_callback) -> MapResult:
         self._check_running()
         items = iterable if hasattr(iterable, "__len__") else list(iterable)
-        if chunksize is None:
-            chunksize, extra = divmod(len(items), self._processes * 4)
+        if chunksize is None:       # half as many chunks as multiprocessing: each is an actor call
+            chunksize, extra = divmod(len(items), self._processes * 2)
             chunksize += bool(extra)
         elif not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
@@ -204,8 +206,11 @@ class Pool:
         self._check_running()
         if not callable(func):
             raise TypeError(f"{type(func).__name__!r} object is not callable")
-        self._jobs.append(_Job(func, mode, chunks, result))
-        self._inbox.put(_WAKE)
+        job = _Job(func, mode, chunks, result)
+        with self._lock:            # send the first chunks from here: no wait for the dispatcher
+            self._check_running()
+            self._jobs.append(job)
+            self._assign()
 
     # ------------------------------------------------------------------ the dispatcher
     def _new_worker(self) -> _Worker:
@@ -214,18 +219,21 @@ class Pool:
     def _dispatch(self) -> None:
         try:
             while True:
-                if self._state == TERMINATE:
-                    break
-                self._assign()
-                if self._state == CLOSE and not self._jobs and not self._in_flight:
-                    break
+                with self._lock:
+                    if self._state == TERMINATE:
+                        break
+                    self._assign()
+                    if self._state == CLOSE and not self._jobs and not self._in_flight:
+                        break
                 item = self._inbox.get()
                 if item is not _WAKE:
-                    self._finished(*item)
+                    with self._lock:
+                        self._finished(*item)
         except Exception:                   # a bug here must not hang every caller
             log.exception("the pool dispatcher failed")
         finally:
-            self._abort_all(ValueError("the pool was terminated before this result was ready"))
+            with self._lock:
+                self._abort_all(ValueError("the pool was terminated before this result was ready"))
             for w in self._workers:
                 self._kill(w)
 
