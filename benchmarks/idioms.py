@@ -1,6 +1,6 @@
 """Python's parallel idioms, side by side: Pool.map, joblib, awaited refs.
 
-    python benchmarks/idioms.py [--repeat 5] [--json benchmarks/results/idioms.json]
+    python benchmarks/idioms.py [--repeat 5] [--json benchmarks/runs/idioms-DATE.json]
 
 | workload | systems | measures |
 |---|---|---|
