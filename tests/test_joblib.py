@@ -90,3 +90,11 @@ def test_without_joblib_the_import_error_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "joblib", None)      # import joblib -> ImportError
     with pytest.raises(ImportError, match="needs joblib.*pip install joblib"):
         importlib.import_module("shoal.util.joblib")
+
+
+def test_backend_keywords_are_task_options(backend):
+    with joblib.parallel_backend(backend, n_jobs=2, max_retries=0):
+        assert joblib.Parallel()(joblib.delayed(abs)(-i) for i in range(4)) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="Invalid option keyword 'bogus'"):
+        with joblib.parallel_backend(backend, bogus=1):
+            joblib.Parallel()(joblib.delayed(abs)(1) for _ in range(2))
