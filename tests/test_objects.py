@@ -186,7 +186,7 @@ class TestSpilling:
     def test_store_full_only_when_nothing_can_spill(self, small_store, monkeypatch):
         import shoal.store.shm as shm
 
-        def no_space(path, value):
+        def no_space(*args):
             raise OSError(errno.ENOSPC, "No space left on device")
 
         monkeypatch.setattr(shm, "_write_file", no_space)
