@@ -45,8 +45,7 @@ def _bytes_in(directory: str) -> int:
 
 
 def store_files() -> list:
-    return [f for d in (store().store_dir, store().spill_dir) if os.path.isdir(d)
-            for f in os.listdir(d)]
+    return store().object_files()
 
 
 @pytest.fixture

@@ -83,6 +83,11 @@ class HostStore:
         return os.path.join(self.spill_dir if spilled else self.store_dir,
                             object_id.replace("/", "_"))
 
+    def object_files(self) -> list[str]:
+        """Names of the objects' files in shared memory and on disk (not the pool)."""
+        return [name for d in (self.store_dir, self.spill_dir) if os.path.isdir(d)
+                for name in os.listdir(d) if not name.startswith(".")]
+
     def path_for(self, object_id: str) -> str:
         """Where a new object goes (in shared memory)."""
         return self._path(object_id)
