@@ -11,6 +11,8 @@
 """
 from __future__ import annotations
 
+import inspect
+
 from . import exceptions
 from .core.actor import ActorClass, ActorHandle, get_actor, kill, method
 from .core.api import (
@@ -23,23 +25,33 @@ from .core.remote_function import RemoteFunction
 __version__ = "0.1.0"
 
 
+class RemoteDecoratorError(TypeError, AssertionError):
+    """`@shoal.remote` used wrongly.  Ray raises AssertionError here; shoal's
+    error is also a TypeError, which is what Python raises for a bad call."""
+
+
 def remote(*args, **options):
     """Make a function a remote task, or a class an actor: `@shoal.remote` or
-    `@shoal.remote(num_cpus=2, ...)`."""
+    `@shoal.remote(num_cpus=2, ...)` (see shoal.core.options for the keywords)."""
     if len(args) == 1 and not options and callable(args[0]):
         return _make_remote(args[0], {})
-    if args:
-        raise TypeError("The @shoal.remote decorator must be applied either with no arguments "
-                        "and no parentheses, for example '@shoal.remote', or with only keyword "
-                        "arguments, for example '@shoal.remote(num_returns=2, num_cpus=1)'.")
-    return lambda fn: _make_remote(fn, options)
+    if args or not options:
+        from .core.options import TASK_OPTIONS, ACTOR_OPTIONS
+        valid = [k for k in {**TASK_OPTIONS, **ACTOR_OPTIONS} if not k.startswith("_")]
+        raise RemoteDecoratorError(
+            "The @shoal.remote decorator must be applied either with no arguments and no "
+            "parentheses, for example '@shoal.remote', or it must be applied using some of the "
+            f"arguments in the list {valid}, for example '@shoal.remote(num_returns=2, "
+            "resources={\"CustomResource\": 1})'.")
+    return lambda target: _make_remote(target, options)
 
 
 def _make_remote(target, options: dict):
     if isinstance(target, type):
         return ActorClass(target, options)
-    if not callable(target):
-        raise TypeError(f"@shoal.remote expects a function, got {type(target).__name__}")
+    if not inspect.isfunction(target) and not callable(target):
+        raise TypeError("The @shoal.remote decorator must be applied to either a function or "
+                        f"a class, got {type(target).__name__}.")
     return RemoteFunction(target, options)
 
 

@@ -9,7 +9,10 @@ from ..protocol import messages as m
 from ..protocol.serialization import note_ref
 from . import runtime
 from .object_ref import owned_ref
-from .remote_function import pack_arguments, resource_request, ship, validate_resources
+from .options import METHOD_OPTIONS as METHOD_OPTION_TABLE
+from .options import validate_actor_options, validate_method_options
+from .remote_function import pack_arguments, resource_request, ship
+from .signature import check_call, constructor_spec, method_spec
 
 ACTOR_DEFAULTS: dict[str, Any] = {
     "num_cpus": None, "num_gpus": None, "resources": None, "name": None, "namespace": None,
@@ -19,39 +22,18 @@ ACTOR_DEFAULTS: dict[str, Any] = {
 METHOD_OPTIONS = "__shoal_method_options__"
 
 
-def method(*, num_returns: int = 1):
+def method(*args, **options):
     """Options for one actor method: `@shoal.method(num_returns=2)`."""
-    if not isinstance(num_returns, int) or num_returns < 0:
-        raise ValueError(f"'num_returns' must be a non-negative integer, got {num_returns!r}")
+    if args or not options:
+        raise TypeError("The @shoal.method decorator must be applied using at least one of the "
+                        f"arguments in the list {[k for k in METHOD_OPTION_TABLE if k[0] != '_']}, "
+                        "for example '@shoal.method(num_returns=2)'.")
+    validate_method_options(options)
 
     def decorate(fn):
-        setattr(fn, METHOD_OPTIONS, {"num_returns": num_returns})
+        setattr(fn, METHOD_OPTIONS, dict(options))
         return fn
     return decorate
-
-
-def validate_actor_options(options: dict) -> dict:
-    unknown = sorted(set(options) - set(ACTOR_DEFAULTS))
-    if unknown:
-        raise ValueError(f"Invalid option keyword {unknown[0]!r} for actors. "
-                         f"Valid ones are {sorted(ACTOR_DEFAULTS)}.")
-    validate_resources(options)
-    for key, low in (("max_restarts", -1), ("max_task_retries", -1), ("max_pending_calls", -1)):
-        value = options.get(key, 0)
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"'{key}' must be an integer >= {low}, got {value!r}")
-    concurrency = options.get("max_concurrency")
-    if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
-        raise ValueError(f"'max_concurrency' must be a positive integer, got {concurrency!r}")
-    if options.get("lifetime") not in (None, "detached", "non_detached"):
-        raise ValueError("'lifetime' must be None, 'detached' or 'non_detached', got "
-                         f"{options['lifetime']!r}")
-    name = options.get("name")
-    if name is not None and (not isinstance(name, str) or not name):
-        raise ValueError(f"'name' must be a non-empty string, got {name!r}")
-    if options.get("get_if_exists") and not name:
-        raise ValueError("get_if_exists=True needs a name for the actor")
-    return options
 
 
 def _methods(cls: type) -> dict:
@@ -64,6 +46,13 @@ def _methods(cls: type) -> dict:
     return out
 
 
+def _signatures(cls: type, methods) -> dict:
+    """Each method's parameters (and the constructor's, under "__init__")."""
+    specs = {name: method_spec(cls, name) for name in methods}
+    specs["__init__"] = constructor_spec(cls)
+    return specs
+
+
 class ActorClass:
     """What `@shoal.remote` makes of a class.  `Cls.remote(...)` starts an actor."""
 
@@ -71,6 +60,7 @@ class ActorClass:
         self._cls = cls
         self._options = {**ACTOR_DEFAULTS, **validate_actor_options(dict(options))}
         self._methods = _methods(cls)
+        self._signatures = _signatures(cls, self._methods)
         self._shipped: tuple[str, bytes] | None = None
         self.__name__ = cls.__name__
         self.__doc__ = cls.__doc__
@@ -80,10 +70,11 @@ class ActorClass:
                         f"'{self.__name__}()', use '{self.__name__}.remote()'.")
 
     def options(self, **options) -> "ActorClass":
-        validate_actor_options(dict(options))
+        validate_actor_options(dict(options), in_options=True)
         clone = ActorClass.__new__(ActorClass)
         clone.__dict__.update(self.__dict__)
-        clone._options = validate_actor_options({**self._options, **options})
+        clone._options = {**self._options, **options}
+        validate_actor_options(clone._options)
         return clone
 
     def _ship(self) -> tuple[str, bytes]:
@@ -92,6 +83,7 @@ class ActorClass:
         return self._shipped
 
     def remote(self, *args, **kwargs) -> "ActorHandle":
+        check_call(self._signatures["__init__"], self.__name__, args, kwargs)
         rt = runtime.current()
         client = rt.client
         opts = self._options
@@ -119,7 +111,7 @@ class ActorClass:
             "detached": opts["lifetime"] == "detached", "max_restarts": opts["max_restarts"],
             "max_task_retries": opts["max_task_retries"], "max_concurrency": concurrency,
             "max_pending_calls": opts["max_pending_calls"], "held_resources": held,
-            "methods": self._methods,
+            "methods": self._methods, "signatures": self._signatures,
         }
         args_blob, deps, nested, puts, keep = pack_arguments(client, args, kwargs)
         spec = m.SubmitTask(
@@ -149,13 +141,17 @@ class ActorMethod:
         raise TypeError(f"Actor methods cannot be called directly. Instead of running "
                         f"'object.{self._name}()', try 'object.{self._name}.remote()'.")
 
-    def options(self, *, num_returns: int | None = None, name: str | None = None) -> "ActorMethod":
-        clone = ActorMethod(self._handle, self._name,
-                            self._num_returns if num_returns is None else num_returns)
-        return clone
+    def options(self, **options) -> "ActorMethod":
+        validate_method_options(options)
+        num_returns = options.get("num_returns")
+        return ActorMethod(self._handle, self._name,
+                           self._num_returns if num_returns is None else num_returns)
 
     def remote(self, *args, **kwargs):
-        return self._handle._call(self._name, self._num_returns, args, kwargs)
+        handle = self._handle
+        spec = handle._options.get("signatures", {}).get(self._name)
+        check_call(spec, f"{handle._options['class_name']}.{self._name}", args, kwargs)
+        return handle._call(self._name, self._num_returns, args, kwargs)
 
 
 class ActorHandle:

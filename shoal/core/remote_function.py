@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-import numbers
+import inspect
 from typing import Any, Callable
 
 import cloudpickle
@@ -11,6 +11,8 @@ from ..protocol import messages as m
 from ..protocol.serialization import INLINE_LIMIT, dumps_function, serialize
 from . import runtime
 from .object_ref import ObjectRef, owned_ref
+from .options import COMMON_OPTIONS, validate_task_options
+from .signature import check_call, param_spec
 
 TASK_DEFAULTS: dict[str, Any] = {
     "num_cpus": 1, "num_gpus": 0, "resources": None, "num_returns": 1,
@@ -20,48 +22,10 @@ TASK_DEFAULTS: dict[str, Any] = {
 
 
 def validate_resources(options: dict) -> None:
-    """Ray's checks for the resource options shared by tasks and actors."""
-    for key in ("num_cpus", "num_gpus"):
-        value = options.get(key)
-        if value is not None and (not isinstance(value, numbers.Real) or isinstance(value, bool)
-                                  or value < 0):
-            raise ValueError(f"'{key}' must be a non-negative number, got {value!r}")
-    resources = options.get("resources")
-    if resources is not None:
-        if not isinstance(resources, dict):
-            raise TypeError(f"'resources' must be a dict, got {type(resources).__name__}")
-        for name, amount in resources.items():
-            if name in ("CPU", "GPU"):
-                raise ValueError("Use the 'num_cpus' and 'num_gpus' keyword instead of 'CPU' "
-                                 "and 'GPU' in 'resources' keyword")
-            if not isinstance(name, str):
-                raise TypeError(f"resource names must be strings, got {name!r}")
-            if not isinstance(amount, numbers.Real) or isinstance(amount, bool) or amount < 0:
-                raise ValueError(f"resource {name!r} must be a non-negative number, got {amount!r}")
-
-
-def validate_task_options(options: dict) -> dict:
-    unknown = sorted(set(options) - set(TASK_DEFAULTS))
-    if unknown:
-        raise ValueError(f"Invalid option keyword {unknown[0]!r} for remote functions. "
-                         f"Valid ones are {sorted(TASK_DEFAULTS)}.")
-    validate_resources(options)
-    n = options.get("num_returns", 1)
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-        raise ValueError(f"'num_returns' must be a non-negative integer, got {n!r}")
-    retries = options.get("max_retries", 3)
-    if not isinstance(retries, int) or isinstance(retries, bool) or retries < -1:
-        raise ValueError(f"'max_retries' must be an integer >= -1, got {retries!r}")
-    retry = options.get("retry_exceptions", False)
-    if not isinstance(retry, bool):
-        if not isinstance(retry, (list, tuple)) or not all(
-                isinstance(c, type) and issubclass(c, BaseException) for c in retry):
-            raise TypeError("'retry_exceptions' must be a bool or a list of exception classes, "
-                            f"got {retry!r}")
-    name = options.get("name")
-    if name is not None and not isinstance(name, str):
-        raise TypeError(f"'name' must be a string, got {name!r}")
-    return options
+    """Ray's checks for the resource options shared by tasks, actors and init()."""
+    for key in ("num_cpus", "num_gpus", "resources"):
+        if key in options:
+            COMMON_OPTIONS[key].validate(key, options[key])
 
 
 def resource_request(options: dict) -> dict:
@@ -75,8 +39,13 @@ class RemoteFunction:
     """What `@shoal.remote` makes of a function.  Call `.remote(...)` to run it."""
 
     def __init__(self, fn: Callable, options: dict) -> None:
+        if inspect.iscoroutinefunction(fn):
+            raise ValueError("'async def' should not be used for remote tasks. You can wrap the "
+                             "async function with `asyncio.run(f())`, or make it a method of an "
+                             "actor (async actors run coroutines).")
         self._function = fn
         self._options = {**TASK_DEFAULTS, **validate_task_options(dict(options))}
+        self._params = param_spec(fn)
         self._name = self._options["name"] or getattr(fn, "__name__", repr(fn))
         self._blob: bytes | None = None
         self._func_id: str | None = None
@@ -90,7 +59,7 @@ class RemoteFunction:
 
     def options(self, **options) -> "RemoteFunction":
         """A copy of this remote function with some options changed."""
-        validate_task_options(dict(options))
+        validate_task_options(dict(options), in_options=True)
         clone = RemoteFunction.__new__(RemoteFunction)
         clone.__dict__.update(self.__dict__)
         clone._options = {**self._options, **options}
@@ -103,11 +72,12 @@ class RemoteFunction:
         return self._func_id, self._blob
 
     def remote(self, *args, **kwargs):
+        check_call(self._params, self.__name__, args, kwargs)
         client = runtime.current().client
         func_id, blob = self._ship()
         opts = self._options
         task_id = client.new_id("t")
-        n = opts["num_returns"]
+        n = 1 if opts["num_returns"] is None else opts["num_returns"]
         return_ids = [f"{task_id}/{i}" for i in range(n)] if n else []
         args_blob, deps, nested, extra_puts, keep = pack_arguments(client, args, kwargs)
         retry = opts["retry_exceptions"]
