@@ -9,9 +9,10 @@ from ..protocol import messages as m
 from ..protocol.serialization import note_ref
 from . import runtime
 from .object_ref import owned_ref
+from .generator import GENERATOR_MODES
 from .options import METHOD_OPTIONS as METHOD_OPTION_TABLE
 from .options import validate_actor_options, validate_method_options
-from .remote_function import pack_arguments, resource_request, ship
+from .remote_function import default_num_returns, pack_arguments, resource_request, returned, ship
 from .signature import check_call, constructor_spec, method_spec
 
 ACTOR_DEFAULTS: dict[str, Any] = {
@@ -23,7 +24,8 @@ METHOD_OPTIONS = "__shoal_method_options__"
 
 
 def method(*args, **options):
-    """Options for one actor method: `@shoal.method(num_returns=2)`."""
+    """Options for one actor method: `@shoal.method(num_returns=2)` (or
+    "streaming" / "dynamic" for a generator method)."""
     if args or not options:
         raise TypeError("The @shoal.method decorator must be applied using at least one of the "
                         f"arguments in the list {[k for k in METHOD_OPTION_TABLE if k[0] != '_']}, "
@@ -42,7 +44,8 @@ def _methods(cls: type) -> dict:
     for name, member in inspect.getmembers(cls, callable):
         if name.startswith("__") or isinstance(member, type):
             continue
-        out[name] = getattr(member, METHOD_OPTIONS, {}).get("num_returns", 1)
+        out[name] = getattr(member, METHOD_OPTIONS, {}).get("num_returns",
+                                                            default_num_returns(member))
     return out
 
 
@@ -188,23 +191,22 @@ class ActorHandle:
                     f"the actor {self._options['class_name']} ({self._actor_id}) already has "
                     f"{len(self._pending)} pending calls from this handle "
                     f"(max_pending_calls={limit}); get some results first")
-        task_id = client.new_id("t")
-        return_ids = [f"{task_id}/{i}" for i in range(num_returns)]
+        task_id = client.new_id("c")        # "c": an actor call (see cancel)
+        generator = num_returns if num_returns in GENERATOR_MODES else None
+        return_ids = [f"{task_id}/0"] if generator else [f"{task_id}/{i}" for i in range(num_returns)]
         args_blob, deps, nested, puts, keep = pack_arguments(client, args, kwargs)
         spec = m.SubmitTask(
             task_id=task_id, func_id=None, name=f"{self._options['class_name']}.{method_name}",
             args=args_blob, deps=deps, nested=nested, return_ids=return_ids, resources={},
             max_retries=0, parent_task_id=client.current_task_id, actor_id=self._actor_id,
-            method=method_name)
+            method=method_name, generator=generator)
         refs = [owned_ref(client, oid) for oid in return_ids]
         client.remember_context(task_id)
         client.send(*puts, spec)
         del keep
         if limit != -1:
             self._pending.update(return_ids)
-        if num_returns == 0:
-            return None
-        return refs[0] if num_returns == 1 else refs
+        return returned(client, task_id, generator, refs)
 
     def __reduce__(self):
         note_ref(self._actor_id)

@@ -10,8 +10,9 @@ import cloudpickle
 from ..protocol import messages as m
 from ..protocol.serialization import INLINE_LIMIT, dumps_function, serialize
 from . import runtime
+from .generator import GENERATOR_MODES, ObjectRefGenerator
 from .object_ref import ObjectRef, owned_ref
-from .options import COMMON_OPTIONS, validate_task_options
+from .options import COMMON_OPTIONS, TASK_OPTIONS, validate_task_options
 from .signature import check_call, param_spec
 
 TASK_DEFAULTS: dict[str, Any] = {
@@ -26,6 +27,16 @@ def validate_resources(options: dict) -> None:
     for key in ("num_cpus", "num_gpus", "resources"):
         if key in options:
             COMMON_OPTIONS[key].validate(key, options[key])
+
+
+def check_num_returns(n) -> None:
+    """TypeError/ValueError unless `n` is a num_returns Ray accepts."""
+    TASK_OPTIONS["num_returns"].validate("num_returns", n)
+
+
+def default_num_returns(fn) -> object:
+    """Ray's default: a generator function streams its items, others return one value."""
+    return "streaming" if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn) else 1
 
 
 def resource_request(options: dict) -> dict:
@@ -44,7 +55,8 @@ class RemoteFunction:
                              "async function with `asyncio.run(f())`, or make it a method of an "
                              "actor (async actors run coroutines).")
         self._function = fn
-        self._options = {**TASK_DEFAULTS, **validate_task_options(dict(options))}
+        self._options = {**TASK_DEFAULTS, "num_returns": default_num_returns(fn),
+                         **validate_task_options(dict(options))}
         self._params = param_spec(fn)
         self._name = self._options["name"] or getattr(fn, "__name__", repr(fn))
         self._blob: bytes | None = None
@@ -77,8 +89,11 @@ class RemoteFunction:
         func_id, blob = self._ship()
         opts = self._options
         task_id = client.new_id("t")
-        n = 1 if opts["num_returns"] is None else opts["num_returns"]
-        return_ids = [f"{task_id}/{i}" for i in range(n)] if n else []
+        n = opts["num_returns"]
+        if n is None:                    # Ray's None: the default for this function
+            n = default_num_returns(self._function)
+        generator = n if n in GENERATOR_MODES else None
+        return_ids = [f"{task_id}/0"] if generator else [f"{task_id}/{i}" for i in range(n)]
         args_blob, deps, nested, extra_puts, keep = pack_arguments(client, args, kwargs)
         retry = opts["retry_exceptions"]
         spec = m.SubmitTask(
@@ -87,18 +102,26 @@ class RemoteFunction:
             max_retries=opts["max_retries"],
             retry_exceptions=cloudpickle.dumps(list(retry) if not isinstance(retry, bool) else retry)
             if retry else None,
-            parent_task_id=client.current_task_id, engine_id=opts["_engine_id"])
+            parent_task_id=client.current_task_id, engine_id=opts["_engine_id"],
+            generator=generator)
         # Make the return refs before sending, so a fast result finds its holder.
         refs = [owned_ref(client, oid) for oid in return_ids]
         client.remember_context(task_id)
         client.send(*client.register_function(func_id, self._name, blob), *extra_puts, spec)
         del keep        # only now may the auto-put refs go: the submission pins them
-        if n == 0:
-            return None
-        return refs[0] if n == 1 else refs
+        return returned(client, task_id, generator, refs)
 
     def __repr__(self) -> str:
         return f"<shoal remote function {self._name}>"
+
+
+def returned(client, task_id: str, generator, refs: list):
+    """What `.remote()` gives back: None, a ref, a list of refs, or a generator."""
+    if generator == "streaming":
+        return ObjectRefGenerator(client, task_id, refs[0])
+    if not refs:
+        return None
+    return refs[0] if len(refs) == 1 else refs
 
 
 def ship(obj) -> tuple[str, bytes]:
