@@ -90,7 +90,7 @@ class ActorClass:
         rt = runtime.current()
         client = rt.client
         opts = self._options
-        namespace = opts["namespace"] or rt.namespace or "default"
+        namespace = opts["namespace"] or runtime.job()[1]
         if opts["name"]:
             existing = _lookup(client, opts["name"], namespace)
             if existing is not None:
@@ -121,7 +121,7 @@ class ActorClass:
             task_id=f"{actor_id}.init", func_id=func_id, name=f"{self.__name__}.__init__",
             args=args_blob, deps=deps, nested=nested, return_ids=[f"{actor_id}/created"],
             resources=schedule, max_retries=0, actor_id=actor_id, method="__init__",
-            actor_options=actor_options)
+            actor_options=actor_options, job=runtime.job())
         client.own(actor_id)
         handle = ActorHandle(actor_id, actor_options, client)
         client.send(*client.register_function(func_id, self.__name__, blob), *puts, spec)
@@ -231,6 +231,11 @@ class ActorHandle:
         return f"Actor({self._options['class_name']}, {self._actor_id}{name})"
 
 
+    # Ray's built-in methods of every actor.
+    __ray_ready__ = property(lambda self: ActorMethod(self, "__ray_ready__", 1))
+    __ray_terminate__ = property(lambda self: ActorMethod(self, "__ray_terminate__", 1))
+
+
 _HANDLE_CLASSES: dict = {}
 
 
@@ -254,7 +259,7 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     if not isinstance(name, str) or not name:
         raise ValueError(f"get_actor needs a non-empty name, got {name!r}")
     rt = runtime.current()
-    info = rt.client.query("get_actor", name=name, namespace=namespace or rt.namespace or "default")
+    info = rt.client.query("get_actor", name=name, namespace=namespace or runtime.job()[1])
     rt.client.adopt(info["actor_id"])
     return ActorHandle(info["actor_id"], info["options"], rt.client)
 
@@ -266,6 +271,25 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
         raise TypeError("shoal.kill() only supported for actors. For tasks, try shoal.cancel(). "
                         f"Got {type(actor).__name__}.")
     runtime.current().client.send(m.KillActor(actor_id=actor._actor_id, no_restart=no_restart))
+
+
+def exit_actor(*, reason: str = "it exited with shoal.actor.exit_actor()") -> None:
+    """Inside an actor: stop it now, for good (no restart).  The call that
+    runs this and every call still queued fail with ActorDiedError, as in Ray.
+    Raises SystemExit (AsyncioActorExit in an async method) to leave the call."""
+    rt = runtime.current_or_none()
+    client = rt.client if rt is not None else None
+    if client is None or client.actor_id is None:
+        raise TypeError("exit_actor API is called on a non-actor worker: call it only inside "
+                        "an actor's methods (use shoal.kill(handle) from outside)")
+    client.send(m.KillActor(actor_id=client.actor_id, no_restart=True, reason=reason))
+    try:
+        import asyncio
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise SystemExit(0) from None
+    from ..exceptions import AsyncioActorExit
+    raise AsyncioActorExit(reason)
 
 
 def list_actors() -> list[dict]:

@@ -103,7 +103,7 @@ class RemoteFunction:
             retry_exceptions=cloudpickle.dumps(list(retry) if not isinstance(retry, bool) else retry)
             if retry else None,
             parent_task_id=client.current_task_id, engine_id=opts["_engine_id"],
-            generator=generator)
+            generator=generator, job=runtime.job())
         # Make the return refs before sending, so a fast result finds its holder.
         refs = [owned_ref(client, oid) for oid in return_ids]
         client.remember_context(task_id)
