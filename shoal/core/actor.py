@@ -57,7 +57,44 @@ def _signatures(cls: type, methods) -> dict:
 
 
 class ActorClass:
-    """What `@shoal.remote` makes of a class.  `Cls.remote(...)` starts an actor."""
+    """What `@shoal.remote` makes of a class.  `Cls.remote(...)` starts an actor.
+
+    As in Ray, the object is an instance of a class derived from both
+    ActorClass and the user's class, so the user's class attributes, static
+    methods and class methods (inherited ones too) read through it, and
+    dir() shows them next to remote/options.  The user's instance hooks
+    (__setattr__, __eq__, __hash__, __del__, __bool__, pickling) are ActorClass's.
+    """
+
+    def __new__(cls, user_cls=None, options=None):
+        if cls is ActorClass and isinstance(user_cls, type):
+            derived = _derived_class(user_cls)
+            if derived is not None:
+                try:
+                    return object.__new__(derived)
+                except TypeError:        # a builtin or abstract base: no derived class
+                    pass
+        return object.__new__(cls)
+
+    __setattr__ = object.__setattr__
+    __getattribute__ = object.__getattribute__
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __del__(self) -> None:
+        pass                             # not the user's __del__: no instance was made here
+
+    def __reduce__(self):
+        return (_rebuild_actor_class, (self._cls, self._options))
+
+    def __reduce_ex__(self, protocol):
+        return self.__reduce__()
+
+    def bind(self, *args, **kwargs):
+        raise NotImplementedError(_NO_DAG)
 
     def __init__(self, cls: type, options: dict) -> None:
         self._cls = cls
@@ -74,7 +111,7 @@ class ActorClass:
 
     def options(self, **options) -> "ActorClass":
         validate_actor_options(dict(options), in_options=True)
-        clone = ActorClass.__new__(ActorClass)
+        clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
         clone._options = {**self._options, **options}
         validate_actor_options(clone._options)
@@ -132,6 +169,27 @@ class ActorClass:
         return f"<shoal actor class {self.__name__}>"
 
 
+_NO_DAG = ("Ray's DAG API (.bind) is not supported by shoal: call .remote() instead "
+           "(see docs/ray-compatibility.md)")
+
+
+def _derived_class(user_cls: type):
+    """ActorClass(Name): ActorClass first, then the user's class; None when
+    Python refuses the combination (e.g. an __init_subclass__ that objects)."""
+    name = f"ActorClass({user_cls.__name__})"
+    try:
+        return type(user_cls)(name, (ActorClass, user_cls), {
+            "__module__": user_cls.__module__, "__qualname__": name, "__doc__": user_cls.__doc__})
+    except Exception:
+        return None
+
+
+def _rebuild_actor_class(cls: type, options: dict) -> ActorClass:
+    clone = ActorClass(cls, {})
+    clone._options = options
+    return clone
+
+
 class ActorMethod:
     """`handle.method`: call it with `.remote(...)`."""
 
@@ -149,6 +207,9 @@ class ActorMethod:
         num_returns = options.get("num_returns")
         return ActorMethod(self._handle, self._name,
                            self._num_returns if num_returns is None else num_returns)
+
+    def bind(self, *args, **kwargs):
+        raise NotImplementedError(_NO_DAG)
 
     def remote(self, *args, **kwargs):
         handle = self._handle

@@ -78,6 +78,10 @@ class RemoteFunction:
         clone._name = clone._options["name"] or self._name
         return clone
 
+    def bind(self, *args, **kwargs):
+        raise NotImplementedError("Ray's DAG API (.bind) is not supported by shoal: call "
+                                  ".remote() instead (see docs/ray-compatibility.md)")
+
     def _ship(self) -> tuple[str, bytes]:
         if self._blob is None:
             self._func_id, self._blob = ship(self._function)
