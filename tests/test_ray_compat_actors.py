@@ -188,3 +188,27 @@ def test_timeouts_and_dead_actors(cluster):
     with pytest.raises(ActorDiedError):
         dying.get_next()
     assert not dying.has_free() and dying.pop_idle() is None      # the dead actor left
+
+
+def test_concurrency_groups_let_calls_of_different_groups_run_together(cluster):
+    @shoal.remote(concurrency_groups={"io": 1, "compute": 1})
+    class Grouped:
+        def __init__(self):
+            import threading
+            self.event = threading.Event()
+
+        @shoal.method(concurrency_group="io")
+        def wait_for_signal(self):
+            return self.event.wait(30)
+
+        @shoal.method(concurrency_group="compute")
+        def signal(self):
+            self.event.set()
+            return "set"
+
+    g = Grouped.remote()
+    waiting = g.wait_for_signal.remote()
+    assert shoal.get(g.signal.remote(), timeout=30) == "set"
+    assert shoal.get(waiting, timeout=30) is True
+    with pytest.raises(ValueError, match="concurrency_groups"):
+        shoal.remote(concurrency_groups={"io": 0})(type("W", (), {}))

@@ -101,6 +101,8 @@ class ActorClass:
         self._options = {**ACTOR_DEFAULTS, **validate_actor_options(dict(options))}
         self._methods = _methods(cls)
         self._signatures = _signatures(cls, self._methods)
+        self._methods_async = any(inspect.iscoroutinefunction(getattr(cls, name, None))
+                                  for name in self._methods)
         self._shipped: tuple[str, bytes] | None = None
         self.__name__ = cls.__name__
         self.__doc__ = cls.__doc__
@@ -145,7 +147,8 @@ class ActorClass:
                                      "num_gpus": opts["num_gpus"] or 0,
                                      "resources": opts["resources"]})
         schedule = held or {"CPU": 1.0}        # 1 CPU to place, none held unless asked (Ray)
-        concurrency = opts["max_concurrency"]
+        concurrency = _concurrency(opts["max_concurrency"], opts.get("concurrency_groups"),
+                                   self._methods_async)
         actor_options = {
             "class_name": self.__name__, "name": opts["name"], "namespace": namespace,
             "detached": opts["lifetime"] == "detached", "max_restarts": opts["max_restarts"],
@@ -171,6 +174,17 @@ class ActorClass:
 
 _NO_DAG = ("Ray's DAG API (.bind) is not supported by shoal: call .remote() instead "
            "(see docs/ray-compatibility.md)")
+
+
+def _concurrency(max_concurrency, groups, is_async: bool):
+    """How many calls the actor runs at once.  Concurrency groups are
+    approximated: the actor gets room for every group at once (no call ever
+    waits on another group's), but one group's limit is not enforced apart."""
+    if not groups:
+        return max_concurrency
+    if max_concurrency is None and is_async:
+        return None                      # an async actor's default (1000) covers them
+    return (max_concurrency or 1) + sum(groups.values())
 
 
 def _derived_class(user_cls: type):

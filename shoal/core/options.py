@@ -107,6 +107,19 @@ def _check_name(value) -> Optional[str]:
     return "'name' must not be empty" if value == "" else None
 
 
+def _check_concurrency_groups(value) -> Optional[str]:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        return "concurrency_groups must be a dict of group name -> max concurrency"
+    for name, size in value.items():
+        if not isinstance(name, str) or not isinstance(size, int) or isinstance(size, bool) \
+                or size < 1:
+            return (f"concurrency_groups maps names to positive integers, got "
+                    f"{name!r}: {size!r}")
+    return None
+
+
 def _check_concurrency(value) -> Optional[str]:
     if value is None or value >= 1:
         return None
@@ -146,7 +159,7 @@ TASK_OPTIONS: dict[str, Option] = {
 
 ACTOR_OPTIONS: dict[str, Option] = {
     **COMMON_OPTIONS,
-    "concurrency_groups": Option((list, dict, type(None))),
+    "concurrency_groups": Option((list, dict, type(None)), _check_concurrency_groups),
     "lifetime": Option((str, type(None)), _check_lifetime),
     "max_concurrency": Option((int, type(None)), _check_concurrency),
     "max_restarts": _count("max_restarts", True),
