@@ -81,7 +81,8 @@ def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
          num_gpus: Optional[int] = None, resources: Optional[dict] = None,
          object_store_memory: Optional[int] = None, ignore_reinit_error: bool = False,
          namespace: Optional[str] = None, hosts: Optional[list] = None,
-         remote_python: Optional[str] = None, **kwargs) -> ClusterContext:
+         remote_python: Optional[str] = None, local_mode: bool = False,
+         **kwargs) -> ClusterContext:
     """Connect this process to a cluster, starting a local one if needed.
 
     Address resolution follows Ray: the `address` argument, else the
@@ -96,6 +97,10 @@ def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
     cluster or when their SSH session drops.  `remote_python` defaults to
     this interpreter's path, which the hosts must also have.
     """
+    if local_mode:
+        raise ValueError("local_mode=True is not supported by shoal (Ray deprecated it too): "
+                         "tasks always run on engines; use a 1-CPU cluster, init(num_cpus=1), "
+                         "to run them one at a time")
     unknown = sorted(set(kwargs) - _IGNORED_RAY_ARGS)
     if unknown:
         raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(map(repr, unknown))}")
@@ -334,21 +339,3 @@ def scale(num_engines: int, host_id: Optional[str] = None) -> None:
     when the cluster has one host.  Busy engines beyond the count stop when
     their task ends."""
     runtime.current().client.query("scale", count=num_engines, host_id=host_id)
-
-
-def cluster_resources() -> dict:
-    """Total resources of all hosts."""
-    return _sum_resources("resources")
-
-
-def available_resources() -> dict:
-    """Resources not held by running tasks right now."""
-    return _sum_resources("available")
-
-
-def _sum_resources(key: str) -> dict:
-    total: dict = {}
-    for host in runtime.current().client.status()["hosts"]:
-        for k, v in host[key].items():
-            total[k] = total.get(k, 0) + v
-    return total

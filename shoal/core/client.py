@@ -82,6 +82,7 @@ class Client:
         self._replies: dict[int, m.QueryReply] = {}
         self._reply_cond = threading.Condition(self._lock)
         self.actor_id: Optional[str] = None            # set for an engine hosting an actor
+        self.actor_options: Optional[dict] = None      # ... and its options, once created
         # Where task output goes: output_context() is called at each submission
         # (the Jupyter layer returns the cell's parent header) and handed back
         # with each TaskOutput of that task to output_handler(msg, context).

@@ -258,6 +258,10 @@ class Engine:
         self.client.seed(msg.dep_values)
         if msg.method is None or msg.method == "__init__":
             fn = self._function(msg)
+        elif msg.method == "__ray_ready__":
+            fn = _actor_ready
+        elif msg.method == "__ray_terminate__":
+            fn = _terminate_actor
         else:
             fn = getattr(self.instance, msg.method)
         args, kwargs = deserialize(msg.args)
@@ -288,6 +292,7 @@ class Engine:
     def _became_actor(self, instance, msg: m.ExecuteTask) -> None:
         """The constructor returned: choose how calls will run."""
         self.instance = instance
+        self.client.actor_options = msg.actor_options      # for get_runtime_context().current_actor
         options = msg.actor_options or {}
         concurrency = options.get("max_concurrency")
         is_async = any(_is_async(getattr(type(instance), name, None))
@@ -441,6 +446,17 @@ class _ItemSink:
         if self.msg.generator == "dynamic":
             return DynamicObjectRefGenerator(self.refs)
         return self.count
+
+
+def _actor_ready() -> bool:
+    """handle.__ray_ready__: True once the constructor has run."""
+    return True
+
+
+def _terminate_actor() -> None:
+    """handle.__ray_terminate__: the actor exits after the calls queued before this one."""
+    from ..core.actor import exit_actor
+    exit_actor(reason="it was terminated with __ray_terminate__")
 
 
 def user_traceback(exc: BaseException) -> tuple[list, str]:

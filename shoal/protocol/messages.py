@@ -129,6 +129,7 @@ class SubmitTask:
     actor_options: Optional[dict] = None   # creation only: ActorOptions fields
     engine_id: Optional[str] = None    # run on exactly this engine (e.g. %%remote --all)
     generator: Optional[str] = None    # "streaming" | "dynamic": the call yields its values
+    job: tuple = ("", "")              # (job id, namespace) of the driver it runs for
 
 
 @message
@@ -145,6 +146,8 @@ class ExecuteTask:
     method: Optional[str] = None
     actor_options: Optional[dict] = None
     generator: Optional[str] = None
+    job: tuple = ("", "")       # (job id, namespace); an actor's calls run in its creator's
+    resources: dict = field(default_factory=dict)   # what the task or actor holds
 
 
 @message
@@ -280,6 +283,7 @@ class SpillObjects:
 class KillActor:
     actor_id: str
     no_restart: bool = True
+    reason: str = ""            # why, for the ActorDiedError (default: shoal.kill())
 
 
 @message

@@ -421,11 +421,16 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         now = self.clock()
         for d in spec.deps:
             self.objects[d].last_used = now
+        job, held = spec.job, spec.resources     # (a prefetched task holds them once it runs)
+        actor = self.actors.get(spec.actor_id) if spec.actor_id else None
+        if actor is not None:            # an actor's calls belong to its creator's job
+            job, held = actor.creation.job, actor.held
         self._send(engine.conn, m.ExecuteTask(
             task_id=spec.task_id, func_id=spec.func_id, func_blob=blob, name=spec.name,
             args=spec.args, dep_values=[self.objects[d].entry for d in spec.deps],
             return_ids=spec.return_ids, gpu_ids=gpu_ids, retry_exceptions=spec.retry_exceptions,
-            method=spec.method, actor_options=spec.actor_options, generator=spec.generator))
+            method=spec.method, actor_options=spec.actor_options, generator=spec.generator,
+            job=job, resources=held))
 
     def _release(self, task: Task) -> None:
         """Give back what a running task held and free its engine."""
