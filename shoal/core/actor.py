@@ -60,6 +60,11 @@ def validate_actor_options(options: dict) -> dict:
     return options
 
 
+def is_actor_call(object_id: str) -> bool:
+    """Whether a ref is the result of an actor method call (its task id says so)."""
+    return object_id.rpartition("/")[0].rpartition(".")[2][:1] == "c"
+
+
 def _methods(cls: type) -> dict:
     """Public method names of a class -> their num_returns."""
     out = {}

@@ -16,6 +16,7 @@ from ..protocol import messages as m
 from ..protocol.connection import UNIX_PREFIX
 from ..protocol.serialization import INLINE_LIMIT, serialize
 from . import runtime
+from .actor import is_actor_call
 from .client import Client
 from .generator import ObjectRefGenerator
 from .object_ref import ObjectRef, owned_ref
@@ -312,6 +313,9 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
     if not isinstance(ref, ObjectRef):
         raise TypeError("shoal.cancel() only supported for object refs. For actors, try "
                         "shoal.kill().")
+    if force and is_actor_call(ref.id):
+        raise ValueError("force=True is not supported for actor tasks (as in Ray): cancel "
+                         "without force, or kill the actor with shoal.kill()")
     runtime.current().client.send(m.CancelTask(object_id=ref.id, force=force, recursive=recursive))
 
 
