@@ -7,18 +7,18 @@ from typing import Any
 from ..exceptions import PendingCallsLimitExceeded
 from ..protocol import messages as m
 from ..protocol.serialization import note_ref
-from . import runtime
+from . import runtime, runtime_env
 from .object_ref import owned_ref
 from .generator import GENERATOR_MODES
 from .remote_function import (
-    check_num_returns, default_num_returns, pack_arguments, resource_request, returned, ship,
-    validate_resources,
+    check_num_returns, default_num_returns, inherited_env, pack_arguments, resource_request,
+    returned, ship, validate_resources,
 )
 
 ACTOR_DEFAULTS: dict[str, Any] = {
     "num_cpus": None, "num_gpus": None, "resources": None, "name": None, "namespace": None,
     "get_if_exists": False, "lifetime": None, "max_restarts": 0, "max_task_retries": 0,
-    "max_concurrency": None, "max_pending_calls": -1,
+    "max_concurrency": None, "max_pending_calls": -1, "runtime_env": None,
 }
 METHOD_OPTIONS = "__shoal_method_options__"
 
@@ -42,6 +42,7 @@ def validate_actor_options(options: dict) -> dict:
         raise ValueError(f"Invalid option keyword {unknown[0]!r} for actors. "
                          f"Valid ones are {sorted(ACTOR_DEFAULTS)}.")
     validate_resources(options)
+    options["runtime_env"] = runtime_env.validate(options.get("runtime_env"))
     for key, low in (("max_restarts", -1), ("max_task_retries", -1), ("max_pending_calls", -1)):
         value = options.get(key, 0)
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -137,7 +138,8 @@ class ActorClass:
             task_id=f"{actor_id}.init", func_id=func_id, name=f"{self.__name__}.__init__",
             args=args_blob, deps=deps, nested=nested, return_ids=[f"{actor_id}/created"],
             resources=schedule, max_retries=0, actor_id=actor_id, method="__init__",
-            actor_options=actor_options)
+            actor_options=actor_options, runtime_env=runtime_env.merge(
+                inherited_env(), runtime_env.resolve(client, opts["runtime_env"])))
         client.own(actor_id)
         handle = ActorHandle(actor_id, actor_options, client)
         client.send(*client.register_function(func_id, self.__name__, blob), *puts, spec)

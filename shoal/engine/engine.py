@@ -43,6 +43,7 @@ from ..protocol import messages as m
 from ..protocol.serialization import SerializationError, deserialize, serialize
 from ..session import read_config_from_stdin, setup_process_logging, wait_until_closed
 from ..store.shm import HostStore
+from . import runtime_env
 
 log = logging.getLogger("shoal.engine")
 _SHOAL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -110,6 +111,8 @@ class Engine:
         self.pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.slots: Optional[asyncio.Semaphore] = None
+        self.packages = runtime_env.PackageCache(os.path.join(config["session_dir"],
+                                                              "runtime_env"))
 
     def run(self) -> None:
         self.client = Client.connect(
@@ -195,6 +198,7 @@ class Engine:
     def run_sync(self, msg: m.ExecuteTask, on_main: bool = True) -> None:
         token = current_task.set(msg)
         outcome = None
+        undo_env = runtime_env.NOTHING
         try:
             with self.lock:
                 if msg.task_id in self.cancelled:
@@ -205,6 +209,10 @@ class Engine:
                 actor_call = msg.method is not None and msg.method != "__init__"
                 self.running[msg.task_id] = "main" if on_main and not actor_call else "thread"
             self._set_gpus(msg.gpu_ids)
+            undo_env = runtime_env.apply(msg.runtime_env, self.packages)
+            if msg.method == "__init__":                 # an actor keeps its env for life,
+                undo_env = runtime_env.NOTHING          # and so do the tasks it submits
+                runtime.current().runtime_env = msg.runtime_env
             fn, args, kwargs = self._prepare(msg)
             value = fn(*args, **kwargs)
             if msg.generator is not None:     # still interruptible while it yields
@@ -221,6 +229,7 @@ class Engine:
         except BaseException as exc:     # KeyboardInterrupt too: that is how cancel arrives
             outcome = self._failure(msg, exc)
         finally:
+            undo_env()
             self._finish(msg, outcome)
             current_task.reset(token)
 

@@ -129,6 +129,7 @@ class SubmitTask:
     actor_options: Optional[dict] = None   # creation only: ActorOptions fields
     engine_id: Optional[str] = None    # run on exactly this engine (e.g. %%remote --all)
     generator: Optional[str] = None    # "streaming" | "dynamic": the call yields its values
+    runtime_env: Optional[dict] = None   # see core/runtime_env.py (the wire form)
 
 
 @message
@@ -145,6 +146,7 @@ class ExecuteTask:
     method: Optional[str] = None
     actor_options: Optional[dict] = None
     generator: Optional[str] = None
+    runtime_env: Optional[dict] = None
 
 
 @message

@@ -413,7 +413,8 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
             task_id=spec.task_id, func_id=spec.func_id, func_blob=blob, name=spec.name,
             args=spec.args, dep_values=[self.objects[d].entry for d in spec.deps],
             return_ids=spec.return_ids, gpu_ids=gpu_ids, retry_exceptions=spec.retry_exceptions,
-            method=spec.method, actor_options=spec.actor_options, generator=spec.generator))
+            method=spec.method, actor_options=spec.actor_options, generator=spec.generator,
+            runtime_env=spec.runtime_env))
 
     def _release(self, task: Task) -> None:
         """Give back what a running task held and free its engine."""
