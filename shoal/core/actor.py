@@ -4,7 +4,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from ..exceptions import PendingCallsLimitExceeded
+from ..exceptions import ActorAlreadyExistsError, PendingCallsLimitExceeded
 from ..protocol import messages as m
 from ..protocol.serialization import note_ref
 from . import runtime, runtime_env
@@ -114,9 +114,10 @@ class ActorClass:
             if existing is not None:
                 if opts["get_if_exists"]:
                     return existing
-                raise ValueError(f"The name {opts['name']} (namespace={namespace}) is already "
-                                 f"taken. Use another name, or get the existing actor with "
-                                 f"shoal.get_actor({opts['name']!r}, namespace={namespace!r}).")
+                raise ActorAlreadyExistsError(
+                    f"The name {opts['name']} (namespace={namespace}) is already taken. Use "
+                    f"another name, or get the existing actor with "
+                    f"shoal.get_actor({opts['name']!r}, namespace={namespace!r}).")
         func_id, blob = self._ship()
         actor_id = client.new_id("A")
         held = {}

@@ -406,12 +406,8 @@ class Engine:
         if isinstance(exc, KeyboardInterrupt):
             return exceptions.TaskCancelledError(msg.task_id)
         where = f"task {msg.task_id}, engine {self.engine_id}, pid {os.getpid()}"
-        cause = exc
-        try:
-            cloudpickle.dumps(exc)
-        except Exception:                  # an exception we cannot ship: keep its text
-            cause = RuntimeError(f"{type(exc).__name__}: {exc}")
-        return exceptions.TaskError(msg.name, *user_traceback(exc), cause, msg.task_id, where)
+        # TaskError pickles its cause with exceptions.pack_exception: any exception travels.
+        return exceptions.TaskError(msg.name, *user_traceback(exc), exc, msg.task_id, where)
 
     def _set_gpus(self, gpu_ids: list) -> None:
         if gpu_ids:
