@@ -16,6 +16,8 @@ from ..protocol import messages as m
 from ..protocol.connection import UNIX_PREFIX
 from ..protocol.serialization import INLINE_LIMIT, serialize
 from . import runtime
+from . import runtime_env as runtime_env_module
+from .actor import is_actor_call
 from .client import Client
 from .generator import ObjectRefGenerator
 from .object_ref import ObjectRef, owned_ref
@@ -82,6 +84,7 @@ def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
          object_store_memory: Optional[int] = None, ignore_reinit_error: bool = False,
          namespace: Optional[str] = None, hosts: Optional[list] = None,
          remote_python: Optional[str] = None, local_mode: bool = False,
+         runtime_env: Optional[dict] = None,
          **kwargs) -> ClusterContext:
     """Connect this process to a cluster, starting a local one if needed.
 
@@ -96,6 +99,9 @@ def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
     key on stdin; SHOAL_SSH_OPTIONS adds ssh options); they stop with the
     cluster or when their SSH session drops.  `remote_python` defaults to
     this interpreter's path, which the hosts must also have.
+
+    `runtime_env` is the job's: every task and actor of this driver starts
+    from it (see shoal.core.runtime_env for what is supported).
     """
     if local_mode:
         raise ValueError("local_mode=True is not supported by shoal (Ray deprecated it too): "
@@ -116,6 +122,7 @@ def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
                                      or num_cpus < 0):
             raise ValueError(f"num_cpus must be a non-negative integer, got {num_cpus!r}")
         validate_resources({"num_gpus": num_gpus, "resources": resources})
+        job_env = runtime_env_module.validate(runtime_env)
         address = address or os.environ.get("SHOAL_ADDRESS") or None
         if address in (None, "local"):
             rt = _start_local(num_cpus, num_gpus, resources, object_store_memory, namespace,
@@ -126,6 +133,12 @@ def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
                                  "resources must not be provided: the hosts declare them.")
             rt = _connect(address, namespace)
         runtime.set_current(rt)
+        if job_env:
+            try:
+                rt.runtime_env = runtime_env_module.resolve(rt.client, job_env)
+            except BaseException:
+                runtime.shutdown()
+                raise
         return ClusterContext(rt)
 
 
@@ -317,6 +330,9 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
     if not isinstance(ref, ObjectRef):
         raise TypeError("shoal.cancel() only supported for object refs. For actors, try "
                         "shoal.kill().")
+    if force and is_actor_call(ref.id):
+        raise ValueError("force=True is not supported for actor tasks (as in Ray): cancel "
+                         "without force, or kill the actor with shoal.kill()")
     runtime.current().client.send(m.CancelTask(object_id=ref.id, force=force, recursive=recursive))
 
 

@@ -77,6 +77,7 @@ class Client:
         self._waiters: dict[str, list] = {}
         self._owned: set = set()
         self._subscribed: set = set()
+        self.runtime_env_packages: dict = {}   # content hash -> ref (core/runtime_env.py)
         self._streams: dict = {}            # task id -> generator.{_Stream} being filled
         self._registered_functions: set = set()
         self._replies: dict[int, m.QueryReply] = {}

@@ -9,7 +9,7 @@ import cloudpickle
 
 from ..protocol import messages as m
 from ..protocol.serialization import INLINE_LIMIT, dumps_function, serialize
-from . import runtime
+from . import runtime, runtime_env
 from .generator import GENERATOR_MODES, ObjectRefGenerator
 from .object_ref import ObjectRef, owned_ref
 from .options import COMMON_OPTIONS, TASK_OPTIONS, validate_task_options
@@ -17,7 +17,7 @@ from .signature import check_call, param_spec
 
 TASK_DEFAULTS: dict[str, Any] = {
     "num_cpus": 1, "num_gpus": 0, "resources": None, "num_returns": 1,
-    "max_retries": 3, "retry_exceptions": False, "name": None,
+    "max_retries": 3, "retry_exceptions": False, "name": None, "runtime_env": None,
     "_engine_id": None,     # shoal only: run on this engine (see shoal.util.state.list_engines)
 }
 
@@ -61,6 +61,7 @@ class RemoteFunction:
         self._name = self._options["name"] or getattr(fn, "__name__", repr(fn))
         self._blob: bytes | None = None
         self._func_id: str | None = None
+        self._env_wire = None               # the runtime_env option, uploaded (once)
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", self._name)
         self.__wrapped__ = fn
@@ -76,6 +77,8 @@ class RemoteFunction:
         clone.__dict__.update(self.__dict__)
         clone._options = {**self._options, **options}
         clone._name = clone._options["name"] or self._name
+        if "runtime_env" in options:
+            clone._env_wire = None
         return clone
 
     def bind(self, *args, **kwargs):
@@ -107,7 +110,8 @@ class RemoteFunction:
             retry_exceptions=cloudpickle.dumps(list(retry) if not isinstance(retry, bool) else retry)
             if retry else None,
             parent_task_id=client.current_task_id, engine_id=opts["_engine_id"],
-            generator=generator, job=runtime.job())
+            generator=generator, job=runtime.job(),
+            runtime_env=self._runtime_env(client))
         # Make the return refs before sending, so a fast result finds its holder.
         refs = [owned_ref(client, oid) for oid in return_ids]
         client.remember_context(task_id)
@@ -115,8 +119,23 @@ class RemoteFunction:
         del keep        # only now may the auto-put refs go: the submission pins them
         return returned(client, task_id, generator, refs)
 
+    def _runtime_env(self, client):
+        if self._options["runtime_env"] and self._env_wire is None:
+            self._env_wire = runtime_env.resolve(client, self._options["runtime_env"])
+        return runtime_env.merge(inherited_env(), self._env_wire)
+
     def __repr__(self) -> str:
         return f"<shoal remote function {self._name}>"
+
+
+def inherited_env():
+    """The runtime_env a new task starts from: its parent task's, or the job's (Ray)."""
+    from .client import current_task
+    msg = current_task.get()
+    if msg is not None and msg.method in (None, "__init__"):
+        return msg.runtime_env          # an actor's method calls: its env, kept below
+    rt = runtime.current_or_none()
+    return rt.runtime_env if rt is not None else None
 
 
 def returned(client, task_id: str, generator, refs: list):

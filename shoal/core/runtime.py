@@ -22,6 +22,7 @@ class Runtime:
         self.address = address
         self.cluster = cluster            # LocalCluster we started, or None
         self.namespace = namespace
+        self.runtime_env: Optional[dict] = None      # init(runtime_env=...), wire form
 
     def close(self) -> None:
         """Disconnect; stop the cluster if we started it.  Idempotent."""

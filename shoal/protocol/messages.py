@@ -130,6 +130,7 @@ class SubmitTask:
     engine_id: Optional[str] = None    # run on exactly this engine (e.g. %%remote --all)
     generator: Optional[str] = None    # "streaming" | "dynamic": the call yields its values
     job: tuple = ("", "")              # (job id, namespace) of the driver it runs for
+    runtime_env: Optional[dict] = None   # see core/runtime_env.py (the wire form)
 
 
 @message
@@ -148,6 +149,7 @@ class ExecuteTask:
     generator: Optional[str] = None
     job: tuple = ("", "")       # (job id, namespace); an actor's calls run in its creator's
     resources: dict = field(default_factory=dict)   # what the task or actor holds
+    runtime_env: Optional[dict] = None
 
 
 @message
