@@ -199,11 +199,28 @@ def _derived_class(user_cls: type):
     """ActorClass(Name): ActorClass first, then the user's class; None when
     Python refuses the combination (e.g. an __init_subclass__ that objects)."""
     name = f"ActorClass({user_cls.__name__})"
+    namespace = {"__module__": user_cls.__module__, "__qualname__": name,
+                 "__doc__": user_cls.__doc__}
+    # Static methods read through wrappers: were `module.Name.f` the function
+    # itself, cloudpickle would ship it by reference, to engines that may not
+    # import the user's module.
+    for klass in reversed(user_cls.__mro__):
+        for attr, member in vars(klass).items():
+            if isinstance(member, staticmethod) and not attr.startswith("__") \
+                    and not hasattr(ActorClass, attr):
+                namespace[attr] = staticmethod(_static_wrapper(member.__func__, name))
     try:
-        return type(user_cls)(name, (ActorClass, user_cls), {
-            "__module__": user_cls.__module__, "__qualname__": name, "__doc__": user_cls.__doc__})
+        return type(user_cls)(name, (ActorClass, user_cls), namespace)
     except Exception:
         return None
+
+
+def _static_wrapper(fn, owner: str):
+    def call(*args, **kwargs):
+        return fn(*args, **kwargs)
+    call.__name__, call.__doc__, call.__wrapped__ = fn.__name__, fn.__doc__, fn
+    call.__qualname__ = f"{owner}.{fn.__name__}"
+    return call
 
 
 def _rebuild_actor_class(cls: type, options: dict) -> ActorClass:
