@@ -15,7 +15,10 @@ from ..protocol import messages as m
 from ..protocol.connection import UNIX_PREFIX
 from ..protocol.serialization import INLINE_LIMIT, serialize
 from . import runtime
+from . import runtime_env as runtime_env_module
+from .actor import is_actor_call
 from .client import Client
+from .generator import ObjectRefGenerator
 from .object_ref import ObjectRef, owned_ref
 from .remote_function import validate_resources
 
@@ -79,7 +82,9 @@ def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
          num_gpus: Optional[int] = None, resources: Optional[dict] = None,
          object_store_memory: Optional[int] = None, ignore_reinit_error: bool = False,
          namespace: Optional[str] = None, hosts: Optional[list] = None,
-         remote_python: Optional[str] = None, **kwargs) -> ClusterContext:
+         remote_python: Optional[str] = None, local_mode: bool = False,
+         runtime_env: Optional[dict] = None,
+         **kwargs) -> ClusterContext:
     """Connect this process to a cluster, starting a local one if needed.
 
     Address resolution follows Ray: the `address` argument, else the
@@ -93,7 +98,14 @@ def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
     key on stdin; SHOAL_SSH_OPTIONS adds ssh options); they stop with the
     cluster or when their SSH session drops.  `remote_python` defaults to
     this interpreter's path, which the hosts must also have.
+
+    `runtime_env` is the job's: every task and actor of this driver starts
+    from it (see shoal.core.runtime_env for what is supported).
     """
+    if local_mode:
+        raise ValueError("local_mode=True is not supported by shoal (Ray deprecated it too): "
+                         "tasks always run on engines; use a 1-CPU cluster, init(num_cpus=1), "
+                         "to run them one at a time")
     unknown = sorted(set(kwargs) - _IGNORED_RAY_ARGS)
     if unknown:
         raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(map(repr, unknown))}")
@@ -109,6 +121,7 @@ def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
                                      or num_cpus < 0):
             raise ValueError(f"num_cpus must be a non-negative integer, got {num_cpus!r}")
         validate_resources({"num_gpus": num_gpus, "resources": resources})
+        job_env = runtime_env_module.validate(runtime_env)
         address = address or os.environ.get("SHOAL_ADDRESS") or None
         if address in (None, "local"):
             rt = _start_local(num_cpus, num_gpus, resources, object_store_memory, namespace,
@@ -119,6 +132,12 @@ def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
                                  "resources must not be provided: the hosts declare them.")
             rt = _connect(address, namespace)
         runtime.set_current(rt)
+        if job_env:
+            try:
+                rt.runtime_env = runtime_env_module.resolve(rt.client, job_env)
+            except BaseException:
+                runtime.shutdown()
+                raise
         return ClusterContext(rt)
 
 
@@ -305,9 +324,14 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
     one gets KeyboardInterrupt (or, with force=True, its engine is killed).
     `get` on its refs then raises TaskCancelledError.  Cancelled tasks are not
     retried.  With recursive=True the tasks it submitted are cancelled too."""
+    if isinstance(ref, ObjectRefGenerator):
+        ref = ref.completed()           # the generator's task
     if not isinstance(ref, ObjectRef):
         raise TypeError("shoal.cancel() only supported for object refs. For actors, try "
                         "shoal.kill().")
+    if force and is_actor_call(ref.id):
+        raise ValueError("force=True is not supported for actor tasks (as in Ray): cancel "
+                         "without force, or kill the actor with shoal.kill()")
     runtime.current().client.send(m.CancelTask(object_id=ref.id, force=force, recursive=recursive))
 
 
@@ -316,21 +340,3 @@ def scale(num_engines: int, host_id: Optional[str] = None) -> None:
     when the cluster has one host.  Busy engines beyond the count stop when
     their task ends."""
     runtime.current().client.query("scale", count=num_engines, host_id=host_id)
-
-
-def cluster_resources() -> dict:
-    """Total resources of all hosts."""
-    return _sum_resources("resources")
-
-
-def available_resources() -> dict:
-    """Resources not held by running tasks right now."""
-    return _sum_resources("available")
-
-
-def _sum_resources(key: str) -> dict:
-    total: dict = {}
-    for host in runtime.current().client.status()["hosts"]:
-        for k, v in host[key].items():
-            total[k] = total.get(k, 0) + v
-    return total

@@ -9,7 +9,7 @@ import threading
 from typing import Optional
 
 from ..exceptions import ShoalError
-from .client import Client
+from .client import Client, current_task
 
 log = logging.getLogger("shoal")
 _current: Optional["Runtime"] = None
@@ -22,6 +22,7 @@ class Runtime:
         self.address = address
         self.cluster = cluster            # LocalCluster we started, or None
         self.namespace = namespace
+        self.runtime_env: Optional[dict] = None      # init(runtime_env=...), wire form
 
     def close(self) -> None:
         """Disconnect; stop the cluster if we started it.  Idempotent."""
@@ -40,6 +41,19 @@ def current() -> Runtime:
         if _current is None:
             init()
         return _current
+
+
+DEFAULT_NAMESPACE = "default"
+
+
+def job() -> tuple:
+    """(job id, namespace) that work submitted from here belongs to: in a task
+    or actor, its driver's (so named actors resolve where the driver's do)."""
+    rt = current()
+    task = current_task.get()
+    if task is not None and task.job[0]:
+        return task.job
+    return rt.client.client_id, rt.namespace or DEFAULT_NAMESPACE
 
 
 def current_or_none() -> Optional[Runtime]:

@@ -119,6 +119,10 @@ class Task:
     warned_infeasible: bool = False
 
 
+def _has_idle_engine(host: Host) -> bool:
+    return bool(host.idle)
+
+
 class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
     def __init__(self, cluster_id: str, session_dir: str,
                  clock: Callable[[], float] = time.time,
@@ -134,6 +138,8 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         self.functions: dict[str, m.RegisterFunction] = {}
         self.tasks: dict[str, Task] = {}
         self.ready: dict[tuple, deque] = {}            # resource shape -> ready task ids
+        self.may_prefetch: set = set()                 # engines that may take a queued task
+        self.queued_on: set = set()                    # engines with a task queued (may be stale)
         self.pinned: dict[str, deque] = {}             # engine id -> ready tasks for it alone
         self.objects: dict[str, Obj] = {}
         self.dependents: dict[str, list] = {}          # pending object id -> waiting task ids
@@ -303,22 +309,25 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
             self._place_actors()
         if self.pinned:
             self._schedule_pinned()
-        hosts = list(self.hosts.values())
+        # Only hosts with an idle engine can take a task now: under load that is
+        # few of them, so placement costs O(idle hosts), not O(hosts).
+        idle_hosts = [h for h in self.hosts.values() if h.idle]
         for shape, queue in list(self.ready.items()):
             while queue:
                 task = self.tasks.get(queue[0])
                 if task is None or task.state != "ready":
                     queue.popleft()
                     continue
-                if not any(h.idle for h in hosts):       # the common case under load
-                    self._cannot_place(task, hosts)
+                if not any(h.idle for h in idle_hosts):       # the common case under load
+                    self._cannot_place(task)
                     break
                 request = task.spec.resources
-                host = policy.choose_host(request, hosts, self._idle_engine,
-                                          self._argument_bytes(task) if len(hosts) > 1 else None)
+                host = policy.choose_host(request, idle_hosts, _has_idle_engine,
+                                          self._argument_bytes(task) if len(self.hosts) > 1
+                                          else None)
                 gpus = policy.allocate_gpus(host.gpus, request.get("GPU", 0)) if host else None
                 if host is None or gpus is None:
-                    self._cannot_place(task, hosts)
+                    self._cannot_place(task)
                     break
                 queue.popleft()
                 self._dispatch(task, host, self._idle_engine(host), gpus)
@@ -362,6 +371,8 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
     def _assign(self, engine: Engine, task_id: Optional[str]) -> None:
         """Set what an engine runs, keeping its host's idle set true."""
         engine.task_id = task_id
+        if task_id is not None:
+            self.may_prefetch.add(engine.engine_id)
         host = self.hosts.get(engine.host_id)
         if host is not None and engine.actor_id is None:
             if task_id is None and engine.engine_id in host.engines:
@@ -369,8 +380,9 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
             else:
                 host.idle.discard(engine.engine_id)
 
-    def _cannot_place(self, task: Task, hosts: list) -> None:
+    def _cannot_place(self, task: Task) -> None:
         request = task.spec.resources
+        hosts = list(self.hosts.values())
         if not policy.feasible_anywhere(request, hosts):
             if not task.warned_infeasible and hosts:
                 task.warned_infeasible = True
@@ -409,11 +421,16 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         now = self.clock()
         for d in spec.deps:
             self.objects[d].last_used = now
+        job, held = spec.job, spec.resources     # (a prefetched task holds them once it runs)
+        actor = self.actors.get(spec.actor_id) if spec.actor_id else None
+        if actor is not None:            # an actor's calls belong to its creator's job
+            job, held = actor.creation.job, actor.held
         self._send(engine.conn, m.ExecuteTask(
             task_id=spec.task_id, func_id=spec.func_id, func_blob=blob, name=spec.name,
             args=spec.args, dep_values=[self.objects[d].entry for d in spec.deps],
             return_ids=spec.return_ids, gpu_ids=gpu_ids, retry_exceptions=spec.retry_exceptions,
-            method=spec.method, actor_options=spec.actor_options))
+            method=spec.method, actor_options=spec.actor_options, generator=spec.generator,
+            job=job, resources=held, runtime_env=spec.runtime_env))
 
     def _release(self, task: Task) -> None:
         """Give back what a running task held and free its engine."""
@@ -456,6 +473,26 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         self._after_engine_free(engine_id)
         self._schedule()
 
+    def _on_generator_item(self, conn, msg: m.GeneratorItem) -> None:
+        """A streaming task yielded: the item is its owner's now, pushed at once."""
+        task = self.tasks.get(msg.task_id)
+        oid = msg.entry.object_id
+        stale = (task is None or task.state != "running" or task.spec.generator != "streaming"
+                 or task.engine_id != self.engine_by_conn.get(conn)
+                 or oid != f"{msg.task_id}/g{msg.index}")
+        obj = self.objects.get(oid)
+        if stale or task.owner not in self.peers or (obj is not None and obj.entry is not None):
+            # Nobody will hold it (or a retry made it again): drop this copy.
+            if msg.entry.host_id and (obj is None or obj.entry is None
+                                      or obj.entry.host_id != msg.entry.host_id):
+                self._frees.setdefault(msg.entry.host_id, []).append(oid)
+            return
+        obj = self._object(oid)
+        obj.producer = msg.task_id
+        self._hold(obj, task.owner, +1)
+        self._object_ready(obj, msg.entry, msg.nested,
+                           f"generator task {task.spec.name} ({msg.task_id}), item {msg.index}")
+
     def _complete(self, task: Task, results: list, nested: list, status: str) -> None:
         spec = task.spec
         if task.rebuilding:
@@ -493,6 +530,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
             engine = self.engines.get(task.engine_id)
             if engine is not None and engine.prefetched == task.spec.task_id:
                 engine.prefetched = None
+                self.may_prefetch.add(engine.engine_id)
                 self._send(engine.conn, m.InterruptTask(task_id=task.spec.task_id))   # skip it
             task.prefetched = False
         elif task.state == "running":
@@ -541,6 +579,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
             task.held["CPU"] = task.lent_cpu
             host.available["CPU"] = host.available.get("CPU", 0.0) - task.lent_cpu
             task.lent_cpu = 0.0
+            self.may_prefetch.add(engine.engine_id)
         self._schedule()
 
     def _on_task_output(self, conn, msg: m.TaskOutput) -> None:
@@ -773,6 +812,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         m.RegisterFunction: _on_register_function,
         m.SubmitTask: _on_submit,
         m.TaskFinished: _on_task_finished,
+        m.GeneratorItem: _on_generator_item,
         m.EngineBlocked: _on_engine_blocked,
         m.TaskRevoked: Pipelining._on_task_revoked,
         m.SubscribeEvents: EventStream._on_subscribe_events,

@@ -7,7 +7,7 @@ import threading
 from collections import deque
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from ..core.api import cluster_resources
+from ..core.context import cluster_resources
 from ..core.remote_function import RemoteFunction, validate_task_options
 
 

@@ -9,7 +9,8 @@ from joblib._parallel_backends import (
 )
 
 from ...core import runtime
-from ...core.api import cancel, cluster_resources
+from ...core.api import cancel
+from ...core.context import cluster_resources
 from ...core.remote_function import RemoteFunction
 
 

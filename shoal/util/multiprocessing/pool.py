@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from ...core import runtime
 from ...core.actor import ActorClass, kill
-from ...core.api import cluster_resources
+from ...core.context import cluster_resources
 from ...core.remote_function import ship
 from ...exceptions import ClusterLostError
 from .results import AsyncResult, IMapIterator, MapResult
