@@ -220,3 +220,12 @@ def test_a_cancelled_wait_lets_go_of_its_ref(cluster):
     assert not client.holds(oid) and not client.holds(awaited)
     assert registrations() == 0
     gate.open.remote()
+
+
+def test_as_completed_yields_values_with_rays_keywords(cluster):
+    refs = [after.remote(None, i) for i in range(20)]
+    assert sorted(as_completed(refs, yield_obj_refs=False, chunk_size=5)) == [i * i for i in range(20)]
+    with pytest.raises(KeyError):
+        list(as_completed([fail.remote(3)], yield_obj_refs=False))
+    with pytest.raises(ValueError, match="chunk_size"):
+        as_completed(refs, chunk_size=0)
