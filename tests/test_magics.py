@@ -214,3 +214,22 @@ def test_autoremote_transformer():
     auto.disable()
     assert shell.input_transformers_cleanup == [] and not auto.enabled
     assert parse_cell_line("--on ns --_auto").auto
+
+
+@pytest.mark.parametrize("source, reads, writes, deletes", [
+    ("counter += 1", {"counter"}, ("counter",), set()),
+    ("def f():\n    global g\n    g += 1", {"g"}, ("f", "g"), set()),
+    ("try:\n    pass\nexcept E as e:\n    pass", {"E", "e"}, ("e",), {"e"}),
+    ("if c:\n    del x", {"c", "x"}, (), {"x"}),
+    ("[i for i in r]", {"r"}, (), set()),
+    ("match v:\n    case [a, *rest]:\n        pass\n    case {**kw}:\n        pass",
+     {"v"}, ("a", "rest", "kw"), set()),
+    ("x: int = y", {"int", "y"}, ("x",), set()),
+])
+def test_analysis_of_names_symtable_does_not_tell(source, reads, writes, deletes):
+    cell = analyze(source)
+    assert cell.reads == reads and cell.writes == writes and cell.deletes == deletes
+
+
+def test_analysis_notes_star_imports():
+    assert analyze("from os.path import *\nfrom math import pi").star_imports == ("os.path",)

@@ -142,7 +142,8 @@ class RemoteCells:
              and not (opts.bg and n in cell.imports)]   # a module is no future value
         pull += [n for n in sorted(cell.deletes) if n not in pull]
         spec = {"source": source, "filename": filename, "names": [], "pull": pull,
-                "deletes": sorted(cell.deletes), "result": cell.has_result and not cell.quiet}
+                "deletes": sorted(cell.deletes), "result": cell.has_result and not cell.quiet,
+                "star": list(cell.star_imports)}
         with _InterruptsHeld() as held:
             job = self._submit(spec, send, opts, title, namespace)
         if held.interrupted:
@@ -331,7 +332,7 @@ class RemoteCells:
             job.namespace.seen(outcomes[0][0][0])
             for name, value in job.sent.items():
                 job.namespace.mark(name, value)
-        bound = {}
+        bound = {n: v for n, v in outcomes[0][0][2].items() if not isinstance(v, Unavailable)}
         for i, name in enumerate(job.pull, start=1):
             values = [o[i] for o in outcomes]
             value = values[0] if not job.opts.all else _combine(values)

@@ -6,7 +6,8 @@ persists between cells).  Both take a cell spec (a dict of builtins, made by
 `shoal.magics.cells`), the notebook's ObjectRefs passed by reference, and the
 shipped values (top-level arguments, so the scheduler resolves refs among them
 and large values travel through the object store), and return one value per
-return ref: first `(namespace token, result)`, then one per pulled name.
+return ref: first `(namespace token, result, {name: value} bound by star
+imports)`, then one per pulled name.
 
 A value that cannot come back (it does not serialize, or the cell never bound
 the name, or deleted it) comes back as an `Unavailable` marker instead of
@@ -26,6 +27,7 @@ import asyncio
 import inspect
 import linecache
 import pickle
+import sys
 import uuid
 
 _SIMPLE = (type(None), bool, int, float, complex, str, bytes)
@@ -122,13 +124,28 @@ def _run(spec: dict, ns: dict, byref: dict, values: tuple, token):
     ns.update(zip(spec["names"], values))
     del values
     result = _execute(spec, ns)
-    out = [(token, _carry(result, show=True) if spec["result"] else None)]
+    star = {n: _carry(ns[n]) for n in _star_names(spec.get("star", ()), ns)}
+    out = [(token, _carry(result, show=True) if spec["result"] else None, star)]
     for name in spec["pull"]:
         if name in ns:
             out.append(_carry(ns[name]))
         else:
             out.append(Unavailable("deleted" if name in spec["deletes"] else "unbound"))
     return out[0] if len(out) == 1 else tuple(out)
+
+
+def _star_names(modules, ns: dict) -> list:
+    """The names `from MODULE import *` bound in `ns` (as Python picks them)."""
+    names = []
+    for module_name in modules:
+        module = sys.modules.get(module_name)
+        if module is None:
+            continue
+        public = getattr(module, "__all__", None)
+        if public is None:
+            public = [n for n in vars(module) if not n.startswith("_")]
+        names += [n for n in public if n in ns and ns[n] is getattr(module, n, None)]
+    return names
 
 
 def _execute(spec: dict, ns: dict):
