@@ -97,9 +97,9 @@ class FakeSink:
         self.events.append(("clear", parent, wait))
 
 
-def out(text, stream="stdout", task="t1", data=None):
+def out(text, stream="stdout", task="t1", data=None, origin=None):
     return types.SimpleNamespace(stream=stream, text=text, name="f", pid=7, task_id=task,
-                                 data=data)
+                                 data=data, origin=origin)
 
 
 def test_router_remembers_the_cell_and_labels_lines():
@@ -115,9 +115,11 @@ def test_router_remembers_the_cell_and_labels_lines():
     router.handle(out("c\n"), plain)                     # continues the open line
     router.handle(out("x\n", "stderr", "t2"), cell)      # a %%remote cell: as it is
     router.handle(out("y\nz\n", task="t3"), engine)
+    router.handle(out("n\n", task="t4", origin="t2"), cell)   # started by the cell's task
     texts = [(e[2], e[3]) for e in sink.events]
     assert texts == [("stdout", "(f pid=7) a\n(f pid=7) b"), ("stdout", "c\n"),
-                     ("stderr", "x\n"), ("stdout", "[e1] y\n[e1] z\n")]
+                     ("stderr", "x\n"), ("stdout", "[e1] y\n[e1] z\n"),
+                     ("stdout", "(f pid=7) n\n")]
 
 
 def test_router_turns_displays_back_into_messages():

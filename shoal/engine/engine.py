@@ -40,6 +40,7 @@ from ..protocol import messages as m
 from ..protocol.serialization import SerializationError, deserialize, serialize
 from ..session import read_config_from_stdin, setup_process_logging, wait_until_closed
 from ..store.shm import HostStore
+from . import display
 
 log = logging.getLogger("shoal.engine")
 _SHOAL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -122,6 +123,7 @@ class Engine:
         self.stderr = TaskOutputStream(self, "stderr", sys.stderr)
         sys.stdout, sys.stderr = self.stdout, self.stderr
         threading.Thread(target=self._flush_output, name="output-flush", daemon=True).start()
+        display.engine_shell()      # display() in any task goes to the task's cell
         while True:
             try:
                 msg = self.inbox.get()
@@ -201,6 +203,8 @@ class Engine:
             self._set_gpus(msg.gpu_ids)
             fn, args, kwargs = self._prepare(msg)
             value = fn(*args, **kwargs)
+            if on_main:
+                display.after_task()
             with self.lock:                  # from here on no interrupt is sent
                 self.running.pop(msg.task_id, None)
             del args, kwargs

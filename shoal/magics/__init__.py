@@ -12,7 +12,7 @@ leaves the cluster running.  The machinery lives in small modules beside
 this one: options (parsing), analysis (what a cell reads and writes), cells
 (ship, submit, wait, bind), runner (the engine side), output (routing),
 errors (remote tracebacks), background (--bg), cluster (%cluster),
-autoremote, engine_display (rich output on engines).
+autoremote.  Rich output on engines is shoal.engine.display.
 """
 from __future__ import annotations
 

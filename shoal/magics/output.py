@@ -11,7 +11,10 @@
   output lands under its own cell even after other cells ran.
 
 Plain tasks get Ray's "(name pid=N) " line prefix; a `%%remote` cell's output
-gets none (it is the cell's own output); `--all` lines get the engine.
+gets none (it is the cell's own output); `--all` lines get the engine.  Work
+that a task started (nested tasks, actor calls, tasks an actor submits) comes
+with `origin`, the task submitted here that started it: it lands under that
+task's cell, with Ray's prefix.
 
 Sinks: `KernelSink` publishes on the kernel's iopub socket (thread-safe in
 ipykernel: sends are handed to its IOPub thread, in order); `ConsoleSink`
@@ -26,7 +29,7 @@ from collections import OrderedDict
 from typing import Optional
 
 from ..core.client import print_output
-from .engine_display import EXTRA_KEY
+from ..engine.display import EXTRA_KEY
 
 _MAX_OPEN_LINES = 10_000
 
@@ -126,7 +129,8 @@ class OutputRouter:
         if msg.stream == "display":
             self._display(msg, parent)
             return
-        prefix = f"({msg.name} pid={msg.pid}) " if label is None else label
+        nested = msg.origin is not None         # started by a task the cell submitted
+        prefix = f"({msg.name} pid={msg.pid}) " if label is None or nested else label
         text = self._prefixed(msg, prefix) if prefix else msg.text
         if text:
             self.sink.stream(parent, "stderr" if msg.stream == "stderr" else "stdout", text)

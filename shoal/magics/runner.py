@@ -83,7 +83,7 @@ class _Carry:
             s = serialize(self.value)
         except SerializationError as exc:
             if self.show:
-                from . import engine_display
+                from ..engine import display as engine_display
                 return (Shown, engine_display.engine_shell().display_formatter.format(self.value))
             cause = exc.__cause__ or exc
             return (Unavailable, ("unserializable", type(self.value).__name__,
@@ -149,7 +149,7 @@ def _star_names(modules, ns: dict) -> list:
 
 
 def _execute(spec: dict, ns: dict):
-    from . import engine_display
+    from ..engine import display as engine_display
     shell = engine_display.engine_shell()
     filename, source = spec["filename"], spec["source"]
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
