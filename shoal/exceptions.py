@@ -136,6 +136,11 @@ class OwnerDiedError(ObjectLostError):
     """The process that owned an object died, so its value is gone."""
 
 
+class ObjectFromOtherClusterError(ObjectLostError):
+    """The ref belongs to a cluster this process has left (stopped, or
+    switched from): its value does not carry over to the current one."""
+
+
 class ObjectStoreFullError(ShoalError, MemoryError):
     """The object store is full and nothing can be spilled."""
 
@@ -154,5 +159,6 @@ RayActorError = ActorError
 __all__ = [
     "ShoalError", "TaskError", "GetTimeoutError", "TaskCancelledError", "WorkerCrashedError",
     "ActorError", "ActorDiedError", "PendingCallsLimitExceeded", "ObjectLostError", "OwnerDiedError", "ObjectStoreFullError",
+    "ObjectFromOtherClusterError",
     "ClusterLostError", "RayError", "RayTaskError", "RayActorError",
 ]

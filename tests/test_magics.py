@@ -110,7 +110,7 @@ def test_router_remembers_the_cell_and_labels_lines():
         cell = router.context()
     with router.labelled("[e1] "):
         engine = router.context()
-    assert router.context() == plain == ({"header": {"msg_id": "now"}}, None)
+    assert router.context() == plain == ({"header": {"msg_id": "now"}}, None, router.cell)
     router.handle(out("a\nb"), plain)                    # Ray's prefix, line by line
     router.handle(out("c\n"), plain)                     # continues the open line
     router.handle(out("x\n", "stderr", "t2"), cell)      # a %%remote cell: as it is
@@ -235,3 +235,25 @@ def test_analysis_of_names_symtable_does_not_tell(source, reads, writes, deletes
 
 def test_analysis_notes_star_imports():
     assert analyze("from os.path import *\nfrom math import pi").star_imports == ("os.path",)
+
+
+def test_router_cancels_only_the_interrupted_cells_plain_tasks():
+    sent, contexts = [], {}
+
+    class FakeClient:
+        def pending_contexts(self):
+            return list(contexts.items())
+
+        def send(self, msg):
+            sent.append(msg)
+
+    router = OutputRouter(FakeSink())
+    router.new_cell()
+    earlier = router.context()
+    router.new_cell()
+    mine = router.context()
+    with router.labelled(""):
+        remote_cell = router.context()        # %%remote cancels its own, with a grace
+    contexts.update(t1=earlier, t2=mine, t3=remote_cell, t4=None)
+    assert router.cancel_cell(FakeClient()) == 1
+    assert [(m.object_id, m.force, m.recursive) for m in sent] == [("t2/0", False, True)]

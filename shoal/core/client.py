@@ -387,6 +387,11 @@ class Client:
                 self._contexts.pop(next(iter(self._contexts)))
             self._contexts[task_id] = self.output_context()
 
+    def pending_contexts(self) -> list:
+        """(task id, output context) of the tasks submitted here whose results
+        have not come yet."""
+        return list(self._contexts.items())
+
     def context_of(self, task_id: str):
         """The output context of a task submitted here (None if unknown)."""
         context = self._contexts.get(task_id)
@@ -410,7 +415,7 @@ class Client:
         with self._lock:
             for e in entries:
                 oid = e.object_id
-                if oid not in self._refcounts:
+                if oid not in self._refcounts and oid not in self._waiters:
                     continue        # released meanwhile: nobody here wants it
                 self._entries[oid] = e
                 for waiter in self._waiters.pop(oid, ()):
