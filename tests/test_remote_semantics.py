@@ -98,3 +98,39 @@ def test_augmented_assignment_in_a_namespace_uses_the_notebook_value(k):
         assert k.execute("%%remote --on counting\ncounter += 1").reply["status"] == "ok"
         assert k.execute("counter").result == expected
         k.execute("counter += 9")            # changed locally: the namespace must see it
+
+
+# ---------------------------------------------------------------------- magics in %%remote
+def test_a_cell_magic_on_the_first_line_runs_on_the_engine(k, tmp_path):
+    assert k.execute("_reset({'a': 20})").reply["status"] == "ok"
+    run = k.execute("%%remote\n%%time\nimport os\nx = a + 1\nwhere = os.getpid()\nx")
+    assert run.reply["status"] == "ok", run
+    assert run.result == "21" and "Wall time" in run.stdout
+    assert k.execute("x, where != __import__('os').getpid()").result == "(21, True)"
+    timed = k.execute("%%remote\n%%timeit -n 2 -r 1\ny = a * 2")
+    assert "per loop" in timed.stdout and k.execute("'y' in globals()").result == "False"
+    captured = k.execute("%%remote\n%%capture cap\nprint('hidden')\na")
+    assert captured.reply["status"] == "ok" and captured.stdout == "", captured
+    assert k.execute("cap.stdout").result == "'hidden\\n'"
+    target = tmp_path / "w.txt"
+    k.execute(f"%%remote\n%%writefile {target}\nhello")
+    assert target.read_text() == "hello\n"
+
+
+def test_line_magics_and_shell_commands_in_a_remote_cell(k):
+    assert k.execute("_reset({'a': 2})").reply["status"] == "ok"
+    run = k.execute("%%remote\nb = 1\n%time c = b + a\nhome = %env HOME\n"
+                    "listing = !echo from-the-engine\nlisting")
+    assert run.reply["status"] == "ok", run
+    assert run.result == "['from-the-engine']" and "Wall time" in run.stdout
+    assert k.execute("(b, c, isinstance(home, str))").result == "(1, 3, True)"
+
+
+@pytest.mark.parametrize("cell, named", [
+    ("%cluster", "%cluster cannot run on the cluster"),
+    ("x = 1\n%history", "%history cannot run on the cluster"),
+    ("%%remote --all\nx = 1", "%%remote cannot run on the cluster"),
+])
+def test_magics_that_cannot_run_remotely_are_named(k, cell, named):
+    run = k.execute(f"%%remote\n{cell}")
+    assert run.reply["status"] == "error" and f"UsageError: %%remote: error: {named}" in run.stderr

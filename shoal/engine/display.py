@@ -22,6 +22,7 @@ import os
 import sys
 import types
 
+from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets import Type
@@ -53,9 +54,21 @@ class TaskDisplayPublisher(DisplayPublisher):
             super().clear_output(wait)
 
 
+class TaskDisplayHook(DisplayHook):
+    """A value the shell shows (`%%capture` running a cell) is a display,
+    as a kernel's execute_result is, not an "Out[n]:" line on stdout."""
+
+    def write_output_prompt(self) -> None:
+        pass
+
+    def write_format_data(self, format_dict, md_dict=None) -> None:
+        self.shell.display_pub.publish(format_dict, md_dict)
+
+
 class EngineShell(InteractiveShell):
     """The shell of an engine: no history, displays go to the cell."""
     display_pub_class = Type(TaskDisplayPublisher)
+    displayhook_class = Type(TaskDisplayHook)
 
 
 def _flush_streams() -> None:

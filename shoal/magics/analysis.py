@@ -17,6 +17,8 @@
 - `imports`: names bound only by imports (a `--bg` cell leaves them remote).
 - `star_imports`: modules of `from MODULE import *` (which names those bind
   is known only where the import runs).
+- with `transform`, magics (`%%time`, `%time STMT`, `%%capture`, ...) count
+  by the Python they run.
 - `has_result`: the last statement is an expression, whose value is the
   cell's result (as IPython's `last_expr` rule); `quiet` when the cell ends
   with `;`, which hides the result as in a local cell.
@@ -49,7 +51,92 @@ class CellAnalysis:
     star_imports: tuple = ()
 
 
-def analyze(source: str, filename: str = "<cell>") -> CellAnalysis:
+# Magics that run code in the notebook namespace (their code's names count;
+# %timeit runs it in a namespace of its own, so it only reads).
+_RUNS_CODE = {"time": True, "prun": True, "capture": True, "timeit": False}
+
+
+def analyze(source: str, filename: str = "<cell>", transform=None) -> CellAnalysis:
+    """`transform` (IPython's transform_cell), if given, is how the code of
+    magics such as `%%time` or `%time STATEMENT` becomes Python: their names
+    count as the cell's own."""
+    cell = _analyze(source, filename)
+    if transform is None:
+        return cell
+    for kind, name, line, body in magic_calls(ast.parse(source, filename)):
+        for code, binds in _magic_code(kind, name, line, body):
+            try:
+                inner = analyze(transform(code), filename, transform)
+            except SyntaxError:
+                continue                       # the magic reports its own syntax errors
+            cell = _merge(cell, inner, binds)
+        if name == "capture" and kind == "cell":
+            words = [w for w in line.split() if not w.startswith("-")]
+            if words:
+                cell = _merge(cell, CellAnalysis(frozenset(), (words[0],), frozenset(),
+                                                 frozenset(), False, False), True)
+    return cell
+
+
+def magic_calls(tree: ast.AST) -> list:
+    """("line" | "cell", magic name, line, body) of each
+    `get_ipython().run_line_magic/run_cell_magic(...)` call with literal
+    arguments (what IPython makes of `%name line` and `%%name line`)."""
+    out = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("run_line_magic", "run_cell_magic")
+                and isinstance(node.func.value, ast.Call)
+                and isinstance(node.func.value.func, ast.Name)
+                and node.func.value.func.id == "get_ipython"):
+            continue
+        args = [a.value if isinstance(a, ast.Constant) and isinstance(a.value, str) else None
+                for a in node.args]
+        if not args or args[0] is None:
+            continue
+        kind = "line" if node.func.attr == "run_line_magic" else "cell"
+        line = args[1] if len(args) > 1 and args[1] is not None else ""
+        body = args[2] if kind == "cell" and len(args) > 2 else None
+        out.append((kind, args[0], line, body))
+    return out
+
+
+def _magic_code(kind: str, name: str, line: str, body) -> list:
+    """(code, binds) pieces of Python a magic runs: the cell body, the
+    statement of a line magic (options dropped), the setup of %%timeit."""
+    if name not in _RUNS_CODE:
+        return []
+    binds = _RUNS_CODE[name]
+    pieces = []
+    if kind == "cell" and body is not None:
+        pieces.append((body, binds))
+    if name in ("time", "timeit", "prun") and line.strip():
+        pieces.append((_without_options(line), binds))
+    return pieces
+
+
+def _without_options(line: str) -> str:
+    """A %timeit/%prun statement without its leading -x [value] options."""
+    words = line.split(" ")
+    while words and words[0].startswith("-"):
+        option = words.pop(0)
+        if option[1:2] in ("n", "r", "p", "s", "T", "D", "l") and len(option) == 2 and words:
+            words.pop(0)                       # an option with a value
+    return " ".join(words)
+
+
+def _merge(cell: CellAnalysis, inner: CellAnalysis, binds: bool) -> CellAnalysis:
+    writes = dict.fromkeys(cell.writes)
+    if binds:
+        writes.update(dict.fromkeys(inner.writes))
+    return CellAnalysis(cell.reads | inner.reads, tuple(writes),
+                        cell.deletes | (inner.deletes if binds else frozenset()),
+                        cell.imports | (inner.imports if binds else frozenset()),
+                        cell.has_result, cell.quiet,
+                        cell.star_imports + (inner.star_imports if binds else ()))
+
+
+def _analyze(source: str, filename: str) -> CellAnalysis:
     tree = ast.parse(source, filename)
     table = symtable.symtable(source, filename, "exec")
     reads: set = set()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import inspect
 import linecache
 import pickle
@@ -155,6 +156,35 @@ def _execute(spec: dict, ns: dict):
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     tree = ast.parse(source, filename)
     last = tree.body.pop() if spec["result"] else None
+    with _shell_namespace(shell, ns) if spec.get("magics") else contextlib.nullcontext():
+        return _execute_tree(tree, last, filename, ns, shell, engine_display)
+
+
+class _CellModule:
+    """The shell's user_module while a cell runs: its __dict__ is the cell's namespace."""
+
+
+@contextlib.contextmanager
+def _shell_namespace(shell, ns: dict):
+    """Magics in the cell (`%%time`, `%time`, `%%capture`, ...) run on this
+    engine's shell, in the cell's namespace, as they would in a notebook."""
+    module = _CellModule()
+    module.__dict__ = ns
+    saved = shell.user_module, shell.user_ns
+    # The shell's own names (get_ipython, In, Out, _oh, ...), which its magics
+    # and displayhook use; taken out again after the cell.
+    added = [n for n in shell.user_ns_hidden if n not in ns and n in shell.user_ns]
+    ns.update((n, shell.user_ns[n]) for n in added)
+    shell.user_module, shell.user_ns = module, ns
+    try:
+        yield
+    finally:
+        shell.user_module, shell.user_ns = saved
+        for name in added:
+            ns.pop(name, None)
+
+
+def _execute_tree(tree, last, filename: str, ns: dict, shell, engine_display):
     try:
         if tree.body:
             _eval(compile(tree, filename, "exec", flags=_FLAGS, dont_inherit=True), ns)
