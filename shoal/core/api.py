@@ -15,7 +15,7 @@ from ..exceptions import GetTimeoutError, ObjectFromOtherClusterError
 from ..protocol import messages as m
 from ..protocol.connection import UNIX_PREFIX
 from ..protocol.serialization import INLINE_LIMIT, serialize
-from . import runtime
+from . import runtime, terminal_progress
 from .client import Client
 from .object_ref import ObjectRef, owned_ref
 from .remote_function import validate_resources
@@ -317,7 +317,8 @@ def wait(object_refs: list, *, num_returns: int = 1, timeout: Optional[float] = 
 
 
 # A blocking get/wait of at least this many refs that takes longer than this
-# shows a progress bar when it runs in a notebook (as ipyparallel's %px does).
+# shows a progress bar when it runs in a notebook (as ipyparallel's %px does),
+# or on stderr when that is a terminal (as tqdm would; SHOAL_PROGRESS=0: off).
 AUTO_PROGRESS_AFTER = 2.0
 AUTO_PROGRESS_MIN_REFS = 2
 
@@ -326,13 +327,21 @@ def _wait_entries(client: Client, ids: list, needed: int, timeout: Optional[floa
                   stop_on_error: bool, what: str) -> tuple[dict, bool]:
     """client.wait_entries, showing a progress bar (shoal.widgets) once a wait
     in a notebook's main thread has lasted AUTO_PROGRESS_AFTER seconds."""
-    if (len(ids) < AUTO_PROGRESS_MIN_REFS or "ipykernel" not in sys.modules
+    notebook = "ipykernel" in sys.modules
+    if (len(ids) < AUTO_PROGRESS_MIN_REFS
+            or not (notebook or terminal_progress.wanted(sys.stderr))
             or (timeout is not None and timeout <= AUTO_PROGRESS_AFTER)
             or threading.current_thread() is not threading.main_thread()):
         return client.wait_entries(ids, needed, timeout, stop_on_error)
+    started = time.monotonic()
     entries, timed_out = client.wait_entries(ids, needed, AUTO_PROGRESS_AFTER, stop_on_error)
     if not timed_out:
         return entries, False
+    if not notebook:                      # a terminal: a tqdm-style bar on stderr
+        left = None if timeout is None else max(0.0, timeout - AUTO_PROGRESS_AFTER)
+        with terminal_progress.TerminalProgress(ids, client.ready, f"shoal.{what}", sys.stderr,
+                                                started):
+            return client.wait_entries(ids, needed, left, stop_on_error)
     from ..widgets import auto_progress
     bar = auto_progress(client, ids, what)
     left = None if timeout is None else max(0.0, timeout - AUTO_PROGRESS_AFTER)
