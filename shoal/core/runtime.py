@@ -23,6 +23,9 @@ class Runtime:
         self.cluster = cluster            # LocalCluster we started, or None
         self.namespace = namespace
         self.runtime_env: Optional[dict] = None      # init(runtime_env=...), wire form
+        # Who shares this runtime with plain `init()` calls (the shoal kernel
+        # sets it): init() then returns its context instead of raising.
+        self.shared_by: Optional[str] = None
 
     def close(self) -> None:
         """Disconnect; stop the cluster if we started it.  Idempotent."""

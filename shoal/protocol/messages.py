@@ -203,6 +203,8 @@ class TaskOutput:
     stream: str                 # "stdout" | "stderr" | "display"
     text: str = ""
     data: Optional[dict] = None   # "display": {"data": mimebundle, "metadata": {...}}
+    origin: Optional[str] = None  # set by the scheduler for nested work: the task the
+                                  # receiver submitted that (transitively) started this one
 
 
 @message

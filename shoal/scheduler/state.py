@@ -117,6 +117,9 @@ class Task:
     submitted_at: float = 0.0
     started_at: float = 0.0
     warned_infeasible: bool = False
+    # Where its output goes when a task started it: (owner, task id) of the
+    # first task of the chain, so a cell's nested work prints under the cell.
+    origin: Optional[tuple] = None
 
 
 def _has_idle_engine(host: Host) -> bool:
@@ -251,6 +254,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         parent = self.tasks.get(spec.parent_task_id) if spec.parent_task_id else None
         if parent is not None:
             parent.children.add(spec.task_id)
+            task.origin = parent.origin or (parent.owner, parent.spec.task_id)
         failed = None
         for oid in (*spec.deps, *spec.nested):
             obj = self.objects.get(oid)
@@ -584,7 +588,13 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
 
     def _on_task_output(self, conn, msg: m.TaskOutput) -> None:
         task = self.tasks.get(msg.task_id)
-        if task is not None and task.owner in self.peers:
+        if task is not None and task.origin is not None:
+            owner, root = task.origin
+            if owner in self.peers:
+                self._send(owner, m.TaskOutput(task_id=msg.task_id, name=msg.name, pid=msg.pid,
+                                               stream=msg.stream, text=msg.text, data=msg.data,
+                                               origin=root))
+        elif task is not None and task.owner in self.peers:
             self._send(task.owner, msg)
 
     def _on_cancel(self, conn, msg: m.CancelTask) -> None:
