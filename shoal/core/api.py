@@ -114,6 +114,9 @@ def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
         if address in (None, "local"):
             rt = _start_local(num_cpus, num_gpus, resources, object_store_memory, namespace,
                               hosts or (), remote_python)
+            rt.init_kwargs = dict(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+                                  object_store_memory=object_store_memory, namespace=namespace,
+                                  hosts=hosts, remote_python=remote_python)
         else:
             if num_cpus is not None or num_gpus is not None or resources or hosts:
                 raise ValueError("When connecting to an existing cluster, num_cpus, num_gpus and "
