@@ -80,7 +80,7 @@ class HostAgent:
         else:
             self.store = HostStore.create(config["cluster_id"], self.host_id,
                                           config.get("store_limit"))
-        num_cpus = config.get("num_cpus") or available_cpus()
+        num_cpus = available_cpus() if config.get("num_cpus") is None else config["num_cpus"]
         self.gpu_ids = detect_gpus(config.get("num_gpus"))
         self.resources = {"CPU": num_cpus, "GPU": len(self.gpu_ids), **config.get("resources", {})}
         self.num_engines = max(1, int(num_cpus))

@@ -102,8 +102,9 @@ class LocalCluster:
             try:
                 sock.bind((host, port))
             except OSError as exc:
-                raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") \
-                    from None
+                error = OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+                error.errno = exc.errno
+                raise error from None
             sock.listen(512)
             bound_host, bound_port = sock.getsockname()[:2]
             if bound_host in ("0.0.0.0", "::"):      # all interfaces: name one others can reach
@@ -136,6 +137,7 @@ class LocalCluster:
                 self.agent_supervisor = spawn("shoal.engine.supervisor", agent_config)
         except BaseException:
             self._kill_all()
+            self.store.remove_all()
             raise
         finally:
             sock.close()
