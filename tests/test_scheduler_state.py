@@ -357,3 +357,13 @@ def test_placement_prefers_the_host_holding_the_arguments():
     assert h.executes(h.out())[t].startswith("h2.")
     t2 = h.submit()
     assert h.executes(h.out())[t2].startswith("h1.")       # no data: the freest host
+
+
+def test_ready_values_are_pushed_in_batches_under_the_frame_limit():
+    from shoal.protocol.messages import ObjectEntry
+    from shoal.scheduler.state import PUSH_BATCH_BYTES, _batches
+    entries = [ObjectEntry(f"o{i}", inline=b"x" * 99_000) for i in range(700)]
+    batches = _batches(entries)
+    assert [e for b in batches for e in b] == entries
+    assert all(sum(len(e.inline) for e in b) <= PUSH_BATCH_BYTES for b in batches)
+    assert len(batches) == 5 and _batches([]) == []

@@ -34,6 +34,22 @@ HEARTBEAT_INTERVAL = 1.0
 DEFAULT_HEARTBEAT_TIMEOUT = 6.0    # a silent host is lost well within 10 s
 
 
+PUSH_BATCH_BYTES = 16 << 20     # inline values per ObjectsReady, well under a frame's limit
+
+
+def _batches(entries: list) -> list:
+    """Entries split so that no message carries more than PUSH_BATCH_BYTES inline."""
+    batches, batch, size = [], [], 0
+    for e in entries:
+        n = len(e.inline) if e.inline is not None else 0
+        if batch and size + n > PUSH_BATCH_BYTES:
+            batches.append(batch)
+            batch, size = [], 0
+        batch.append(e)
+        size += n
+    return batches + [batch] if batch else batches
+
+
 class AwaitingAgent:
     """The connection of a host whose agent is being restarted: it keeps what
     is sent until the new agent registers (see SchedulerState._await_agent)."""
@@ -173,7 +189,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         """Messages to send, as (conn, msg), in order; clears the queue."""
         out = self._out
         for conn, entries in self._pushes.items():
-            out.append((conn, m.ObjectsReady(entries=entries)))
+            out.extend((conn, m.ObjectsReady(entries=batch)) for batch in _batches(entries))
         for host_id, ids in self._frees.items():
             host = self.hosts.get(host_id)
             if host is not None:
