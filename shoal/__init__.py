@@ -17,6 +17,7 @@ from .core.api import (
     ClusterContext, available_resources, cancel, cluster_resources, get, init, is_initialized,
     put, scale, shutdown, wait,
 )
+from .core.generator import DynamicObjectRefGenerator, ObjectRefGenerator
 from .core.object_ref import ObjectRef
 from .core.remote_function import RemoteFunction
 
@@ -77,6 +78,6 @@ def unload_ipython_extension(shell) -> None:
 __all__ = [
     "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel",
     "get_actor", "kill", "method", "ActorClass", "ActorHandle", "scale",
-    "ObjectRef", "RemoteFunction", "ClusterContext", "exceptions", "cluster_resources",
+    "ObjectRef", "ObjectRefGenerator", "DynamicObjectRefGenerator", "RemoteFunction", "ClusterContext", "exceptions", "cluster_resources",
     "available_resources", "progress", "timeline", "objects", "__version__",
 ]

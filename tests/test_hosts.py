@@ -68,7 +68,7 @@ def test_objects_move_host_to_host_into_the_readers_store(hosts):
 
     assert shoal.get(total.remote(ref)) == float(arr.sum())
     del arr, ref
-    wait_for(lambda: not os.listdir(b.store.store_dir), what="both copies to be freed")
+    wait_for(lambda: not b.store.object_files(), what="both copies to be freed")
 
 
 def test_results_lost_with_their_host_are_rebuilt_from_lineage(hosts):

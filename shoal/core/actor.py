@@ -4,12 +4,16 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from ..exceptions import PendingCallsLimitExceeded
+from ..exceptions import ActorAlreadyExistsError, PendingCallsLimitExceeded
 from ..protocol import messages as m
 from ..protocol.serialization import note_ref
 from . import runtime
 from .object_ref import owned_ref
-from .remote_function import pack_arguments, resource_request, ship, validate_resources
+from .generator import GENERATOR_MODES
+from .remote_function import (
+    check_num_returns, default_num_returns, pack_arguments, resource_request, returned, ship,
+    validate_resources,
+)
 
 ACTOR_DEFAULTS: dict[str, Any] = {
     "num_cpus": None, "num_gpus": None, "resources": None, "name": None, "namespace": None,
@@ -19,13 +23,15 @@ ACTOR_DEFAULTS: dict[str, Any] = {
 METHOD_OPTIONS = "__shoal_method_options__"
 
 
-def method(*, num_returns: int = 1):
-    """Options for one actor method: `@shoal.method(num_returns=2)`."""
-    if not isinstance(num_returns, int) or num_returns < 0:
-        raise ValueError(f"'num_returns' must be a non-negative integer, got {num_returns!r}")
+def method(*, num_returns=None):
+    """Options for one actor method: `@shoal.method(num_returns=2)` (or
+    "streaming" / "dynamic" for a generator method)."""
+    if num_returns is not None:
+        check_num_returns(num_returns)
 
     def decorate(fn):
-        setattr(fn, METHOD_OPTIONS, {"num_returns": num_returns})
+        n = default_num_returns(fn) if num_returns is None else num_returns
+        setattr(fn, METHOD_OPTIONS, {"num_returns": n})
         return fn
     return decorate
 
@@ -60,7 +66,8 @@ def _methods(cls: type) -> dict:
     for name, member in inspect.getmembers(cls, callable):
         if name.startswith("__") or isinstance(member, type):
             continue
-        out[name] = getattr(member, METHOD_OPTIONS, {}).get("num_returns", 1)
+        out[name] = getattr(member, METHOD_OPTIONS, {}).get("num_returns",
+                                                            default_num_returns(member))
     return out
 
 
@@ -101,9 +108,10 @@ class ActorClass:
             if existing is not None:
                 if opts["get_if_exists"]:
                     return existing
-                raise ValueError(f"The name {opts['name']} (namespace={namespace}) is already "
-                                 f"taken. Use another name, or get the existing actor with "
-                                 f"shoal.get_actor({opts['name']!r}, namespace={namespace!r}).")
+                raise ActorAlreadyExistsError(
+                    f"The name {opts['name']} (namespace={namespace}) is already taken. Use "
+                    f"another name, or get the existing actor with "
+                    f"shoal.get_actor({opts['name']!r}, namespace={namespace!r}).")
         func_id, blob = self._ship()
         actor_id = client.new_id("A")
         held = {}
@@ -148,7 +156,9 @@ class ActorMethod:
         raise TypeError(f"Actor methods cannot be called directly. Instead of running "
                         f"'object.{self._name}()', try 'object.{self._name}.remote()'.")
 
-    def options(self, *, num_returns: int | None = None, name: str | None = None) -> "ActorMethod":
+    def options(self, *, num_returns=None, name: str | None = None) -> "ActorMethod":
+        if num_returns is not None:
+            check_num_returns(num_returns)
         clone = ActorMethod(self._handle, self._name,
                             self._num_returns if num_returns is None else num_returns)
         return clone
@@ -191,23 +201,22 @@ class ActorHandle:
                     f"the actor {self._options['class_name']} ({self._actor_id}) already has "
                     f"{len(self._pending)} pending calls from this handle "
                     f"(max_pending_calls={limit}); get some results first")
-        task_id = client.new_id("t")
-        return_ids = [f"{task_id}/{i}" for i in range(num_returns)]
+        task_id = client.new_id("c")        # "c": an actor call (see cancel)
+        generator = num_returns if num_returns in GENERATOR_MODES else None
+        return_ids = [f"{task_id}/0"] if generator else [f"{task_id}/{i}" for i in range(num_returns)]
         args_blob, deps, nested, puts, keep = pack_arguments(client, args, kwargs)
         spec = m.SubmitTask(
             task_id=task_id, func_id=None, name=f"{self._options['class_name']}.{method_name}",
             args=args_blob, deps=deps, nested=nested, return_ids=return_ids, resources={},
             max_retries=0, parent_task_id=client.current_task_id, actor_id=self._actor_id,
-            method=method_name)
+            method=method_name, generator=generator)
         refs = [owned_ref(client, oid) for oid in return_ids]
         client.remember_context(task_id)
         client.send(*puts, spec)
         del keep
         if limit != -1:
             self._pending.update(return_ids)
-        if num_returns == 0:
-            return None
-        return refs[0] if num_returns == 1 else refs
+        return returned(client, task_id, generator, refs)
 
     def __reduce__(self):
         note_ref(self._actor_id)

@@ -17,6 +17,7 @@ from ..protocol.connection import UNIX_PREFIX
 from ..protocol.serialization import INLINE_LIMIT, serialize
 from . import runtime
 from .client import Client
+from .generator import ObjectRefGenerator
 from .object_ref import ObjectRef, owned_ref
 from .remote_function import validate_resources
 
@@ -336,6 +337,8 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
     one gets KeyboardInterrupt (or, with force=True, its engine is killed).
     `get` on its refs then raises TaskCancelledError.  Cancelled tasks are not
     retried.  With recursive=True the tasks it submitted are cancelled too."""
+    if isinstance(ref, ObjectRefGenerator):
+        ref = ref.completed()           # the generator's task
     if not isinstance(ref, ObjectRef):
         raise TypeError("shoal.cancel() only supported for object refs. For actors, try "
                         "shoal.kill().")

@@ -33,6 +33,7 @@ from ..protocol.messages import ObjectEntry
 from ..protocol.serialization import INLINE_LIMIT, Serialized, SerializationError, deserialize
 from ..store.shm import HostStore
 from ..store.transfer import fetch_object
+from .generator import is_item_id
 
 log = logging.getLogger("shoal.client")
 FLUSH_INTERVAL = 0.02
@@ -77,6 +78,7 @@ class Client:
         self._waiters: dict[str, list] = {}
         self._owned: set = set()
         self._subscribed: set = set()
+        self._streams: dict = {}            # task id -> generator.{_Stream} being filled
         self._registered_functions: set = set()
         self._replies: dict[int, m.QueryReply] = {}
         self._reply_cond = threading.Condition(self._lock)
@@ -190,6 +192,16 @@ class Client:
             self._owned.discard(object_id)
             self._subscribed.discard(object_id)
             self._ref_ops.append((object_id, -1))
+
+    def register_stream(self, task_id: str, stream) -> None:
+        """Route the items of a streaming generator task we submitted to `stream`."""
+        with self._lock:
+            self._streams[task_id] = stream
+
+    def unregister_stream(self, task_id: str) -> None:
+        """Its generator is gone: items still to come are released on arrival."""
+        with self._lock:
+            self._streams.pop(task_id, None)
 
     def holds(self, object_id: str) -> bool:
         return object_id in self._refcounts
@@ -400,10 +412,24 @@ class Client:
     def _on_ready(self, entries: list) -> None:
         if self._contexts:
             for e in entries:      # a task's output comes before its results: done with it
-                self._contexts.pop(e.object_id.rpartition("/")[0], None)
+                if not is_item_id(e.object_id):
+                    self._contexts.pop(e.object_id.rpartition("/")[0], None)
         with self._lock:
             for e in entries:
                 oid = e.object_id
+                stream = self._streams.get(oid.rpartition("/")[0]) if self._streams else None
+                if is_item_id(oid) and oid not in self._refcounts:
+                    # A generator item: the scheduler counts it as ours already.
+                    if stream is None:
+                        self._ref_ops.append((oid, -1))     # its generator is gone
+                        continue
+                    self._refcounts[oid] = 0        # the ref deliver() makes counts 1
+                    self._owned.add(oid)
+                if stream is not None:
+                    if is_item_id(oid):
+                        self._refcounts[oid] += 1
+                    self._entries[oid] = e
+                    stream.deliver(self, oid, e)
                 if oid not in self._refcounts:
                     continue        # released meanwhile: nobody here wants it
                 self._entries[oid] = e
@@ -422,6 +448,8 @@ class Client:
             for waiters in self._waiters.values():
                 for w in waiters:
                     w.event.set()
+            for stream in self._streams.values():
+                stream.wake()
             self._reply_cond.notify_all()
         if self._on_message is not None:
             self._on_message(None)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import numbers
 import warnings
 from typing import Any, Callable
@@ -11,6 +12,7 @@ import cloudpickle
 from ..protocol import messages as m
 from ..protocol.serialization import INLINE_LIMIT, dumps_function, serialize
 from . import runtime
+from .generator import GENERATOR_MODES, ObjectRefGenerator
 from .object_ref import ObjectRef, owned_ref
 
 TASK_DEFAULTS: dict[str, Any] = {
@@ -41,15 +43,26 @@ def validate_resources(options: dict) -> None:
                 raise ValueError(f"resource {name!r} must be a non-negative number, got {amount!r}")
 
 
+def check_num_returns(n) -> None:
+    if n in GENERATOR_MODES:
+        return
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ValueError(f"'num_returns' must be a non-negative integer, 'streaming' or "
+                         f"'dynamic', got {n!r}")
+
+
+def default_num_returns(fn) -> object:
+    """Ray's default: a generator function streams its items, others return one value."""
+    return "streaming" if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn) else 1
+
+
 def validate_task_options(options: dict) -> dict:
     unknown = sorted(set(options) - set(TASK_DEFAULTS))
     if unknown:
         raise ValueError(f"Invalid option keyword {unknown[0]!r} for remote functions. "
                          f"Valid ones are {sorted(TASK_DEFAULTS)}.")
     validate_resources(options)
-    n = options.get("num_returns", 1)
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-        raise ValueError(f"'num_returns' must be a non-negative integer, got {n!r}")
+    check_num_returns(options.get("num_returns", 1))
     retries = options.get("max_retries", 3)
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < -1:
         raise ValueError(f"'max_retries' must be an integer >= -1, got {retries!r}")
@@ -77,7 +90,8 @@ class RemoteFunction:
 
     def __init__(self, fn: Callable, options: dict) -> None:
         self._function = fn
-        self._options = {**TASK_DEFAULTS, **validate_task_options(dict(options))}
+        self._options = {**TASK_DEFAULTS, "num_returns": default_num_returns(fn),
+                         **validate_task_options(dict(options))}
         self._name = self._options["name"] or getattr(fn, "__name__", repr(fn))
         self._blob: bytes | None = None
         self._func_id: str | None = None
@@ -109,7 +123,8 @@ class RemoteFunction:
         opts = self._options
         task_id = client.new_id("t")
         n = opts["num_returns"]
-        return_ids = [f"{task_id}/{i}" for i in range(n)] if n else []
+        generator = n if n in GENERATOR_MODES else None
+        return_ids = [f"{task_id}/0"] if generator else [f"{task_id}/{i}" for i in range(n)]
         args_blob, deps, nested, extra_puts, keep = pack_arguments(client, args, kwargs)
         retry = opts["retry_exceptions"]
         spec = m.SubmitTask(
@@ -118,18 +133,26 @@ class RemoteFunction:
             max_retries=opts["max_retries"],
             retry_exceptions=cloudpickle.dumps(list(retry) if not isinstance(retry, bool) else retry)
             if retry else None,
-            parent_task_id=client.current_task_id, engine_id=opts["_engine_id"])
+            parent_task_id=client.current_task_id, engine_id=opts["_engine_id"],
+            generator=generator)
         # Make the return refs before sending, so a fast result finds its holder.
         refs = [owned_ref(client, oid) for oid in return_ids]
         client.remember_context(task_id)
         client.send(*client.register_function(func_id, self._name, blob), *extra_puts, spec)
         del keep        # only now may the auto-put refs go: the submission pins them
-        if n == 0:
-            return None
-        return refs[0] if n == 1 else refs
+        return returned(client, task_id, generator, refs)
 
     def __repr__(self) -> str:
         return f"<shoal remote function {self._name}>"
+
+
+def returned(client, task_id: str, generator, refs: list):
+    """What `.remote()` gives back: None, a ref, a list of refs, or a generator."""
+    if generator == "streaming":
+        return ObjectRefGenerator(client, task_id, refs[0])
+    if not refs:
+        return None
+    return refs[0] if len(refs) == 1 else refs
 
 
 # As Ray: a function or class this large has captured data it should not carry.

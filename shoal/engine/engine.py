@@ -34,8 +34,10 @@ import cloudpickle
 
 from .. import exceptions
 from ..core import runtime
+from ..core.api import put
 from ..core.client import Client, current_task
-from ..core.object_ref import ObjectRef
+from ..core.generator import DynamicObjectRefGenerator, item_id
+from ..core.object_ref import ObjectRef, owned_ref
 from ..protocol import messages as m
 from ..protocol.serialization import SerializationError, deserialize, serialize
 from ..session import read_config_from_stdin, setup_process_logging, wait_until_closed
@@ -201,6 +203,8 @@ class Engine:
             self._set_gpus(msg.gpu_ids)
             fn, args, kwargs = self._prepare(msg)
             value = fn(*args, **kwargs)
+            if msg.generator is not None:     # still interruptible while it yields
+                value = self._drain_generator(msg, value)
             with self.lock:                  # from here on no interrupt is sent
                 self.running.pop(msg.task_id, None)
             del args, kwargs
@@ -228,6 +232,10 @@ class Engine:
                 value = fn(*args, **kwargs)
                 if inspect.isawaitable(value):
                     value = await value
+                if msg.generator is not None and inspect.isasyncgen(value):
+                    value = await self._drain_async_generator(msg, value)
+                elif msg.generator is not None:
+                    value = self._drain_generator(msg, value)
                 outcome = self._results(msg, value)
         except (Exception, asyncio.CancelledError) as exc:
             outcome = self._failure(msg, KeyboardInterrupt() if isinstance(
@@ -282,7 +290,7 @@ class Engine:
         self.instance = instance
         options = msg.actor_options or {}
         concurrency = options.get("max_concurrency")
-        is_async = any(inspect.iscoroutinefunction(getattr(type(instance), name, None))
+        is_async = any(_is_async(getattr(type(instance), name, None))
                        for name in dir(type(instance)) if not name.startswith("__"))
         if is_async:
             self.loop = asyncio.new_event_loop()
@@ -296,10 +304,40 @@ class Engine:
         elif concurrency and concurrency > 1:
             self.pool = concurrent.futures.ThreadPoolExecutor(concurrency, "actor-call")
 
+    # ------------------------------------------------------------------ generators
+    def _drain_generator(self, msg: m.ExecuteTask, gen):
+        """Run a generator task to its end, handing each item on as it comes.
+        Returns the task's value: the item count (streaming) or the refs
+        (dynamic)."""
+        _check_generator(msg, gen, inspect.isgenerator(gen))
+        items = _ItemSink(self, msg)
+        try:
+            for item in gen:
+                items.add(item)
+        except Exception as exc:
+            return items.failed(exc)
+        return items.result()
+
+    async def _drain_async_generator(self, msg: m.ExecuteTask, gen):
+        items = _ItemSink(self, msg)
+        try:
+            async for item in gen:
+                items.add(item)
+        except Exception as exc:
+            return items.failed(exc)
+        return items.result()
+
     def _results(self, msg: m.ExecuteTask, value):
         n = len(msg.return_ids)
         if n == 0:
             return [], [], False, False
+        if inspect.isgenerator(value) and msg.generator is None:
+            value = list(value)          # a generator with a fixed num_returns (Ray)
+            if n == 1:
+                if len(value) != 1:
+                    raise ValueError(f"task {msg.name!r} has num_returns=1 but its generator "
+                                     f"yielded {len(value)} values")
+                value = value[0]
         if n == 1:
             values = [value]
         else:
@@ -342,12 +380,8 @@ class Engine:
         if isinstance(exc, KeyboardInterrupt):
             return exceptions.TaskCancelledError(msg.task_id)
         where = f"task {msg.task_id}, engine {self.engine_id}, pid {os.getpid()}"
-        cause = exc
-        try:
-            cloudpickle.dumps(exc)
-        except Exception:                  # an exception we cannot ship: keep its text
-            cause = RuntimeError(f"{type(exc).__name__}: {exc}")
-        return exceptions.TaskError(msg.name, *user_traceback(exc), cause, msg.task_id, where)
+        # TaskError pickles its cause with exceptions.pack_exception: any exception travels.
+        return exceptions.TaskError(msg.name, *user_traceback(exc), exc, msg.task_id, where)
 
     def _set_gpus(self, gpu_ids: list) -> None:
         if gpu_ids:
@@ -356,6 +390,57 @@ class Engine:
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)
         else:
             os.environ["CUDA_VISIBLE_DEVICES"] = self.base_cuda
+
+
+def _is_async(fn) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+
+
+def _check_generator(msg: m.ExecuteTask, gen, ok: bool) -> None:
+    if not ok:
+        raise TypeError(f"{msg.name!r} was called with num_returns={msg.generator!r}, which "
+                        f"needs a generator function (one that yields), but it returned "
+                        f"{type(gen).__name__}")
+
+
+class _ItemSink:
+    """Where a generator task's items go: streamed to the owner one by one
+    (GeneratorItem), or put into the store for a dynamic task's result."""
+
+    def __init__(self, engine: "Engine", msg: m.ExecuteTask) -> None:
+        self.engine = engine
+        self.msg = msg
+        self.refs: list = []             # dynamic: refs to the items put so far
+        self.count = 0
+
+    def add(self, item) -> None:
+        client = self.engine.client
+        if self.msg.generator == "dynamic":
+            self.refs.append(put(item))
+        else:
+            s = serialize(item)
+            oid = item_id(self.msg.task_id, self.count)
+            client.send(m.GeneratorItem(task_id=self.msg.task_id, index=self.count,
+                                        entry=client.store_value(oid, s), nested=s.nested))
+        self.count += 1
+
+    def failed(self, exc: BaseException):
+        """The generator raised: streaming fails the task (the end marker holds
+        the error); dynamic stores the error as one more, final item (Ray)."""
+        if self.msg.generator != "dynamic":
+            raise exc
+        client = self.engine.client
+        error = self.engine._task_error(self.msg, exc)
+        oid = client.new_id("p")
+        entry = client.store_value(oid, serialize(error))._replace(error=True)
+        self.refs.append(owned_ref(client, oid))
+        client.send(m.PutObject(entry=entry))
+        return self.result()
+
+    def result(self):
+        if self.msg.generator == "dynamic":
+            return DynamicObjectRefGenerator(self.refs)
+        return self.count
 
 
 def user_traceback(exc: BaseException) -> tuple[list, str]:

@@ -129,6 +129,7 @@ class SubmitTask:
     method: Optional[str] = None
     actor_options: Optional[dict] = None   # creation only: ActorOptions fields
     engine_id: Optional[str] = None    # run on exactly this engine (e.g. %%remote --all)
+    generator: Optional[str] = None    # "streaming" | "dynamic": the call yields its values
 
 
 @message
@@ -144,6 +145,7 @@ class ExecuteTask:
     retry_exceptions: Optional[bytes] = None
     method: Optional[str] = None
     actor_options: Optional[dict] = None
+    generator: Optional[str] = None
 
 
 @message
@@ -197,6 +199,16 @@ class TaskOutput:
     stream: str                 # "stdout" | "stderr" | "display"
     text: str = ""
     data: Optional[dict] = None   # "display": {"data": mimebundle, "metadata": {...}}
+
+
+@message
+class GeneratorItem:
+    """Engine -> scheduler: a streaming generator task yielded item `index`
+    (object id "<task id>/g<index>"), which goes to the task's owner now."""
+    task_id: str
+    index: int
+    entry: ObjectEntry
+    nested: list = field(default_factory=list)
 
 
 @message

@@ -452,7 +452,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
             task_id=spec.task_id, func_id=spec.func_id, func_blob=blob, name=spec.name,
             args=spec.args, dep_values=[self.objects[d].entry for d in spec.deps],
             return_ids=spec.return_ids, gpu_ids=gpu_ids, retry_exceptions=spec.retry_exceptions,
-            method=spec.method, actor_options=spec.actor_options))
+            method=spec.method, actor_options=spec.actor_options, generator=spec.generator))
 
     def _release(self, task: Task) -> None:
         """Give back what a running task held and free its engine."""
@@ -494,6 +494,26 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
             self._promote(engine)
         self._after_engine_free(engine_id)
         self._schedule()
+
+    def _on_generator_item(self, conn, msg: m.GeneratorItem) -> None:
+        """A streaming task yielded: the item is its owner's now, pushed at once."""
+        task = self.tasks.get(msg.task_id)
+        oid = msg.entry.object_id
+        stale = (task is None or task.state != "running" or task.spec.generator != "streaming"
+                 or task.engine_id != self.engine_by_conn.get(conn)
+                 or oid != f"{msg.task_id}/g{msg.index}")
+        obj = self.objects.get(oid)
+        if stale or task.owner not in self.peers or (obj is not None and obj.entry is not None):
+            # Nobody will hold it (or a retry made it again): drop this copy.
+            if msg.entry.host_id and (obj is None or obj.entry is None
+                                      or obj.entry.host_id != msg.entry.host_id):
+                self._frees.setdefault(msg.entry.host_id, []).append(oid)
+            return
+        obj = self._object(oid)
+        obj.producer = msg.task_id
+        self._hold(obj, task.owner, +1)
+        self._object_ready(obj, msg.entry, msg.nested,
+                           f"generator task {task.spec.name} ({msg.task_id}), item {msg.index}")
 
     def _complete(self, task: Task, results: list, nested: list, status: str) -> None:
         spec = task.spec
@@ -854,6 +874,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         m.RegisterFunction: _on_register_function,
         m.SubmitTask: _on_submit,
         m.TaskFinished: _on_task_finished,
+        m.GeneratorItem: _on_generator_item,
         m.EngineBlocked: _on_engine_blocked,
         m.TaskRevoked: Pipelining._on_task_revoked,
         m.SubscribeEvents: EventStream._on_subscribe_events,
