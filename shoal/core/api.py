@@ -122,15 +122,25 @@ def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
             raise RuntimeError("Maybe you called shoal.init twice by accident? This error can be "
                                "suppressed by passing in 'ignore_reinit_error=True' or by calling "
                                "'shoal.shutdown()' prior to 'shoal.init()'.")
-        if num_cpus is not None and (not isinstance(num_cpus, int) or isinstance(num_cpus, bool)
-                                     or num_cpus < 0):
-            raise ValueError(f"num_cpus must be a non-negative integer, got {num_cpus!r}")
+        _check_init_args(num_cpus=num_cpus, num_gpus=num_gpus,
+                         object_store_memory=object_store_memory)
         validate_resources({"num_gpus": num_gpus, "resources": resources})
         job_env = runtime_env_module.validate(runtime_env)
         address = address or os.environ.get("SHOAL_ADDRESS") or None
+        _check_address(address)
+        if namespace is not None and not isinstance(namespace, str):
+            raise TypeError(f"namespace must be a string, got {type(namespace).__name__}")
+        if hosts is not None and (not isinstance(hosts, (list, tuple))
+                                  or not all(isinstance(h, str) and h for h in hosts)):
+            raise ValueError(f"hosts must be a list of \"[user@]host[:num_cpus]\" strings, "
+                             f"got {hosts!r}")
         if address in (None, "local"):
             rt = _start_local(num_cpus, num_gpus, resources, object_store_memory, namespace,
                               hosts or (), remote_python)
+            rt.init_kwargs = dict(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+                                  object_store_memory=object_store_memory, namespace=namespace,
+                                  hosts=hosts, remote_python=remote_python,
+                                  runtime_env=runtime_env)
         else:
             if num_cpus is not None or num_gpus is not None or resources or hosts:
                 raise ValueError("When connecting to an existing cluster, num_cpus, num_gpus and "
@@ -167,6 +177,27 @@ def _shared_context(rt: runtime.Runtime, address, num_cpus, namespace, **others
     if namespace is not None and namespace != rt.namespace:
         rt.namespace = namespace
     return ClusterContext(rt)
+
+
+def _check_init_args(**counts) -> None:
+    """num_cpus, num_gpus: whole numbers >= 0; object_store_memory: bytes > 0."""
+    for name, value in counts.items():
+        low = 1 if name == "object_store_memory" else 0
+        if value is not None and (not isinstance(value, numbers.Integral)
+                                  or isinstance(value, bool) or value < low):
+            raise ValueError(f"{name} must be a whole number >= {low}"
+                             f"{' (bytes)' if low else ''}, got {value!r}")
+
+
+def _check_address(address) -> None:
+    """"auto", "local", HOST:PORT or unix:PATH (a cluster started with `shoal start`)."""
+    if address is None or address in ("auto", "local"):
+        return
+    if not isinstance(address, str):
+        raise TypeError(f"address must be a string, got {type(address).__name__}")
+    if not address.startswith(UNIX_PREFIX):
+        from ..protocol.connection import parse_address
+        parse_address(address)
 
 
 def _start_local(num_cpus, num_gpus, resources, object_store_memory, namespace,

@@ -28,6 +28,7 @@ from typing import Callable, Optional
 from ..exceptions import ClusterLostError, GetTimeoutError, ObjectLostError, ShoalError
 from ..protocol import messages as m
 from ..protocol.connection import Connection
+from ..protocol.framing import FrameTooLargeError
 from ..protocol.messages import ObjectEntry
 from ..protocol.serialization import INLINE_LIMIT, Serialized, SerializationError, deserialize
 from ..store.shm import HostStore
@@ -136,6 +137,11 @@ class Client:
                 self.conn.send_many([m.RefUpdates(ops=ops), *msgs] if ops else msgs)
             except OSError as exc:
                 raise ClusterLostError(f"lost the connection to the cluster: {exc}") from None
+            except FrameTooLargeError:       # nothing was sent: undo what assumed it would be
+                self._ref_ops.extendleft(reversed(ops))
+                self._registered_functions.difference_update(
+                    msg.func_id for msg in msgs if type(msg) is m.RegisterFunction)
+                raise
 
     def _drain_ref_ops(self) -> list:
         ops = []

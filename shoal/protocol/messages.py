@@ -88,6 +88,7 @@ class RegisterHost:
     store_limit: int
     object_address: str
     pid: int
+    restartable: bool = False   # its owner restarts it if it dies (same host id and store)
 
 
 @message
