@@ -1,7 +1,6 @@
 """The public calls: init, get, put, wait, cancel, with Ray's semantics."""
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import numbers
 import os
@@ -418,20 +417,6 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
         raise ValueError("force=True is not supported for actor tasks (as in Ray): cancel "
                          "without force, or kill the actor with shoal.kill()")
     client.send(m.CancelTask(object_id=ref.id, force=force, recursive=recursive))
-
-
-def ref_future(ref: ObjectRef) -> concurrent.futures.Future:
-    """A Future for a ref's value, completed by a helper thread."""
-    fut: concurrent.futures.Future = concurrent.futures.Future()
-
-    def resolve() -> None:
-        try:
-            fut.set_result(get(ref))
-        except BaseException as exc:
-            fut.set_exception(exc)
-
-    threading.Thread(target=resolve, name=f"shoal-future-{ref.id}", daemon=True).start()
-    return fut
 
 
 def scale(num_engines: int, host_id: Optional[str] = None) -> None:

@@ -54,6 +54,16 @@ class _Waiter:
         self.error = False
 
 
+class ReadyCallback:
+    """One registration of `Client.when_ready`: `fn(entry)` once the object is
+    ready, or `fn(None)` if the cluster is lost first."""
+    __slots__ = ("object_id", "fn")
+
+    def __init__(self, object_id: str, fn: Callable) -> None:
+        self.object_id = object_id
+        self.fn = fn
+
+
 class Client:
     def __init__(self, conn: Connection, welcome: m.Welcome, client_id: str, kind: str,
                  host_id: Optional[str] = None, store: Optional[HostStore] = None,
@@ -77,6 +87,8 @@ class Client:
         self._ref_ops: deque = deque()
         self._entries: dict[str, ObjectEntry] = {}
         self._waiters: dict[str, list] = {}
+        self._callbacks: dict[str, list] = {}     # object id -> [ReadyCallback]
+        self.completer = None                     # shoal.core.futures.Completer, made on first use
         self._owned: set = set()
         self._subscribed: set = set()
         self.runtime_env_packages: dict = {}   # content hash -> ref (core/runtime_env.py)
@@ -265,6 +277,53 @@ class Client:
         with self._lock:
             return {i: self._entries[i] for i in ids if i in self._entries}, not finished
 
+    def when_ready(self, object_id: str, fn: Callable) -> Optional[ReadyCallback]:
+        """Call `fn(entry)` once the object is ready, or `fn(None)` if the
+        cluster is lost: at once in this thread if that is already so (and
+        return None), else later from the reader thread, so `fn` must be quick
+        and never block.  The caller keeps a ref to the object meanwhile (an
+        object nobody here holds is never delivered).  `forget` undoes it."""
+        with self._lock:
+            entry = self._entries.get(object_id)
+            if entry is None and not self.lost:
+                cb = ReadyCallback(object_id, fn)
+                self._callbacks.setdefault(object_id, []).append(cb)
+                subscribe = object_id not in self._owned and object_id not in self._subscribed
+                if subscribe:
+                    self._subscribed.add(object_id)
+            else:
+                cb = None
+        if cb is None:
+            fn(entry)
+            return None
+        if subscribe:
+            try:
+                self.send(m.Subscribe(object_ids=[object_id]))
+            except ClusterLostError:
+                pass                # _mark_lost has called fn(None)
+        return cb
+
+    def forget(self, cb: Optional[ReadyCallback]) -> None:
+        """Drop a `when_ready` registration that has not fired (no-op otherwise)."""
+        if cb is None:
+            return
+        with self._lock:
+            lst = self._callbacks.get(cb.object_id)
+            if lst is not None:
+                try:
+                    lst.remove(cb)
+                except ValueError:
+                    pass
+                if not lst:
+                    del self._callbacks[cb.object_id]
+
+    def _fire(self, fired: list) -> None:
+        for cb, entry in fired:
+            try:
+                cb.fn(entry)
+            except Exception:       # a callback's bug must not leave this process deaf
+                log.exception("a ready callback failed")
+
     def _blocked(self):
         return _BlockedSection(self)
 
@@ -434,6 +493,7 @@ class Client:
                     self._finished_contexts[task_id] = context
                     if len(self._finished_contexts) > FINISHED_CONTEXTS:
                         self._finished_contexts.popitem(last=False)
+        fired = []
         with self._lock:
             for e in entries:
                 oid = e.object_id
@@ -453,6 +513,8 @@ class Client:
                 if oid not in self._refcounts and oid not in self._waiters:
                     continue        # released meanwhile: nobody here wants it
                 self._entries[oid] = e
+                if self._callbacks:
+                    fired.extend((cb, e) for cb in self._callbacks.pop(oid, ()))
                 for waiter in self._waiters.pop(oid, ()):
                     waiter.missing.discard(oid)
                     waiter.needed -= 1
@@ -461,6 +523,8 @@ class Client:
                         waiter.event.set()
                     elif waiter.needed <= 0:
                         waiter.event.set()
+        if fired:
+            self._fire(fired)
 
     def _mark_lost(self, reason: str) -> None:
         with self._lock:
@@ -471,6 +535,8 @@ class Client:
             for stream in self._streams.values():
                 stream.wake()
             self._reply_cond.notify_all()
+            callbacks, self._callbacks = self._callbacks, {}
+        self._fire([(cb, None) for cbs in callbacks.values() for cb in cbs])
         if self._on_message is not None:
             self._on_message(None)
 
@@ -487,6 +553,8 @@ class Client:
                 t.join(timeout=5)
         if not self.lost:
             self.lost = "the client was shut down"
+        if self.completer is not None:
+            self.completer.close()
 
 
 class _BlockedSection:
