@@ -22,12 +22,13 @@ import sys
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Callable, Optional
 
 from ..exceptions import ClusterLostError, GetTimeoutError, ObjectLostError, ShoalError
 from ..protocol import messages as m
 from ..protocol.connection import Connection
+from ..protocol.framing import FrameTooLargeError
 from ..protocol.messages import ObjectEntry
 from ..protocol.serialization import INLINE_LIMIT, Serialized, SerializationError, deserialize
 from ..store.shm import HostStore
@@ -37,6 +38,7 @@ from .generator import is_item_id
 log = logging.getLogger("shoal.client")
 FLUSH_INTERVAL = 0.02
 LOAD_ATTEMPTS = 6
+FINISHED_CONTEXTS = 10_000   # output contexts kept after their task's results came
 # The ExecuteTask an engine is running in this thread or coroutine, if any.
 current_task: contextvars.ContextVar = contextvars.ContextVar("shoal_current_task", default=None)
 
@@ -102,6 +104,7 @@ class Client:
         self.output_context: Optional[Callable[[], object]] = None
         self.output_handler: Callable[[m.TaskOutput, object], None] = print_output
         self._contexts: dict = {}
+        self._finished_contexts: OrderedDict = OrderedDict()   # for nested work still printing
         self.event_handlers: list = []       # see shoal.core.events
         self.lost: Optional[str] = None
         self._closing = False
@@ -146,6 +149,11 @@ class Client:
                 self.conn.send_many([m.RefUpdates(ops=ops), *msgs] if ops else msgs)
             except OSError as exc:
                 raise ClusterLostError(f"lost the connection to the cluster: {exc}") from None
+            except FrameTooLargeError:       # nothing was sent: undo what assumed it would be
+                self._ref_ops.extendleft(reversed(ops))
+                self._registered_functions.difference_update(
+                    msg.func_id for msg in msgs if type(msg) is m.RegisterFunction)
+                raise
 
     def _drain_ref_ops(self) -> list:
         ops = []
@@ -458,17 +466,33 @@ class Client:
                 self._contexts.pop(next(iter(self._contexts)))
             self._contexts[task_id] = self.output_context()
 
+    def pending_contexts(self) -> list:
+        """(task id, output context) of the tasks submitted here whose results
+        have not come yet."""
+        return list(self._contexts.items())
+
+    def context_of(self, task_id: str):
+        """The output context of a task submitted here (None if unknown)."""
+        context = self._contexts.get(task_id)
+        return context if context is not None else self._finished_contexts.get(task_id)
+
     def _route_output(self, msg: m.TaskOutput) -> None:
         try:
-            self.output_handler(msg, self._contexts.get(msg.task_id))
+            self.output_handler(msg, self.context_of(msg.origin or msg.task_id))
         except Exception:
             log.exception("the task output handler failed")
 
     def _on_ready(self, entries: list) -> None:
         if self._contexts:
             for e in entries:      # a task's output comes before its results: done with it
-                if not is_item_id(e.object_id):
-                    self._contexts.pop(e.object_id.rpartition("/")[0], None)
+                if is_item_id(e.object_id):
+                    continue
+                task_id = e.object_id.rpartition("/")[0]
+                context = self._contexts.pop(task_id, None)
+                if context is not None:     # ... but tasks it started may print on
+                    self._finished_contexts[task_id] = context
+                    if len(self._finished_contexts) > FINISHED_CONTEXTS:
+                        self._finished_contexts.popitem(last=False)
         fired = []
         with self._lock:
             for e in entries:
@@ -486,7 +510,7 @@ class Client:
                         self._refcounts[oid] += 1
                     self._entries[oid] = e
                     stream.deliver(self, oid, e)
-                if oid not in self._refcounts:
+                if oid not in self._refcounts and oid not in self._waiters:
                     continue        # released meanwhile: nobody here wants it
                 self._entries[oid] = e
                 if self._callbacks:

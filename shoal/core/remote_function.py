@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import numbers
+import warnings
 from typing import Any, Callable
 
 import cloudpickle
@@ -147,10 +149,29 @@ def returned(client, task_id: str, generator, refs: list):
     return refs[0] if len(refs) == 1 else refs
 
 
+# As Ray: a function or class this large has captured data it should not carry.
+FUNCTION_SIZE_WARN_THRESHOLD = 10_000_000
+FUNCTION_SIZE_ERROR_THRESHOLD = 60_000_000     # under the protocol's 64 MiB frame header
+
+
 def ship(obj) -> tuple[str, bytes]:
     """(id, pickled bytes) of a function or class: the id names the exact code,
-    so a redefined function in a notebook is a new one to the engines."""
+    so a redefined function in a notebook is a new one to the engines.  Raises
+    ValueError (naming the size) for one too large to send, as Ray does."""
     blob = dumps_function(obj)
+    size = len(blob)
+    if size > FUNCTION_SIZE_WARN_THRESHOLD:
+        what = (f"The {'actor class' if isinstance(obj, type) else 'remote function'} "
+                f"{getattr(obj, '__qualname__', repr(obj))}")
+        advice = ("Check that its definition is not implicitly capturing a large array or "
+                  "other object in scope. Tip: use shoal.put() to put large objects in the "
+                  "object store and pass the ref as an argument.")
+        if size > FUNCTION_SIZE_ERROR_THRESHOLD:
+            raise ValueError(f"{what} is too large ({size / 2**20:.1f} MiB > "
+                             f"FUNCTION_SIZE_ERROR_THRESHOLD="
+                             f"{FUNCTION_SIZE_ERROR_THRESHOLD / 2**20:.1f} MiB). {advice}")
+        warnings.warn(f"{what} is {size / 2**20:.1f} MiB pickled. {advice}", UserWarning,
+                      stacklevel=3)
     return hashlib.sha1(blob).hexdigest()[:16], blob
 
 

@@ -44,6 +44,7 @@ from ..protocol.serialization import SerializationError, deserialize, serialize
 from ..session import read_config_from_stdin, setup_process_logging, wait_until_closed
 from ..store.shm import HostStore
 from . import runtime_env
+from . import display
 
 log = logging.getLogger("shoal.engine")
 _SHOAL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -128,6 +129,7 @@ class Engine:
         self.stderr = TaskOutputStream(self, "stderr", sys.stderr)
         sys.stdout, sys.stderr = self.stdout, self.stderr
         threading.Thread(target=self._flush_output, name="output-flush", daemon=True).start()
+        display.engine_shell()      # display() in any task goes to the task's cell
         while True:
             try:
                 msg = self.inbox.get()
@@ -217,6 +219,8 @@ class Engine:
             value = fn(*args, **kwargs)
             if msg.generator is not None:     # still interruptible while it yields
                 value = self._drain_generator(msg, value)
+            if on_main:
+                display.after_task()
             with self.lock:                  # from here on no interrupt is sent
                 self.running.pop(msg.task_id, None)
             del args, kwargs

@@ -88,6 +88,7 @@ class RegisterHost:
     store_limit: int
     object_address: str
     pid: int
+    restartable: bool = False   # its owner restarts it if it dies (same host id and store)
 
 
 @message
@@ -203,6 +204,8 @@ class TaskOutput:
     stream: str                 # "stdout" | "stderr" | "display"
     text: str = ""
     data: Optional[dict] = None   # "display": {"data": mimebundle, "metadata": {...}}
+    origin: Optional[str] = None  # set by the scheduler for nested work: the task the
+                                  # receiver submitted that (transitively) started this one
 
 
 @message
