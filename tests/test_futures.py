@@ -194,6 +194,8 @@ def test_losing_the_cluster_fails_waiting_futures(fresh_cluster):
     assert isinstance(fut.exception(timeout=10), ClusterLostError)
     with pytest.raises(ClusterLostError):
         next(it)
+    assert isinstance(ref.future().exception(timeout=1), ClusterLostError)
+    assert not [t for t in threading.enumerate() if t.name == "shoal-futures"]
 
 
 def test_a_cancelled_wait_lets_go_of_its_ref(cluster):
