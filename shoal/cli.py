@@ -283,11 +283,18 @@ def cmd_status(args) -> int:
     return 0
 
 
+def implicit_resource(name: str) -> bool:
+    """Ray's resources every host has (memory, object_store_memory, node:<address>):
+    left out of the status lines, which show what tasks ask for."""
+    return name in ("memory", "object_store_memory") or name.startswith("node:")
+
+
 def format_status(address: str, status: dict) -> str:
     lines = [f"shoal cluster {status['cluster_id']} at {address}",
              f"  logs: {status['session_dir']}/logs", "", "Hosts:"]
     for h in status["hosts"]:
-        res = ", ".join(f"{k} {h['available'].get(k, 0):g}/{v:g}" for k, v in h["resources"].items())
+        res = ", ".join(f"{k} {h['available'].get(k, 0):g}/{v:g}" for k, v in h["resources"].items()
+                        if not implicit_resource(k))
         lines.append(f"  {h['host_id']} ({h['hostname']}): {len(h['engines'])} engines; free {res}")
     lines.append("Engines:")
     for e in sorted(status["engines"], key=lambda e: e["engine_id"]):

@@ -8,14 +8,11 @@ driver.  Ids are hex strings (see ids.py).
 """
 from __future__ import annotations
 
-import logging
 from typing import Optional
 
 from . import runtime
 from .client import current_task
 from .ids import to_hex
-
-log = logging.getLogger("shoal")
 
 
 class RuntimeContext:

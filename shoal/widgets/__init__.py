@@ -77,6 +77,10 @@ class TimelineEvents(list):
     """What `shoal.timeline()` returns: Ray's list of Chrome-trace events, which in
     a notebook shows as the live timeline widget (a lane per engine)."""
 
+    def _repr_pretty_(self, printer, cycle) -> None:
+        # IPython's plain-text form of the cell output: a line, not thousands of events.
+        printer.text(f"<shoal timeline: {len(self)} Chrome-trace events>")
+
     def _repr_mimebundle_(self, include=None, exclude=None):
         widget = self.__dict__.get("widget")
         if widget is None:
