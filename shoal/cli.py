@@ -12,6 +12,7 @@ import time
 
 from . import session
 from .core.client import Client
+from .core.context import implicit_resource
 from .engine.agent import available_cpus
 from .protocol import messages as m
 
@@ -281,12 +282,6 @@ def cmd_status(args) -> int:
         return 0
     print(format_status(info["address"], status))
     return 0
-
-
-def implicit_resource(name: str) -> bool:
-    """Ray's resources every host has (memory, object_store_memory, node:<address>):
-    left out of the status lines, which show what tasks ask for."""
-    return name in ("memory", "object_store_memory") or name.startswith("node:")
 
 
 def format_status(address: str, status: dict) -> str:

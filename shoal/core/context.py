@@ -153,6 +153,12 @@ def _sum_resources(key: str) -> dict:
     return _nonzero(total)
 
 
+def implicit_resource(name: str) -> bool:
+    """Ray's resources every host has (memory, object_store_memory, node:<address>):
+    summaries for people leave them out and show what tasks ask for."""
+    return name in ("memory", "object_store_memory") or name.startswith("node:")
+
+
 def _nonzero(resources: dict) -> dict:
     return {k: float(v) for k, v in resources.items() if v}
 
