@@ -223,3 +223,6 @@ def test_nodes_context_and_namespace_with_a_joined_host(fresh_cluster):
         del keeper
     finally:
         host.stop()
+    wait_for(lambda: [n["Alive"] for n in shoal.nodes()] == [True, False],
+             what="the stopped host listed as not alive")
+    assert {n["NodeID"] for n in shoal.nodes()} == ids
