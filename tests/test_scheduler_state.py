@@ -395,3 +395,13 @@ def test_items_of_a_stale_or_ownerless_generator_are_dropped():
                for _, msg in h.out())
     h.s.handle(engine, m.GeneratorItem(task_id=tid, index=1, entry=stored))  # wrong id
     assert f"{tid}/g0" not in h.s.objects
+
+
+def test_ready_values_are_pushed_in_batches_under_the_frame_limit():
+    from shoal.protocol.messages import ObjectEntry
+    from shoal.scheduler.state import PUSH_BATCH_BYTES, _batches
+    entries = [ObjectEntry(f"o{i}", inline=b"x" * 99_000) for i in range(700)]
+    batches = _batches(entries)
+    assert [e for b in batches for e in b] == entries
+    assert all(sum(len(e.inline) for e in b) <= PUSH_BATCH_BYTES for b in batches)
+    assert len(batches) == 5 and _batches([]) == []

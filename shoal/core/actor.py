@@ -7,18 +7,20 @@ from typing import Any
 from ..exceptions import ActorAlreadyExistsError, PendingCallsLimitExceeded
 from ..protocol import messages as m
 from ..protocol.serialization import note_ref
-from . import runtime
+from . import runtime, runtime_env
 from .object_ref import owned_ref
 from .generator import GENERATOR_MODES
 from .options import METHOD_OPTIONS as METHOD_OPTION_TABLE
 from .options import validate_actor_options, validate_method_options
-from .remote_function import default_num_returns, pack_arguments, resource_request, returned, ship
+from .remote_function import (
+    default_num_returns, inherited_env, pack_arguments, resource_request, returned, ship,
+)
 from .signature import check_call, constructor_spec, method_spec
 
 ACTOR_DEFAULTS: dict[str, Any] = {
     "num_cpus": None, "num_gpus": None, "resources": None, "name": None, "namespace": None,
     "get_if_exists": False, "lifetime": None, "max_restarts": 0, "max_task_retries": 0,
-    "max_concurrency": None, "max_pending_calls": -1,
+    "max_concurrency": None, "max_pending_calls": -1, "runtime_env": None,
 }
 METHOD_OPTIONS = "__shoal_method_options__"
 
@@ -36,6 +38,11 @@ def method(*args, **options):
         setattr(fn, METHOD_OPTIONS, dict(options))
         return fn
     return decorate
+
+
+def is_actor_call(object_id: str) -> bool:
+    """Whether a ref is the result of an actor method call (its task id says so)."""
+    return object_id.rpartition("/")[0].rpartition(".")[2][:1] == "c"
 
 
 def _methods(cls: type) -> dict:
@@ -161,7 +168,8 @@ class ActorClass:
             task_id=f"{actor_id}.init", func_id=func_id, name=f"{self.__name__}.__init__",
             args=args_blob, deps=deps, nested=nested, return_ids=[f"{actor_id}/created"],
             resources=schedule, max_retries=0, actor_id=actor_id, method="__init__",
-            actor_options=actor_options, job=runtime.job())
+            actor_options=actor_options, job=runtime.job(), runtime_env=runtime_env.merge(
+                inherited_env(), runtime_env.resolve(client, opts["runtime_env"])))
         client.own(actor_id)
         handle = ActorHandle(actor_id, actor_options, client)
         client.send(*client.register_function(func_id, self.__name__, blob), *puts, spec)

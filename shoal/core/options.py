@@ -11,6 +11,7 @@ from __future__ import annotations
 import numbers
 from typing import Any, Callable, Optional
 
+from . import runtime_env
 from .scheduling_strategies import (
     NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy,
 )
@@ -120,6 +121,11 @@ def _check_concurrency_groups(value) -> Optional[str]:
     return None
 
 
+def _check_runtime_env(value) -> Optional[str]:
+    runtime_env.validate(value)       # raises TypeError / ValueError naming the field
+    return None
+
+
 def _check_concurrency(value) -> Optional[str]:
     if value is None or value >= 1:
         return None
@@ -137,7 +143,7 @@ COMMON_OPTIONS: dict[str, Option] = {
     "placement_group_bundle_index": Option((int,)),
     "placement_group_capture_child_tasks": Option((bool, type(None))),
     "resources": Option((dict, type(None)), _check_resources),
-    "runtime_env": Option((dict, type(None))),
+    "runtime_env": Option((dict, type(None)), _check_runtime_env),
     "scheduling_strategy": Option((type(None), str, PlacementGroupSchedulingStrategy,
                                    NodeAffinitySchedulingStrategy), _check_strategy),
     "label_selector": Option((dict, type(None))),

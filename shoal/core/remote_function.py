@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import numbers
+import warnings
 from typing import Any, Callable
 
 import cloudpickle
 
 from ..protocol import messages as m
 from ..protocol.serialization import INLINE_LIMIT, dumps_function, serialize
-from . import runtime
+from . import runtime, runtime_env
 from .generator import GENERATOR_MODES, ObjectRefGenerator
 from .object_ref import ObjectRef, owned_ref
 from .options import COMMON_OPTIONS, TASK_OPTIONS, validate_task_options
@@ -17,7 +19,7 @@ from .signature import check_call, param_spec
 
 TASK_DEFAULTS: dict[str, Any] = {
     "num_cpus": 1, "num_gpus": 0, "resources": None, "num_returns": 1,
-    "max_retries": 3, "retry_exceptions": False, "name": None,
+    "max_retries": 3, "retry_exceptions": False, "name": None, "runtime_env": None,
     "_engine_id": None,     # shoal only: run on this engine (see shoal.util.state.list_engines)
 }
 
@@ -61,6 +63,7 @@ class RemoteFunction:
         self._name = self._options["name"] or getattr(fn, "__name__", repr(fn))
         self._blob: bytes | None = None
         self._func_id: str | None = None
+        self._env_wire = None               # the runtime_env option, uploaded (once)
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", self._name)
         self.__wrapped__ = fn
@@ -76,6 +79,8 @@ class RemoteFunction:
         clone.__dict__.update(self.__dict__)
         clone._options = {**self._options, **options}
         clone._name = clone._options["name"] or self._name
+        if "runtime_env" in options:
+            clone._env_wire = None
         return clone
 
     def bind(self, *args, **kwargs):
@@ -107,7 +112,8 @@ class RemoteFunction:
             retry_exceptions=cloudpickle.dumps(list(retry) if not isinstance(retry, bool) else retry)
             if retry else None,
             parent_task_id=client.current_task_id, engine_id=opts["_engine_id"],
-            generator=generator, job=runtime.job())
+            generator=generator, job=runtime.job(),
+            runtime_env=self._runtime_env(client))
         # Make the return refs before sending, so a fast result finds its holder.
         refs = [owned_ref(client, oid) for oid in return_ids]
         client.remember_context(task_id)
@@ -115,8 +121,23 @@ class RemoteFunction:
         del keep        # only now may the auto-put refs go: the submission pins them
         return returned(client, task_id, generator, refs)
 
+    def _runtime_env(self, client):
+        if self._options["runtime_env"] and self._env_wire is None:
+            self._env_wire = runtime_env.resolve(client, self._options["runtime_env"])
+        return runtime_env.merge(inherited_env(), self._env_wire)
+
     def __repr__(self) -> str:
         return f"<shoal remote function {self._name}>"
+
+
+def inherited_env():
+    """The runtime_env a new task starts from: its parent task's, or the job's (Ray)."""
+    from .client import current_task
+    msg = current_task.get()
+    if msg is not None and msg.method in (None, "__init__"):
+        return msg.runtime_env          # an actor's method calls: its env, kept below
+    rt = runtime.current_or_none()
+    return rt.runtime_env if rt is not None else None
 
 
 def returned(client, task_id: str, generator, refs: list):
@@ -128,10 +149,29 @@ def returned(client, task_id: str, generator, refs: list):
     return refs[0] if len(refs) == 1 else refs
 
 
+# As Ray: a function or class this large has captured data it should not carry.
+FUNCTION_SIZE_WARN_THRESHOLD = 10_000_000
+FUNCTION_SIZE_ERROR_THRESHOLD = 60_000_000     # under the protocol's 64 MiB frame header
+
+
 def ship(obj) -> tuple[str, bytes]:
     """(id, pickled bytes) of a function or class: the id names the exact code,
-    so a redefined function in a notebook is a new one to the engines."""
+    so a redefined function in a notebook is a new one to the engines.  Raises
+    ValueError (naming the size) for one too large to send, as Ray does."""
     blob = dumps_function(obj)
+    size = len(blob)
+    if size > FUNCTION_SIZE_WARN_THRESHOLD:
+        what = (f"The {'actor class' if isinstance(obj, type) else 'remote function'} "
+                f"{getattr(obj, '__qualname__', repr(obj))}")
+        advice = ("Check that its definition is not implicitly capturing a large array or "
+                  "other object in scope. Tip: use shoal.put() to put large objects in the "
+                  "object store and pass the ref as an argument.")
+        if size > FUNCTION_SIZE_ERROR_THRESHOLD:
+            raise ValueError(f"{what} is too large ({size / 2**20:.1f} MiB > "
+                             f"FUNCTION_SIZE_ERROR_THRESHOLD="
+                             f"{FUNCTION_SIZE_ERROR_THRESHOLD / 2**20:.1f} MiB). {advice}")
+        warnings.warn(f"{what} is {size / 2**20:.1f} MiB pickled. {advice}", UserWarning,
+                      stacklevel=3)
     return hashlib.sha1(blob).hexdigest()[:16], blob
 
 

@@ -88,6 +88,7 @@ class RegisterHost:
     store_limit: int
     object_address: str
     pid: int
+    restartable: bool = False   # its owner restarts it if it dies (same host id and store)
 
 
 @message
@@ -130,6 +131,7 @@ class SubmitTask:
     engine_id: Optional[str] = None    # run on exactly this engine (e.g. %%remote --all)
     generator: Optional[str] = None    # "streaming" | "dynamic": the call yields its values
     job: tuple = ("", "")              # (job id, namespace) of the driver it runs for
+    runtime_env: Optional[dict] = None   # see core/runtime_env.py (the wire form)
 
 
 @message
@@ -148,6 +150,7 @@ class ExecuteTask:
     generator: Optional[str] = None
     job: tuple = ("", "")       # (job id, namespace); an actor's calls run in its creator's
     resources: dict = field(default_factory=dict)   # what the task or actor holds
+    runtime_env: Optional[dict] = None
 
 
 @message
@@ -201,6 +204,8 @@ class TaskOutput:
     stream: str                 # "stdout" | "stderr" | "display"
     text: str = ""
     data: Optional[dict] = None   # "display": {"data": mimebundle, "metadata": {...}}
+    origin: Optional[str] = None  # set by the scheduler for nested work: the task the
+                                  # receiver submitted that (transitively) started this one
 
 
 @message

@@ -1,6 +1,8 @@
 """Utilities on top of the core API (as in `ray.util`)."""
 from ..core.context import get_node_ip_address
 from .actor_pool import ActorPool
+from .completion import as_completed
+from .executor import Executor
 
 
 def list_named_actors(all_namespaces: bool = False) -> list:
@@ -15,4 +17,4 @@ def list_named_actors(all_namespaces: bool = False) -> list:
     return [a["name"] for a in named if a["namespace"] == namespace]
 
 
-__all__ = ["ActorPool", "get_node_ip_address", "list_named_actors"]
+__all__ = ["ActorPool", "Executor", "as_completed", "get_node_ip_address", "list_named_actors"]
