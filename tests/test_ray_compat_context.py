@@ -199,7 +199,9 @@ def test_gpu_ids_match_cuda_visible_devices(fresh_cluster):
     assert shoal.cluster_resources()["GPU"] == 2
 
 
+@pytest.mark.slow
 def test_nodes_context_and_namespace_with_a_joined_host(fresh_cluster):
+    """~7 s: a second host starts, serves a task, and leaves."""
     fresh_cluster(num_cpus=1, namespace="joined")
     rt = runtime.current()
     host = HostProcess(rt.address, rt.cluster.key, rt.client.cluster_id, rt.client.session_dir,
