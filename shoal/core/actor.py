@@ -162,6 +162,7 @@ class ActorClass:
             "max_task_retries": opts["max_task_retries"], "max_concurrency": concurrency,
             "max_pending_calls": opts["max_pending_calls"], "held_resources": held,
             "methods": self._methods, "signatures": self._signatures,
+            "interruptible": bool(opts.get("_interruptible")),
         }
         args_blob, deps, nested, puts, keep = pack_arguments(client, args, kwargs)
         spec = m.SubmitTask(

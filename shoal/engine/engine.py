@@ -207,9 +207,12 @@ class Engine:
                     self.cancelled.discard(msg.task_id)
                     raise KeyboardInterrupt
                 # A running call of a plain actor is not interrupted (Ray): it
-                # finishes, and the scheduler reports it cancelled.
+                # finishes, and the scheduler reports it cancelled.  The magics'
+                # %%remote --on namespaces ask to be interruptible.
                 actor_call = msg.method is not None and msg.method != "__init__"
-                self.running[msg.task_id] = "main" if on_main and not actor_call else "thread"
+                interruptible = (self.client.actor_options or {}).get("interruptible")
+                self.running[msg.task_id] = ("main" if on_main and (interruptible or not actor_call)
+                                             else "thread")
             self._set_gpus(msg.gpu_ids)
             undo_env = runtime_env.apply(msg.runtime_env, self.packages)
             if msg.method == "__init__":                 # an actor keeps its env for life,

@@ -32,6 +32,7 @@ log = logging.getLogger("shoal.scheduler")
 HISTORY = 20_000          # finished tasks remembered for the timeline and status
 HEARTBEAT_INTERVAL = 1.0
 DEFAULT_HEARTBEAT_TIMEOUT = 6.0    # a silent host is lost well within 10 s
+MAX_DEPARTED_HOSTS = 100     # hosts that left, remembered for nodes() (Alive: False)
 
 
 PUSH_BATCH_BYTES = 16 << 20     # inline values per ObjectsReady, well under a frame's limit
@@ -169,6 +170,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         self.clock = clock
         self.peers: dict[Any, Peer] = {}
         self.hosts: dict[str, Host] = {}
+        self.departed_hosts: dict = {}   # host id -> its last status (bounded), for nodes()
         self.host_by_conn: dict[Any, str] = {}
         self.engines: dict[str, Engine] = {}
         self.engine_by_conn: dict[Any, str] = {}
@@ -689,6 +691,9 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         elif host_id is not None:
             host = self.hosts.pop(host_id)
             log.warning("host %s left the cluster", host_id)
+            self.departed_hosts[host_id] = {**self._host_status(host), "engines": []}
+            while len(self.departed_hosts) > MAX_DEPARTED_HOSTS:
+                del self.departed_hosts[next(iter(self.departed_hosts))]
             for eid in list(host.engines):
                 self._engine_lost(eid)
             for eid in [e.engine_id for e in self.engines.values() if e.host_id == host_id]:
@@ -832,6 +837,12 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         self.engine_by_conn.pop(engine.conn, None)
         self._send(host.conn, m.StopEngine(engine_id=engine.engine_id))
 
+    def _host_status(self, h: Host) -> dict:
+        return {"host_id": h.host_id, "hostname": h.hostname, "pid": h.pid,
+                "resources": h.total, "available": dict(h.available),
+                "store_dir": h.store_dir, "engines": sorted(h.engines),
+                "address": h.object_address.rsplit(":", 1)[0].strip("[]")}
+
     def status(self) -> dict:
         states: dict = {}
         for task in self.tasks.values():
@@ -839,11 +850,8 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         return {
             "cluster_id": self.cluster_id,
             "session_dir": self.session_dir,
-            "hosts": [{
-                "host_id": h.host_id, "hostname": h.hostname, "pid": h.pid,
-                "resources": h.total, "available": dict(h.available),
-                "store_dir": h.store_dir, "engines": sorted(h.engines),
-            } for h in self.hosts.values()],
+            "hosts": [self._host_status(h) for h in self.hosts.values()],
+            "departed_hosts": list(self.departed_hosts.values()),
             "engines": [{
                 "engine_id": e.engine_id, "host_id": e.host_id, "pid": e.pid,
                 "task_id": e.task_id, "blocked": e.blocked, "actor_id": e.actor_id,
