@@ -395,3 +395,37 @@ def test_items_of_a_stale_or_ownerless_generator_are_dropped():
                for _, msg in h.out())
     h.s.handle(engine, m.GeneratorItem(task_id=tid, index=1, entry=stored))  # wrong id
     assert f"{tid}/g0" not in h.s.objects
+
+
+def test_nothing_is_queued_behind_a_task_that_waits_in_get():
+    # Queuing behind a caller that blocks in get on every call made a revoke
+    # storm (one per call) and kept the queued task from ever starting.
+    h = Harness(cpus=1)
+    a, b = h.submit(), h.submit()
+    assert h.executes(h.out()) == {a: "h1.e0", b: "h1.e0"}          # b queued behind a
+    h.s.handle("h1.e0", m.EngineBlocked(task_id=a, blocked=True))
+    h.s.handle("h1.e0", m.TaskRevoked(task_id=b, ok=True))
+    h.out()
+    for _ in range(3):
+        h.s.handle("h1.e0", m.EngineBlocked(task_id=a, blocked=False))
+        h.s.handle("h1.e0", m.EngineBlocked(task_id=a, blocked=True))
+        out = h.out()
+        assert not any(isinstance(msg, (m.ExecuteTask, m.RevokeTask)) and msg.task_id == b
+                       for _, msg in out)
+    assert h.s.tasks[b].state == "ready"
+
+
+def test_blocked_engines_start_engines_for_the_backlog_at_once():
+    h = Harness(cpus=2)
+    a, b = h.submit(), h.submit()
+    ex = h.executes(h.out())
+    h.s.handle("drv", m.PutObject(entry=ObjectEntry("p0", inline=dumps(0))))
+    dep = h.submit()                          # what the waiting tasks need
+    waiting = [h.submit(deps=[f"{dep}/0"]) for _ in range(4)]
+    for tid in (a, b):
+        h.s.handle(ex[tid], m.EngineBlocked(task_id=tid, blocked=True))
+    ex2 = h.executes(h.out())
+    h.finish(ex2[dep], dep)                  # four tasks become ready in one event
+    started = sum(msg.count for _, msg in h.out() if isinstance(msg, m.StartEngines))
+    assert started == 2 and h.s.hosts["h1"].starting == 2     # one per lent CPU, at once
+    assert all(h.s.tasks[t].state == "ready" for t in waiting)

@@ -27,7 +27,9 @@ class Pipelining:
                 if (engine.prefetched is None and engine.actor_id is None and not engine.blocked
                         and engine.task_id in self.tasks):
                     running = self.tasks[engine.task_id]
-                    if "GPU" not in running.spec.resources:
+                    # Not behind a task that waits in get: it would block and
+                    # give the queued task back each time (a revoke storm).
+                    if "GPU" not in running.spec.resources and not running.blocks:
                         self._prefetch_onto(engine, policy.shape_of(running.spec.resources))
         idle_hosts = [h for h in self.hosts.values() if h.idle]
         if idle_hosts:

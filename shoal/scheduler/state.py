@@ -113,6 +113,7 @@ class Task:
     cancel_requested: bool = False
     rebuilding: bool = False             # re-run to rebuild results lost with a host
     prefetched: bool = False             # queued on an engine behind its running task
+    blocks: bool = False                 # it has waited in get: queue nothing behind it
     revoking: bool = False
     submitted_at: float = 0.0
     started_at: float = 0.0
@@ -311,14 +312,14 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
                     queue.popleft()
                     continue
                 if not any(h.idle for h in hosts):       # the common case under load
-                    self._cannot_place(task, hosts)
+                    self._cannot_place(task, hosts, len(queue))
                     break
                 request = task.spec.resources
                 host = policy.choose_host(request, hosts, self._idle_engine,
                                           self._argument_bytes(task) if len(hosts) > 1 else None)
                 gpus = policy.allocate_gpus(host.gpus, request.get("GPU", 0)) if host else None
                 if host is None or gpus is None:
-                    self._cannot_place(task, hosts)
+                    self._cannot_place(task, hosts, len(queue))
                     break
                 queue.popleft()
                 self._dispatch(task, host, self._idle_engine(host), gpus)
@@ -369,7 +370,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
             else:
                 host.idle.discard(engine.engine_id)
 
-    def _cannot_place(self, task: Task, hosts: list) -> None:
+    def _cannot_place(self, task: Task, hosts: list, backlog: int = 1) -> None:
         request = task.spec.resources
         if not policy.feasible_anywhere(request, hosts):
             if not task.warned_infeasible and hosts:
@@ -380,13 +381,18 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
                     f"in the cluster has ({totals}). It stays queued until a host that can run "
                     f"it joins; cancel it with shoal.cancel().")))
             return
-        # Resources are there but every engine is busy (some blocked in get): start one more.
+        # Resources are there but every engine is busy (some blocked in get): start
+        # engines for the queued tasks, as many as blocked engines lend CPUs for.
         for host in hosts:
-            if policy.fits(request, host.available) and self._idle_engine(host) is None:
+            if backlog > 0 and policy.fits(request, host.available) \
+                    and self._idle_engine(host) is None:
                 blocked = sum(self.engines[e].blocked for e in host.engines)
-                if len(host.engines) + host.starting < host.base_engines + blocked:
-                    host.starting += 1
-                    self._send(host.conn, m.StartEngines(count=1))
+                count = min(backlog, host.base_engines + blocked - len(host.engines)
+                            - host.starting)
+                if count > 0:
+                    host.starting += count
+                    backlog -= count
+                    self._send(host.conn, m.StartEngines(count=count))
 
     def _dispatch(self, task: Task, host: Host, engine: Engine, gpu_ids: list) -> None:
         spec = task.spec
@@ -554,6 +560,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         # Lend the CPU back while blocked; taking it again may oversubscribe
         # the host for a while, as in Ray, rather than deadlock.
         if msg.blocked:
+            task.blocks = True
             if engine.prefetched is not None:      # it may be what this task waits for
                 self._revoke(engine)
             task.lent_cpu = task.held.pop("CPU", 0.0)
