@@ -7,7 +7,9 @@ hash of its contents and `put` into the cluster once per driver; engines on
 every host unpack it once into a per-host cache (see engine/runtime_env.py).
 
 What travels in a task's spec is a plain dict: {"env_vars": {...},
-"working_dir": [hash, object id], "py_modules": [[hash, object id], ...]}.
+"working_dir": [hash, object id], "py_modules": [[hash, object id], ...],
+"sys_path": [the driver's script folder and working directory]} (the last
+one set by init, as Ray puts the driver's folder on its workers' sys.path).
 The driver holds the package refs for as long as it lives.
 """
 from __future__ import annotations
@@ -59,6 +61,20 @@ def validate(env) -> Optional[dict]:
         for mod in modules:
             _module_path(mod)
     return dict(env) if env else None
+
+
+def driver_code_path() -> list:
+    """Where the driver's own modules live: its script's folder (if it runs a
+    script) and its working directory (a notebook's folder)."""
+    import sys
+    paths = []
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main_file:
+        paths.append(os.path.dirname(os.path.abspath(main_file)))
+    cwd = os.getcwd()
+    if cwd not in paths:
+        paths.append(cwd)
+    return paths
 
 
 def merge(parent: Optional[dict], child: Optional[dict]) -> Optional[dict]:

@@ -98,7 +98,7 @@ class ActorScheduling:
             if host is None or gpus is None:
                 self.pending_actors.append(actor.actor_id)
                 if not policy.feasible_anywhere(request, hosts) and hosts \
-                        and not actor.warned_infeasible:
+                        and not actor.warned_infeasible and actor.owner in self.peers:
                     actor.warned_infeasible = True
                     self._send(actor.owner, m.Notice(text=(
                         f"actor {actor.options.get('class_name')} ({actor.actor_id}) needs "
@@ -289,8 +289,24 @@ class ActorScheduling:
             self._actor_dead(actor, "all handles to it went out of scope")
 
     def _owner_gone(self, conn) -> None:
+        """The creator left.  A handle that reached another process (a task
+        returned it, or passed it on) keeps the actor: ownership moves to a
+        live holder (a driver first), or, while only objects still contain
+        the handle, to nobody until the last handle goes."""
         for actor in list(self.actors.values()):
-            if actor.owner is conn and not actor.options.get("detached"):
+            if actor.owner is not conn or actor.options.get("detached"):
+                continue
+            handle = self.objects.get(actor.actor_id)
+            holders = [c for c in (handle.holders if handle else ()) if c is not conn
+                       and c in self.peers]
+            if holders:
+                holders.sort(key=lambda c: self.peers[c].kind != "driver")
+                actor.owner = holders[0]
+                log.info("actor %s: its owner left; %s owns it now", actor.actor_id,
+                         self._describe_holder(actor.owner))
+            elif handle is not None and handle.pins > 0:
+                actor.owner = None
+            else:
                 self._actor_dead(actor, "its owner (the driver or task that created it) exited")
 
     def _on_kill_actor(self, conn, msg: m.KillActor) -> None:

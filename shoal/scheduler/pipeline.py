@@ -25,7 +25,7 @@ class Pipelining:
         if self.ready:
             for engine in self.engines.values():
                 if (engine.prefetched is None and engine.actor_id is None and not engine.blocked
-                        and engine.task_id in self.tasks):
+                        and not engine.ran_gpu and engine.task_id in self.tasks):
                     running = self.tasks[engine.task_id]
                     # Not behind a task that waits in get: it would block and
                     # give the queued task back each time (a revoke storm).

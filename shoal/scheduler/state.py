@@ -95,6 +95,7 @@ class Engine:
     functions: set = field(default_factory=set)
     actor_id: Optional[str] = None       # an engine dedicated to one actor
     prefetched: Optional[str] = None     # a task queued behind the running one
+    ran_gpu: bool = False                # it ran a GPU task: CPU-only tasks go elsewhere (Ray)
 
 
 @dataclass(eq=False, slots=True)
@@ -315,14 +316,15 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
                     self._cannot_place(task, hosts, len(queue))
                     break
                 request = task.spec.resources
-                host = policy.choose_host(request, hosts, self._idle_engine,
+                gpu = "GPU" in request
+                host = policy.choose_host(request, hosts, lambda h: self._idle_engine(h, gpu),
                                           self._argument_bytes(task) if len(hosts) > 1 else None)
                 gpus = policy.allocate_gpus(host.gpus, request.get("GPU", 0)) if host else None
                 if host is None or gpus is None:
                     self._cannot_place(task, hosts, len(queue))
                     break
                 queue.popleft()
-                self._dispatch(task, host, self._idle_engine(host), gpus)
+                self._dispatch(task, host, self._idle_engine(host, gpu), gpus)
             if not queue:
                 del self.ready[shape]
         self._pipeline()
@@ -357,8 +359,18 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
                     where[host_id] = where.get(host_id, 0) + obj.entry.size
         return where
 
-    def _idle_engine(self, host: Host) -> Optional[Engine]:
-        return self.engines[next(iter(host.idle))] if host.idle else None
+    def _idle_engine(self, host: Host, gpu: bool = False) -> Optional[Engine]:
+        """An idle engine for a task: one that never ran a GPU task for a
+        CPU-only task (Ray isolates them by resource shape); a GPU task takes
+        any, one that ran GPU tasks first."""
+        other = None
+        for eid in host.idle:
+            engine = self.engines[eid]
+            if engine.ran_gpu == gpu:
+                return engine
+            if gpu:
+                other = engine
+        return other
 
     def _assign(self, engine: Engine, task_id: Optional[str]) -> None:
         """Set what an engine runs, keeping its host's idle set true."""
@@ -383,9 +395,13 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
             return
         # Resources are there but every engine is busy (some blocked in get): start
         # engines for the queued tasks, as many as blocked engines lend CPUs for.
+        gpu = "GPU" in request
         for host in hosts:
             if backlog > 0 and policy.fits(request, host.available) \
-                    and self._idle_engine(host) is None:
+                    and self._idle_engine(host, gpu) is None:
+                # Idle engines that ran GPU tasks make way for fresh ones.
+                for eid in [e for e in host.idle if self.engines[e].ran_gpu][:backlog]:
+                    self._retire_engine(host, self.engines[eid])
                 blocked = sum(self.engines[e].blocked for e in host.engines)
                 count = min(backlog, host.base_engines + blocked - len(host.engines)
                             - host.starting)
@@ -401,6 +417,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         task.held, task.gpu_ids = dict(request), gpu_ids
         task.state, task.engine_id, task.started_at = "running", engine.engine_id, self.clock()
         task.host_id = host.host_id
+        engine.ran_gpu = engine.ran_gpu or "GPU" in request
         log.debug("run %s on %s", spec.task_id, engine.engine_id)
         self._assign(engine, spec.task_id)
         self._running(task)
