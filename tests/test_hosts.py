@@ -19,7 +19,8 @@ MB = 1 << 20
 
 @pytest.fixture
 def hosts(fresh_cluster):
-    """The driver's host (1 CPU) plus a way to join more hosts with resource "B"."""
+    """The driver's host (1 CPU) plus a way to join more hosts with resource "B"
+    (whose agents nobody restarts: killing one is losing that host)."""
     fresh_cluster(num_cpus=1)
     rt = runtime.current()
     started = []
@@ -27,7 +28,8 @@ def hosts(fresh_cluster):
     def join(**kw):
         before = len(list_hosts())
         host = HostProcess(rt.address, rt.cluster.key, rt.client.cluster_id,
-                           rt.client.session_dir, num_cpus=1, resources={"B": 1}, **kw)
+                           rt.client.session_dir, num_cpus=1, resources={"B": 1}, restart=False,
+                           **kw)
         started.append(host)
         wait_for(lambda: len(list_hosts()) > before, what="the new host to join")
         return host

@@ -132,7 +132,7 @@ def test_unsupported_and_malformed_envs_are_refused_at_the_call(tmp_path):
         look.options(runtime_env={"working_dir": str(tmp_path / "missing")})
     with pytest.raises(ValueError, match="remote URIs"):
         look.options(runtime_env={"working_dir": "s3://bucket/x.zip"})
-    with pytest.raises(TypeError, match="must be a dict"):
+    with pytest.raises(TypeError, match=r"'runtime_env' must be one of \(dict, None\)"):
         look.options(runtime_env=["env_vars"])
     with pytest.raises(ValueError, match="not supported"):
         shoal.remote(runtime_env={"pip": ["x"]})(type("C", (), {}))

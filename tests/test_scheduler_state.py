@@ -429,3 +429,13 @@ def test_blocked_engines_start_engines_for_the_backlog_at_once():
     started = sum(msg.count for _, msg in h.out() if isinstance(msg, m.StartEngines))
     assert started == 2 and h.s.hosts["h1"].starting == 2     # one per lent CPU, at once
     assert all(h.s.tasks[t].state == "ready" for t in waiting)
+
+
+def test_ready_values_are_pushed_in_batches_under_the_frame_limit():
+    from shoal.protocol.messages import ObjectEntry
+    from shoal.scheduler.state import PUSH_BATCH_BYTES, _batches
+    entries = [ObjectEntry(f"o{i}", inline=b"x" * 99_000) for i in range(700)]
+    batches = _batches(entries)
+    assert [e for b in batches for e in b] == entries
+    assert all(sum(len(e.inline) for e in b) <= PUSH_BATCH_BYTES for b in batches)
+    assert len(batches) == 5 and _batches([]) == []

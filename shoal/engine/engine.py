@@ -44,6 +44,7 @@ from ..protocol.serialization import SerializationError, deserialize, serialize
 from ..session import read_config_from_stdin, setup_process_logging, wait_until_closed
 from ..store.shm import HostStore
 from . import runtime_env
+from . import display
 
 log = logging.getLogger("shoal.engine")
 _SHOAL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -128,6 +129,7 @@ class Engine:
         self.stderr = TaskOutputStream(self, "stderr", sys.stderr)
         sys.stdout, sys.stderr = self.stdout, self.stderr
         threading.Thread(target=self._flush_output, name="output-flush", daemon=True).start()
+        display.engine_shell()      # display() in any task goes to the task's cell
         while True:
             try:
                 msg = self.inbox.get()
@@ -217,6 +219,8 @@ class Engine:
             value = fn(*args, **kwargs)
             if msg.generator is not None:     # still interruptible while it yields
                 value = self._drain_generator(msg, value)
+            if on_main:
+                display.after_task()
             with self.lock:                  # from here on no interrupt is sent
                 self.running.pop(msg.task_id, None)
             del args, kwargs
@@ -284,6 +288,10 @@ class Engine:
         self.client.seed(msg.dep_values)
         if msg.method is None or msg.method == "__init__":
             fn = self._function(msg)
+        elif msg.method == "__ray_ready__":
+            fn = _actor_ready
+        elif msg.method == "__ray_terminate__":
+            fn = _terminate_actor
         else:
             fn = getattr(self.instance, msg.method)
         args, kwargs = deserialize(msg.args)
@@ -314,6 +322,7 @@ class Engine:
     def _became_actor(self, instance, msg: m.ExecuteTask) -> None:
         """The constructor returned: choose how calls will run."""
         self.instance = instance
+        self.client.actor_options = msg.actor_options      # for get_runtime_context().current_actor
         options = msg.actor_options or {}
         concurrency = options.get("max_concurrency")
         is_async = any(_is_async(getattr(type(instance), name, None))
@@ -467,6 +476,17 @@ class _ItemSink:
         if self.msg.generator == "dynamic":
             return DynamicObjectRefGenerator(self.refs)
         return self.count
+
+
+def _actor_ready() -> bool:
+    """handle.__ray_ready__: True once the constructor has run."""
+    return True
+
+
+def _terminate_actor() -> None:
+    """handle.__ray_terminate__: the actor exits after the calls queued before this one."""
+    from ..core.actor import exit_actor
+    exit_actor(reason="it was terminated with __ray_terminate__")
 
 
 def user_traceback(exc: BaseException) -> tuple[list, str]:

@@ -314,7 +314,7 @@ class ActorScheduling:
         if actor is None or actor.state == "dead":
             return
         if msg.no_restart or actor.engine_id is None:
-            self._actor_dead(actor, "it was killed with shoal.kill()")
+            self._actor_dead(actor, msg.reason or "it was killed with shoal.kill()")
         else:                               # a restartable kill: as if the engine crashed
             engine = self.engines.get(actor.engine_id)
             host = self.hosts.get(engine.host_id) if engine else None
