@@ -300,13 +300,14 @@ class ActorHandle:
             args=args_blob, deps=deps, nested=nested, return_ids=return_ids, resources={},
             max_retries=0, parent_task_id=client.current_task_id, actor_id=self._actor_id,
             method=method_name, generator=generator)
-        refs = [owned_ref(client, oid) for oid in return_ids]
+        result = returned(client, task_id, generator,
+                          [owned_ref(client, oid) for oid in return_ids])
         client.remember_context(task_id)
         client.send(*puts, spec)
         del keep
         if limit != -1:
             self._pending.update(return_ids)
-        return returned(client, task_id, generator, refs)
+        return result
 
     def __reduce__(self):
         note_ref(self._actor_id)

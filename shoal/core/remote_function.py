@@ -114,12 +114,14 @@ class RemoteFunction:
             parent_task_id=client.current_task_id, engine_id=opts["_engine_id"],
             generator=generator, job=runtime.job(),
             runtime_env=self._runtime_env(client))
-        # Make the return refs before sending, so a fast result finds its holder.
-        refs = [owned_ref(client, oid) for oid in return_ids]
+        # Make the return refs (and a generator's stream) before sending, so a
+        # fast result finds its holder.
+        result = returned(client, task_id, generator,
+                          [owned_ref(client, oid) for oid in return_ids])
         client.remember_context(task_id)
         client.send(*client.register_function(func_id, self._name, blob), *extra_puts, spec)
         del keep        # only now may the auto-put refs go: the submission pins them
-        return returned(client, task_id, generator, refs)
+        return result
 
     def _runtime_env(self, client):
         if self._options["runtime_env"] and self._env_wire is None:
@@ -141,7 +143,8 @@ def inherited_env():
 
 
 def returned(client, task_id: str, generator, refs: list):
-    """What `.remote()` gives back: None, a ref, a list of refs, or a generator."""
+    """What `.remote()` gives back: None, a ref, a list of refs, or a generator
+    (made before the submission is sent: its first items may come at once)."""
     if generator == "streaming":
         return ObjectRefGenerator(client, task_id, refs[0])
     if not refs:
