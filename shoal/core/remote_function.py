@@ -14,6 +14,7 @@ from ..protocol.serialization import INLINE_LIMIT, dumps_function, serialize
 from . import runtime, runtime_env
 from .generator import GENERATOR_MODES, ObjectRefGenerator
 from .object_ref import ObjectRef, owned_ref
+from .placement_group import placement_of
 from .options import COMMON_OPTIONS, TASK_OPTIONS, validate_task_options
 from .signature import check_call, param_spec
 
@@ -45,6 +46,8 @@ def resource_request(options: dict) -> dict:
     request = {"CPU": float(options.get("num_cpus", 1) or 0),
                "GPU": float(options.get("num_gpus", 0) or 0)}
     request.update({k: float(v) for k, v in (options.get("resources") or {}).items()})
+    if options.get("memory"):            # bytes, a logical resource each host declares (Ray)
+        request["memory"] = float(options["memory"])
     return {k: v for k, v in request.items() if v}
 
 
@@ -113,7 +116,8 @@ class RemoteFunction:
             if retry else None,
             parent_task_id=client.current_task_id, engine_id=opts["_engine_id"],
             generator=generator, job=runtime.job(),
-            runtime_env=self._runtime_env(client))
+            runtime_env=self._runtime_env(client), placement=placement_of(opts),
+            max_calls=opts.get("max_calls") or 0)
         # Make the return refs (and a generator's stream) before sending, so a
         # fast result finds its holder.
         result = returned(client, task_id, generator,

@@ -40,6 +40,7 @@ class Actor:
     engine_id: Optional[str] = None
     held: dict = field(default_factory=dict)
     gpu_ids: list = field(default_factory=list)
+    pool: Optional[dict] = None                     # its placement group bundle's, if any
     restarts: int = 0
     queues: dict = field(default_factory=dict)      # caller conn -> deque of call task ids
     inflight: dict = field(default_factory=dict)    # task id -> Task, sent to the engine
@@ -92,7 +93,11 @@ class ActorScheduling:
             if actor is None or actor.state not in ("pending", "restarting"):
                 continue
             request = actor.creation.resources            # what scheduling needs
-            host = policy.choose_host(request, hosts, lambda h: True)
+            why = self._placement_error(actor.creation)
+            if why is not None:
+                self._actor_dead(actor, f"it cannot be scheduled: {why}")
+                continue
+            host = self._choose_placed_host(actor.creation, request, hosts, lambda h: True, None)
             held = actor.options.get("held_resources") or {}
             gpus = policy.allocate_gpus(host.gpus, held.get("GPU", 0)) if host else None
             if host is None or gpus is None:
@@ -105,7 +110,8 @@ class ActorScheduling:
                         f"{request}, which no host in the cluster has; it waits until a host "
                         f"that can run it joins.")))
                 continue
-            host.acquire(held, gpus)
+            actor.pool = self._pool(actor.creation, request, host)
+            host.acquire(held, gpus, actor.pool)
             actor.held, actor.gpu_ids, actor.host_id = dict(held), gpus, host.host_id
             actor.state = "starting"
             self._send(host.conn, m.StartEngines(count=1, actor_id=actor.actor_id))
@@ -265,8 +271,8 @@ class ActorScheduling:
     def _release_actor_resources(self, actor: Actor) -> None:
         host = self.hosts.get(actor.host_id)
         if host is not None:
-            host.release(actor.held, actor.gpu_ids)
-        actor.held, actor.gpu_ids = {}, []
+            host.release(actor.held, actor.gpu_ids, actor.pool)
+        actor.held, actor.gpu_ids, actor.pool = {}, [], None
 
     def _actor_died_entry(self, actor: Optional[Actor], actor_id: str, why: str = "") -> ObjectEntry:
         if actor is None:
