@@ -439,3 +439,23 @@ def test_ready_values_are_pushed_in_batches_under_the_frame_limit():
     assert [e for b in batches for e in b] == entries
     assert all(sum(len(e.inline) for e in b) <= PUSH_BATCH_BYTES for b in batches)
     assert len(batches) == 5 and _batches([]) == []
+
+
+def test_an_actor_outlives_its_creator_while_another_process_holds_a_handle():
+    h = Harness(cpus=2)
+    h.s.handle("h1.e0", m.SubmitTask(
+        task_id="A1.init", func_id="f", name="C.__init__", args=b"", deps=[], nested=[],
+        return_ids=["A1/created"], resources={"CPU": 1.0}, max_retries=0, actor_id="A1",
+        method="__init__", actor_options={"class_name": "C", "methods": {}}))
+    h.s.handle("drv", m.RefUpdates(ops=[("A1", 1)]))     # the handle reached the driver
+    h.s.connection_closed("h1.e0")                         # its creator's engine exits
+    actor = h.s.actors["A1"]
+    assert actor.state != "dead" and actor.owner == "drv"
+    h.s.handle("drv", m.RefUpdates(ops=[("A1", -1)]))
+    assert actor.state == "dead" and "out of scope" in actor.death_cause
+    h.s.handle("h1.e1", m.SubmitTask(
+        task_id="A2.init", func_id="f", name="C.__init__", args=b"", deps=[], nested=[],
+        return_ids=["A2/created"], resources={"CPU": 1.0}, max_retries=0, actor_id="A2",
+        method="__init__", actor_options={"class_name": "C", "methods": {}}))
+    h.s.connection_closed("h1.e1")                         # nobody else has a handle
+    assert h.s.actors["A2"].state == "dead"
