@@ -101,6 +101,7 @@ def test_a_strict_spread_group_reserves_a_cpu_on_each_host(two_hosts):
     @shoal.remote(num_cpus=1)
     class InBundle:
         def node(self):
+            assert shoal.get_runtime_context().get_placement_group_id() == pg.id
             return shoal.get_runtime_context().get_node_id()
 
     actor = InBundle.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg, 1)).remote()

@@ -138,7 +138,11 @@ def get_current_placement_group() -> Optional[PlacementGroup]:
     """The group the calling task runs in, if any (None in the driver)."""
     from .client import current_task
     msg = current_task.get()
-    where = getattr(msg, "placement", None) if msg is not None else None
+    if msg is None:
+        return None
+    where = msg.placement
+    if msg.method not in (None, "__init__"):      # an actor's call: where the actor was placed
+        where = runtime.current().placement
     if not where or where.get("kind") != "pg":
         return None
     return PlacementGroup(where["pg"], [], "")

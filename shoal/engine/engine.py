@@ -217,6 +217,7 @@ class Engine:
             if msg.method == "__init__":                 # an actor keeps its env for life,
                 undo_env = runtime_env.NOTHING          # and so do the tasks it submits
                 runtime.current().runtime_env = msg.runtime_env
+                runtime.current().placement = msg.placement        # its placement group
             fn, args, kwargs = self._prepare(msg)
             value = fn(*args, **kwargs)
             if msg.generator is not None:     # still interruptible while it yields
