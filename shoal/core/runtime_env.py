@@ -23,8 +23,8 @@ from typing import Optional
 
 SUPPORTED = ("env_vars", "working_dir", "py_modules")
 # Ray's other fields: refused with a message that says what to do instead.
-UNSUPPORTED = ("pip", "uv", "conda", "container", "image_uri", "nsight", "java_jars",
-               "mpi", "excludes", "config")
+PACKAGE_MANAGERS = ("pip", "uv", "conda", "container", "image_uri")
+UNSUPPORTED = PACKAGE_MANAGERS + ("nsight", "java_jars", "mpi", "excludes", "config")
 MAX_PACKAGE_BYTES = 100 * 1024 * 1024        # Ray's limit for working_dir
 _SKIP_DIRS = {"__pycache__", ".git", ".ipynb_checkpoints"}
 
@@ -39,11 +39,13 @@ def validate(env) -> Optional[dict]:
         if key in SUPPORTED:
             continue
         if key in UNSUPPORTED:
-            raise ValueError(
-                f"runtime_env field {key!r} is not supported by shoal: engines run this "
-                f"cluster's Python environment, so install packages on every host (for "
-                f"example with pip in the environment `shoal start` runs from). Supported "
-                f"fields: {', '.join(SUPPORTED)}.")
+            advice = ("engines run this cluster's Python environment, so install packages on "
+                      "every host (for example with pip in the environment `shoal start` runs "
+                      "from)" if key in PACKAGE_MANAGERS else
+                      "shoal does not implement it (working_dir leaves out __pycache__, .git "
+                      "and .ipynb_checkpoints; ship a smaller folder to leave out more)")
+            raise ValueError(f"runtime_env field {key!r} is not supported by shoal: {advice}. "
+                             f"Supported fields: {', '.join(SUPPORTED)}.")
         raise ValueError(f"unknown runtime_env field {key!r}; supported fields: "
                          f"{', '.join(SUPPORTED)}")
     env_vars = env.get("env_vars")
