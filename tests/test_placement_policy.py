@@ -6,7 +6,6 @@ import pytest
 
 from shoal.exceptions import TaskPlacementGroupRemoved, TaskUnschedulableError
 from shoal.protocol import messages as m
-from shoal.protocol.messages import ObjectEntry
 from shoal.protocol.serialization import deserialize, dumps
 from shoal.scheduler import policy
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import numbers
 import warnings
 from typing import Any, Callable
 
