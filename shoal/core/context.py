@@ -33,6 +33,12 @@ class RuntimeContext:
         """The id of the host this process runs on (None for a driver outside the cluster's hosts)."""
         return to_hex(self._runtime.client.host_id)
 
+    def get_placement_group_id(self) -> Optional[str]:
+        """The hex id of the placement group this task or actor runs in, if any."""
+        from .placement_group import get_current_placement_group
+        group = get_current_placement_group()
+        return group.id if group is not None else None
+
     def get_worker_id(self) -> str:
         """The id of this process's connection (one per driver or engine)."""
         return to_hex(self._runtime.client.client_id)

@@ -174,7 +174,6 @@ ACTOR_OPTIONS: dict[str, Option] = {
     "namespace": Option((str, type(None))),
     "get_if_exists": Option((bool,)),
     "allow_out_of_order_execution": Option((bool,)),
-    "_interruptible": Option((bool,)),   # shoal only: cancel interrupts a running call (%%remote --on)
 }
 
 METHOD_OPTIONS: dict[str, Option] = {

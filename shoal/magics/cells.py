@@ -293,8 +293,7 @@ class RemoteCells:
             return ns
         if self._actor_class is None:
             self._actor_class = shoal.remote(RemoteNamespace)
-        options = {"name": opts.on, "namespace": NAMESPACE_GROUP, "get_if_exists": True,
-                   "_interruptible": True}       # an interrupt stops the cell, keeps the state
+        options = {"name": opts.on, "namespace": NAMESPACE_GROUP, "get_if_exists": True}
         for key in ("num_cpus", "num_gpus", "resources"):
             if getattr(opts, key) is not None:
                 options[key] = getattr(opts, key)
