@@ -1,7 +1,6 @@
 """The public calls: init, get, put, wait, cancel, with Ray's semantics."""
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import numbers
 import os
@@ -16,7 +15,10 @@ from ..protocol import messages as m
 from ..protocol.connection import UNIX_PREFIX
 from ..protocol.serialization import INLINE_LIMIT, serialize
 from . import runtime, terminal_progress
+from . import runtime_env as runtime_env_module
+from .actor import is_actor_call
 from .client import Client
+from .generator import ObjectRefGenerator
 from .object_ref import ObjectRef, check_same_cluster, owned_ref
 from .remote_function import validate_resources
 
@@ -80,7 +82,9 @@ def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
          num_gpus: Optional[int] = None, resources: Optional[dict] = None,
          object_store_memory: Optional[int] = None, ignore_reinit_error: bool = False,
          namespace: Optional[str] = None, hosts: Optional[list] = None,
-         remote_python: Optional[str] = None, **kwargs) -> ClusterContext:
+         remote_python: Optional[str] = None, local_mode: bool = False,
+         runtime_env: Optional[dict] = None,
+         **kwargs) -> ClusterContext:
     """Connect this process to a cluster, starting a local one if needed.
 
     Address resolution follows Ray: the `address` argument, else the
@@ -94,7 +98,14 @@ def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
     key on stdin; SHOAL_SSH_OPTIONS adds ssh options); they stop with the
     cluster or when their SSH session drops.  `remote_python` defaults to
     this interpreter's path, which the hosts must also have.
+
+    `runtime_env` is the job's: every task and actor of this driver starts
+    from it (see shoal.core.runtime_env for what is supported).
     """
+    if local_mode:
+        raise ValueError("local_mode=True is not supported by shoal (Ray deprecated it too): "
+                         "tasks always run on engines; use a 1-CPU cluster, init(num_cpus=1), "
+                         "to run them one at a time")
     unknown = sorted(set(kwargs) - _IGNORED_RAY_ARGS)
     if unknown:
         raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(map(repr, unknown))}")
@@ -110,20 +121,37 @@ def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
             raise RuntimeError("Maybe you called shoal.init twice by accident? This error can be "
                                "suppressed by passing in 'ignore_reinit_error=True' or by calling "
                                "'shoal.shutdown()' prior to 'shoal.init()'.")
-        if num_cpus is not None and (not isinstance(num_cpus, int) or isinstance(num_cpus, bool)
-                                     or num_cpus < 0):
-            raise ValueError(f"num_cpus must be a non-negative integer, got {num_cpus!r}")
+        _check_init_args(num_cpus=num_cpus, num_gpus=num_gpus,
+                         object_store_memory=object_store_memory)
         validate_resources({"num_gpus": num_gpus, "resources": resources})
+        job_env = runtime_env_module.validate(runtime_env)
         address = address or os.environ.get("SHOAL_ADDRESS") or None
+        _check_address(address)
+        if namespace is not None and not isinstance(namespace, str):
+            raise TypeError(f"namespace must be a string, got {type(namespace).__name__}")
+        if hosts is not None and (not isinstance(hosts, (list, tuple))
+                                  or not all(isinstance(h, str) and h for h in hosts)):
+            raise ValueError(f"hosts must be a list of \"[user@]host[:num_cpus]\" strings, "
+                             f"got {hosts!r}")
         if address in (None, "local"):
             rt = _start_local(num_cpus, num_gpus, resources, object_store_memory, namespace,
                               hosts or (), remote_python)
+            rt.init_kwargs = dict(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+                                  object_store_memory=object_store_memory, namespace=namespace,
+                                  hosts=hosts, remote_python=remote_python,
+                                  runtime_env=runtime_env)
         else:
             if num_cpus is not None or num_gpus is not None or resources or hosts:
                 raise ValueError("When connecting to an existing cluster, num_cpus, num_gpus and "
                                  "resources must not be provided: the hosts declare them.")
             rt = _connect(address, namespace)
         runtime.set_current(rt)
+        if job_env:
+            try:
+                rt.runtime_env = runtime_env_module.resolve(rt.client, job_env)
+            except BaseException:
+                runtime.shutdown()
+                raise
         return ClusterContext(rt)
 
 
@@ -148,6 +176,27 @@ def _shared_context(rt: runtime.Runtime, address, num_cpus, namespace, **others
     if namespace is not None and namespace != rt.namespace:
         rt.namespace = namespace
     return ClusterContext(rt)
+
+
+def _check_init_args(**counts) -> None:
+    """num_cpus, num_gpus: whole numbers >= 0; object_store_memory: bytes > 0."""
+    for name, value in counts.items():
+        low = 1 if name == "object_store_memory" else 0
+        if value is not None and (not isinstance(value, numbers.Integral)
+                                  or isinstance(value, bool) or value < low):
+            raise ValueError(f"{name} must be a whole number >= {low}"
+                             f"{' (bytes)' if low else ''}, got {value!r}")
+
+
+def _check_address(address) -> None:
+    """"auto", "local", HOST:PORT or unix:PATH (a cluster started with `shoal start`)."""
+    if address is None or address in ("auto", "local"):
+        return
+    if not isinstance(address, str):
+        raise TypeError(f"address must be a string, got {type(address).__name__}")
+    if not address.startswith(UNIX_PREFIX):
+        from ..protocol.connection import parse_address
+        parse_address(address)
 
 
 def _start_local(num_cpus, num_gpus, resources, object_store_memory, namespace,
@@ -344,26 +393,17 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
     one gets KeyboardInterrupt (or, with force=True, its engine is killed).
     `get` on its refs then raises TaskCancelledError.  Cancelled tasks are not
     retried.  With recursive=True the tasks it submitted are cancelled too."""
+    if isinstance(ref, ObjectRefGenerator):
+        ref = ref.completed()           # the generator's task
     if not isinstance(ref, ObjectRef):
         raise TypeError("shoal.cancel() only supported for object refs. For actors, try "
                         "shoal.kill().")
     client = runtime.current().client
     check_same_cluster(client, [ref])
+    if force and is_actor_call(ref.id):
+        raise ValueError("force=True is not supported for actor tasks (as in Ray): cancel "
+                         "without force, or kill the actor with shoal.kill()")
     client.send(m.CancelTask(object_id=ref.id, force=force, recursive=recursive))
-
-
-def ref_future(ref: ObjectRef) -> concurrent.futures.Future:
-    """A Future for a ref's value, completed by a helper thread."""
-    fut: concurrent.futures.Future = concurrent.futures.Future()
-
-    def resolve() -> None:
-        try:
-            fut.set_result(get(ref))
-        except BaseException as exc:
-            fut.set_exception(exc)
-
-    threading.Thread(target=resolve, name=f"shoal-future-{ref.id}", daemon=True).start()
-    return fut
 
 
 def scale(num_engines: int, host_id: Optional[str] = None) -> None:
@@ -371,21 +411,3 @@ def scale(num_engines: int, host_id: Optional[str] = None) -> None:
     when the cluster has one host.  Busy engines beyond the count stop when
     their task ends."""
     runtime.current().client.query("scale", count=num_engines, host_id=host_id)
-
-
-def cluster_resources() -> dict:
-    """Total resources of all hosts."""
-    return _sum_resources("resources")
-
-
-def available_resources() -> dict:
-    """Resources not held by running tasks right now."""
-    return _sum_resources("available")
-
-
-def _sum_resources(key: str) -> dict:
-    total: dict = {}
-    for host in runtime.current().client.status()["hosts"]:
-        for k, v in host[key].items():
-            total[k] = total.get(k, 0) + v
-    return total

@@ -75,10 +75,11 @@ class ShoalMagics(Magics):
         if len(args) > 1:
             raise UsageError(f"{usage}at most one path")
         self.cluster.ensure()
+        from .. import widgets
         if not args:
-            return shoal.timeline()
+            return widgets.timeline()
         try:
-            written = shoal.timeline(args[0])
+            written = widgets.timeline(args[0])
         except ValueError as exc:
             raise UsageError(f"{usage}{exc}") from None
         print(f"Wrote the task timeline to {written}")

@@ -35,10 +35,10 @@ FALLBACK_INTERVAL = 2.0     # seconds between two updates of the saved snapshot
 _STATIC = Path(__file__).with_name("static")
 
 
-def static(name: str) -> str:
-    """The text of a file in static/ (read once, at class definition); a widget's
-    JavaScript module gets the shared helpers of common.js in front."""
-    text = (_STATIC / name).read_text(encoding="utf-8")
+def static(name: str, folder=_STATIC) -> str:
+    """The text of a file in static/ (or `folder`; read once, at class definition); a
+    widget's JavaScript module gets the shared helpers of common.js in front."""
+    text = (Path(folder) / name).read_text(encoding="utf-8")
     if name.endswith(".js"):
         text = (_STATIC / "common.js").read_text(encoding="utf-8") + text
     return text
