@@ -207,8 +207,10 @@ class Engine:
                     self.cancelled.discard(msg.task_id)
                     raise KeyboardInterrupt
                 # A running call of a plain actor is not interrupted (Ray): it
-                # finishes, and the scheduler reports it cancelled.
-                actor_call = msg.method is not None and msg.method != "__init__"
+                # finishes, and the scheduler reports it cancelled.  An actor
+                # class may opt in (`_shoal_interruptible`: %%remote --on namespaces).
+                actor_call = msg.method is not None and msg.method != "__init__" and \
+                    not getattr(self.instance, "_shoal_interruptible", False)
                 self.running[msg.task_id] = "main" if on_main and not actor_call else "thread"
             self._set_gpus(msg.gpu_ids)
             undo_env = runtime_env.apply(msg.runtime_env, self.packages)

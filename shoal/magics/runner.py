@@ -108,6 +108,9 @@ def run_cell(spec: dict, byref: dict, *values):
 class RemoteNamespace:
     """The actor behind `%%remote --on NAME`: a namespace kept between cells.
     `token` changes when the actor restarts (its namespace is then new)."""
+    # Interrupting the kernel interrupts the running cell here, as in a
+    # notebook (unlike a plain actor's calls, which Ray lets finish).
+    _shoal_interruptible = True
 
     def __init__(self) -> None:
         self.token = uuid.uuid4().hex

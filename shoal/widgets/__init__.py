@@ -77,11 +77,23 @@ class TimelineEvents(list):
     """What `shoal.timeline()` returns: Ray's list of Chrome-trace events, which in
     a notebook shows as the live timeline widget (a lane per engine)."""
 
-    def _repr_mimebundle_(self, include=None, exclude=None):
+    def _widget(self) -> TimelineWidget:
         widget = self.__dict__.get("widget")
         if widget is None:
             widget = self.__dict__["widget"] = TimelineWidget()
-        return widget._repr_mimebundle_(include=include, exclude=exclude)
+        return widget
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return self._widget()._repr_mimebundle_(include=include, exclude=exclude)
+
+    def _ipython_display_(self) -> None:
+        """In a kernel: the live widget and its saved snapshot (see base.Fallback);
+        elsewhere the list of events, as Ray's."""
+        if not in_notebook():
+            from IPython.display import display
+            display(list(self))
+            return
+        self._widget()._ipython_display_()
 
 
 def objects():
