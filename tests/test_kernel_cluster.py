@@ -47,7 +47,7 @@ def test_interrupting_get_cancels_only_this_cells_tasks(k, tmp_path):
                  "@shoal.remote\ndef slow(name, seconds):\n"
                  "    open(os.path.join(marks, name), 'w').close()\n"
                  "    time.sleep(seconds)\n    return name"))
-    ok(k.execute("other = slow.remote('other', 1.5)"))            # another cell's task
+    ok(k.execute("other = slow.remote('other', 4)"))              # another cell's task
     run = k.submit("mine = [slow.remote('mine', 60), slow.remote('queued', 60)]\n"
                    "shoal.get(mine)")
     k.pump_until(lambda: (tmp_path / "mine").exists(), 30, "the cell's task to start")
@@ -55,7 +55,9 @@ def test_interrupting_get_cancels_only_this_cells_tasks(k, tmp_path):
     k.interrupt()
     k.wait(run, timeout=10)
     assert run.error["ename"] == "KeyboardInterrupt"
-    assert run.idle_at - t0 < 1.0, run.idle_at - t0
+    # 1 s is the aim (0.28-0.87 s measured at load average 8 on 2 cores); 2 s allows for worse,
+    # as the %%remote interrupt tests do
+    assert run.idle_at - t0 < 2.0, run.idle_at - t0
     assert "cancelled this cell's tasks" in run.stderr
     check = ok(k.execute("from shoal.exceptions import TaskCancelledError\ndef fate(r):\n"
                          "    try:\n        return shoal.get(r, timeout=20)\n"
@@ -86,5 +88,7 @@ def test_ray_style_notebook_and_refs_of_a_stopped_cluster():
         assert ok(session.execute("from shoal.exceptions import ObjectLostError\n"
                                   "try:\n    shoal.wait([old])\nexcept ObjectLostError:\n"
                                   "    print('lost')")).stdout == "lost\n"
+        passed = session.execute("@shoal.remote\ndef inc(x):\n    return x + 1\ninc.remote(old)")
+        assert passed.error["ename"] == "ObjectFromOtherClusterError"
     finally:
         session.shutdown()

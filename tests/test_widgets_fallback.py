@@ -1,9 +1,10 @@
 """Level 3: the static snapshot saved with a notebook follows its widget.
 
-A widget shown in a kernel is display data with a display id; when what it
-shows changes, the kernel sends update_display_data for that id with the new
-text/html and text/plain (throttled, and at once when it is final), so a
-saved notebook shows the last state.  Checked on iopub, through a real
+A widget shown in a kernel is two outputs: the live view, and its snapshot
+with a display id; when what it shows changes, the kernel sends
+update_display_data for that id with the new text/html and text/plain
+(throttled, and at once when it is final), so a saved notebook shows the
+last state, and the live view is never redrawn.  Checked on iopub, through a real
 shoal kernel."""
 import pytest
 
@@ -27,10 +28,12 @@ def k():
 
 
 def shown(run) -> tuple:
-    """(display id, first bundle) of the widget the cell displayed."""
-    first = next(m for m in run.messages if m["msg_type"] == "display_data")
-    assert WIDGET_VIEW in first["content"]["data"], first
-    return first["content"]["transient"]["display_id"], first["content"]["data"]
+    """(display id, first bundle) of the snapshot of the widget the cell displayed."""
+    view, snapshot = [m["content"] for m in run.of_type("display_data")][:2]
+    assert WIDGET_VIEW in view["data"] and view["data"]["text/plain"] == "", view
+    assert "text/html" not in view["data"] and not view.get("transient")   # never redrawn
+    assert 'class="shoal-snapshot"' in snapshot["data"]["text/html"]
+    return snapshot["transient"]["display_id"], snapshot["data"]
 
 
 def updates(run, display_id) -> list:
@@ -48,7 +51,7 @@ def test_a_finished_progress_bar_is_saved_finished(k):
     last = updates(run, display_id)[-1]
     assert "3 / 3 done · in " in last["text/plain"]                    # with its time
     assert 'data-done="3" data-total="3"' in last["text/html"]
-    assert WIDGET_VIEW in last                                          # still the live widget
+    assert WIDGET_VIEW not in last                       # the live view is left alone
     assert k.execute("print(repr(bar))").stdout.startswith("3 tasks: 3 / 3 done")
 
 
@@ -57,7 +60,7 @@ def test_the_timeline_and_object_store_are_saved_as_last_seen(k):
                    "display(store)\nshoal.get([nap.remote(i) for i in range(4)])")
     assert tl.reply["status"] == "ok", tl
     timeline_id, store_id = [m["content"]["transient"]["display_id"]
-                             for m in tl.of_type("display_data")]
+                             for m in tl.of_type("display_data") if m["content"]["transient"]]
     k.pump_until(lambda: any("0 running" in u["text/plain"] and "No tasks" not in u["text/html"]
                              for u in updates(tl, timeline_id)), 30, "the timeline's runs saved")
     runs = updates(tl, timeline_id)[-1]

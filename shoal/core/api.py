@@ -10,7 +10,7 @@ import time
 from typing import Any, Optional
 
 from .. import session
-from ..exceptions import GetTimeoutError, ObjectFromOtherClusterError
+from ..exceptions import GetTimeoutError
 from ..protocol import messages as m
 from ..protocol.connection import UNIX_PREFIX
 from ..protocol.serialization import INLINE_LIMIT, serialize
@@ -19,7 +19,7 @@ from . import runtime_env as runtime_env_module
 from .actor import is_actor_call
 from .client import Client
 from .generator import ObjectRefGenerator
-from .object_ref import ObjectRef, owned_ref
+from .object_ref import ObjectRef, check_same_cluster, owned_ref
 from .remote_function import validate_resources
 
 log = logging.getLogger("shoal")
@@ -285,19 +285,6 @@ def put(value: Any) -> ObjectRef:
     return ref
 
 
-def _check_same_cluster(client: Client, refs) -> None:
-    """Refs made through another connection (a cluster stopped or left since)
-    name nothing here: fail at once, saying so, rather than wait forever."""
-    for r in refs:
-        other = r._client
-        if other is not None and other is not client:
-            why = other.lost or "this process disconnected from it"
-            raise ObjectFromOtherClusterError(
-                f"{r!r} belongs to the shoal cluster {other.cluster_id}, which this process "
-                f"has left ({why}); it is now connected to cluster {client.cluster_id}. "
-                f"Values do not carry over between clusters: compute the value again.")
-
-
 def _check_timeout(timeout) -> None:
     if timeout is not None and (not isinstance(timeout, numbers.Real) or timeout < 0):
         raise ValueError(f"'timeout' must be a non-negative number or None, got {timeout!r}")
@@ -323,7 +310,7 @@ def get(object_refs, *, timeout: Optional[float] = None):
     if not refs:
         return []
     client = runtime.current().client
-    _check_same_cluster(client, refs)
+    check_same_cluster(client, refs)
     ids = [r.id for r in refs]
     entries, timed_out = _wait_entries(client, ids, len(set(ids)), timeout, True, "get")
     for e in entries.values():
@@ -358,7 +345,7 @@ def wait(object_refs: list, *, num_returns: int = 1, timeout: Optional[float] = 
         raise ValueError("num_returns cannot be greater than the number of objects provided "
                          "to shoal.wait.")
     client = runtime.current().client
-    _check_same_cluster(client, object_refs)
+    check_same_cluster(client, object_refs)
     entries, _ = _wait_entries(client, [r.id for r in object_refs], num_returns, timeout,
                                False, "wait")
     ready = [r for r in object_refs if r.id in entries][:num_returns]
@@ -413,7 +400,7 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
         raise TypeError("shoal.cancel() only supported for object refs. For actors, try "
                         "shoal.kill().")
     client = runtime.current().client
-    _check_same_cluster(client, [ref])
+    check_same_cluster(client, [ref])
     if force and is_actor_call(ref.id):
         raise ValueError("force=True is not supported for actor tasks (as in Ray): cancel "
                          "without force, or kill the actor with shoal.kill()")

@@ -1,6 +1,7 @@
 """ObjectRef: the name of a value that lives in the cluster."""
 from __future__ import annotations
 
+from ..exceptions import ObjectFromOtherClusterError
 from ..protocol.serialization import note_ref
 from . import runtime
 
@@ -72,6 +73,19 @@ def _rebuild_ref(object_id: str) -> ObjectRef:
         return ObjectRef(object_id)
     rt.client.adopt(object_id)
     return ObjectRef(object_id, rt.client)
+
+
+def check_same_cluster(client, refs) -> None:
+    """Refs made through another connection (a cluster stopped or left since)
+    name nothing here: fail at once, saying so, rather than wait forever."""
+    for r in refs:
+        other = r._client
+        if other is not None and other is not client:
+            why = other.lost or "this process disconnected from it"
+            raise ObjectFromOtherClusterError(
+                f"{r!r} belongs to the shoal cluster {other.cluster_id}, which this process "
+                f"has left ({why}); it is now connected to cluster {client.cluster_id}. "
+                f"Values do not carry over between clusters: compute the value again.")
 
 
 def owned_ref(client, object_id: str) -> ObjectRef:

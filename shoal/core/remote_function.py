@@ -12,7 +12,7 @@ from ..protocol import messages as m
 from ..protocol.serialization import INLINE_LIMIT, dumps_function, serialize
 from . import runtime, runtime_env
 from .generator import GENERATOR_MODES, ObjectRefGenerator
-from .object_ref import ObjectRef, owned_ref
+from .object_ref import ObjectRef, check_same_cluster, owned_ref
 from .placement_group import placement_of
 from .options import COMMON_OPTIONS, TASK_OPTIONS, validate_task_options
 from .signature import check_call, param_spec
@@ -204,8 +204,9 @@ def pack_arguments(client, args: tuple, kwargs: dict):
                     container[k] = owned_ref(client, oid)
                     keep.append(container[k])
         value = serialize((tuple(args), kwargs))
-    deps = [a.id for a in args if type(a) is ObjectRef]
-    deps += [v.id for v in kwargs.values() if type(v) is ObjectRef]
+    top_refs = [a for a in (*args, *kwargs.values()) if type(a) is ObjectRef]
+    check_same_cluster(client, top_refs)
+    deps = [a.id for a in top_refs]
     top = set(deps)
     nested = [i for i in value.nested if i not in top]
     return value.to_bytes(), deps, nested, puts, keep

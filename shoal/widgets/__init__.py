@@ -91,7 +91,14 @@ class TimelineEvents(list):
         return self._widget()._repr_mimebundle_(include=include, exclude=exclude)
 
     def _ipython_display_(self) -> None:
-        self._widget()._ipython_display_()     # with its display id, as every widget
+        """In a kernel: the live widget and its saved snapshot (see base.Fallback);
+        elsewhere one line (the list itself is Ray's thousands of events)."""
+        if not in_notebook():
+            from IPython.display import display
+            display({"text/plain": f"<shoal timeline: {len(self)} Chrome-trace events>"},
+                    raw=True)
+            return
+        self._widget()._ipython_display_()
 
 
 def objects():

@@ -31,7 +31,7 @@ from ..core import runtime
 from .feed import Feed, feed_for
 
 log = logging.getLogger("shoal.widgets")
-FALLBACK_INTERVAL = 5.0     # seconds between two updates of the saved snapshot
+FALLBACK_INTERVAL = 2.0     # seconds between two updates of the saved snapshot
 _STATIC = Path(__file__).with_name("static")
 
 
@@ -138,13 +138,20 @@ class LiveWidget(anywidget.AnyWidget):
         return data, metadata
 
     def _ipython_display_(self) -> None:
-        """Shown in a kernel (display() or a cell's last value): as display
-        data with a display id, so that the static snapshot saved with the
-        notebook can follow the widget (see Fallback)."""
+        """Shown in a kernel (display() or a cell's last value): two outputs,
+        the live widget (nothing else, so it is never redrawn) and its
+        snapshot with a display id, kept true by Fallback.  Elsewhere (a
+        terminal): the text view."""
         from IPython.display import display
         data, metadata = self._repr_mimebundle_()
-        display(data, raw=True, metadata=metadata, display_id=self.uid)
-        self._fallback.shown((data.get("text/html"), data.get("text/plain")))
+        if not self._fallback.in_kernel():
+            display({"text/plain": data.get("text/plain", self.text())}, raw=True)
+            return
+        view = {k: v for k, v in data.items() if k.startswith("application/")}
+        display({**view, "text/plain": ""}, raw=True, metadata=metadata)
+        snapshot = (data.get("text/html", ""), data.get("text/plain", ""))
+        display(Fallback.bundle(snapshot), raw=True, display_id=self.uid)
+        self._fallback.shown(snapshot)
 
     def _displayed(self) -> None:
         pass
@@ -154,15 +161,6 @@ class LiveWidget(anywidget.AnyWidget):
         task running): the saved snapshot is then updated without delay."""
         return False
 
-    def _view_bundle(self) -> Optional[dict]:
-        """The widget-view part of the mimebundle (no snapshot computed)."""
-        try:
-            data = anywidget.AnyWidget._repr_mimebundle_(self)
-            data = data[0] if isinstance(data, tuple) else data
-            return {k: v for k, v in (data or {}).items() if k.startswith("application/")}
-        except Exception:
-            return None
-
     def stop(self) -> None:
         """Stop updating and close the widget's comm (its views go blank)."""
         self._feed.remove(self)
@@ -170,17 +168,19 @@ class LiveWidget(anywidget.AnyWidget):
 
 
 class Fallback:
-    """Keeps the text/html and text/plain saved with the notebook true.
+    """Keeps the snapshot saved with the notebook true.
 
-    What a notebook saves of a widget's output is the mimebundle of its
-    display; shown once, the snapshot would stay as it was at display time
-    (a finished bar saved as "0 / 3 done").  So, once shown in a kernel, the
-    widget's display is updated (update_display_data on its display id, with
-    the parent of the cell that showed it) when the snapshot changed: at most
-    every FALLBACK_INTERVAL seconds while it changes, and at once when it
-    is `finished()` or the cluster goes.  JupyterLab and nbclient apply such updates to the saved
-    outputs; the live view is re-created from the same widget model.
-    Called on the feed's pump thread."""
+    What a notebook saves of a widget's output is its mimebundle as shown;
+    shown once, the snapshot would stay as it was at display time (a
+    finished bar saved as "0 / 3 done").  So a widget shown in a kernel is
+    two outputs: the live view, and its snapshot (text/html, text/plain)
+    with a display id, hidden by the widget's stylesheet wherever the live
+    view renders.  When the snapshot changes, the kernel updates that
+    display (update_display_data, with the parent of the cell that showed
+    it): at most every FALLBACK_INTERVAL seconds while it changes, at once
+    when the widget is `finished()` or the cluster goes.  JupyterLab and
+    nbclient apply the updates to the outputs they save; the live view is
+    untouched.  `refresh` runs on the feed's pump thread."""
 
     def __init__(self, widget: "LiveWidget") -> None:
         self.widget = widget
@@ -189,18 +189,27 @@ class Fallback:
         self._last: Optional[tuple] = None
         self._next = 0.0
 
-    def shown(self, snapshot: tuple) -> None:
-        """The widget was just displayed with `snapshot` (in the displaying
-        thread): updates may follow from now on."""
+    @staticmethod
+    def in_kernel() -> bool:
         try:
             from IPython import get_ipython
-            kernel = getattr(get_ipython(), "kernel", None)
-            if kernel is not None:
-                self._last = snapshot
-                self._parent = kernel.get_parent("shell")
-                self._kernel = kernel
+            return getattr(get_ipython(), "kernel", None) is not None
         except Exception:
-            log.debug("no kernel to update the widget's display", exc_info=True)
+            return False
+
+    @staticmethod
+    def bundle(snapshot: tuple) -> dict:
+        return {"text/html": f'<div class="shoal-snapshot">{snapshot[0]}</div>',
+                "text/plain": snapshot[1]}
+
+    def shown(self, snapshot: tuple) -> None:
+        """The snapshot was just displayed (in the displaying thread): updates
+        may follow from now on."""
+        from IPython import get_ipython
+        kernel = get_ipython().kernel
+        self._last = snapshot
+        self._parent = kernel.get_parent("shell")
+        self._kernel = kernel
 
     def refresh(self, now: Optional[float]) -> Optional[float]:
         """Send the snapshot if it changed; `now` None: at once (the last one).
@@ -220,23 +229,17 @@ class Fallback:
             return None
         self._last = snapshot
         self._next = (now if now is not None else 0.0) + FALLBACK_INTERVAL
-        self._send(snapshot)
-        return None
-
-    def _send(self, snapshot: tuple) -> None:
-        w, kernel = self.widget, self._kernel
-        data = {"text/plain": snapshot[1], "text/html": snapshot[0]}
-        view = w._view_bundle()
-        if view is not None:
-            data.update(view)
-        content = {"data": data, "metadata": {}, "transient": {"display_id": w.uid}}
+        content = {"data": self.bundle(snapshot), "metadata": {},
+                   "transient": {"display_id": w.uid}}
+        kernel = self._kernel
         try:
             topic = getattr(kernel, "_topic", None)
             kernel.session.send(kernel.iopub_socket, "update_display_data", content,
                                 parent=self._parent,
                                 ident=topic("update_display_data") if topic else None)
         except Exception:           # the kernel is going away
-            log.debug("could not update the widget's display", exc_info=True)
+            log.debug("could not update the widget's snapshot", exc_info=True)
+        return None
 
 
 class QueryingWidget(LiveWidget):
