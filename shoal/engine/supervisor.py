@@ -8,10 +8,10 @@ objects already in that host's store stay readable; the scheduler holds the
 host's place for it (see SchedulerState._await_agent), treats the old agent's
 engines as lost and retries their tasks.
 
-Contract: an agent that exits with status 0 stopped on purpose (Shutdown, the
-scheduler gone, its owner gone, SIGTERM) and is not restarted; any other exit
-(a signal such as SIGKILL, a crash) is, at once, up to MAX_RESTARTS times per
-RESTART_WINDOW seconds.  The watcher blocks in wait(), so a death is noticed
+Contract: an agent that exits with status 0 stopped on purpose (Shutdown, its
+owner gone, SIGTERM, no scheduler to join) and is not restarted; any other exit
+(a signal such as SIGKILL, a crash, EXIT_CUT_OFF after losing the scheduler) is,
+at once, up to MAX_RESTARTS times per RESTART_WINDOW seconds.  The watcher blocks in wait(), so a death is noticed
 as it happens (well within a second).
 """
 from __future__ import annotations
@@ -87,6 +87,7 @@ def main() -> None:
     it stops on purpose.  The agent's owner pipe is ours, so it dies with us;
     ours (if any) is the agent's config's owner_fd, watched here."""
     from ..session import read_config_from_stdin, setup_process_logging, wait_until_closed
+    from ..store.shm import HostStore
     from .launcher import spawn
     config = read_config_from_stdin()
     setup_process_logging(config["session_dir"], f"supervisor-{config['host_id']}")
@@ -108,6 +109,7 @@ def main() -> None:
         threading.Thread(target=on_owner_gone, name="owner-watch", daemon=True).start()
     supervisor.join()
     supervisor.proc.wait()
+    HostStore(config["store_dir"], config["spill_dir"], 0).remove_all()   # no agent will need it
     log.info("the agent stopped; so does its supervisor")
 
 
