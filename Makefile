@@ -1,20 +1,27 @@
 # The two commands a newcomer needs: `make lab` and `make test` (and `make demo`
-# for a headless demo).  Each bootstraps a local virtual environment (.venv) on first use;
-# `make test` also installs the system packages some tests need (scripts/system-deps.sh).
+# for a headless demo).  Each bootstraps a local virtual environment (.venv) on first use
+# and installs only what it needs there; `make test` also installs the system packages
+# some tests need (scripts/system-deps.sh: as root with apt-get, else those tests skip).
+# Prerequisites: Python >= 3.10 with its venv module, on Linux or macOS.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: lab demo test test-fast bench clean
+.PHONY: lab demo test test-fast bench binder-links clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	touch $@
+
+# shoal with the test extra (pytest, the notebook and browser test tools, joblib, scikit-learn).
+$(VENV)/.installed: pyproject.toml $(VENV)/.created
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-# JupyterLab (the `lab` extra) and the "Python 3 (shoal)" kernelspec, inside .venv.
-$(VENV)/.lab-installed: $(VENV)/.installed
+# shoal with the `lab` extra only (JupyterLab and what the examples use) and the
+# "Python 3 (shoal)" kernelspec, inside .venv.
+$(VENV)/.lab-installed: pyproject.toml $(VENV)/.created
 	$(PY) -m pip install -q -e '.[lab]'
 	$(PY) -m shoal kernel install --sys-prefix
 	touch $@
@@ -23,7 +30,7 @@ $(VENV)/.lab-installed: $(VENV)/.installed
 lab: $(VENV)/.lab-installed
 	cd examples && $(abspath $(PY)) -m jupyterlab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) 01-quickstart.ipynb
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.lab-installed
 	$(PY) examples/demo.py
 
 test: $(VENV)/.installed
@@ -36,6 +43,10 @@ test-fast: $(VENV)/.installed
 bench: $(VENV)/.installed
 	bash benchmarks/setup-peers.sh
 	$(PY) benchmarks/run.py
+
+# README's and docs' Binder links, made from pyproject.toml's [project.urls] Repository.
+binder-links:
+	$(PYTHON) scripts/binder_links.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

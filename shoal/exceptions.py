@@ -360,6 +360,11 @@ class ObjectReconstructionFailedLineageEvictedError(ObjectLostError):
     """A lost object could not be rebuilt: its lineage was dropped."""
 
 
+class ObjectFromOtherClusterError(ObjectLostError):
+    """The ref belongs to a cluster this process has left (stopped, or
+    switched from): its value does not carry over to the current one."""
+
+
 class ObjectStoreFullError(ShoalError, MemoryError):
     """The object store is full and nothing can be spilled."""
 
@@ -442,7 +447,7 @@ __all__ = [
     "ActorAlreadyExistsError", "AsyncioActorExit", "PendingCallsLimitExceeded",
     "TaskPlacementGroupRemoved", "ActorPlacementGroupRemoved", "RuntimeEnvSetupError",
     "ObjectLostError", "ObjectFetchTimedOutError", "ReferenceCountingAssertionError",
-    "OwnerDiedError", "ObjectReconstructionFailedError",
+    "OwnerDiedError", "ObjectFromOtherClusterError", "ObjectReconstructionFailedError",
     "ObjectReconstructionFailedMaxAttemptsExceededError",
     "ObjectReconstructionFailedLineageEvictedError", "ObjectStoreFullError", "OutOfDiskError",
     "OutOfMemoryError", "NodeDiedError", "PlasmaObjectNotAvailable", "RaySystemError",

@@ -74,6 +74,14 @@ def detect_gpus(num_gpus) -> list:
         return []
 
 
+def physical_memory() -> int:
+    """Bytes of RAM this host has (what Ray's `memory` resource starts from)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
 class HostAgent:
     def __init__(self, config: dict) -> None:
         self.config = config
@@ -119,6 +127,11 @@ class HostAgent:
         self.object_server = ObjectServer(
             self.store, self.key, self.config.get("bind_host") or "127.0.0.1",
             tls_dir=os.path.join(self.config["session_dir"], "tls"))
+        # Ray's implicit resources: memory, object_store_memory, node:<address>.
+        ip = self.object_server.address.rsplit(":", 1)[0].strip("[]")
+        self.resources = {"memory": float(max(0, physical_memory() - self.store.limit)),
+                          "object_store_memory": float(self.store.limit), f"node:{ip}": 1.0,
+                          **self.resources}
         self.conn.send(m.RegisterHost(
             host_id=self.host_id, hostname=socket.gethostname(), resources=self.resources,
             gpu_ids=self.gpu_ids, store_dir=self.store.store_dir, spill_dir=self.store.spill_dir,

@@ -11,7 +11,8 @@ is running, so threads and coroutines do not mix up their output) and sent,
 tagged with the task id, to the task's owner.  An InterruptTask raises
 KeyboardInterrupt in a running task (a real SIGINT to the main thread, so
 blocking calls wake), cancels a running coroutine, or drops a call that has
-not started.
+not started; a running call of a plain or threaded actor is left to finish
+(Ray's rule).  sys.exit() in a task exits the engine: a crash, as in Ray.
 """
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ from ..protocol import messages as m
 from ..protocol.serialization import SerializationError, deserialize, serialize
 from ..session import read_config_from_stdin, setup_process_logging, wait_until_closed
 from ..store.shm import HostStore
+from . import runtime_env
+from . import display
 
 log = logging.getLogger("shoal.engine")
 _SHOAL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,6 +112,8 @@ class Engine:
         self.pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.slots: Optional[asyncio.Semaphore] = None
+        self.packages = runtime_env.PackageCache(os.path.join(config["session_dir"],
+                                                              "runtime_env"))
 
     def run(self) -> None:
         self.client = Client.connect(
@@ -124,6 +129,7 @@ class Engine:
         self.stderr = TaskOutputStream(self, "stderr", sys.stderr)
         sys.stdout, sys.stderr = self.stdout, self.stderr
         threading.Thread(target=self._flush_output, name="output-flush", daemon=True).start()
+        display.engine_shell()      # display() in any task goes to the task's cell
         while True:
             try:
                 msg = self.inbox.get()
@@ -194,17 +200,27 @@ class Engine:
     def run_sync(self, msg: m.ExecuteTask, on_main: bool = True) -> None:
         token = current_task.set(msg)
         outcome = None
+        undo_env = runtime_env.NOTHING
         try:
             with self.lock:
                 if msg.task_id in self.cancelled:
                     self.cancelled.discard(msg.task_id)
                     raise KeyboardInterrupt
-                self.running[msg.task_id] = "main" if on_main else "thread"
+                # A running call of a plain actor is not interrupted (Ray): it
+                # finishes, and the scheduler reports it cancelled.
+                actor_call = msg.method is not None and msg.method != "__init__"
+                self.running[msg.task_id] = "main" if on_main and not actor_call else "thread"
             self._set_gpus(msg.gpu_ids)
+            undo_env = runtime_env.apply(msg.runtime_env, self.packages)
+            if msg.method == "__init__":                 # an actor keeps its env for life,
+                undo_env = runtime_env.NOTHING          # and so do the tasks it submits
+                runtime.current().runtime_env = msg.runtime_env
             fn, args, kwargs = self._prepare(msg)
             value = fn(*args, **kwargs)
             if msg.generator is not None:     # still interruptible while it yields
                 value = self._drain_generator(msg, value)
+            if on_main:
+                display.after_task()
             with self.lock:                  # from here on no interrupt is sent
                 self.running.pop(msg.task_id, None)
             del args, kwargs
@@ -212,9 +228,12 @@ class Engine:
                 self._became_actor(value, msg)
                 value = None
             outcome = self._results(msg, value)
+        except SystemExit as exc:
+            self._exit_as_crash(msg, exc)
         except BaseException as exc:     # KeyboardInterrupt too: that is how cancel arrives
             outcome = self._failure(msg, exc)
         finally:
+            undo_env()
             self._finish(msg, outcome)
             current_task.reset(token)
 
@@ -237,11 +256,22 @@ class Engine:
                 elif msg.generator is not None:
                     value = self._drain_generator(msg, value)
                 outcome = self._results(msg, value)
+        except SystemExit as exc:
+            self._exit_as_crash(msg, exc)
         except (Exception, asyncio.CancelledError) as exc:
             outcome = self._failure(msg, KeyboardInterrupt() if isinstance(
                 exc, asyncio.CancelledError) else exc)
         finally:
             self._finish(msg, outcome)
+
+    def _exit_as_crash(self, msg: m.ExecuteTask, exc: SystemExit) -> None:
+        """sys.exit() in a task ends its engine, as in Ray: the scheduler sees a
+        crashed worker (retried, then WorkerCrashedError)."""
+        log.warning("task %s called sys.exit(%s); the engine exits", msg.task_id, exc.code)
+        self.stdout.flush()
+        self.stderr.flush()
+        self.client.close()
+        os._exit(exc.code if isinstance(exc.code, int) and exc.code else 1)
 
     def _finish(self, msg: m.ExecuteTask, outcome) -> None:
         with self.lock:
@@ -258,6 +288,10 @@ class Engine:
         self.client.seed(msg.dep_values)
         if msg.method is None or msg.method == "__init__":
             fn = self._function(msg)
+        elif msg.method == "__ray_ready__":
+            fn = _actor_ready
+        elif msg.method == "__ray_terminate__":
+            fn = _terminate_actor
         else:
             fn = getattr(self.instance, msg.method)
         args, kwargs = deserialize(msg.args)
@@ -288,6 +322,7 @@ class Engine:
     def _became_actor(self, instance, msg: m.ExecuteTask) -> None:
         """The constructor returned: choose how calls will run."""
         self.instance = instance
+        self.client.actor_options = msg.actor_options      # for get_runtime_context().current_actor
         options = msg.actor_options or {}
         concurrency = options.get("max_concurrency")
         is_async = any(_is_async(getattr(type(instance), name, None))
@@ -441,6 +476,17 @@ class _ItemSink:
         if self.msg.generator == "dynamic":
             return DynamicObjectRefGenerator(self.refs)
         return self.count
+
+
+def _actor_ready() -> bool:
+    """handle.__ray_ready__: True once the constructor has run."""
+    return True
+
+
+def _terminate_actor() -> None:
+    """handle.__ray_terminate__: the actor exits after the calls queued before this one."""
+    from ..core.actor import exit_actor
+    exit_actor(reason="it was terminated with __ray_terminate__")
 
 
 def user_traceback(exc: BaseException) -> tuple[list, str]:

@@ -130,6 +130,8 @@ class SubmitTask:
     actor_options: Optional[dict] = None   # creation only: ActorOptions fields
     engine_id: Optional[str] = None    # run on exactly this engine (e.g. %%remote --all)
     generator: Optional[str] = None    # "streaming" | "dynamic": the call yields its values
+    job: tuple = ("", "")              # (job id, namespace) of the driver it runs for
+    runtime_env: Optional[dict] = None   # see core/runtime_env.py (the wire form)
 
 
 @message
@@ -146,6 +148,9 @@ class ExecuteTask:
     method: Optional[str] = None
     actor_options: Optional[dict] = None
     generator: Optional[str] = None
+    job: tuple = ("", "")       # (job id, namespace); an actor's calls run in its creator's
+    resources: dict = field(default_factory=dict)   # what the task or actor holds
+    runtime_env: Optional[dict] = None
 
 
 @message
@@ -199,6 +204,8 @@ class TaskOutput:
     stream: str                 # "stdout" | "stderr" | "display"
     text: str = ""
     data: Optional[dict] = None   # "display": {"data": mimebundle, "metadata": {...}}
+    origin: Optional[str] = None  # set by the scheduler for nested work: the task the
+                                  # receiver submitted that (transitively) started this one
 
 
 @message
@@ -281,6 +288,7 @@ class SpillObjects:
 class KillActor:
     actor_id: str
     no_restart: bool = True
+    reason: str = ""            # why, for the ActorDiedError (default: shoal.kill())
 
 
 @message

@@ -151,6 +151,13 @@ class Task:
     submitted_at: float = 0.0
     started_at: float = 0.0
     warned_infeasible: bool = False
+    # Where its output goes when a task started it: (owner, task id) of the
+    # first task of the chain, so a cell's nested work prints under the cell.
+    origin: Optional[tuple] = None
+
+
+def _has_idle_engine(host: Host) -> bool:
+    return bool(host.idle)
 
 
 class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
@@ -168,6 +175,8 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         self.functions: dict[str, m.RegisterFunction] = {}
         self.tasks: dict[str, Task] = {}
         self.ready: dict[tuple, deque] = {}            # resource shape -> ready task ids
+        self.may_prefetch: set = set()                 # engines that may take a queued task
+        self.queued_on: set = set()                    # engines with a task queued (may be stale)
         self.pinned: dict[str, deque] = {}             # engine id -> ready tasks for it alone
         self.objects: dict[str, Obj] = {}
         self.dependents: dict[str, list] = {}          # pending object id -> waiting task ids
@@ -287,6 +296,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         parent = self.tasks.get(spec.parent_task_id) if spec.parent_task_id else None
         if parent is not None:
             parent.children.add(spec.task_id)
+            task.origin = parent.origin or (parent.owner, parent.spec.task_id)
         failed = None
         for oid in (*spec.deps, *spec.nested):
             obj = self.objects.get(oid)
@@ -345,22 +355,25 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
             self._place_actors()
         if self.pinned:
             self._schedule_pinned()
-        hosts = list(self.hosts.values())
+        # Only hosts with an idle engine can take a task now: under load that is
+        # few of them, so placement costs O(idle hosts), not O(hosts).
+        idle_hosts = [h for h in self.hosts.values() if h.idle]
         for shape, queue in list(self.ready.items()):
             while queue:
                 task = self.tasks.get(queue[0])
                 if task is None or task.state != "ready":
                     queue.popleft()
                     continue
-                if not any(h.idle for h in hosts):       # the common case under load
-                    self._cannot_place(task, hosts)
+                if not any(h.idle for h in idle_hosts):       # the common case under load
+                    self._cannot_place(task)
                     break
                 request = task.spec.resources
-                host = policy.choose_host(request, hosts, self._idle_engine,
-                                          self._argument_bytes(task) if len(hosts) > 1 else None)
+                host = policy.choose_host(request, idle_hosts, _has_idle_engine,
+                                          self._argument_bytes(task) if len(self.hosts) > 1
+                                          else None)
                 gpus = policy.allocate_gpus(host.gpus, request.get("GPU", 0)) if host else None
                 if host is None or gpus is None:
-                    self._cannot_place(task, hosts)
+                    self._cannot_place(task)
                     break
                 queue.popleft()
                 self._dispatch(task, host, self._idle_engine(host), gpus)
@@ -404,6 +417,8 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
     def _assign(self, engine: Engine, task_id: Optional[str]) -> None:
         """Set what an engine runs, keeping its host's idle set true."""
         engine.task_id = task_id
+        if task_id is not None:
+            self.may_prefetch.add(engine.engine_id)
         host = self.hosts.get(engine.host_id)
         if host is not None and engine.actor_id is None:
             if task_id is None and engine.engine_id in host.engines:
@@ -411,8 +426,9 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
             else:
                 host.idle.discard(engine.engine_id)
 
-    def _cannot_place(self, task: Task, hosts: list) -> None:
+    def _cannot_place(self, task: Task) -> None:
         request = task.spec.resources
+        hosts = list(self.hosts.values())
         if not policy.feasible_anywhere(request, hosts):
             if not task.warned_infeasible and hosts:
                 task.warned_infeasible = True
@@ -451,11 +467,16 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         now = self.clock()
         for d in spec.deps:
             self.objects[d].last_used = now
+        job, held = spec.job, spec.resources     # (a prefetched task holds them once it runs)
+        actor = self.actors.get(spec.actor_id) if spec.actor_id else None
+        if actor is not None:            # an actor's calls belong to its creator's job
+            job, held = actor.creation.job, actor.held
         self._send(engine.conn, m.ExecuteTask(
             task_id=spec.task_id, func_id=spec.func_id, func_blob=blob, name=spec.name,
             args=spec.args, dep_values=[self.objects[d].entry for d in spec.deps],
             return_ids=spec.return_ids, gpu_ids=gpu_ids, retry_exceptions=spec.retry_exceptions,
-            method=spec.method, actor_options=spec.actor_options, generator=spec.generator))
+            method=spec.method, actor_options=spec.actor_options, generator=spec.generator,
+            job=job, resources=held, runtime_env=spec.runtime_env))
 
     def _release(self, task: Task) -> None:
         """Give back what a running task held and free its engine."""
@@ -555,6 +576,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
             engine = self.engines.get(task.engine_id)
             if engine is not None and engine.prefetched == task.spec.task_id:
                 engine.prefetched = None
+                self.may_prefetch.add(engine.engine_id)
                 self._send(engine.conn, m.InterruptTask(task_id=task.spec.task_id))   # skip it
             task.prefetched = False
         elif task.state == "running":
@@ -603,11 +625,18 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
             task.held["CPU"] = task.lent_cpu
             host.available["CPU"] = host.available.get("CPU", 0.0) - task.lent_cpu
             task.lent_cpu = 0.0
+            self.may_prefetch.add(engine.engine_id)
         self._schedule()
 
     def _on_task_output(self, conn, msg: m.TaskOutput) -> None:
         task = self.tasks.get(msg.task_id)
-        if task is not None and task.owner in self.peers:
+        if task is not None and task.origin is not None:
+            owner, root = task.origin
+            if owner in self.peers:
+                self._send(owner, m.TaskOutput(task_id=msg.task_id, name=msg.name, pid=msg.pid,
+                                               stream=msg.stream, text=msg.text, data=msg.data,
+                                               origin=root))
+        elif task is not None and task.owner in self.peers:
             self._send(task.owner, msg)
 
     def _on_cancel(self, conn, msg: m.CancelTask) -> None:
