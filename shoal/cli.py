@@ -136,6 +136,7 @@ def _parser() -> argparse.ArgumentParser:
                "  shoal start --head                           loopback only, one engine per CPU\n"
                "  shoal start --head --host 0.0.0.0 --port 6380 --num-cpus 8\n"
                "  shoal start --head --ssh me@node1:4,node2    and hosts over SSH\n"
+               "  shoal start --head --restart-scheduler       a new scheduler if it dies\n"
                "  SHOAL_KEY=... shoal start --address head:6380 --resources '{\"B\": 1}'\n"
                "  shoal start --address head:6380 --connection-file shoal-cluster-XXXX.json")
     p.add_argument("--head", action="store_true", help="start the head of a new cluster")
@@ -152,6 +153,10 @@ def _parser() -> argparse.ArgumentParser:
                         "(SHOAL_SSH_OPTIONS adds ssh options)")
     p.add_argument("--remote-python", default=None,
                    help="the Python on the SSH hosts (default: this interpreter's path)")
+    p.add_argument("--restart-scheduler", action="store_true",
+                   help="with --head: if the scheduler dies, start a new one at the same "
+                        "address; hosts rejoin it, drivers must connect again (its tasks, "
+                        "objects and actors are gone)")
     p.add_argument("--heartbeat-timeout", type=_seconds, default=None,
                    help="seconds (2 to 3600) of silence after which a host counts as lost "
                         "(default 6)")
@@ -238,6 +243,7 @@ def cmd_start(args) -> int:
     if args.head == bool(args.address):
         raise UsageError("say --head (start a new cluster) or --address HEAD:PORT (join one)")
     for flag, needs in (("ssh", "head"), ("remote_python", "head"), ("block", "address"),
+                        ("restart_scheduler", "head"),
                         ("connection_file", "address")):
         if getattr(args, flag) and not getattr(args, needs):
             raise UsageError(f"--{flag.replace('_', '-')} goes with --{needs}")
@@ -248,7 +254,8 @@ def cmd_start(args) -> int:
     cluster = LocalCluster(num_cpus=args.num_cpus, num_gpus=args.num_gpus,
                            resources=args.resources, host=args.host, port=args.port, owned=False,
                            heartbeat_timeout=args.heartbeat_timeout, ssh_hosts=ssh_hosts,
-                           remote_python=args.remote_python)
+                           remote_python=args.remote_python,
+                           restart_scheduler=args.restart_scheduler)
     client = Client.connect(cluster.address, cluster.key, kind="cli")
     try:
         status = _wait_ready(client, args.num_cpus or available_cpus())

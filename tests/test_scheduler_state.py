@@ -459,3 +459,52 @@ def test_an_actor_outlives_its_creator_while_another_process_holds_a_handle():
         method="__init__", actor_options={"class_name": "C", "methods": {}}))
     h.s.connection_closed("h1.e1")                         # nobody else has a handle
     assert h.s.actors["A2"].state == "dead"
+
+
+def _restartable_host(h, host_id="h2", conn="agent-h2b", pid=3):
+    h.s.handle(conn, m.RegisterHost(
+        host_id=host_id, hostname=host_id, resources={"CPU": 1, "B": 1}, gpu_ids=[],
+        store_dir="/dev/shm/y", spill_dir="/tmp/y", store_limit=1000,
+        object_address=f"127.0.0.1:{pid}", pid=pid, restartable=True))
+
+
+def test_a_restartable_hosts_agent_death_keeps_its_place_and_objects():
+    now = [0.0]
+    h = Harness(cpus=1)
+    h.s.clock = lambda: now[0]
+    _restartable_host(h, conn="agent-h2")
+    h.s.handle("h2.e0", m.ClientHello(client_id="h2.e0", kind="engine", pid=20, hostname="h2",
+                                      host_id="h2", engine_id="h2.e0"))
+    h.s.handle("drv", m.PutObject(entry=ObjectEntry("kept", host_id="h2", size=10)))
+    on_h2 = h.submit(resources={"CPU": 1.0, "B": 1.0})
+    assert h.executes(h.out()) == {on_h2: "h2.e0"}
+    h.s.connection_closed("agent-h2")                           # the agent dies
+    assert "h2" in h.s.hosts and "h2.e0" not in h.s.engines     # its place is kept
+    assert h.s.tasks[on_h2].state == "ready" and h.s.tasks[on_h2].retries_left == 2  # retried
+    assert h.s.objects["kept"].entry.host_id == "h2"            # not lost, not rebuilt
+    h.s.handle("drv", m.RefUpdates(ops=[("kept", -1)]))         # freed while it is down
+    h.out()
+    _restartable_host(h, conn="agent-h2-new", pid=4)            # its owner restarted it
+    out = h.out()
+    assert h.s.hosts["h2"].conn == "agent-h2-new" and h.s.hosts["h2"].object_address.endswith(":4")
+    assert ("agent-h2-new", m.FreeObjects(object_ids=["kept"])) in out   # held for it
+    h.s.handle("h2.r1.e0", m.ClientHello(client_id="n", kind="engine", pid=30, hostname="h2",
+                                         host_id="h2", engine_id="h2.r1.e0"))
+    assert h.executes(h.out()) == {on_h2: "h2.r1.e0"}           # the retry runs there
+
+
+def test_a_restartable_host_with_no_new_agent_is_lost_after_the_timeout():
+    now = [0.0]
+    h = Harness(cpus=1)
+    h.s.clock = lambda: now[0]
+    _restartable_host(h, conn="agent-h2")
+    h.s.handle("drv", m.PutObject(entry=ObjectEntry("only-there", host_id="h2", size=10)))
+    h.s.connection_closed("agent-h2")
+    h.out()
+    now[0] = 3.0
+    h.s.heartbeat()
+    assert "h2" in h.s.hosts
+    now[0] = h.s.heartbeat_timeout + 1.0
+    h.s.heartbeat()
+    assert "h2" not in h.s.hosts
+    assert h.s.objects["only-there"].entry.error                # a put: lost with its host

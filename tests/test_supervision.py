@@ -210,3 +210,55 @@ def test_outside_a_notebook_a_lost_cluster_keeps_raising(fresh_cluster):
     with pytest.raises(ClusterLostError):
         shoal.put(1)
     assert runtime.current() is rt
+
+
+def _children(pid: int) -> list:
+    """Child pids of a process (each thread lists those it started)."""
+    children = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children += [int(p) for p in f.read().split()]
+        except OSError:
+            pass
+    return [p for p in children if alive(p)]
+
+
+@pytest.mark.slow
+def test_a_head_started_with_restart_scheduler_gets_a_new_scheduler(tmp_path):
+    """`shoal start --head --restart-scheduler`: a killed scheduler is replaced at
+    the same address; the hosts rejoin; drivers connect again and run work."""
+    import json
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "shoal", *args], capture_output=True,
+                              text=True, timeout=60, env=env)
+
+    assert cli("start", "--head", "--restart-scheduler", "--num-cpus", "1").returncode == 0
+    info = json.loads(next(tmp_path.glob("shoal-cluster-*.json")).read_text())
+    try:
+        supervisor = info["pid"]
+        scheduler = _children(supervisor)[0]
+        os.kill(scheduler, signal.SIGKILL)
+        killed = time.monotonic()
+        wait_for(lambda: _children(supervisor) and _children(supervisor)[0] != scheduler,
+                 what="a new scheduler")
+
+        def rejoined():
+            status = cli("status", "--json")
+            return status.returncode == 0 and json.loads(status.stdout)["engines"]
+
+        wait_for(rejoined, timeout=30, interval=0.1, what="the host to rejoin with its engine")
+        whole = time.monotonic() - killed
+        driver = subprocess.run(
+            [sys.executable, "-c", "import shoal; shoal.init(address='auto'); "
+                                   "print(shoal.get(shoal.remote(lambda: 42).remote()))"],
+            capture_output=True, text=True, timeout=60, env=env)
+        assert driver.stdout.strip() == "42", driver.stderr
+        print(f"\nhead scheduler SIGKILL: new scheduler with its host rejoined {whole:.2f} s "
+              f"after the kill")
+    finally:
+        assert cli("stop").returncode == 0
+    wait_for(lambda: not alive(info["pid"]) and not alive(info["agent_pid"]),
+             what="the supervisors to exit")

@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -26,6 +27,11 @@ from ..store.transfer import ObjectServer
 from .launcher import spawn
 
 log = logging.getLogger("shoal.agent")
+# Exit status of an agent cut off from the scheduler (connection lost, or the
+# scheduler silent past the timeout) rather than stopped: its supervisor starts
+# a new one, which rejoins if the scheduler is still there (say after this
+# process was suspended) and otherwise stops at once.
+EXIT_CUT_OFF = 3
 RESTART_BACKOFF = (0.0, 0.5, 1.0, 2.0, 5.0)   # seconds, by recent crash count
 HEARTBEAT_INTERVAL = 1.0
 KILL_GRACE = 1.0
@@ -101,6 +107,7 @@ class HostAgent:
         self._engine_prefix = f"{self.host_id}.r{generation}" if generation else self.host_id
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self.cut_off = False
         # Engines hold the read end; we never write, we only die (closing it).
         self._engine_owner_r, self._engine_owner_w = os.pipe()
         os.set_inheritable(self._engine_owner_w, False)
@@ -143,6 +150,7 @@ class HostAgent:
         except (OSError, ConnectionError, ValueError) as exc:
             if not self._stopping.is_set():
                 log.warning("lost the scheduler (%s); stopping this host", exc)
+                self.cut_off = True
         finally:
             self.cleanup()
 
@@ -153,6 +161,7 @@ class HostAgent:
         while not self._stopping.wait(HEARTBEAT_INTERVAL):
             if time.monotonic() - self.last_heard > timeout:
                 log.warning("no word from the scheduler for %.0f s; stopping this host", timeout)
+                self.cut_off = True
                 self._stopping.set()
                 self._close_conn()
                 return
@@ -259,7 +268,8 @@ class HostAgent:
         os.close(self._engine_owner_w)
         if getattr(self, "object_server", None) is not None:
             self.object_server.close()
-        self.store.remove_all()
+        if not (self.cut_off and self.config.get("restartable")):
+            self.store.remove_all()          # else the next agent of this host keeps it
         self._close_conn()
         log.info("host %s stopped", self.host_id)
 
@@ -267,7 +277,9 @@ class HostAgent:
 def main() -> None:
     config = read_config_from_stdin()
     setup_process_logging(config["session_dir"], f"agent-{config['host_id']}")
-    HostAgent(config).run()
+    agent = HostAgent(config)
+    agent.run()
+    sys.exit(EXIT_CUT_OFF if agent.cut_off else 0)
 
 
 if __name__ == "__main__":

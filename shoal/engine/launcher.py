@@ -30,7 +30,7 @@ from .. import session
 from ..protocol import messages as m
 from ..protocol.connection import UNIX_PREFIX
 from ..store.shm import HostStore, store_paths
-from .supervisor import AgentSupervisor
+from .supervisor import Supervisor
 
 log = logging.getLogger("shoal.launcher")
 STOP_TIMEOUT = 5.0
@@ -82,7 +82,12 @@ class LocalCluster:
                  resources: Optional[dict] = None, object_store_memory: Optional[int] = None,
                  host: str = "127.0.0.1", port: int = 0, owned: bool = True,
                  heartbeat_timeout: Optional[float] = None, ssh_hosts: tuple = (),
-                 remote_python: Optional[str] = None) -> None:
+                 remote_python: Optional[str] = None, restart_scheduler: bool = False) -> None:
+        """`restart_scheduler` (unowned clusters): a supervisor process holds the
+        listening sockets and starts a new scheduler there if it dies; hosts
+        rejoin it, drivers must connect again (the old one's state is gone)."""
+        if restart_scheduler and owned:
+            raise ValueError("restart_scheduler is for clusters started with `shoal start`")
         self.cluster_id = uuid.uuid4().hex[:8]
         self.key = secrets.token_bytes(32)
         self.session_dir = session.new_session_dir(self.cluster_id)
@@ -90,7 +95,7 @@ class LocalCluster:
         self.store = HostStore.create(self.cluster_id, self.host_id, object_store_memory)
         self.owned = owned
         self.scheduler: Optional[subprocess.Popen] = None
-        self.agent: Optional[AgentSupervisor] = None        # owned: we restart the agent
+        self.agent: Optional[Supervisor] = None        # owned: we restart the agent
         self.agent_supervisor: Optional[subprocess.Popen] = None   # unowned: a process does
         self.ssh: Optional[subprocess.Popen] = None
         self._owner_r: Optional[int] = None
@@ -122,15 +127,19 @@ class LocalCluster:
             common = {"key": self.key.hex(), "cluster_id": self.cluster_id,
                       "session_dir": self.session_dir, "owner_fd": self._owner_r,
                       "heartbeat_timeout": heartbeat_timeout or _env_timeout()}
-            self.scheduler = spawn("shoal.scheduler", {**common, "listen_fds": listen},
-                                   listen + owner)
+            if restart_scheduler:      # self.scheduler is then its supervisor
+                self.scheduler = spawn("shoal.engine.supervisor", {
+                    **common, "listen_fds": listen, "supervise": "shoal.scheduler"}, listen)
+            else:
+                self.scheduler = spawn("shoal.scheduler", {**common, "listen_fds": listen},
+                                       listen + owner)
             agent_config = {
                 **common, "address": self.local_address, "host_id": self.host_id,
                 "store_dir": self.store.store_dir, "spill_dir": self.store.spill_dir,
                 "store_limit": self.store.limit, "num_cpus": num_cpus, "num_gpus": num_gpus,
                 "resources": resources or {}, "bind_host": host}
             if owned:
-                self.agent = AgentSupervisor(lambda gen: spawn("shoal.engine.agent", {
+                self.agent = Supervisor(lambda gen: spawn("shoal.engine.agent", {
                     **agent_config, "generation": gen, "restartable": True}, owner),
                     name=f"agent {self.host_id}")
             else:
@@ -223,11 +232,11 @@ class HostProcess:
             "resources": resources or {}, "bind_host": bind_host,
             "heartbeat_timeout": heartbeat_timeout or _env_timeout(),
         }
-        self.agent: Optional[AgentSupervisor] = None
+        self.agent: Optional[Supervisor] = None
         self.supervisor_process: Optional[subprocess.Popen] = None
         if owned:           # we restart it; it dies with us
             self._owner_r, self._owner_w = os.pipe()
-            self.agent = AgentSupervisor(lambda gen: spawn("shoal.engine.agent", {
+            self.agent = Supervisor(lambda gen: spawn("shoal.engine.agent", {
                 **config, "owner_fd": self._owner_r, "generation": gen, "restartable": restart},
                 (self._owner_r,)), name=f"agent {self.host_id}")
             if not restart:

@@ -1,4 +1,4 @@
-"""Restarting a host agent that dies.
+"""Restarting a host agent (or a head's scheduler) that dies.
 
 A host agent's owner restarts it when it dies unexpectedly: the embedded
 cluster's driver (a thread of `LocalCluster`) and, for `shoal start`, a small
@@ -8,10 +8,10 @@ objects already in that host's store stay readable; the scheduler holds the
 host's place for it (see SchedulerState._await_agent), treats the old agent's
 engines as lost and retries their tasks.
 
-Contract: an agent that exits with status 0 stopped on purpose (Shutdown, the
-scheduler gone, its owner gone, SIGTERM) and is not restarted; any other exit
-(a signal such as SIGKILL, a crash) is, at once, up to MAX_RESTARTS times per
-RESTART_WINDOW seconds.  The watcher blocks in wait(), so a death is noticed
+Contract: an agent that exits with status 0 stopped on purpose (Shutdown, its
+owner gone, SIGTERM, no scheduler to join) and is not restarted; any other exit
+(a signal such as SIGKILL, a crash, EXIT_CUT_OFF after losing the scheduler) is,
+at once, up to MAX_RESTARTS times per RESTART_WINDOW seconds.  The watcher blocks in wait(), so a death is noticed
 as it happens (well within a second).
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
 
 
-class AgentSupervisor:
+class Supervisor:
     """Owns one agent process: `spawn(generation)` starts it (generation 0
     first, then 1, 2, ... for restarts); a watcher thread restarts it when it
     dies unexpectedly.  `stop()` ends the supervision (not the agent)."""
@@ -82,33 +82,42 @@ class AgentSupervisor:
 
 
 def main() -> None:
-    """The supervisor process of a `shoal start` host: starts the agent with
-    the configuration read on stdin, restarts it when it dies, and exits when
-    it stops on purpose.  The agent's owner pipe is ours, so it dies with us;
-    ours (if any) is the agent's config's owner_fd, watched here."""
+    """The supervisor process of `shoal start`: starts its child -- a host agent,
+    or with --restart-scheduler the head's scheduler (config "supervise") --
+    with the configuration read on stdin, restarts it when it dies, and exits
+    when it stops on purpose.  The child's owner pipe is ours, so it dies with
+    us; our own owner (if any) is the config's owner_fd, watched here.
+    Listening sockets (a scheduler's "listen_fds") stay open here, so a new
+    scheduler serves the same address and clients' connects just wait."""
     from ..session import read_config_from_stdin, setup_process_logging, wait_until_closed
+    from ..store.shm import HostStore
     from .launcher import spawn
     config = read_config_from_stdin()
-    setup_process_logging(config["session_dir"], f"supervisor-{config['host_id']}")
+    module = config.pop("supervise", "shoal.engine.agent")
+    is_agent = module == "shoal.engine.agent"
+    name = f"agent-{config['host_id']}" if is_agent else "scheduler"
+    setup_process_logging(config["session_dir"], f"supervisor-{name}")
     owner_fd = config.pop("owner_fd", None)
-    agent_r, agent_w = os.pipe()
-    os.set_inheritable(agent_w, False)
-    supervisor = AgentSupervisor(
-        lambda gen: spawn("shoal.engine.agent", {**config, "owner_fd": agent_r,
-                                                  "generation": gen, "restartable": True},
-                          (agent_r,)), name=f"agent {config['host_id']}")
+    child_r, child_w = os.pipe()
+    os.set_inheritable(child_w, False)
+    fds = (*config.get("listen_fds", ()), child_r)
+    supervisor = Supervisor(
+        lambda gen: spawn(module, {**config, "owner_fd": child_r, "generation": gen,
+                                   "restartable": True}, fds), name=name.replace("-", " "))
 
     def on_owner_gone() -> None:
         wait_until_closed(owner_fd)
-        log.info("the owner process is gone; stopping the agent")
+        log.info("the owner process is gone; stopping the %s", name)
         supervisor.stop()
-        os.close(agent_w)              # the agent sees its owner go and stops
+        os.close(child_w)              # the child sees its owner go and stops
 
     if owner_fd is not None:
         threading.Thread(target=on_owner_gone, name="owner-watch", daemon=True).start()
     supervisor.join()
     supervisor.proc.wait()
-    log.info("the agent stopped; so does its supervisor")
+    if is_agent:                       # no agent of this host will need its store again
+        HostStore(config["store_dir"], config["spill_dir"], 0).remove_all()
+    log.info("the %s stopped; so does its supervisor", name)
 
 
 if __name__ == "__main__":

@@ -208,12 +208,15 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
         for host_id, ids in self._frees.items():
             host = self.hosts.get(host_id)
             if host is not None:
-                out.append((host.conn, m.FreeObjects(object_ids=ids)))
+                self._send(host.conn, m.FreeObjects(object_ids=ids))
         self._out, self._pushes, self._frees = [], {}, {}
         return out
 
     def _send(self, conn, msg) -> None:
-        self._out.append((conn, msg))
+        if type(conn) is AwaitingAgent:     # held here for the host's next agent
+            conn.send(msg)
+        else:
+            self._out.append((conn, msg))
 
     def handle(self, conn, msg) -> None:
         handler = self._HANDLERS.get(type(msg))
@@ -741,6 +744,10 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
                 self._engine_lost(eid)
             for eid in [e.engine_id for e in self.engines.values() if e.host_id == host_id]:
                 self._engine_lost(eid)          # its actors' engines
+            for actor in self._actors_starting_on(host_id):     # placed elsewhere instead
+                actor.state = "restarting" if actor.restarts else "pending"
+                actor.host_id, actor.held, actor.gpu_ids = None, {}, []
+                self.pending_actors.append(actor.actor_id)
             self._host_objects_lost(host)
             self._groups_host_lost(host_id)
         # Whatever this peer held or owned goes with it.
@@ -768,6 +775,13 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
         self.last_heard[stand_in] = self.clock()
         for eid in [e.engine_id for e in self.engines.values() if e.host_id == host.host_id]:
             self._engine_lost(eid)
+        for actor in self._actors_starting_on(host.host_id):   # the new agent starts them
+            self._send(stand_in, m.StartEngines(count=1, actor_id=actor.actor_id))
+
+    def _actors_starting_on(self, host_id: str) -> list:
+        """Actors placed on a host whose engine has not joined yet."""
+        return [a for a in self.actors.values()
+                if a.state == "starting" and a.host_id == host_id and a.engine_id is None]
 
     def _agent_restarted(self, host: Host, conn, msg: m.RegisterHost) -> None:
         """The new agent of a host in _await_agent takes its place."""
