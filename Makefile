@@ -13,10 +13,20 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-# JupyterLab (the `lab` extra) and the "Python 3 (shoal)" kernelspec, inside .venv.
-$(VENV)/.lab-installed: $(VENV)/.installed
+# The prebuilt JupyterLab extension (shoal/labextension/, shipped in the package), built
+# with npm by the repository's script whenever its sources change.
+LABEXT_SOURCES := $(wildcard labextension/src/* labextension/style/*) labextension/package.json labextension/package-lock.json
+$(VENV)/.labext-built: $(VENV)/.installed $(LABEXT_SOURCES)
+	PYTHON=$(PY) bash scripts/build-labextension.sh
+	touch $@
+
+# JupyterLab (the `lab` extra), the "Python 3 (shoal)" kernelspec and the dashboard, inside .venv:
+# the labextension linked to this checkout's build, the server extension enabled by pip.
+$(VENV)/.lab-installed: $(VENV)/.labext-built
 	$(PY) -m pip install -q -e '.[lab]'
 	$(PY) -m shoal kernel install --sys-prefix
+	mkdir -p $(VENV)/share/jupyter/labextensions && rm -rf $(VENV)/share/jupyter/labextensions/shoal
+	ln -s $(abspath shoal/labextension) $(VENV)/share/jupyter/labextensions/shoal
 	touch $@
 
 # JupyterLab on examples/, opening the quickstart; LAB_ARGS adds options (e.g. --no-browser --port 8899).
@@ -28,9 +38,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	bash scripts/system-deps.sh
+	$(MAKE) $(VENV)/.labext-built
 	$(PY) -m pytest -q -p no:cacheprovider
 
-test-fast: $(VENV)/.installed
+test-fast: $(VENV)/.labext-built
 	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider
 
 bench: $(VENV)/.installed
