@@ -129,6 +129,59 @@ def test_config_file_enables_the_extension_for_jupyter_server(tmp_path):
     assert "shoal.dashboard  OK" in text or "shoal.dashboard OK" in text, text
 
 
+def _visible_as(uid):
+    """visible_clusters() in a forked child running as `uid` (None: as we are)."""
+    if uid is None:
+        return sorted(c.cluster_id for c in clusters.visible_clusters())
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                   # the child: no exec, no new imports
+        code = 1
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            os.write(w, json.dumps(sorted(c.cluster_id for c in
+                                          clusters.visible_clusters())).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r) as f:
+        data = f.read()
+    assert os.waitpid(pid, 0)[1] == 0, data
+    return json.loads(data)
+
+
+def test_only_clusters_whose_connection_files_the_user_can_read_are_visible(monkeypatch):
+    """Another user's connection file (0600) is not listed; a dead scheduler's is not either."""
+    import tempfile
+    from shoal import session
+    runtime = tempfile.mkdtemp(prefix="shoal-dash-acl-")
+    try:
+        os.chmod(runtime, 0o755)
+        monkeypatch.setenv("JUPYTER_RUNTIME_DIR", runtime)
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        for cid, pid in (("ours", os.getpid()), ("theirs", os.getpid()), ("dead", dead.pid)):
+            session.write_connection_file(session.connection_file_path(cid), {
+                "address": "127.0.0.1:9", "key": "ab" * 16, "cluster_id": cid, "pid": pid,
+                "owned": False, "session_dir": runtime})
+        with open(os.path.join(runtime, "shoal-cluster-bad.json"), "w") as f:
+            f.write("{not json")
+        other = 65534                                     # nobody
+        if os.geteuid() == 0:
+            os.chown(session.connection_file_path("theirs"), other, other)
+            assert _visible_as(None) == ["ours", "theirs"]
+            assert _visible_as(other) == ["theirs"]       # root's 0600 file is not theirs to see
+        else:
+            os.chmod(session.connection_file_path("theirs"), 0)
+            assert _visible_as(None) == ["ours"]
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
 # ---------------------------------------------------------------------- through the server
 def test_every_endpoint_needs_the_servers_user(jp_serverapp, jp_fetch, jp_ws_fetch,
                                                jp_asyncio_loop):
