@@ -10,15 +10,16 @@ py="${PYTHON:-python3}"
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
 
 # Plain `ray` (no dashboard extras); `dask[distributed]` for LocalCluster.
-pkgs=(ray "dask[distributed]" ipyparallel numpy pyarrow)
-if "$venv/bin/python" -c 'import ray, dask.distributed, ipyparallel, numpy, pyarrow' 2>/dev/null; then
+pkgs=(ray "dask[distributed]" ipyparallel numpy pyarrow joblib)
+if "$venv/bin/python" -c 'import ray, dask.distributed, ipyparallel, numpy, pyarrow, joblib' 2>/dev/null; then
     echo "peers already installed in $venv"
 else
     "$venv/bin/python" -m pip install --quiet --upgrade pip
     "$venv/bin/python" -m pip install --quiet "${pkgs[@]}"
 fi
 "$venv/bin/python" - <<'PY'
-import ray, dask, distributed, ipyparallel, numpy, pyarrow
+import ray, dask, distributed, ipyparallel, numpy, pyarrow, joblib
 print("ray", ray.__version__, "| dask", dask.__version__, "| distributed", distributed.__version__,
-      "| ipyparallel", ipyparallel.__version__, "| numpy", numpy.__version__, "| pyarrow", pyarrow.__version__)
+      "| ipyparallel", ipyparallel.__version__, "| numpy", numpy.__version__, "| pyarrow", pyarrow.__version__,
+      "| joblib", joblib.__version__)
 PY

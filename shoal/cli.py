@@ -16,16 +16,129 @@ from .engine.agent import available_cpus
 from .protocol import messages as m
 
 READY_TIMEOUT = 30.0
+FOLLOW_INTERVAL = 0.2
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="shoal", description="Run and inspect shoal clusters.")
-    sub = parser.add_subparsers(dest="command", required=True)
+class UsageError(ValueError):
+    """Bad input on the command line: one line saying what and what is allowed; exit 2."""
 
-    p = sub.add_parser("start", help="start a cluster's head (--head), or join this machine to "
-                                     "a cluster as a host (--address HEAD:PORT)")
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One line, not the whole usage: what was wrong and where to read more."""
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+# ---------------------------------------------------------------- flag types
+# argparse turns an ArgumentTypeError into "shoal start: error: argument --x: ..." and exit 2.
+def _whole(low: int, high: int | None = None, what: str = "a whole number"):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            allowed = f"from {low} to {high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what} {allowed}")
+        return value
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 2.0 <= value <= 3600.0:          # heartbeats go every second
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 2 to 3600")
+    return value
+
+
+def _resources(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc.msg} at column {exc.colno}); "
+                                         f"write e.g. '{{\"memory_gb\": 8}}'") from None
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, (int, float)) and not isinstance(v, bool)
+            and 0 <= v < float("inf") for k, v in value.items()):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must be a JSON object of names to non-negative numbers, e.g. "
+            f"'{{\"memory_gb\": 8}}'")
+    if {"CPU", "GPU"} & set(value):
+        raise argparse.ArgumentTypeError("give CPU and GPU with --num-cpus and --num-gpus, "
+                                         "not in --resources")
+    return value
+
+
+def _address(text: str) -> str:
+    from .protocol.connection import parse_address
+    try:
+        parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _host(text: str) -> str:
+    import ipaddress
+    import socket
+    try:
+        ipaddress.ip_address(text)
+        return text
+    except ValueError:
+        pass
+    try:
+        socket.getaddrinfo(text, None)
+    except (socket.gaierror, UnicodeError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an IP address or a host name this machine can resolve") from None
+    return text
+
+
+def _ssh_hosts(text: str) -> str:
+    from .engine.ssh import parse_host
+    for entry in (h for h in text.split(",") if h):
+        try:
+            parse_host(entry)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    if not any(text.split(",")):
+        raise argparse.ArgumentTypeError("give at least one host, e.g. user@host1:4,host2")
+    return text
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(
+        prog="shoal", formatter_class=raw,
+        description="Run and inspect shoal clusters (interactive parallel computing with "
+                    "Ray's API).",
+        epilog="examples:\n"
+               "  shoal start --head --num-cpus 4     start a cluster on this machine\n"
+               "  shoal status                        what it is doing\n"
+               "  shoal logs --follow                 its logs, as they grow\n"
+               "  shoal stop                          stop it\n\n"
+               "Commands without --address act only on the cluster started here with\n"
+               "`shoal start`, never on a notebook's or a script's own cluster.")
+    parser.add_argument("--version", action="version", version=f"shoal {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "start", formatter_class=raw,
+        help="start a cluster's head (--head), or join this machine to a cluster as a host",
+        description="Start the head of a new cluster (--head), or join this machine to a "
+                    "running cluster as a host (--address HEAD:PORT).",
+        epilog="examples:\n"
+               "  shoal start --head                           loopback only, one engine per CPU\n"
+               "  shoal start --head --host 0.0.0.0 --port 6380 --num-cpus 8\n"
+               "  shoal start --head --ssh me@node1:4,node2    and hosts over SSH\n"
+               "  SHOAL_KEY=... shoal start --address head:6380 --resources '{\"B\": 1}'\n"
+               "  shoal start --address head:6380 --connection-file shoal-cluster-XXXX.json")
     p.add_argument("--head", action="store_true", help="start the head of a new cluster")
-    p.add_argument("--address", default=None,
+    p.add_argument("--address", default=None, type=_address,
                    help="join the cluster whose head listens at HOST:PORT; the key comes from "
                         "--connection-file, the SHOAL_KEY environment variable, or stdin")
     p.add_argument("--connection-file", default=None,
@@ -33,50 +146,81 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--block", action="store_true",
                    help="with --address: stay in the foreground, forwarding this host's log, "
                         "and stop the host when stdin closes (how the SSH launcher runs it)")
-    p.add_argument("--ssh", default=None,
+    p.add_argument("--ssh", default=None, type=_ssh_hosts,
                    help="with --head: also start hosts over SSH, e.g. user@host1:4,host2 "
                         "(SHOAL_SSH_OPTIONS adds ssh options)")
     p.add_argument("--remote-python", default=None,
                    help="the Python on the SSH hosts (default: this interpreter's path)")
-    p.add_argument("--heartbeat-timeout", type=float, default=None,
-                   help="seconds of silence after which a host counts as lost (default 6)")
-    p.add_argument("--host", default="127.0.0.1",
+    p.add_argument("--heartbeat-timeout", type=_seconds, default=None,
+                   help="seconds (2 to 3600) of silence after which a host counts as lost "
+                        "(default 6)")
+    p.add_argument("--host", default="127.0.0.1", type=_host,
                    help="address to listen on (default: loopback only)")
-    p.add_argument("--port", type=int, default=0, help="port to listen on (default: any free)")
-    p.add_argument("--num-cpus", type=int, default=None, help="engines/CPUs on this host")
-    p.add_argument("--num-gpus", type=int, default=None, help="GPUs on this host")
-    p.add_argument("--resources", type=json.loads, default=None,
-                   help='custom resources as JSON, e.g. \'{"memory_gb": 8}\'')
+    p.add_argument("--port", type=_whole(0, 65535, "a port"), default=0,
+                   help="port to listen on, 0 to 65535 (default 0: any free one)")
+    p.add_argument("--num-cpus", type=_whole(1), default=None,
+                   help="engines/CPUs on this host, >= 1 (default: the CPUs it may use)")
+    p.add_argument("--num-gpus", type=_whole(0), default=None,
+                   help="GPUs on this host (default: the ones CUDA_VISIBLE_DEVICES or the "
+                        "driver shows)")
+    p.add_argument("--resources", type=_resources, default=None,
+                   help='custom resources as a JSON object, e.g. \'{"memory_gb": 8}\'')
     p.set_defaults(func=cmd_start)
 
-    for name, func, text in (("stop", cmd_stop, "stop a cluster started with `shoal start`"),
-                             ("status", cmd_status, "show hosts, engines, tasks and objects"),
-                             ("memory", cmd_memory, "show the object store: memory per host "
-                                                    "and every object (like `ray memory`)"),
-                             ("logs", cmd_logs, "print a cluster's log files")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("--address", default=None,
-                       help="HOST:PORT of the cluster (default: the newest one started here)")
+    commands = (
+        ("stop", cmd_stop, "stop a cluster started with `shoal start` (saying so if none runs)",
+         "  shoal stop\n  shoal stop --address 127.0.0.1:6380"),
+        ("status", cmd_status, "show hosts, engines, actors, tasks and objects",
+         "  shoal status\n  shoal status --json | jq .engines"),
+        ("memory", cmd_memory, "show the object store: memory per host and every object "
+                               "(like `ray memory`)", "  shoal memory\n  shoal memory --json"),
+        ("logs", cmd_logs, "print a cluster's log files, or follow them",
+         "  shoal logs                     every log of the cluster\n"
+         "  shoal logs --tail 20 --follow  the last 20 lines of each, then what is added\n"
+         "  shoal logs --engine e0         one engine's log"))
+    for name, func, text, examples in commands:
+        p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".",
+                           formatter_class=raw, epilog="examples:\n" + examples)
+        p.add_argument("--address", default=None, type=_address,
+                       help="HOST:PORT of the cluster (default: the one started here with "
+                            "`shoal start`; if several run, say which)")
         p.set_defaults(func=func)
         if name in ("status", "memory"):
             p.add_argument("--json", action="store_true", help="print the raw data as JSON")
         if name == "logs":
             p.add_argument("--engine", default=None, help="only this engine's log")
+            p.add_argument("--tail", type=_whole(0), default=None, metavar="N",
+                           help="only the last N lines of each log")
+            p.add_argument("--follow", "-f", action="store_true",
+                           help="keep printing what is added (and new logs) until Ctrl-C or "
+                                "the cluster stops")
 
-    p = sub.add_parser("kernel", help="the shoal Jupyter kernel")
-    ksub = p.add_subparsers(dest="kernel_command", required=True)
-    k = ksub.add_parser("install", help='install the kernelspec "Python 3 (shoal)"')
+    p = sub.add_parser("kernel", help="the shoal Jupyter kernel",
+                       description="The shoal Jupyter kernel.", formatter_class=raw,
+                       epilog="examples:\n  shoal kernel install --user")
+    ksub = p.add_subparsers(dest="kernel_command", required=True, metavar="COMMAND")
+    k = ksub.add_parser("install", help='install the kernelspec "Python 3 (shoal)"',
+                        description='Install the kernelspec "Python 3 (shoal)".')
     where = k.add_mutually_exclusive_group()
     where.add_argument("--user", action="store_true", help="for this user only")
     where.add_argument("--sys-prefix", action="store_true",
                        help="into this Python environment (sys.prefix)")
     where.add_argument("--prefix", default=None, help="under this prefix")
     k.set_defaults(func=cmd_kernel_install)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; exit 0, 1 (it failed: says why in one line) or 2 (bad input)."""
+    args = _parser().parse_args(argv)
     try:
         return args.func(args) or 0
-    except (ConnectionError, ValueError, TimeoutError) as exc:
+    except UsageError as exc:
+        print(f"shoal {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, ValueError) as exc:      # ConnectionError and TimeoutError are OSErrors
         print(f"shoal {args.command}: {exc}", file=sys.stderr)
         return 1
 
@@ -91,9 +235,11 @@ def cmd_kernel_install(args) -> int:
 
 def cmd_start(args) -> int:
     if args.head == bool(args.address):
-        print("shoal start: say --head (start a new cluster) or --address HEAD:PORT (join one)",
-              file=sys.stderr)
-        return 2
+        raise UsageError("say --head (start a new cluster) or --address HEAD:PORT (join one)")
+    for flag, needs in (("ssh", "head"), ("remote_python", "head"), ("block", "address"),
+                        ("connection_file", "address")):
+        if getattr(args, flag) and not getattr(args, needs):
+            raise UsageError(f"--{flag.replace('_', '-')} goes with --{needs}")
     if args.address:
         return _join(args)
     from .engine.launcher import LocalCluster
@@ -196,16 +342,28 @@ def _wait_ready(client: Client, engines: int) -> dict:
         time.sleep(0.05)
 
 
-def _find(address: str | None) -> dict:
-    info = session.find_cluster(address)
-    if info is None:
-        where = f"at {address}" if address else "started on this machine"
-        raise ConnectionError(f"no running shoal cluster {where} (looked in {session.runtime_dir()})")
+def _find(address: str | None, required: bool = True) -> dict | None:
+    """The cluster a command acts on: at --address, else the one started here
+    with `shoal start` (never another process's embedded cluster)."""
+    try:
+        info = session.find_cluster(address)
+    except ValueError as exc:             # several: the user must say which
+        raise UsageError(str(exc)) from None
+    if info is None and required:
+        raise ConnectionError(f"no shoal cluster {_where(address)} is running "
+                              f"(looked in {session.runtime_dir()})")
     return info
 
 
+def _where(address: str | None) -> str:
+    return f"at {address}" if address else "started with `shoal start` on this machine"
+
+
 def cmd_stop(args) -> int:
-    info = _find(args.address)
+    info = _find(args.address, required=False)
+    if info is None:
+        print(f"No shoal cluster {_where(args.address)} is running; nothing to stop.")
+        return 0
     pids = [p for p in (info.get("pid"), info.get("agent_pid")) if p]
     try:
         client = Client.connect(info["address"], bytes.fromhex(info["key"]), kind="cli", timeout=5)
@@ -310,28 +468,57 @@ def format_status(address: str, status: dict) -> str:
 
 
 def cmd_logs(args) -> int:
-    info = session.find_cluster(args.address)
-    if info is not None:
-        logs = os.path.join(info["session_dir"], "logs")
-    else:
-        sessions = sorted(glob.glob(os.path.join(session.sessions_root(), "session_*")),
-                          key=os.path.getmtime)
-        if not sessions:
-            raise ConnectionError("no shoal cluster and no session logs found on this machine")
-        logs = os.path.join(sessions[-1], "logs")
+    info = _find(args.address)
+    logs = os.path.join(info["session_dir"], "logs")
+    pattern = "*.log"
     if args.engine:
-        pattern = f"engine-{args.engine}.log" if os.path.exists(
-            os.path.join(logs, f"engine-{args.engine}.log")) else f"engine-*{args.engine}*.log"
-    else:
-        pattern = "*.log"
+        exact = os.path.exists(os.path.join(logs, f"engine-{args.engine}.log"))
+        pattern = f"engine-{args.engine}.log" if exact else f"engine-*{args.engine}*.log"
     files = sorted(glob.glob(os.path.join(logs, pattern)))
-    if not files:
+    if not files and not args.follow:
         raise ValueError(f"no log matching {pattern!r} in {logs}")
+    positions = {}
     for path in files:
         print(f"==> {path} <==")
-        with open(path, errors="replace") as f:
-            sys.stdout.write(f.read())
+        positions[path] = _print_tail(path, args.tail)
+    if args.follow:
+        _follow(logs, pattern, positions, info.get("pid"))
     return 0
+
+
+def _print_tail(path: str, lines: int | None) -> int:
+    """Print a log (its last `lines` lines if given); returns where it ended."""
+    with open(path, "rb") as f:
+        data = f.read()
+        end = f.tell()
+    if lines is not None:
+        data = b"".join(data.splitlines(keepends=True)[-lines:]) if lines else b""
+    sys.stdout.write(data.decode(errors="replace"))
+    sys.stdout.flush()
+    return end
+
+
+def _follow(logs: str, pattern: str, positions: dict, scheduler_pid) -> None:
+    """Print what is added to the logs (new ones too), as `tail -f` does, until
+    Ctrl-C or the cluster's scheduler exits."""
+    current = None
+    while True:
+        running = session._alive(scheduler_pid)
+        for path in sorted(glob.glob(os.path.join(logs, pattern))):
+            with open(path, "rb") as f:
+                f.seek(positions.get(path, 0))
+                data = f.read()
+                positions[path] = f.tell()
+            if data:
+                if current != path:
+                    print(f"\n==> {path} <==")
+                    current = path
+                sys.stdout.write(data.decode(errors="replace"))
+                sys.stdout.flush()
+        if not running:
+            print("\n(the cluster has stopped)")
+            return
+        time.sleep(FOLLOW_INTERVAL)
 
 
 if __name__ == "__main__":

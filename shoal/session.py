@@ -73,18 +73,41 @@ def find_connection_files() -> list[str]:
     return sorted(files, key=os.path.getmtime, reverse=True)
 
 
-def find_cluster(address: str | None = None) -> dict | None:
-    """The connection info of a running cluster at `address` (or the newest)."""
+def running_clusters() -> list[dict]:
+    """Connection info (with "path") of every live cluster started on this
+    machine, newest first; unreadable or stale files are skipped."""
+    found = []
     for path in find_connection_files():
         try:
             info = read_connection_file(path)
         except ValueError:
             continue
-        if address in (None, "auto", info["address"]):
-            if _alive(info.get("pid")):
-                info["path"] = path
-                return info
-    return None
+        if _alive(info.get("pid")):
+            found.append({**info, "path": path})
+    return found
+
+
+def describe(info: dict) -> str:
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("started", 0)))
+    return f"{info['address']} (started {started}, scheduler pid {info.get('pid')})"
+
+
+def find_cluster(address: str | None = None) -> dict | None:
+    """The running cluster at `address`; with no address (or "auto"), the one
+    cluster started here with `shoal start`.  A process's embedded cluster is
+    never picked unless its address is given.  None if there is none; a
+    ValueError naming them all if there are several (we never guess)."""
+    clusters = running_clusters()
+    if address not in (None, "auto"):
+        return next((c for c in clusters if address in (c["address"], c.get("local_address"))),
+                    None)
+    started = [c for c in clusters if not c.get("owned")]
+    if len(started) > 1:
+        raise ValueError(
+            f"{len(started)} shoal clusters started with `shoal start` are running on this "
+            f"machine: {'; '.join(describe(c) for c in started)}. Say which one with its "
+            f"address (--address HOST:PORT, or address=\"HOST:PORT\").")
+    return started[0] if started else None
 
 
 def _alive(pid) -> bool:

@@ -26,7 +26,8 @@ WIDGET = "application/vnd.jupyter.widget-view+json"
 EXPECTED = {
     "01-quickstart.ipynb": ["squared 10 numbers", "385", "ready,", "caught: ValueError",
                             "pi_estimate is ObjectRef"],
-    "02-hyperparameter-search.ipynb": ["12 models in", "speed-up"],
+    "02-hyperparameter-search.ipynb": ["12 models in", "speed-up",
+                                       "same result as the local run: True"],
     "03-actors.ipynb": ["distance to the true weights", "'gradients':", "updates: loss"],
     "04-big-data.ipynb": ["writeable: False", "assignment destination is read-only",
                           "Arrow allocated 0 bytes", "'sensor': 0"],

@@ -19,7 +19,8 @@ MB = 1 << 20
 
 @pytest.fixture
 def hosts(fresh_cluster):
-    """The driver's host (1 CPU) plus a way to join more hosts with resource "B"."""
+    """The driver's host (1 CPU) plus a way to join more hosts with resource "B"
+    (whose agents nobody restarts: killing one is losing that host)."""
     fresh_cluster(num_cpus=1)
     rt = runtime.current()
     started = []
@@ -27,7 +28,8 @@ def hosts(fresh_cluster):
     def join(**kw):
         before = len(list_hosts())
         host = HostProcess(rt.address, rt.cluster.key, rt.client.cluster_id,
-                           rt.client.session_dir, num_cpus=1, resources={"B": 1}, **kw)
+                           rt.client.session_dir, num_cpus=1, resources={"B": 1}, restart=False,
+                           **kw)
         started.append(host)
         wait_for(lambda: len(list_hosts()) > before, what="the new host to join")
         return host
@@ -66,7 +68,7 @@ def test_objects_move_host_to_host_into_the_readers_store(hosts):
 
     assert shoal.get(total.remote(ref)) == float(arr.sum())
     del arr, ref
-    wait_for(lambda: not os.listdir(b.store.store_dir), what="both copies to be freed")
+    wait_for(lambda: not b.store.object_files(), what="both copies to be freed")
 
 
 def test_results_lost_with_their_host_are_rebuilt_from_lineage(hosts):

@@ -200,13 +200,26 @@ def test_cli_start_status_connect_logs_stop(tmp_path):
         """)
         assert subprocess.run([sys.executable, "-c", on_b], capture_output=True, text=True,
                               timeout=60, env={**os.environ, **env}).stdout.strip() == "ran on B"
-        logs = shoal_cli("logs", env=env).stdout
+        logs = shoal_cli("logs", env=env, check=False)
+        assert logs.returncode == 0, logs.stderr
+        logs = logs.stdout
         assert "scheduler serving on" in logs and "engine" in logs
         engine_id = json.loads(shoal_cli("status", "--json", env=env).stdout)["engines"][0]["engine_id"]
         assert f"engine-{engine_id}.log" in shoal_cli("logs", "--engine", engine_id, env=env).stdout
+        sections = shoal_cli("logs", "--tail", "1", env=env).stdout.split("==> ")[1:]
+        assert all(len(part.strip().splitlines()) <= 2 for part in sections)   # name, last line
+        assert any("scheduler serving on" in part for part in
+                   shoal_cli("logs", "--tail", "100", env=env).stdout.split("==> ")[1:])
+        follow = subprocess.Popen([sys.executable, "-m", "shoal", "logs", "--follow", "--tail",
+                                   "0"], stdout=subprocess.PIPE, text=True,
+                                  env={**os.environ, **env})
     finally:
         stopped = shoal_cli("stop", env=env)
     assert "Stopped" in stopped.stdout
+    followed, _ = follow.communicate(timeout=30)     # it ends when the cluster does
+    assert "shutdown requested: shoal stop" in followed and "(the cluster has stopped)" in followed
+    again = shoal_cli("stop", env=env)
+    assert again.returncode == 0 and "nothing to stop" in again.stdout
     wait_for(lambda: not alive(info["pid"]) and not alive(info["agent_pid"])
              and not alive(joined_agent), what="the cluster and its joined host to stop")
     assert shoal_cli("status", env=env, check=False).returncode == 1

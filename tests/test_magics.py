@@ -97,9 +97,9 @@ class FakeSink:
         self.events.append(("clear", parent, wait))
 
 
-def out(text, stream="stdout", task="t1", data=None):
+def out(text, stream="stdout", task="t1", data=None, origin=None):
     return types.SimpleNamespace(stream=stream, text=text, name="f", pid=7, task_id=task,
-                                 data=data)
+                                 data=data, origin=origin)
 
 
 def test_router_remembers_the_cell_and_labels_lines():
@@ -110,14 +110,16 @@ def test_router_remembers_the_cell_and_labels_lines():
         cell = router.context()
     with router.labelled("[e1] "):
         engine = router.context()
-    assert router.context() == plain == ({"header": {"msg_id": "now"}}, None)
+    assert router.context() == plain == ({"header": {"msg_id": "now"}}, None, router.cell)
     router.handle(out("a\nb"), plain)                    # Ray's prefix, line by line
     router.handle(out("c\n"), plain)                     # continues the open line
     router.handle(out("x\n", "stderr", "t2"), cell)      # a %%remote cell: as it is
     router.handle(out("y\nz\n", task="t3"), engine)
+    router.handle(out("n\n", task="t4", origin="t2"), cell)   # started by the cell's task
     texts = [(e[2], e[3]) for e in sink.events]
     assert texts == [("stdout", "(f pid=7) a\n(f pid=7) b"), ("stdout", "c\n"),
-                     ("stderr", "x\n"), ("stdout", "[e1] y\n[e1] z\n")]
+                     ("stderr", "x\n"), ("stdout", "[e1] y\n[e1] z\n"),
+                     ("stdout", "(f pid=7) n\n")]
 
 
 def test_router_turns_displays_back_into_messages():
@@ -214,3 +216,44 @@ def test_autoremote_transformer():
     auto.disable()
     assert shell.input_transformers_cleanup == [] and not auto.enabled
     assert parse_cell_line("--on ns --_auto").auto
+
+
+@pytest.mark.parametrize("source, reads, writes, deletes", [
+    ("counter += 1", {"counter"}, ("counter",), set()),
+    ("def f():\n    global g\n    g += 1", {"g"}, ("f", "g"), set()),
+    ("try:\n    pass\nexcept E as e:\n    pass", {"E", "e"}, ("e",), {"e"}),
+    ("if c:\n    del x", {"c", "x"}, (), {"x"}),
+    ("[i for i in r]", {"r"}, (), set()),
+    ("match v:\n    case [a, *rest]:\n        pass\n    case {**kw}:\n        pass",
+     {"v"}, ("a", "rest", "kw"), set()),
+    ("x: int = y", {"int", "y"}, ("x",), set()),
+])
+def test_analysis_of_names_symtable_does_not_tell(source, reads, writes, deletes):
+    cell = analyze(source)
+    assert cell.reads == reads and cell.writes == writes and cell.deletes == deletes
+
+
+def test_analysis_notes_star_imports():
+    assert analyze("from os.path import *\nfrom math import pi").star_imports == ("os.path",)
+
+
+def test_router_cancels_only_the_interrupted_cells_plain_tasks():
+    sent, contexts = [], {}
+
+    class FakeClient:
+        def pending_contexts(self):
+            return list(contexts.items())
+
+        def send(self, msg):
+            sent.append(msg)
+
+    router = OutputRouter(FakeSink())
+    router.new_cell()
+    earlier = router.context()
+    router.new_cell()
+    mine = router.context()
+    with router.labelled(""):
+        remote_cell = router.context()        # %%remote cancels its own, with a grace
+    contexts.update(t1=earlier, t2=mine, t3=remote_cell, t4=None)
+    assert router.cancel_cell(FakeClient()) == 1
+    assert [(m.object_id, m.force, m.recursive) for m in sent] == [("t2/0", False, True)]

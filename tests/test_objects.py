@@ -45,8 +45,7 @@ def _bytes_in(directory: str) -> int:
 
 
 def store_files() -> list:
-    return [f for d in (store().store_dir, store().spill_dir) if os.path.isdir(d)
-            for f in os.listdir(d)]
+    return store().object_files()
 
 
 @pytest.fixture
@@ -186,7 +185,7 @@ class TestSpilling:
     def test_store_full_only_when_nothing_can_spill(self, small_store, monkeypatch):
         import shoal.store.shm as shm
 
-        def no_space(path, value):
+        def no_space(*args):
             raise OSError(errno.ENOSPC, "No space left on device")
 
         monkeypatch.setattr(shm, "_write_file", no_space)

@@ -211,6 +211,76 @@ class TestBadInput:
         assert session.find_cluster() is None       # skipped, not a crash
 
 
+# ---------------------------------------------------------------- oversize input
+@pytest.mark.usefixtures("cluster")
+class TestOversizeInput:
+    """One call's oversize input is that call's ValueError, never the cluster's end."""
+
+    def test_a_function_closing_over_100_mb_is_refused_at_the_call(self):
+        data = np.ones(100_000_000 // 8)
+
+        @shoal.remote
+        def uses_it():
+            return float(data.sum())
+
+        @shoal.remote
+        class HoldsIt:
+            def total(self):
+                return float(data.sum())
+
+        with pytest.raises(ValueError, match=r"remote function .*uses_it is too large "
+                                             r"\(95\.4 MiB > FUNCTION_SIZE_ERROR_THRESHOLD"):
+            uses_it.remote()
+        with pytest.raises(ValueError, match=r"actor class .*HoldsIt is too large \(95\.4 MiB"):
+            HoldsIt.remote()
+        assert runtime.current().client.lost is None
+        ref = shoal.put(data)                          # the way it should be done
+        assert shoal.get(shoal.remote(lambda a: float(a.sum())).remote(ref)) == 12_500_000.0
+
+    def test_a_large_closure_warns(self):
+        data = np.ones(20_000_000 // 8)
+
+        @shoal.remote
+        def uses_it():
+            return float(data.sum())
+
+        with pytest.warns(UserWarning, match=r"uses_it is 19\.1 MiB pickled.*shoal\.put"):
+            ref = uses_it.remote()
+        assert shoal.get(ref, timeout=60) == 2_500_000.0
+
+    def test_a_message_too_large_for_a_frame_fails_its_call_only(self, monkeypatch):
+        client = runtime.current().client
+        kept = shoal.put(np.arange(10))
+        kept_id = kept.id
+        del kept          # its release is queued; the failed send must not lose it
+        monkeypatch.setattr(client, "store", None)     # a driver on another machine: inline
+        with pytest.raises(ValueError, match="PutObject is too large to send: 76.3 MiB"):
+            shoal.put(np.ones(80_000_000 // 8))
+        monkeypatch.undo()
+        assert client.lost is None and shoal.get(shoal.put(3)) == 3
+        from shoal.util.state import list_objects
+        wait_for(lambda: kept_id not in {o["object_id"] for o in list_objects()},
+                 what="the dropped ref's object to be freed")
+
+
+@pytest.mark.slow
+def test_many_ready_inline_values_reach_a_subscriber_in_several_messages(cluster):
+    """700 values of 99 kB each (69 MB, inline) asked for at once: the scheduler
+    splits its answer below the frame limit instead of losing the connection."""
+    @shoal.remote
+    def chunk(i):
+        return bytes([i % 256]) * 99_000
+
+    @shoal.remote
+    def total(refs):
+        return sum(len(v) for v in shoal.get(refs))
+
+    refs = [chunk.remote(i) for i in range(700)]
+    shoal.wait(refs, num_returns=len(refs), timeout=120)
+    assert shoal.get(total.remote(refs), timeout=120) == 700 * 99_000
+    assert shoal.get(shoal.put(1)) == 1
+
+
 # ---------------------------------------------------------------- protocol fuzzing
 def _send_raw(address: str, key: bytes, payload: bytes) -> None:
     conn = Connection.connect(address, key, timeout=5)

@@ -357,3 +357,51 @@ def test_placement_prefers_the_host_holding_the_arguments():
     assert h.executes(h.out())[t].startswith("h2.")
     t2 = h.submit()
     assert h.executes(h.out())[t2].startswith("h1.")       # no data: the freest host
+
+
+def _submit_generator(h, mode="streaming"):
+    h.n += 1
+    tid = f"t{h.n}"
+    h.s.handle("drv", m.SubmitTask(
+        task_id=tid, func_id="f", name="gen", args=b"", deps=[], nested=[],
+        return_ids=[f"{tid}/0"], resources={"CPU": 1.0}, generator=mode))
+    return tid
+
+
+def test_streamed_items_reach_the_owner_as_they_come_and_live_while_held():
+    h = Harness(cpus=1)
+    tid = _submit_generator(h)
+    engine = h.executes(h.out())[tid]
+    item = ObjectEntry(f"{tid}/g0", inline=dumps("a"))
+    h.s.handle(engine, m.GeneratorItem(task_id=tid, index=0, entry=item))
+    assert h.pushed(h.out()) == {f"{tid}/g0": item}            # before the task ends
+    assert h.s.objects[f"{tid}/g0"].holders == {"drv": 1}
+    h.s.handle(engine, m.GeneratorItem(task_id=tid, index=0, entry=item))   # a retry's copy
+    assert h.pushed(h.out()) == {}
+    h.finish(engine, tid, value=1)
+    assert deserialize(h.pushed(h.out())[f"{tid}/0"].inline) == 1
+    h.s.handle("drv", m.RefUpdates(ops=[(f"{tid}/g0", -1)]))
+    assert f"{tid}/g0" not in h.s.objects
+
+
+def test_items_of_a_stale_or_ownerless_generator_are_dropped():
+    h = Harness(cpus=1)
+    tid = _submit_generator(h)
+    engine = h.executes(h.out())[tid]
+    stored = ObjectEntry(f"{tid}/g0", host_id="h1", size=10)
+    h.s.handle(engine, m.GeneratorItem(task_id="nope", index=0, entry=stored))
+    assert f"{tid}/g0" not in h.s.objects
+    assert any(isinstance(msg, m.FreeObjects) and msg.object_ids == [f"{tid}/g0"]
+               for _, msg in h.out())
+    h.s.handle(engine, m.GeneratorItem(task_id=tid, index=1, entry=stored))  # wrong id
+    assert f"{tid}/g0" not in h.s.objects
+
+
+def test_ready_values_are_pushed_in_batches_under_the_frame_limit():
+    from shoal.protocol.messages import ObjectEntry
+    from shoal.scheduler.state import PUSH_BATCH_BYTES, _batches
+    entries = [ObjectEntry(f"o{i}", inline=b"x" * 99_000) for i in range(700)]
+    batches = _batches(entries)
+    assert [e for b in batches for e in b] == entries
+    assert all(sum(len(e.inline) for e in b) <= PUSH_BATCH_BYTES for b in batches)
+    assert len(batches) == 5 and _batches([]) == []

@@ -49,7 +49,7 @@ def test_remote_functions_cannot_be_called_directly():
 def test_options_are_validated_like_ray():
     with pytest.raises(ValueError, match="num_cpu"):
         square.options(num_cpu=1)
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(ValueError, match="cannot be negative"):
         square.options(num_cpus=-1)
     with pytest.raises(ValueError, match="num_gpus"):
         square.options(resources={"GPU": 1})

@@ -4,7 +4,9 @@ Asserted from the DOM: the cluster widget shows the engines and its "+" button a
 timeline has a bar per task run (finished and failed counted apart, 10,098 in all, merged
 per pixel when drawn), follows the present while tasks run and answers hover, zoom and fit; the automatic progress bar of a long `shoal.wait` ends at its total; a
 background `shoal.progress` bar reaches its total while the kernel is idle; the object
-table lists every object the notebook put.  Screenshots go to $SHOAL_SCREENSHOTS (or the
+table lists every object the notebook put.  A second notebook is executed, saved and
+reopened without a kernel (nbconvert's HTML in Chromium): its bar is saved finished and
+its timeline with its runs.  Screenshots go to $SHOAL_SCREENSHOTS (or the
 test's tmp dir).
 
 Needs Chromium, playwright and jupyterlab (scripts/system-deps.sh and the test extra install
@@ -147,3 +149,61 @@ def test_widgets_live_in_jupyterlab(lab, tmp_path):
     bad = [m for kind, m in lab.console if kind == "pageerror" or
            (kind == "error" and re.search(r"shoal|anywidget", m, re.I))]
     assert not bad, bad
+
+
+SNAPSHOTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "browser", "snapshots.ipynb")
+
+
+def test_saved_notebook_shows_each_widgets_last_state(lab, tmp_path):
+    """Execute in JupyterLab, save, reopen the saved file without a kernel (nbconvert's
+    HTML in Chromium, as GitHub or a static viewer shows it): the bar is saved finished,
+    the timeline with its runs."""
+    import nbformat
+    from nbconvert import HTMLExporter
+    page = lab.open(SNAPSHOTS)
+    lab.run_all(page, timeout=120)
+    lab.poll(page, "() => [...document.querySelectorAll('.shoal-progress')].some(p => "
+                   "p.dataset.status === 'done' && p.dataset.done === '6')", 30,
+             "the live bar to finish")
+    saved = os.path.join(lab.root, os.path.basename(SNAPSHOTS))
+
+    def saved_outputs():
+        page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
+        page.wait_for_timeout(300)
+        nb = nbformat.read(saved, as_version=4)
+        html = [o.get("data", {}).get("text/html", "") for c in nb.cells for o in c.outputs]
+        bar = next((x for x in html if "shoal-progress-static" in x), "")
+        timeline = next((x for x in html if "shoal-timeline-static" in x), "")
+        return (nb if 'data-done="6" data-total="6"' in bar and 'data-runs="0"' not in timeline
+                and "<svg" in timeline else None)
+    nb = _poll(saved_outputs, 30, "the saved snapshots to be final")
+    lab.api("DELETE", f"/api/sessions/{lab.api('GET', '/api/sessions')[0]['id']}")
+
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    static = os.path.join(str(tmp_path), "saved.html")
+    with open(static, "w", encoding="utf-8") as f:
+        f.write(body)
+    viewer = page.context.new_page()
+    viewer.goto("file://" + static)
+    state = viewer.evaluate("""() => ({
+        bar: {...document.querySelector('.shoal-progress-static').dataset},
+        bar_text: document.querySelector('.shoal-progress-static').innerText,
+        runs: document.querySelector('.shoal-timeline-static').dataset.runs,
+        empty: document.body.innerText.includes('No tasks have run yet'),
+    })""")
+    assert state["bar"]["status"] == "done" and state["bar"]["done"] == "6", state
+    assert "6 / 6 done" in state["bar_text"] and " in " in state["bar_text"], state
+    assert int(state["runs"]) >= 6 and not state["empty"], state
+    viewer.screenshot(path=os.path.join(shots_dir(tmp_path), "saved-snapshots.png"), full_page=True)
+    viewer.close()
+
+
+def _poll(condition, timeout: float, what: str):
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")

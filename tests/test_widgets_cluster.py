@@ -34,7 +34,7 @@ def no_feeds_left():
 
 
 def test_progress_timeline_objects_and_cluster_follow_real_tasks(cluster):
-    tl = shoal.timeline()
+    tl = widgets.timeline()
     refs = [square.remote(i) for i in range(20)] + [fails.remote()]
     bar = shoal.progress(refs, title="squares")
     assert bar.view["total"] == 21
@@ -61,7 +61,7 @@ def test_progress_timeline_objects_and_cluster_follow_real_tasks(cluster):
 
 
 def test_one_feed_per_client_shared_by_widgets(cluster):
-    a, b = shoal.timeline(), shoal.timeline()
+    a, b = widgets.timeline(), widgets.timeline()
     assert a._feed is b._feed is existing_feed(cluster._runtime.client)
     shoal.get([square.remote(i) for i in range(5)])
     wait_for(lambda: a.meta["counts"]["runs"] == b.meta["counts"]["runs"] >= 5)
@@ -80,13 +80,13 @@ def test_timeline_export_with_and_without_a_live_widget(cluster, tmp_path):
     refs = [square.remote(i) for i in range(6)]
     shoal.get(refs)
     ids = {r.task_id() for r in refs}
-    path = shoal.timeline(tmp_path / "run.json")      # no feed yet: a snapshot is asked for
+    path = widgets.timeline(tmp_path / "run.json")    # no feed yet: a snapshot is asked for
     xs = [e for e in json.load(open(path))["traceEvents"] if e["ph"] == "X"]
     assert ids <= {e["args"]["task_id"] for e in xs}
-    shoal.timeline()                                   # now a feed runs: its history is used
+    widgets.timeline()                                 # now a feed runs: its history is used
     wait_for(lambda: existing_feed(cluster._runtime.client).task_history() is not None)
     import pyarrow.parquet as pq
-    table = pq.read_table(shoal.timeline(str(tmp_path / "run.parquet")))
+    table = pq.read_table(widgets.timeline(str(tmp_path / "run.parquet")))
     assert ids <= set(table.column("task_id").to_pylist())
 
 

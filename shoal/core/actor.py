@@ -4,54 +4,45 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from ..exceptions import PendingCallsLimitExceeded
+from ..exceptions import ActorAlreadyExistsError, PendingCallsLimitExceeded
 from ..protocol import messages as m
 from ..protocol.serialization import note_ref
-from . import runtime
+from . import runtime, runtime_env
 from .object_ref import owned_ref
-from .remote_function import pack_arguments, resource_request, ship, validate_resources
+from .generator import GENERATOR_MODES
+from .options import METHOD_OPTIONS as METHOD_OPTION_TABLE
+from .options import validate_actor_options, validate_method_options
+from .remote_function import (
+    default_num_returns, inherited_env, pack_arguments, resource_request, returned, ship,
+)
+from .signature import check_call, constructor_spec, method_spec
 
 ACTOR_DEFAULTS: dict[str, Any] = {
     "num_cpus": None, "num_gpus": None, "resources": None, "name": None, "namespace": None,
     "get_if_exists": False, "lifetime": None, "max_restarts": 0, "max_task_retries": 0,
-    "max_concurrency": None, "max_pending_calls": -1,
+    "max_concurrency": None, "max_pending_calls": -1, "runtime_env": None,
 }
 METHOD_OPTIONS = "__shoal_method_options__"
 
 
-def method(*, num_returns: int = 1):
-    """Options for one actor method: `@shoal.method(num_returns=2)`."""
-    if not isinstance(num_returns, int) or num_returns < 0:
-        raise ValueError(f"'num_returns' must be a non-negative integer, got {num_returns!r}")
+def method(*args, **options):
+    """Options for one actor method: `@shoal.method(num_returns=2)` (or
+    "streaming" / "dynamic" for a generator method)."""
+    if args or not options:
+        raise TypeError("The @shoal.method decorator must be applied using at least one of the "
+                        f"arguments in the list {[k for k in METHOD_OPTION_TABLE if k[0] != '_']}, "
+                        "for example '@shoal.method(num_returns=2)'.")
+    validate_method_options(options)
 
     def decorate(fn):
-        setattr(fn, METHOD_OPTIONS, {"num_returns": num_returns})
+        setattr(fn, METHOD_OPTIONS, dict(options))
         return fn
     return decorate
 
 
-def validate_actor_options(options: dict) -> dict:
-    unknown = sorted(set(options) - set(ACTOR_DEFAULTS))
-    if unknown:
-        raise ValueError(f"Invalid option keyword {unknown[0]!r} for actors. "
-                         f"Valid ones are {sorted(ACTOR_DEFAULTS)}.")
-    validate_resources(options)
-    for key, low in (("max_restarts", -1), ("max_task_retries", -1), ("max_pending_calls", -1)):
-        value = options.get(key, 0)
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"'{key}' must be an integer >= {low}, got {value!r}")
-    concurrency = options.get("max_concurrency")
-    if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
-        raise ValueError(f"'max_concurrency' must be a positive integer, got {concurrency!r}")
-    if options.get("lifetime") not in (None, "detached", "non_detached"):
-        raise ValueError("'lifetime' must be None, 'detached' or 'non_detached', got "
-                         f"{options['lifetime']!r}")
-    name = options.get("name")
-    if name is not None and (not isinstance(name, str) or not name):
-        raise ValueError(f"'name' must be a non-empty string, got {name!r}")
-    if options.get("get_if_exists") and not name:
-        raise ValueError("get_if_exists=True needs a name for the actor")
-    return options
+def is_actor_call(object_id: str) -> bool:
+    """Whether a ref is the result of an actor method call (its task id says so)."""
+    return object_id.rpartition("/")[0].rpartition(".")[2][:1] == "c"
 
 
 def _methods(cls: type) -> dict:
@@ -60,17 +51,65 @@ def _methods(cls: type) -> dict:
     for name, member in inspect.getmembers(cls, callable):
         if name.startswith("__") or isinstance(member, type):
             continue
-        out[name] = getattr(member, METHOD_OPTIONS, {}).get("num_returns", 1)
+        out[name] = getattr(member, METHOD_OPTIONS, {}).get("num_returns",
+                                                            default_num_returns(member))
     return out
 
 
+def _signatures(cls: type, methods) -> dict:
+    """Each method's parameters (and the constructor's, under "__init__")."""
+    specs = {name: method_spec(cls, name) for name in methods}
+    specs["__init__"] = constructor_spec(cls)
+    return specs
+
+
 class ActorClass:
-    """What `@shoal.remote` makes of a class.  `Cls.remote(...)` starts an actor."""
+    """What `@shoal.remote` makes of a class.  `Cls.remote(...)` starts an actor.
+
+    As in Ray, the object is an instance of a class derived from both
+    ActorClass and the user's class, so the user's class attributes, static
+    methods and class methods (inherited ones too) read through it, and
+    dir() shows them next to remote/options.  The user's instance hooks
+    (__setattr__, __eq__, __hash__, __del__, __bool__, pickling) are ActorClass's.
+    """
+
+    def __new__(cls, user_cls=None, options=None):
+        if cls is ActorClass and isinstance(user_cls, type):
+            derived = _derived_class(user_cls)
+            if derived is not None:
+                try:
+                    return object.__new__(derived)
+                except TypeError:        # a builtin or abstract base: no derived class
+                    pass
+        return object.__new__(cls)
+
+    __setattr__ = object.__setattr__
+    __getattribute__ = object.__getattribute__
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __del__(self) -> None:
+        pass                             # not the user's __del__: no instance was made here
+
+    def __reduce__(self):
+        return (_rebuild_actor_class, (self._cls, self._options))
+
+    def __reduce_ex__(self, protocol):
+        return self.__reduce__()
+
+    def bind(self, *args, **kwargs):
+        raise NotImplementedError(_NO_DAG)
 
     def __init__(self, cls: type, options: dict) -> None:
         self._cls = cls
         self._options = {**ACTOR_DEFAULTS, **validate_actor_options(dict(options))}
         self._methods = _methods(cls)
+        self._signatures = _signatures(cls, self._methods)
+        self._methods_async = any(inspect.iscoroutinefunction(getattr(cls, name, None))
+                                  for name in self._methods)
         self._shipped: tuple[str, bytes] | None = None
         self.__name__ = cls.__name__
         self.__doc__ = cls.__doc__
@@ -80,10 +119,11 @@ class ActorClass:
                         f"'{self.__name__}()', use '{self.__name__}.remote()'.")
 
     def options(self, **options) -> "ActorClass":
-        validate_actor_options(dict(options))
-        clone = ActorClass.__new__(ActorClass)
+        validate_actor_options(dict(options), in_options=True)
+        clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
-        clone._options = validate_actor_options({**self._options, **options})
+        clone._options = {**self._options, **options}
+        validate_actor_options(clone._options)
         return clone
 
     def _ship(self) -> tuple[str, bytes]:
@@ -92,18 +132,20 @@ class ActorClass:
         return self._shipped
 
     def remote(self, *args, **kwargs) -> "ActorHandle":
+        check_call(self._signatures["__init__"], self.__name__, args, kwargs)
         rt = runtime.current()
         client = rt.client
         opts = self._options
-        namespace = opts["namespace"] or rt.namespace or "default"
+        namespace = opts["namespace"] or runtime.job()[1]
         if opts["name"]:
             existing = _lookup(client, opts["name"], namespace)
             if existing is not None:
                 if opts["get_if_exists"]:
                     return existing
-                raise ValueError(f"The name {opts['name']} (namespace={namespace}) is already "
-                                 f"taken. Use another name, or get the existing actor with "
-                                 f"shoal.get_actor({opts['name']!r}, namespace={namespace!r}).")
+                raise ActorAlreadyExistsError(
+                    f"The name {opts['name']} (namespace={namespace}) is already taken. Use "
+                    f"another name, or get the existing actor with "
+                    f"shoal.get_actor({opts['name']!r}, namespace={namespace!r}).")
         func_id, blob = self._ship()
         actor_id = client.new_id("A")
         held = {}
@@ -112,20 +154,22 @@ class ActorClass:
                                      "num_gpus": opts["num_gpus"] or 0,
                                      "resources": opts["resources"]})
         schedule = held or {"CPU": 1.0}        # 1 CPU to place, none held unless asked (Ray)
-        concurrency = opts["max_concurrency"]
+        concurrency = _concurrency(opts["max_concurrency"], opts.get("concurrency_groups"),
+                                   self._methods_async)
         actor_options = {
             "class_name": self.__name__, "name": opts["name"], "namespace": namespace,
             "detached": opts["lifetime"] == "detached", "max_restarts": opts["max_restarts"],
             "max_task_retries": opts["max_task_retries"], "max_concurrency": concurrency,
             "max_pending_calls": opts["max_pending_calls"], "held_resources": held,
-            "methods": self._methods,
+            "methods": self._methods, "signatures": self._signatures,
         }
         args_blob, deps, nested, puts, keep = pack_arguments(client, args, kwargs)
         spec = m.SubmitTask(
             task_id=f"{actor_id}.init", func_id=func_id, name=f"{self.__name__}.__init__",
             args=args_blob, deps=deps, nested=nested, return_ids=[f"{actor_id}/created"],
             resources=schedule, max_retries=0, actor_id=actor_id, method="__init__",
-            actor_options=actor_options)
+            actor_options=actor_options, job=runtime.job(), runtime_env=runtime_env.merge(
+                inherited_env(), runtime_env.resolve(client, opts["runtime_env"])))
         client.own(actor_id)
         handle = ActorHandle(actor_id, actor_options, client)
         client.send(*client.register_function(func_id, self.__name__, blob), *puts, spec)
@@ -134,6 +178,55 @@ class ActorClass:
 
     def __repr__(self) -> str:
         return f"<shoal actor class {self.__name__}>"
+
+
+_NO_DAG = ("Ray's DAG API (.bind) is not supported by shoal: call .remote() instead "
+           "(see docs/ray-compatibility.md)")
+
+
+def _concurrency(max_concurrency, groups, is_async: bool):
+    """How many calls the actor runs at once.  Concurrency groups are
+    approximated: the actor gets room for every group at once (no call ever
+    waits on another group's), but one group's limit is not enforced apart."""
+    if not groups:
+        return max_concurrency
+    if max_concurrency is None and is_async:
+        return None                      # an async actor's default (1000) covers them
+    return (max_concurrency or 1) + sum(groups.values())
+
+
+def _derived_class(user_cls: type):
+    """ActorClass(Name): ActorClass first, then the user's class; None when
+    Python refuses the combination (e.g. an __init_subclass__ that objects)."""
+    name = f"ActorClass({user_cls.__name__})"
+    namespace = {"__module__": user_cls.__module__, "__qualname__": name,
+                 "__doc__": user_cls.__doc__}
+    # Static methods read through wrappers: were `module.Name.f` the function
+    # itself, cloudpickle would ship it by reference, to engines that may not
+    # import the user's module.
+    for klass in reversed(user_cls.__mro__):
+        for attr, member in vars(klass).items():
+            if isinstance(member, staticmethod) and not attr.startswith("__") \
+                    and not hasattr(ActorClass, attr):
+                namespace[attr] = staticmethod(_static_wrapper(member.__func__, name))
+    try:
+        return type(user_cls)(name, (ActorClass, user_cls), namespace)
+    except Exception:
+        return None
+
+
+def _static_wrapper(fn, owner: str):
+    def call(*args, **kwargs):
+        return fn(*args, **kwargs)
+    call.__name__, call.__doc__, call.__wrapped__ = fn.__name__, fn.__doc__, fn
+    call.__qualname__ = f"{owner}.{fn.__name__}"
+    return call
+
+
+def _rebuild_actor_class(cls: type, options: dict) -> ActorClass:
+    clone = ActorClass(cls, {})
+    clone._options = options
+    return clone
 
 
 class ActorMethod:
@@ -148,13 +241,20 @@ class ActorMethod:
         raise TypeError(f"Actor methods cannot be called directly. Instead of running "
                         f"'object.{self._name}()', try 'object.{self._name}.remote()'.")
 
-    def options(self, *, num_returns: int | None = None, name: str | None = None) -> "ActorMethod":
-        clone = ActorMethod(self._handle, self._name,
-                            self._num_returns if num_returns is None else num_returns)
-        return clone
+    def options(self, **options) -> "ActorMethod":
+        validate_method_options(options)
+        num_returns = options.get("num_returns")
+        return ActorMethod(self._handle, self._name,
+                           self._num_returns if num_returns is None else num_returns)
+
+    def bind(self, *args, **kwargs):
+        raise NotImplementedError(_NO_DAG)
 
     def remote(self, *args, **kwargs):
-        return self._handle._call(self._name, self._num_returns, args, kwargs)
+        handle = self._handle
+        spec = handle._options.get("signatures", {}).get(self._name)
+        check_call(spec, f"{handle._options['class_name']}.{self._name}", args, kwargs)
+        return handle._call(self._name, self._num_returns, args, kwargs)
 
 
 class ActorHandle:
@@ -191,23 +291,22 @@ class ActorHandle:
                     f"the actor {self._options['class_name']} ({self._actor_id}) already has "
                     f"{len(self._pending)} pending calls from this handle "
                     f"(max_pending_calls={limit}); get some results first")
-        task_id = client.new_id("t")
-        return_ids = [f"{task_id}/{i}" for i in range(num_returns)]
+        task_id = client.new_id("c")        # "c": an actor call (see cancel)
+        generator = num_returns if num_returns in GENERATOR_MODES else None
+        return_ids = [f"{task_id}/0"] if generator else [f"{task_id}/{i}" for i in range(num_returns)]
         args_blob, deps, nested, puts, keep = pack_arguments(client, args, kwargs)
         spec = m.SubmitTask(
             task_id=task_id, func_id=None, name=f"{self._options['class_name']}.{method_name}",
             args=args_blob, deps=deps, nested=nested, return_ids=return_ids, resources={},
             max_retries=0, parent_task_id=client.current_task_id, actor_id=self._actor_id,
-            method=method_name)
+            method=method_name, generator=generator)
         refs = [owned_ref(client, oid) for oid in return_ids]
         client.remember_context(task_id)
         client.send(*puts, spec)
         del keep
         if limit != -1:
             self._pending.update(return_ids)
-        if num_returns == 0:
-            return None
-        return refs[0] if num_returns == 1 else refs
+        return returned(client, task_id, generator, refs)
 
     def __reduce__(self):
         note_ref(self._actor_id)
@@ -230,6 +329,11 @@ class ActorHandle:
     def __repr__(self) -> str:
         name = f", name={self._options['name']!r}" if self._options.get("name") else ""
         return f"Actor({self._options['class_name']}, {self._actor_id}{name})"
+
+
+    # Ray's built-in methods of every actor.
+    __ray_ready__ = property(lambda self: ActorMethod(self, "__ray_ready__", 1))
+    __ray_terminate__ = property(lambda self: ActorMethod(self, "__ray_terminate__", 1))
 
 
 _HANDLE_CLASSES: dict = {}
@@ -255,7 +359,7 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     if not isinstance(name, str) or not name:
         raise ValueError(f"get_actor needs a non-empty name, got {name!r}")
     rt = runtime.current()
-    info = rt.client.query("get_actor", name=name, namespace=namespace or rt.namespace or "default")
+    info = rt.client.query("get_actor", name=name, namespace=namespace or runtime.job()[1])
     rt.client.adopt(info["actor_id"])
     return ActorHandle(info["actor_id"], info["options"], rt.client)
 
@@ -267,6 +371,25 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
         raise TypeError("shoal.kill() only supported for actors. For tasks, try shoal.cancel(). "
                         f"Got {type(actor).__name__}.")
     runtime.current().client.send(m.KillActor(actor_id=actor._actor_id, no_restart=no_restart))
+
+
+def exit_actor(*, reason: str = "it exited with shoal.actor.exit_actor()") -> None:
+    """Inside an actor: stop it now, for good (no restart).  The call that
+    runs this and every call still queued fail with ActorDiedError, as in Ray.
+    Raises SystemExit (AsyncioActorExit in an async method) to leave the call."""
+    rt = runtime.current_or_none()
+    client = rt.client if rt is not None else None
+    if client is None or client.actor_id is None:
+        raise TypeError("exit_actor API is called on a non-actor worker: call it only inside "
+                        "an actor's methods (use shoal.kill(handle) from outside)")
+    client.send(m.KillActor(actor_id=client.actor_id, no_restart=True, reason=reason))
+    try:
+        import asyncio
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise SystemExit(0) from None
+    from ..exceptions import AsyncioActorExit
+    raise AsyncioActorExit(reason)
 
 
 def list_actors() -> list[dict]:

@@ -1,7 +1,6 @@
 """The public calls: init, get, put, wait, cancel, with Ray's semantics."""
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import numbers
 import os
@@ -11,12 +10,15 @@ import time
 from typing import Any, Optional
 
 from .. import session
-from ..exceptions import GetTimeoutError
+from ..exceptions import GetTimeoutError, ObjectFromOtherClusterError
 from ..protocol import messages as m
 from ..protocol.connection import UNIX_PREFIX
 from ..protocol.serialization import INLINE_LIMIT, serialize
-from . import runtime
+from . import runtime, terminal_progress
+from . import runtime_env as runtime_env_module
+from .actor import is_actor_call
 from .client import Client
+from .generator import ObjectRefGenerator
 from .object_ref import ObjectRef, owned_ref
 from .remote_function import validate_resources
 
@@ -80,7 +82,9 @@ def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
          num_gpus: Optional[int] = None, resources: Optional[dict] = None,
          object_store_memory: Optional[int] = None, ignore_reinit_error: bool = False,
          namespace: Optional[str] = None, hosts: Optional[list] = None,
-         remote_python: Optional[str] = None, **kwargs) -> ClusterContext:
+         remote_python: Optional[str] = None, local_mode: bool = False,
+         runtime_env: Optional[dict] = None,
+         **kwargs) -> ClusterContext:
     """Connect this process to a cluster, starting a local one if needed.
 
     Address resolution follows Ray: the `address` argument, else the
@@ -94,7 +98,14 @@ def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
     key on stdin; SHOAL_SSH_OPTIONS adds ssh options); they stop with the
     cluster or when their SSH session drops.  `remote_python` defaults to
     this interpreter's path, which the hosts must also have.
+
+    `runtime_env` is the job's: every task and actor of this driver starts
+    from it (see shoal.core.runtime_env for what is supported).
     """
+    if local_mode:
+        raise ValueError("local_mode=True is not supported by shoal (Ray deprecated it too): "
+                         "tasks always run on engines; use a 1-CPU cluster, init(num_cpus=1), "
+                         "to run them one at a time")
     unknown = sorted(set(kwargs) - _IGNORED_RAY_ARGS)
     if unknown:
         raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(map(repr, unknown))}")
@@ -103,24 +114,89 @@ def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
         if rt is not None:
             if ignore_reinit_error:
                 return ClusterContext(rt)
+            if rt.shared_by is not None:
+                return _shared_context(rt, address, num_cpus, namespace, num_gpus=num_gpus,
+                                       resources=resources, hosts=hosts,
+                                       object_store_memory=object_store_memory)
             raise RuntimeError("Maybe you called shoal.init twice by accident? This error can be "
                                "suppressed by passing in 'ignore_reinit_error=True' or by calling "
                                "'shoal.shutdown()' prior to 'shoal.init()'.")
-        if num_cpus is not None and (not isinstance(num_cpus, int) or isinstance(num_cpus, bool)
-                                     or num_cpus < 0):
-            raise ValueError(f"num_cpus must be a non-negative integer, got {num_cpus!r}")
+        _check_init_args(num_cpus=num_cpus, num_gpus=num_gpus,
+                         object_store_memory=object_store_memory)
         validate_resources({"num_gpus": num_gpus, "resources": resources})
+        job_env = runtime_env_module.validate(runtime_env)
         address = address or os.environ.get("SHOAL_ADDRESS") or None
+        _check_address(address)
+        if namespace is not None and not isinstance(namespace, str):
+            raise TypeError(f"namespace must be a string, got {type(namespace).__name__}")
+        if hosts is not None and (not isinstance(hosts, (list, tuple))
+                                  or not all(isinstance(h, str) and h for h in hosts)):
+            raise ValueError(f"hosts must be a list of \"[user@]host[:num_cpus]\" strings, "
+                             f"got {hosts!r}")
         if address in (None, "local"):
             rt = _start_local(num_cpus, num_gpus, resources, object_store_memory, namespace,
                               hosts or (), remote_python)
+            rt.init_kwargs = dict(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+                                  object_store_memory=object_store_memory, namespace=namespace,
+                                  hosts=hosts, remote_python=remote_python,
+                                  runtime_env=runtime_env)
         else:
             if num_cpus is not None or num_gpus is not None or resources or hosts:
                 raise ValueError("When connecting to an existing cluster, num_cpus, num_gpus and "
                                  "resources must not be provided: the hosts declare them.")
             rt = _connect(address, namespace)
         runtime.set_current(rt)
+        if job_env:
+            try:
+                rt.runtime_env = runtime_env_module.resolve(rt.client, job_env)
+            except BaseException:
+                runtime.shutdown()
+                raise
         return ClusterContext(rt)
+
+
+def _shared_context(rt: runtime.Runtime, address, num_cpus, namespace, **others
+                    ) -> ClusterContext:
+    """init() where the runtime is shared (the shoal kernel's cluster): its
+    context when the arguments fit that cluster; else say how to switch."""
+    where = f"{rt.shared_by} is already using the shoal cluster at {rt.address}"
+    if address not in (None, "auto", rt.address) and not (
+            address == "local" and rt.cluster is not None):
+        raise RuntimeError(f"{where}; to use the cluster at {address} instead, run "
+                           f"`%cluster connect {address}` (or `%cluster stop` first)")
+    given = sorted(k for k, v in others.items() if v)
+    if given:
+        raise RuntimeError(f"{where}; {', '.join(given)} cannot change it: run `%cluster stop` "
+                           f"and then init() again (or `%cluster start -n N`)")
+    if num_cpus is not None:
+        cpus = sum(h["resources"].get("CPU", 0) for h in rt.client.status()["hosts"])
+        if cpus != num_cpus:
+            raise RuntimeError(f"{where}, with {cpus:g} CPUs, not {num_cpus}; run `%cluster "
+                               f"stop` and then `%cluster start -n {num_cpus}` to change it")
+    if namespace is not None and namespace != rt.namespace:
+        rt.namespace = namespace
+    return ClusterContext(rt)
+
+
+def _check_init_args(**counts) -> None:
+    """num_cpus, num_gpus: whole numbers >= 0; object_store_memory: bytes > 0."""
+    for name, value in counts.items():
+        low = 1 if name == "object_store_memory" else 0
+        if value is not None and (not isinstance(value, numbers.Integral)
+                                  or isinstance(value, bool) or value < low):
+            raise ValueError(f"{name} must be a whole number >= {low}"
+                             f"{' (bytes)' if low else ''}, got {value!r}")
+
+
+def _check_address(address) -> None:
+    """"auto", "local", HOST:PORT or unix:PATH (a cluster started with `shoal start`)."""
+    if address is None or address in ("auto", "local"):
+        return
+    if not isinstance(address, str):
+        raise TypeError(f"address must be a string, got {type(address).__name__}")
+    if not address.startswith(UNIX_PREFIX):
+        from ..protocol.connection import parse_address
+        parse_address(address)
 
 
 def _start_local(num_cpus, num_gpus, resources, object_store_memory, namespace,
@@ -208,6 +284,19 @@ def put(value: Any) -> ObjectRef:
     return ref
 
 
+def _check_same_cluster(client: Client, refs) -> None:
+    """Refs made through another connection (a cluster stopped or left since)
+    name nothing here: fail at once, saying so, rather than wait forever."""
+    for r in refs:
+        other = r._client
+        if other is not None and other is not client:
+            why = other.lost or "this process disconnected from it"
+            raise ObjectFromOtherClusterError(
+                f"{r!r} belongs to the shoal cluster {other.cluster_id}, which this process "
+                f"has left ({why}); it is now connected to cluster {client.cluster_id}. "
+                f"Values do not carry over between clusters: compute the value again.")
+
+
 def _check_timeout(timeout) -> None:
     if timeout is not None and (not isinstance(timeout, numbers.Real) or timeout < 0):
         raise ValueError(f"'timeout' must be a non-negative number or None, got {timeout!r}")
@@ -233,6 +322,7 @@ def get(object_refs, *, timeout: Optional[float] = None):
     if not refs:
         return []
     client = runtime.current().client
+    _check_same_cluster(client, refs)
     ids = [r.id for r in refs]
     entries, timed_out = _wait_entries(client, ids, len(set(ids)), timeout, True, "get")
     for e in entries.values():
@@ -267,6 +357,7 @@ def wait(object_refs: list, *, num_returns: int = 1, timeout: Optional[float] = 
         raise ValueError("num_returns cannot be greater than the number of objects provided "
                          "to shoal.wait.")
     client = runtime.current().client
+    _check_same_cluster(client, object_refs)
     entries, _ = _wait_entries(client, [r.id for r in object_refs], num_returns, timeout,
                                False, "wait")
     ready = [r for r in object_refs if r.id in entries][:num_returns]
@@ -275,7 +366,8 @@ def wait(object_refs: list, *, num_returns: int = 1, timeout: Optional[float] = 
 
 
 # A blocking get/wait of at least this many refs that takes longer than this
-# shows a progress bar when it runs in a notebook (as ipyparallel's %px does).
+# shows a progress bar when it runs in a notebook (as ipyparallel's %px does),
+# or on stderr when that is a terminal (as tqdm would; SHOAL_PROGRESS=0: off).
 AUTO_PROGRESS_AFTER = 2.0
 AUTO_PROGRESS_MIN_REFS = 2
 
@@ -284,13 +376,21 @@ def _wait_entries(client: Client, ids: list, needed: int, timeout: Optional[floa
                   stop_on_error: bool, what: str) -> tuple[dict, bool]:
     """client.wait_entries, showing a progress bar (shoal.widgets) once a wait
     in a notebook's main thread has lasted AUTO_PROGRESS_AFTER seconds."""
-    if (len(ids) < AUTO_PROGRESS_MIN_REFS or "ipykernel" not in sys.modules
+    notebook = "ipykernel" in sys.modules
+    if (len(ids) < AUTO_PROGRESS_MIN_REFS
+            or not (notebook or terminal_progress.wanted(sys.stderr))
             or (timeout is not None and timeout <= AUTO_PROGRESS_AFTER)
             or threading.current_thread() is not threading.main_thread()):
         return client.wait_entries(ids, needed, timeout, stop_on_error)
+    started = time.monotonic()
     entries, timed_out = client.wait_entries(ids, needed, AUTO_PROGRESS_AFTER, stop_on_error)
     if not timed_out:
         return entries, False
+    if not notebook:                      # a terminal: a tqdm-style bar on stderr
+        left = None if timeout is None else max(0.0, timeout - AUTO_PROGRESS_AFTER)
+        with terminal_progress.TerminalProgress(ids, client.ready, f"shoal.{what}", sys.stderr,
+                                                started):
+            return client.wait_entries(ids, needed, left, stop_on_error)
     from ..widgets import auto_progress
     bar = auto_progress(client, ids, what)
     left = None if timeout is None else max(0.0, timeout - AUTO_PROGRESS_AFTER)
@@ -306,24 +406,17 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
     one gets KeyboardInterrupt (or, with force=True, its engine is killed).
     `get` on its refs then raises TaskCancelledError.  Cancelled tasks are not
     retried.  With recursive=True the tasks it submitted are cancelled too."""
+    if isinstance(ref, ObjectRefGenerator):
+        ref = ref.completed()           # the generator's task
     if not isinstance(ref, ObjectRef):
         raise TypeError("shoal.cancel() only supported for object refs. For actors, try "
                         "shoal.kill().")
-    runtime.current().client.send(m.CancelTask(object_id=ref.id, force=force, recursive=recursive))
-
-
-def ref_future(ref: ObjectRef) -> concurrent.futures.Future:
-    """A Future for a ref's value, completed by a helper thread."""
-    fut: concurrent.futures.Future = concurrent.futures.Future()
-
-    def resolve() -> None:
-        try:
-            fut.set_result(get(ref))
-        except BaseException as exc:
-            fut.set_exception(exc)
-
-    threading.Thread(target=resolve, name=f"shoal-future-{ref.id}", daemon=True).start()
-    return fut
+    client = runtime.current().client
+    _check_same_cluster(client, [ref])
+    if force and is_actor_call(ref.id):
+        raise ValueError("force=True is not supported for actor tasks (as in Ray): cancel "
+                         "without force, or kill the actor with shoal.kill()")
+    client.send(m.CancelTask(object_id=ref.id, force=force, recursive=recursive))
 
 
 def scale(num_engines: int, host_id: Optional[str] = None) -> None:
@@ -331,21 +424,3 @@ def scale(num_engines: int, host_id: Optional[str] = None) -> None:
     when the cluster has one host.  Busy engines beyond the count stop when
     their task ends."""
     runtime.current().client.query("scale", count=num_engines, host_id=host_id)
-
-
-def cluster_resources() -> dict:
-    """Total resources of all hosts."""
-    return _sum_resources("resources")
-
-
-def available_resources() -> dict:
-    """Resources not held by running tasks right now."""
-    return _sum_resources("available")
-
-
-def _sum_resources(key: str) -> dict:
-    total: dict = {}
-    for host in runtime.current().client.status()["hosts"]:
-        for k, v in host[key].items():
-            total[k] = total.get(k, 0) + v
-    return total

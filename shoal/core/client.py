@@ -22,20 +22,23 @@ import sys
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Callable, Optional
 
 from ..exceptions import ClusterLostError, GetTimeoutError, ObjectLostError, ShoalError
 from ..protocol import messages as m
 from ..protocol.connection import Connection
+from ..protocol.framing import FrameTooLargeError
 from ..protocol.messages import ObjectEntry
 from ..protocol.serialization import INLINE_LIMIT, Serialized, SerializationError, deserialize
 from ..store.shm import HostStore
 from ..store.transfer import fetch_object
+from .generator import is_item_id
 
 log = logging.getLogger("shoal.client")
 FLUSH_INTERVAL = 0.02
 LOAD_ATTEMPTS = 6
+FINISHED_CONTEXTS = 10_000   # output contexts kept after their task's results came
 # The ExecuteTask an engine is running in this thread or coroutine, if any.
 current_task: contextvars.ContextVar = contextvars.ContextVar("shoal_current_task", default=None)
 
@@ -49,6 +52,16 @@ class _Waiter:
         self.stop_on_error = stop_on_error
         self.event = threading.Event()
         self.error = False
+
+
+class ReadyCallback:
+    """One registration of `Client.when_ready`: `fn(entry)` once the object is
+    ready, or `fn(None)` if the cluster is lost first."""
+    __slots__ = ("object_id", "fn")
+
+    def __init__(self, object_id: str, fn: Callable) -> None:
+        self.object_id = object_id
+        self.fn = fn
 
 
 class Client:
@@ -74,18 +87,24 @@ class Client:
         self._ref_ops: deque = deque()
         self._entries: dict[str, ObjectEntry] = {}
         self._waiters: dict[str, list] = {}
+        self._callbacks: dict[str, list] = {}     # object id -> [ReadyCallback]
+        self.completer = None                     # shoal.core.futures.Completer, made on first use
         self._owned: set = set()
         self._subscribed: set = set()
+        self.runtime_env_packages: dict = {}   # content hash -> ref (core/runtime_env.py)
+        self._streams: dict = {}            # task id -> generator.{_Stream} being filled
         self._registered_functions: set = set()
         self._replies: dict[int, m.QueryReply] = {}
         self._reply_cond = threading.Condition(self._lock)
         self.actor_id: Optional[str] = None            # set for an engine hosting an actor
+        self.actor_options: Optional[dict] = None      # ... and its options, once created
         # Where task output goes: output_context() is called at each submission
         # (the Jupyter layer returns the cell's parent header) and handed back
         # with each TaskOutput of that task to output_handler(msg, context).
         self.output_context: Optional[Callable[[], object]] = None
         self.output_handler: Callable[[m.TaskOutput, object], None] = print_output
         self._contexts: dict = {}
+        self._finished_contexts: OrderedDict = OrderedDict()   # for nested work still printing
         self.event_handlers: list = []       # see shoal.core.events
         self.lost: Optional[str] = None
         self._closing = False
@@ -130,6 +149,11 @@ class Client:
                 self.conn.send_many([m.RefUpdates(ops=ops), *msgs] if ops else msgs)
             except OSError as exc:
                 raise ClusterLostError(f"lost the connection to the cluster: {exc}") from None
+            except FrameTooLargeError:       # nothing was sent: undo what assumed it would be
+                self._ref_ops.extendleft(reversed(ops))
+                self._registered_functions.difference_update(
+                    msg.func_id for msg in msgs if type(msg) is m.RegisterFunction)
+                raise
 
     def _drain_ref_ops(self) -> list:
         ops = []
@@ -184,6 +208,16 @@ class Client:
             self._owned.discard(object_id)
             self._subscribed.discard(object_id)
             self._ref_ops.append((object_id, -1))
+
+    def register_stream(self, task_id: str, stream) -> None:
+        """Route the items of a streaming generator task we submitted to `stream`."""
+        with self._lock:
+            self._streams[task_id] = stream
+
+    def unregister_stream(self, task_id: str) -> None:
+        """Its generator is gone: items still to come are released on arrival."""
+        with self._lock:
+            self._streams.pop(task_id, None)
 
     def holds(self, object_id: str) -> bool:
         return object_id in self._refcounts
@@ -242,6 +276,53 @@ class Client:
             raise ClusterLostError(self.lost)
         with self._lock:
             return {i: self._entries[i] for i in ids if i in self._entries}, not finished
+
+    def when_ready(self, object_id: str, fn: Callable) -> Optional[ReadyCallback]:
+        """Call `fn(entry)` once the object is ready, or `fn(None)` if the
+        cluster is lost: at once in this thread if that is already so (and
+        return None), else later from the reader thread, so `fn` must be quick
+        and never block.  The caller keeps a ref to the object meanwhile (an
+        object nobody here holds is never delivered).  `forget` undoes it."""
+        with self._lock:
+            entry = self._entries.get(object_id)
+            if entry is None and not self.lost:
+                cb = ReadyCallback(object_id, fn)
+                self._callbacks.setdefault(object_id, []).append(cb)
+                subscribe = object_id not in self._owned and object_id not in self._subscribed
+                if subscribe:
+                    self._subscribed.add(object_id)
+            else:
+                cb = None
+        if cb is None:
+            fn(entry)
+            return None
+        if subscribe:
+            try:
+                self.send(m.Subscribe(object_ids=[object_id]))
+            except ClusterLostError:
+                pass                # _mark_lost has called fn(None)
+        return cb
+
+    def forget(self, cb: Optional[ReadyCallback]) -> None:
+        """Drop a `when_ready` registration that has not fired (no-op otherwise)."""
+        if cb is None:
+            return
+        with self._lock:
+            lst = self._callbacks.get(cb.object_id)
+            if lst is not None:
+                try:
+                    lst.remove(cb)
+                except ValueError:
+                    pass
+                if not lst:
+                    del self._callbacks[cb.object_id]
+
+    def _fire(self, fired: list) -> None:
+        for cb, entry in fired:
+            try:
+                cb.fn(entry)
+            except Exception:       # a callback's bug must not leave this process deaf
+                log.exception("a ready callback failed")
 
     def _blocked(self):
         return _BlockedSection(self)
@@ -385,22 +466,55 @@ class Client:
                 self._contexts.pop(next(iter(self._contexts)))
             self._contexts[task_id] = self.output_context()
 
+    def pending_contexts(self) -> list:
+        """(task id, output context) of the tasks submitted here whose results
+        have not come yet."""
+        return list(self._contexts.items())
+
+    def context_of(self, task_id: str):
+        """The output context of a task submitted here (None if unknown)."""
+        context = self._contexts.get(task_id)
+        return context if context is not None else self._finished_contexts.get(task_id)
+
     def _route_output(self, msg: m.TaskOutput) -> None:
         try:
-            self.output_handler(msg, self._contexts.get(msg.task_id))
+            self.output_handler(msg, self.context_of(msg.origin or msg.task_id))
         except Exception:
             log.exception("the task output handler failed")
 
     def _on_ready(self, entries: list) -> None:
         if self._contexts:
             for e in entries:      # a task's output comes before its results: done with it
-                self._contexts.pop(e.object_id.rpartition("/")[0], None)
+                if is_item_id(e.object_id):
+                    continue
+                task_id = e.object_id.rpartition("/")[0]
+                context = self._contexts.pop(task_id, None)
+                if context is not None:     # ... but tasks it started may print on
+                    self._finished_contexts[task_id] = context
+                    if len(self._finished_contexts) > FINISHED_CONTEXTS:
+                        self._finished_contexts.popitem(last=False)
+        fired = []
         with self._lock:
             for e in entries:
                 oid = e.object_id
-                if oid not in self._refcounts:
+                stream = self._streams.get(oid.rpartition("/")[0]) if self._streams else None
+                if is_item_id(oid) and oid not in self._refcounts:
+                    # A generator item: the scheduler counts it as ours already.
+                    if stream is None:
+                        self._ref_ops.append((oid, -1))     # its generator is gone
+                        continue
+                    self._refcounts[oid] = 0        # the ref deliver() makes counts 1
+                    self._owned.add(oid)
+                if stream is not None:
+                    if is_item_id(oid):
+                        self._refcounts[oid] += 1
+                    self._entries[oid] = e
+                    stream.deliver(self, oid, e)
+                if oid not in self._refcounts and oid not in self._waiters:
                     continue        # released meanwhile: nobody here wants it
                 self._entries[oid] = e
+                if self._callbacks:
+                    fired.extend((cb, e) for cb in self._callbacks.pop(oid, ()))
                 for waiter in self._waiters.pop(oid, ()):
                     waiter.missing.discard(oid)
                     waiter.needed -= 1
@@ -409,6 +523,8 @@ class Client:
                         waiter.event.set()
                     elif waiter.needed <= 0:
                         waiter.event.set()
+        if fired:
+            self._fire(fired)
 
     def _mark_lost(self, reason: str) -> None:
         with self._lock:
@@ -416,7 +532,11 @@ class Client:
             for waiters in self._waiters.values():
                 for w in waiters:
                     w.event.set()
+            for stream in self._streams.values():
+                stream.wake()
             self._reply_cond.notify_all()
+            callbacks, self._callbacks = self._callbacks, {}
+        self._fire([(cb, None) for cbs in callbacks.values() for cb in cbs])
         if self._on_message is not None:
             self._on_message(None)
 
@@ -433,6 +553,8 @@ class Client:
                 t.join(timeout=5)
         if not self.lost:
             self.lost = "the client was shut down"
+        if self.completer is not None:
+            self.completer.close()
 
 
 class _BlockedSection:

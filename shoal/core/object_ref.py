@@ -50,13 +50,20 @@ class ObjectRef:
         return f"ObjectRef({self._id})"
 
     def future(self):
-        """A concurrent.futures.Future that completes with the value."""
-        from .api import ref_future
+        """A concurrent.futures.Future that completes with the value (no thread
+        per ref: see shoal.core.futures).  Cancelling it leaves the task alone."""
+        from .futures import ref_future
         return ref_future(self)
 
-    def __await__(self):
+    def as_future(self):
+        """An asyncio.Future for the value, on the running loop (Ray's as_future)."""
         import asyncio
-        return asyncio.wrap_future(self.future()).__await__()
+        from .futures import await_ref
+        return asyncio.get_running_loop().create_task(await_ref(self))
+
+    def __await__(self):
+        from .futures import await_ref
+        return await_ref(self).__await__()
 
 
 def _rebuild_ref(object_id: str) -> ObjectRef:

@@ -2,66 +2,43 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import numbers
+import warnings
 from typing import Any, Callable
 
 import cloudpickle
 
 from ..protocol import messages as m
 from ..protocol.serialization import INLINE_LIMIT, dumps_function, serialize
-from . import runtime
+from . import runtime, runtime_env
+from .generator import GENERATOR_MODES, ObjectRefGenerator
 from .object_ref import ObjectRef, owned_ref
+from .options import COMMON_OPTIONS, TASK_OPTIONS, validate_task_options
+from .signature import check_call, param_spec
 
 TASK_DEFAULTS: dict[str, Any] = {
     "num_cpus": 1, "num_gpus": 0, "resources": None, "num_returns": 1,
-    "max_retries": 3, "retry_exceptions": False, "name": None,
+    "max_retries": 3, "retry_exceptions": False, "name": None, "runtime_env": None,
     "_engine_id": None,     # shoal only: run on this engine (see shoal.util.state.list_engines)
 }
 
 
 def validate_resources(options: dict) -> None:
-    """Ray's checks for the resource options shared by tasks and actors."""
-    for key in ("num_cpus", "num_gpus"):
-        value = options.get(key)
-        if value is not None and (not isinstance(value, numbers.Real) or isinstance(value, bool)
-                                  or value < 0):
-            raise ValueError(f"'{key}' must be a non-negative number, got {value!r}")
-    resources = options.get("resources")
-    if resources is not None:
-        if not isinstance(resources, dict):
-            raise TypeError(f"'resources' must be a dict, got {type(resources).__name__}")
-        for name, amount in resources.items():
-            if name in ("CPU", "GPU"):
-                raise ValueError("Use the 'num_cpus' and 'num_gpus' keyword instead of 'CPU' "
-                                 "and 'GPU' in 'resources' keyword")
-            if not isinstance(name, str):
-                raise TypeError(f"resource names must be strings, got {name!r}")
-            if not isinstance(amount, numbers.Real) or isinstance(amount, bool) or amount < 0:
-                raise ValueError(f"resource {name!r} must be a non-negative number, got {amount!r}")
+    """Ray's checks for the resource options shared by tasks, actors and init()."""
+    for key in ("num_cpus", "num_gpus", "resources"):
+        if key in options:
+            COMMON_OPTIONS[key].validate(key, options[key])
 
 
-def validate_task_options(options: dict) -> dict:
-    unknown = sorted(set(options) - set(TASK_DEFAULTS))
-    if unknown:
-        raise ValueError(f"Invalid option keyword {unknown[0]!r} for remote functions. "
-                         f"Valid ones are {sorted(TASK_DEFAULTS)}.")
-    validate_resources(options)
-    n = options.get("num_returns", 1)
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-        raise ValueError(f"'num_returns' must be a non-negative integer, got {n!r}")
-    retries = options.get("max_retries", 3)
-    if not isinstance(retries, int) or isinstance(retries, bool) or retries < -1:
-        raise ValueError(f"'max_retries' must be an integer >= -1, got {retries!r}")
-    retry = options.get("retry_exceptions", False)
-    if not isinstance(retry, bool):
-        if not isinstance(retry, (list, tuple)) or not all(
-                isinstance(c, type) and issubclass(c, BaseException) for c in retry):
-            raise TypeError("'retry_exceptions' must be a bool or a list of exception classes, "
-                            f"got {retry!r}")
-    name = options.get("name")
-    if name is not None and not isinstance(name, str):
-        raise TypeError(f"'name' must be a string, got {name!r}")
-    return options
+def check_num_returns(n) -> None:
+    """TypeError/ValueError unless `n` is a num_returns Ray accepts."""
+    TASK_OPTIONS["num_returns"].validate("num_returns", n)
+
+
+def default_num_returns(fn) -> object:
+    """Ray's default: a generator function streams its items, others return one value."""
+    return "streaming" if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn) else 1
 
 
 def resource_request(options: dict) -> dict:
@@ -75,11 +52,18 @@ class RemoteFunction:
     """What `@shoal.remote` makes of a function.  Call `.remote(...)` to run it."""
 
     def __init__(self, fn: Callable, options: dict) -> None:
+        if inspect.iscoroutinefunction(fn):
+            raise ValueError("'async def' should not be used for remote tasks. You can wrap the "
+                             "async function with `asyncio.run(f())`, or make it a method of an "
+                             "actor (async actors run coroutines).")
         self._function = fn
-        self._options = {**TASK_DEFAULTS, **validate_task_options(dict(options))}
+        self._options = {**TASK_DEFAULTS, "num_returns": default_num_returns(fn),
+                         **validate_task_options(dict(options))}
+        self._params = param_spec(fn)
         self._name = self._options["name"] or getattr(fn, "__name__", repr(fn))
         self._blob: bytes | None = None
         self._func_id: str | None = None
+        self._env_wire = None               # the runtime_env option, uploaded (once)
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", self._name)
         self.__wrapped__ = fn
@@ -90,12 +74,18 @@ class RemoteFunction:
 
     def options(self, **options) -> "RemoteFunction":
         """A copy of this remote function with some options changed."""
-        validate_task_options(dict(options))
+        validate_task_options(dict(options), in_options=True)
         clone = RemoteFunction.__new__(RemoteFunction)
         clone.__dict__.update(self.__dict__)
         clone._options = {**self._options, **options}
         clone._name = clone._options["name"] or self._name
+        if "runtime_env" in options:
+            clone._env_wire = None
         return clone
+
+    def bind(self, *args, **kwargs):
+        raise NotImplementedError("Ray's DAG API (.bind) is not supported by shoal: call "
+                                  ".remote() instead (see docs/ray-compatibility.md)")
 
     def _ship(self) -> tuple[str, bytes]:
         if self._blob is None:
@@ -103,12 +93,16 @@ class RemoteFunction:
         return self._func_id, self._blob
 
     def remote(self, *args, **kwargs):
+        check_call(self._params, self.__name__, args, kwargs)
         client = runtime.current().client
         func_id, blob = self._ship()
         opts = self._options
         task_id = client.new_id("t")
         n = opts["num_returns"]
-        return_ids = [f"{task_id}/{i}" for i in range(n)] if n else []
+        if n is None:                    # Ray's None: the default for this function
+            n = default_num_returns(self._function)
+        generator = n if n in GENERATOR_MODES else None
+        return_ids = [f"{task_id}/0"] if generator else [f"{task_id}/{i}" for i in range(n)]
         args_blob, deps, nested, extra_puts, keep = pack_arguments(client, args, kwargs)
         retry = opts["retry_exceptions"]
         spec = m.SubmitTask(
@@ -117,24 +111,67 @@ class RemoteFunction:
             max_retries=opts["max_retries"],
             retry_exceptions=cloudpickle.dumps(list(retry) if not isinstance(retry, bool) else retry)
             if retry else None,
-            parent_task_id=client.current_task_id, engine_id=opts["_engine_id"])
+            parent_task_id=client.current_task_id, engine_id=opts["_engine_id"],
+            generator=generator, job=runtime.job(),
+            runtime_env=self._runtime_env(client))
         # Make the return refs before sending, so a fast result finds its holder.
         refs = [owned_ref(client, oid) for oid in return_ids]
         client.remember_context(task_id)
         client.send(*client.register_function(func_id, self._name, blob), *extra_puts, spec)
         del keep        # only now may the auto-put refs go: the submission pins them
-        if n == 0:
-            return None
-        return refs[0] if n == 1 else refs
+        return returned(client, task_id, generator, refs)
+
+    def _runtime_env(self, client):
+        if self._options["runtime_env"] and self._env_wire is None:
+            self._env_wire = runtime_env.resolve(client, self._options["runtime_env"])
+        return runtime_env.merge(inherited_env(), self._env_wire)
 
     def __repr__(self) -> str:
         return f"<shoal remote function {self._name}>"
 
 
+def inherited_env():
+    """The runtime_env a new task starts from: its parent task's, or the job's (Ray)."""
+    from .client import current_task
+    msg = current_task.get()
+    if msg is not None and msg.method in (None, "__init__"):
+        return msg.runtime_env          # an actor's method calls: its env, kept below
+    rt = runtime.current_or_none()
+    return rt.runtime_env if rt is not None else None
+
+
+def returned(client, task_id: str, generator, refs: list):
+    """What `.remote()` gives back: None, a ref, a list of refs, or a generator."""
+    if generator == "streaming":
+        return ObjectRefGenerator(client, task_id, refs[0])
+    if not refs:
+        return None
+    return refs[0] if len(refs) == 1 else refs
+
+
+# As Ray: a function or class this large has captured data it should not carry.
+FUNCTION_SIZE_WARN_THRESHOLD = 10_000_000
+FUNCTION_SIZE_ERROR_THRESHOLD = 60_000_000     # under the protocol's 64 MiB frame header
+
+
 def ship(obj) -> tuple[str, bytes]:
     """(id, pickled bytes) of a function or class: the id names the exact code,
-    so a redefined function in a notebook is a new one to the engines."""
+    so a redefined function in a notebook is a new one to the engines.  Raises
+    ValueError (naming the size) for one too large to send, as Ray does."""
     blob = dumps_function(obj)
+    size = len(blob)
+    if size > FUNCTION_SIZE_WARN_THRESHOLD:
+        what = (f"The {'actor class' if isinstance(obj, type) else 'remote function'} "
+                f"{getattr(obj, '__qualname__', repr(obj))}")
+        advice = ("Check that its definition is not implicitly capturing a large array or "
+                  "other object in scope. Tip: use shoal.put() to put large objects in the "
+                  "object store and pass the ref as an argument.")
+        if size > FUNCTION_SIZE_ERROR_THRESHOLD:
+            raise ValueError(f"{what} is too large ({size / 2**20:.1f} MiB > "
+                             f"FUNCTION_SIZE_ERROR_THRESHOLD="
+                             f"{FUNCTION_SIZE_ERROR_THRESHOLD / 2**20:.1f} MiB). {advice}")
+        warnings.warn(f"{what} is {size / 2**20:.1f} MiB pickled. {advice}", UserWarning,
+                      stacklevel=3)
     return hashlib.sha1(blob).hexdigest()[:16], blob
 
 

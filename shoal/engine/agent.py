@@ -68,6 +68,14 @@ def detect_gpus(num_gpus) -> list:
         return []
 
 
+def physical_memory() -> int:
+    """Bytes of RAM this host has (what Ray's `memory` resource starts from)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
 class HostAgent:
     def __init__(self, config: dict) -> None:
         self.config = config
@@ -80,7 +88,7 @@ class HostAgent:
         else:
             self.store = HostStore.create(config["cluster_id"], self.host_id,
                                           config.get("store_limit"))
-        num_cpus = config.get("num_cpus") or available_cpus()
+        num_cpus = available_cpus() if config.get("num_cpus") is None else config["num_cpus"]
         self.gpu_ids = detect_gpus(config.get("num_gpus"))
         self.resources = {"CPU": num_cpus, "GPU": len(self.gpu_ids), **config.get("resources", {})}
         self.num_engines = max(1, int(num_cpus))
@@ -88,6 +96,9 @@ class HostAgent:
         self.stopping_ids: set = set()
         self.crashes: list = []
         self._ids = itertools.count()
+        # A restarted agent (same host id) must not reuse its predecessor's engine ids.
+        generation = config.get("generation") or 0
+        self._engine_prefix = f"{self.host_id}.r{generation}" if generation else self.host_id
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         # Engines hold the read end; we never write, we only die (closing it).
@@ -109,11 +120,16 @@ class HostAgent:
         self.object_server = ObjectServer(
             self.store, self.key, self.config.get("bind_host") or "127.0.0.1",
             tls_dir=os.path.join(self.config["session_dir"], "tls"))
+        # Ray's implicit resources: memory, object_store_memory, node:<address>.
+        ip = self.object_server.address.rsplit(":", 1)[0].strip("[]")
+        self.resources = {"memory": float(max(0, physical_memory() - self.store.limit)),
+                          "object_store_memory": float(self.store.limit), f"node:{ip}": 1.0,
+                          **self.resources}
         self.conn.send(m.RegisterHost(
             host_id=self.host_id, hostname=socket.gethostname(), resources=self.resources,
             gpu_ids=self.gpu_ids, store_dir=self.store.store_dir, spill_dir=self.store.spill_dir,
             store_limit=self.store.limit, object_address=self.object_server.address,
-            pid=os.getpid()))
+            pid=os.getpid(), restartable=bool(self.config.get("restartable"))))
         for _ in range(self.num_engines):
             self.start_engine()
         self.last_heard = time.monotonic()
@@ -166,7 +182,7 @@ class HostAgent:
 
     def start_engine(self, actor_id: str | None = None) -> str:
         """Start a pool engine, or one dedicated to an actor (`actor_id`)."""
-        engine_id = f"{self.host_id}.{'a' if actor_id else 'e'}{next(self._ids)}"
+        engine_id = f"{self._engine_prefix}.{'a' if actor_id else 'e'}{next(self._ids)}"
         config = {k: self.config[k] for k in ("address", "key", "cluster_id", "session_dir")}
         proc = spawn("shoal.engine", {
             **config, "engine_id": engine_id, "host_id": self.host_id, "actor_id": actor_id,

@@ -11,7 +11,8 @@ is running, so threads and coroutines do not mix up their output) and sent,
 tagged with the task id, to the task's owner.  An InterruptTask raises
 KeyboardInterrupt in a running task (a real SIGINT to the main thread, so
 blocking calls wake), cancels a running coroutine, or drops a call that has
-not started.
+not started; a running call of a plain or threaded actor is left to finish
+(Ray's rule).  sys.exit() in a task exits the engine: a crash, as in Ray.
 """
 from __future__ import annotations
 
@@ -34,12 +35,16 @@ import cloudpickle
 
 from .. import exceptions
 from ..core import runtime
+from ..core.api import put
 from ..core.client import Client, current_task
-from ..core.object_ref import ObjectRef
+from ..core.generator import DynamicObjectRefGenerator, item_id
+from ..core.object_ref import ObjectRef, owned_ref
 from ..protocol import messages as m
 from ..protocol.serialization import SerializationError, deserialize, serialize
 from ..session import read_config_from_stdin, setup_process_logging, wait_until_closed
 from ..store.shm import HostStore
+from . import runtime_env
+from . import display
 
 log = logging.getLogger("shoal.engine")
 _SHOAL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,6 +112,8 @@ class Engine:
         self.pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.slots: Optional[asyncio.Semaphore] = None
+        self.packages = runtime_env.PackageCache(os.path.join(config["session_dir"],
+                                                              "runtime_env"))
 
     def run(self) -> None:
         self.client = Client.connect(
@@ -122,6 +129,7 @@ class Engine:
         self.stderr = TaskOutputStream(self, "stderr", sys.stderr)
         sys.stdout, sys.stderr = self.stdout, self.stderr
         threading.Thread(target=self._flush_output, name="output-flush", daemon=True).start()
+        display.engine_shell()      # display() in any task goes to the task's cell
         while True:
             try:
                 msg = self.inbox.get()
@@ -192,15 +200,27 @@ class Engine:
     def run_sync(self, msg: m.ExecuteTask, on_main: bool = True) -> None:
         token = current_task.set(msg)
         outcome = None
+        undo_env = runtime_env.NOTHING
         try:
             with self.lock:
                 if msg.task_id in self.cancelled:
                     self.cancelled.discard(msg.task_id)
                     raise KeyboardInterrupt
-                self.running[msg.task_id] = "main" if on_main else "thread"
+                # A running call of a plain actor is not interrupted (Ray): it
+                # finishes, and the scheduler reports it cancelled.
+                actor_call = msg.method is not None and msg.method != "__init__"
+                self.running[msg.task_id] = "main" if on_main and not actor_call else "thread"
             self._set_gpus(msg.gpu_ids)
+            undo_env = runtime_env.apply(msg.runtime_env, self.packages)
+            if msg.method == "__init__":                 # an actor keeps its env for life,
+                undo_env = runtime_env.NOTHING          # and so do the tasks it submits
+                runtime.current().runtime_env = msg.runtime_env
             fn, args, kwargs = self._prepare(msg)
             value = fn(*args, **kwargs)
+            if msg.generator is not None:     # still interruptible while it yields
+                value = self._drain_generator(msg, value)
+            if on_main:
+                display.after_task()
             with self.lock:                  # from here on no interrupt is sent
                 self.running.pop(msg.task_id, None)
             del args, kwargs
@@ -208,9 +228,12 @@ class Engine:
                 self._became_actor(value, msg)
                 value = None
             outcome = self._results(msg, value)
+        except SystemExit as exc:
+            self._exit_as_crash(msg, exc)
         except BaseException as exc:     # KeyboardInterrupt too: that is how cancel arrives
             outcome = self._failure(msg, exc)
         finally:
+            undo_env()
             self._finish(msg, outcome)
             current_task.reset(token)
 
@@ -228,12 +251,27 @@ class Engine:
                 value = fn(*args, **kwargs)
                 if inspect.isawaitable(value):
                     value = await value
+                if msg.generator is not None and inspect.isasyncgen(value):
+                    value = await self._drain_async_generator(msg, value)
+                elif msg.generator is not None:
+                    value = self._drain_generator(msg, value)
                 outcome = self._results(msg, value)
+        except SystemExit as exc:
+            self._exit_as_crash(msg, exc)
         except (Exception, asyncio.CancelledError) as exc:
             outcome = self._failure(msg, KeyboardInterrupt() if isinstance(
                 exc, asyncio.CancelledError) else exc)
         finally:
             self._finish(msg, outcome)
+
+    def _exit_as_crash(self, msg: m.ExecuteTask, exc: SystemExit) -> None:
+        """sys.exit() in a task ends its engine, as in Ray: the scheduler sees a
+        crashed worker (retried, then WorkerCrashedError)."""
+        log.warning("task %s called sys.exit(%s); the engine exits", msg.task_id, exc.code)
+        self.stdout.flush()
+        self.stderr.flush()
+        self.client.close()
+        os._exit(exc.code if isinstance(exc.code, int) and exc.code else 1)
 
     def _finish(self, msg: m.ExecuteTask, outcome) -> None:
         with self.lock:
@@ -250,6 +288,10 @@ class Engine:
         self.client.seed(msg.dep_values)
         if msg.method is None or msg.method == "__init__":
             fn = self._function(msg)
+        elif msg.method == "__ray_ready__":
+            fn = _actor_ready
+        elif msg.method == "__ray_terminate__":
+            fn = _terminate_actor
         else:
             fn = getattr(self.instance, msg.method)
         args, kwargs = deserialize(msg.args)
@@ -280,9 +322,10 @@ class Engine:
     def _became_actor(self, instance, msg: m.ExecuteTask) -> None:
         """The constructor returned: choose how calls will run."""
         self.instance = instance
+        self.client.actor_options = msg.actor_options      # for get_runtime_context().current_actor
         options = msg.actor_options or {}
         concurrency = options.get("max_concurrency")
-        is_async = any(inspect.iscoroutinefunction(getattr(type(instance), name, None))
+        is_async = any(_is_async(getattr(type(instance), name, None))
                        for name in dir(type(instance)) if not name.startswith("__"))
         if is_async:
             self.loop = asyncio.new_event_loop()
@@ -296,10 +339,40 @@ class Engine:
         elif concurrency and concurrency > 1:
             self.pool = concurrent.futures.ThreadPoolExecutor(concurrency, "actor-call")
 
+    # ------------------------------------------------------------------ generators
+    def _drain_generator(self, msg: m.ExecuteTask, gen):
+        """Run a generator task to its end, handing each item on as it comes.
+        Returns the task's value: the item count (streaming) or the refs
+        (dynamic)."""
+        _check_generator(msg, gen, inspect.isgenerator(gen))
+        items = _ItemSink(self, msg)
+        try:
+            for item in gen:
+                items.add(item)
+        except Exception as exc:
+            return items.failed(exc)
+        return items.result()
+
+    async def _drain_async_generator(self, msg: m.ExecuteTask, gen):
+        items = _ItemSink(self, msg)
+        try:
+            async for item in gen:
+                items.add(item)
+        except Exception as exc:
+            return items.failed(exc)
+        return items.result()
+
     def _results(self, msg: m.ExecuteTask, value):
         n = len(msg.return_ids)
         if n == 0:
             return [], [], False, False
+        if inspect.isgenerator(value) and msg.generator is None:
+            value = list(value)          # a generator with a fixed num_returns (Ray)
+            if n == 1:
+                if len(value) != 1:
+                    raise ValueError(f"task {msg.name!r} has num_returns=1 but its generator "
+                                     f"yielded {len(value)} values")
+                value = value[0]
         if n == 1:
             values = [value]
         else:
@@ -342,12 +415,8 @@ class Engine:
         if isinstance(exc, KeyboardInterrupt):
             return exceptions.TaskCancelledError(msg.task_id)
         where = f"task {msg.task_id}, engine {self.engine_id}, pid {os.getpid()}"
-        cause = exc
-        try:
-            cloudpickle.dumps(exc)
-        except Exception:                  # an exception we cannot ship: keep its text
-            cause = RuntimeError(f"{type(exc).__name__}: {exc}")
-        return exceptions.TaskError(msg.name, *user_traceback(exc), cause, msg.task_id, where)
+        # TaskError pickles its cause with exceptions.pack_exception: any exception travels.
+        return exceptions.TaskError(msg.name, *user_traceback(exc), exc, msg.task_id, where)
 
     def _set_gpus(self, gpu_ids: list) -> None:
         if gpu_ids:
@@ -356,6 +425,68 @@ class Engine:
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)
         else:
             os.environ["CUDA_VISIBLE_DEVICES"] = self.base_cuda
+
+
+def _is_async(fn) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+
+
+def _check_generator(msg: m.ExecuteTask, gen, ok: bool) -> None:
+    if not ok:
+        raise TypeError(f"{msg.name!r} was called with num_returns={msg.generator!r}, which "
+                        f"needs a generator function (one that yields), but it returned "
+                        f"{type(gen).__name__}")
+
+
+class _ItemSink:
+    """Where a generator task's items go: streamed to the owner one by one
+    (GeneratorItem), or put into the store for a dynamic task's result."""
+
+    def __init__(self, engine: "Engine", msg: m.ExecuteTask) -> None:
+        self.engine = engine
+        self.msg = msg
+        self.refs: list = []             # dynamic: refs to the items put so far
+        self.count = 0
+
+    def add(self, item) -> None:
+        client = self.engine.client
+        if self.msg.generator == "dynamic":
+            self.refs.append(put(item))
+        else:
+            s = serialize(item)
+            oid = item_id(self.msg.task_id, self.count)
+            client.send(m.GeneratorItem(task_id=self.msg.task_id, index=self.count,
+                                        entry=client.store_value(oid, s), nested=s.nested))
+        self.count += 1
+
+    def failed(self, exc: BaseException):
+        """The generator raised: streaming fails the task (the end marker holds
+        the error); dynamic stores the error as one more, final item (Ray)."""
+        if self.msg.generator != "dynamic":
+            raise exc
+        client = self.engine.client
+        error = self.engine._task_error(self.msg, exc)
+        oid = client.new_id("p")
+        entry = client.store_value(oid, serialize(error))._replace(error=True)
+        self.refs.append(owned_ref(client, oid))
+        client.send(m.PutObject(entry=entry))
+        return self.result()
+
+    def result(self):
+        if self.msg.generator == "dynamic":
+            return DynamicObjectRefGenerator(self.refs)
+        return self.count
+
+
+def _actor_ready() -> bool:
+    """handle.__ray_ready__: True once the constructor has run."""
+    return True
+
+
+def _terminate_actor() -> None:
+    """handle.__ray_terminate__: the actor exits after the calls queued before this one."""
+    from ..core.actor import exit_actor
+    exit_actor(reason="it was terminated with __ray_terminate__")
 
 
 def user_traceback(exc: BaseException) -> tuple[list, str]:

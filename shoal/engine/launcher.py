@@ -30,6 +30,7 @@ from .. import session
 from ..protocol import messages as m
 from ..protocol.connection import UNIX_PREFIX
 from ..store.shm import HostStore, store_paths
+from .supervisor import AgentSupervisor
 
 log = logging.getLogger("shoal.launcher")
 STOP_TIMEOUT = 5.0
@@ -88,13 +89,22 @@ class LocalCluster:
         self.host_id = new_host_id()
         self.store = HostStore.create(self.cluster_id, self.host_id, object_store_memory)
         self.owned = owned
-        self.processes: list[subprocess.Popen] = []
+        self.scheduler: Optional[subprocess.Popen] = None
+        self.agent: Optional[AgentSupervisor] = None        # owned: we restart the agent
+        self.agent_supervisor: Optional[subprocess.Popen] = None   # unowned: a process does
+        self.ssh: Optional[subprocess.Popen] = None
+        self._owner_r: Optional[int] = None
         self._owner_w: Optional[int] = None
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         unix_sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.bind((host, port))
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                error = OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+                error.errno = exc.errno
+                raise error from None
             sock.listen(512)
             bound_host, bound_port = sock.getsockname()[:2]
             if bound_host in ("0.0.0.0", "::"):      # all interfaces: name one others can reach
@@ -105,43 +115,53 @@ class LocalCluster:
             os.chmod(unix_path, 0o600)
             unix_sock.listen(512)
             self.local_address = UNIX_PREFIX + unix_path
-            owner_r = None
-            if owned:
-                owner_r, self._owner_w = os.pipe()
+            if owned:      # we keep the read end too, to hand it to a restarted agent
+                self._owner_r, self._owner_w = os.pipe()
             listen = (sock.fileno(), unix_sock.fileno())
-            owner = (owner_r,) if owner_r is not None else ()
+            owner = (self._owner_r,) if owned else ()
             common = {"key": self.key.hex(), "cluster_id": self.cluster_id,
-                      "session_dir": self.session_dir, "owner_fd": owner_r,
+                      "session_dir": self.session_dir, "owner_fd": self._owner_r,
                       "heartbeat_timeout": heartbeat_timeout or _env_timeout()}
-            self.processes.append(spawn("shoal.scheduler", {**common, "listen_fds": listen},
-                                        listen + owner))
-            self.processes.append(spawn("shoal.engine.agent", {
+            self.scheduler = spawn("shoal.scheduler", {**common, "listen_fds": listen},
+                                   listen + owner)
+            agent_config = {
                 **common, "address": self.local_address, "host_id": self.host_id,
                 "store_dir": self.store.store_dir, "spill_dir": self.store.spill_dir,
                 "store_limit": self.store.limit, "num_cpus": num_cpus, "num_gpus": num_gpus,
-                "resources": resources or {}, "bind_host": host,
-            }, owner))
-            if owner_r is not None:
-                os.close(owner_r)
+                "resources": resources or {}, "bind_host": host}
+            if owned:
+                self.agent = AgentSupervisor(lambda gen: spawn("shoal.engine.agent", {
+                    **agent_config, "generation": gen, "restartable": True}, owner),
+                    name=f"agent {self.host_id}")
+            else:
+                self.agent_supervisor = spawn("shoal.engine.supervisor", agent_config)
         except BaseException:
             self._kill_all()
+            self.store.remove_all()
             raise
         finally:
             sock.close()
             unix_sock.close()
         if ssh_hosts:
             from .ssh import launch
-            self.processes.append(launch({
+            self.ssh = launch({
                 "address": self.local_address, "key": self.key.hex(), "hosts": list(ssh_hosts),
                 "head_address": self.address, "session_dir": self.session_dir,
-                "remote_python": remote_python or sys.executable}))
+                "remote_python": remote_python or sys.executable})
         self.connection_file = session.connection_file_path(self.cluster_id)
         session.write_connection_file(self.connection_file, {
             "address": self.address, "local_address": self.local_address,
             "key": self.key.hex(), "cluster_id": self.cluster_id,
-            "session_dir": self.session_dir, "pid": self.processes[0].pid,
+            "session_dir": self.session_dir, "pid": self.scheduler.pid,
             "agent_pid": self.processes[1].pid, "owned": owned, "started": time.time(),
         })
+
+    @property
+    def processes(self) -> list:
+        """The processes we started, as they are now: scheduler, agent (or its
+        supervisor process), and the SSH launcher if any."""
+        agent = self.agent.proc if self.agent is not None else self.agent_supervisor
+        return [p for p in (self.scheduler, agent, self.ssh) if p is not None]
 
     def stop(self, client=None, timeout: float = STOP_TIMEOUT) -> None:
         """Stop the scheduler and agent (which stops its engines); idempotent."""
@@ -150,9 +170,12 @@ class LocalCluster:
                 client.send(m.Shutdown(reason="shutdown() called by the driver"))
             except Exception:
                 pass
+        if self.agent is not None:
+            self.agent.stop()              # it stops now; no restart
         if self._owner_w is not None:
             os.close(self._owner_w)        # the same signal a crash of ours would give
-            self._owner_w = None
+            os.close(self._owner_r)
+            self._owner_w = self._owner_r = None
         deadline = time.monotonic() + timeout
         for proc in self.processes:
             try:
@@ -183,31 +206,48 @@ class HostProcess:
                  num_cpus: Optional[int] = None, num_gpus: Optional[int] = None,
                  resources: Optional[dict] = None, object_store_memory: Optional[int] = None,
                  bind_host: str = "127.0.0.1", owned: bool = True,
-                 heartbeat_timeout: Optional[float] = None) -> None:
+                 heartbeat_timeout: Optional[float] = None, restart: bool = True) -> None:
+        """`restart=False` (owned only): nobody restarts the agent, so its death
+        is the loss of the host, at once (how tests model a machine that dies)."""
         self.host_id = new_host_id()
         self.log_path = os.path.join(session_dir, "logs", f"agent-{self.host_id}.log")
         self.store = HostStore.create(cluster_id, self.host_id, object_store_memory)
+        self._owner_r: Optional[int] = None
         self._owner_w: Optional[int] = None
-        owner_r = None
-        if owned:
-            owner_r, self._owner_w = os.pipe()
         os.makedirs(os.path.join(session_dir, "logs"), mode=0o700, exist_ok=True)
-        self.process = spawn("shoal.engine.agent", {
+        config = {
             "address": address, "key": key.hex(), "cluster_id": cluster_id,
-            "session_dir": session_dir, "owner_fd": owner_r, "host_id": self.host_id,
+            "session_dir": session_dir, "host_id": self.host_id,
             "store_dir": self.store.store_dir, "spill_dir": self.store.spill_dir,
             "store_limit": self.store.limit, "num_cpus": num_cpus, "num_gpus": num_gpus,
             "resources": resources or {}, "bind_host": bind_host,
             "heartbeat_timeout": heartbeat_timeout or _env_timeout(),
-        }, (owner_r,) if owner_r is not None else ())
-        if owner_r is not None:
-            os.close(owner_r)
+        }
+        self.agent: Optional[AgentSupervisor] = None
+        self.supervisor_process: Optional[subprocess.Popen] = None
+        if owned:           # we restart it; it dies with us
+            self._owner_r, self._owner_w = os.pipe()
+            self.agent = AgentSupervisor(lambda gen: spawn("shoal.engine.agent", {
+                **config, "owner_fd": self._owner_r, "generation": gen, "restartable": restart},
+                (self._owner_r,)), name=f"agent {self.host_id}")
+            if not restart:
+                self.agent.stop()
+        else:               # a supervisor process restarts it, and lives as long as it does
+            self.supervisor_process = spawn("shoal.engine.supervisor", config)
+
+    @property
+    def process(self) -> subprocess.Popen:
+        """The agent process now (or, unowned, the supervisor that runs it)."""
+        return self.agent.proc if self.agent is not None else self.supervisor_process
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop the agent and its engines; idempotent."""
+        if self.agent is not None:
+            self.agent.stop()
         if self._owner_w is not None:
             os.close(self._owner_w)
-            self._owner_w = None
+            os.close(self._owner_r)
+            self._owner_w = self._owner_r = None
         if self.process.poll() is None:
             self.process.terminate()
             try:

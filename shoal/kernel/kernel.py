@@ -5,7 +5,9 @@ It overrides only what it must:
 - `__init__` loads the `shoal` extension (the magics and the output routing)
   and hands it the cluster settings: `c.ShoalKernel.address` (else
   SHOAL_ADDRESS, else an embedded local cluster) and `c.ShoalKernel.num_cpus`.
-  Nothing starts until first use.
+  Nothing starts until first use.  A plain `shoal.init()` in a cell (as
+  Ray notebooks begin) returns the kernel's cluster once one runs, instead of
+  raising "called twice"; arguments that do not fit it say how to switch.
 - `do_shutdown` stops the cluster this kernel started (or disconnects from
   one it joined) on shutdown and on restart.  A kernel that is killed takes
   its embedded cluster along too: each process of the cluster watches a pipe
@@ -48,6 +50,7 @@ class ShoalKernel(IPythonKernel):
         control = magics.magics_of(self.shell).cluster
         control.address = self.address
         control.num_cpus = self.num_cpus
+        control.shared_by = "this shoal kernel"    # a plain shoal.init() gets its cluster
 
     def do_shutdown(self, restart: bool):
         try:

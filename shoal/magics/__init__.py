@@ -5,14 +5,15 @@
     %autoremote on|off      run every following cell with %%remote
     %cluster [start|stop|scale|connect]
 
-Loading registers the magics and a pre_run_cell hook that routes the output
+Loading registers the magics, a pre_run_cell hook that routes the output
 of the cluster's tasks to the cell that launched them (in a Jupyter kernel,
-on iopub with that cell's parent header).  Unloading undoes all of it and
+on iopub with that cell's parent header), and a post_run_cell hook that
+cancels an interrupted cell's tasks.  Unloading undoes all of it and
 leaves the cluster running.  The machinery lives in small modules beside
 this one: options (parsing), analysis (what a cell reads and writes), cells
 (ship, submit, wait, bind), runner (the engine side), output (routing),
 errors (remote tracebacks), background (--bg), cluster (%cluster),
-autoremote, engine_display (rich output on engines).
+autoremote.  Rich output on engines is shoal.engine.display.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def load_ipython_extension(shell) -> None:
     magics = ShoalMagics(shell)
     shell.register_magics(magics)
     shell.events.register("pre_run_cell", magics.pre_run_cell)
+    shell.events.register("post_run_cell", magics.post_run_cell)
 
 
 def unload_ipython_extension(shell) -> None:
@@ -31,10 +33,12 @@ def unload_ipython_extension(shell) -> None:
     if magics is None:
         return
     from ..core import runtime
-    try:
-        shell.events.unregister("pre_run_cell", magics.pre_run_cell)
-    except ValueError:
-        pass
+    for event, callback in (("pre_run_cell", magics.pre_run_cell),
+                            ("post_run_cell", magics.post_run_cell)):
+        try:
+            shell.events.unregister(event, callback)
+        except ValueError:
+            pass
     magics.autoremote_transformer.disable()
     rt = runtime.current_or_none()
     if rt is not None:

@@ -31,6 +31,7 @@ Uses only the public API (`shoal.remote`, `get`, `wait`, `cancel`, `put`,
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import re
 import signal
@@ -51,7 +52,7 @@ from ..exceptions import ActorDiedError, GetTimeoutError, TaskCancelledError
 from ..protocol.serialization import SerializationError, serialize
 from ..util import state
 from . import errors
-from .analysis import analyze
+from .analysis import analyze, magic_calls
 from .options import CellOptions
 from .runner import RemoteNamespace, Unavailable, run_cell
 
@@ -59,6 +60,14 @@ CANCEL_GRACE = 1.0        # seconds a cancelled cell gets to stop before its eng
 ENGINES_TIMEOUT = 10.0    # how long --all waits for a new cluster's engines to join
 NAMESPACE_GROUP = "shoal.remote"      # the actor namespace of --on namespaces
 _SIMPLE = (type(None), bool, int, float, complex, str, bytes)
+_SHOAL_MAGIC = "shoal's own magics run in the notebook (put it in a cell of its own)"
+_HISTORY = "it works on this notebook's history, which the engine does not have"
+NOT_REMOTE = {**dict.fromkeys(("remote", "autoremote", "cluster", "timeline", "objects"),
+                              _SHOAL_MAGIC),
+              **dict.fromkeys(("history", "hist", "recall", "rerun", "edit", "ed", "load",
+                               "macro", "save", "store", "notebook"), _HISTORY),
+              **dict.fromkeys(("qtconsole", "connect_info", "autosave"),
+                              "it acts on this notebook's kernel")}
 _IPYTHON_NAMES = re.compile(r"^(_+|_i+|_i?\d+|_[dio]h|_sh|In|Out|get_ipython|exit|quit)$")
 
 
@@ -129,11 +138,12 @@ class RemoteCells:
         pad = 0 if magic_line is None or opts.auto else 1
         raw = body if pad == 0 else f"{magic_line}\n{body}"
         filename = self.shell.compile.cache(raw, number, raw_code=raw)
-        source = "\n" * pad + body
+        source, magics = "\n" * pad + body, False
         try:
             cell = analyze(source, filename)
         except SyntaxError as exc:
-            raise errors.syntax_error(self.shell, exc) from None
+            source, magics = self._with_magics(body, pad, exc)
+            cell = analyze(source, filename, self.shell.transform_cell)
         title = opts.name or f"cell In[{number}]"
         namespace = self._namespace(opts, rt.client) if opts.on is not None else None
         send = self._names_to_send(cell, opts, namespace)
@@ -142,7 +152,8 @@ class RemoteCells:
              and not (opts.bg and n in cell.imports)]   # a module is no future value
         pull += [n for n in sorted(cell.deletes) if n not in pull]
         spec = {"source": source, "filename": filename, "names": [], "pull": pull,
-                "deletes": sorted(cell.deletes), "result": cell.has_result and not cell.quiet}
+                "deletes": sorted(cell.deletes), "result": cell.has_result and not cell.quiet,
+                "star": list(cell.star_imports), "magics": magics}
         with _InterruptsHeld() as held:
             job = self._submit(spec, send, opts, title, namespace)
         if held.interrupted:
@@ -154,6 +165,23 @@ class RemoteCells:
             return None
         outcomes = self._wait(job)
         return self.finish(job, outcomes)
+
+    def _with_magics(self, body: str, pad: int, exc: SyntaxError) -> tuple:
+        """A body that is not plain Python may hold magics (`%%time` on its
+        first line, `%time` or `!ls` in it): IPython's own transform makes
+        them Python that runs them on the engine's shell.  Magics that only
+        make sense in this notebook fail here, by name."""
+        source = "\n" * pad + self.shell.transform_cell(body)
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            raise errors.syntax_error(self.shell, exc) from None
+        for kind, name, _, _ in magic_calls(tree):
+            why = NOT_REMOTE.get(name)
+            if why is not None:
+                mark = "%%" if kind == "cell" else "%"
+                raise UsageError(f"%%remote: error: {mark}{name} cannot run on the cluster: {why}")
+        return source, True
 
     def _names_to_send(self, cell, opts: CellOptions, namespace) -> list:
         user_ns = self.shell.user_ns
@@ -331,7 +359,7 @@ class RemoteCells:
             job.namespace.seen(outcomes[0][0][0])
             for name, value in job.sent.items():
                 job.namespace.mark(name, value)
-        bound = {}
+        bound = {n: v for n, v in outcomes[0][0][2].items() if not isinstance(v, Unavailable)}
         for i, name in enumerate(job.pull, start=1):
             values = [o[i] for o in outcomes]
             value = values[0] if not job.opts.all else _combine(values)

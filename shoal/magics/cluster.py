@@ -30,6 +30,7 @@ class ClusterControl:
         self.address: Optional[str] = None      # defaults for clusters started here
         self.num_cpus: Optional[int] = None
         self.on_stop = []                       # called when the cluster goes
+        self.shared_by: Optional[str] = None    # the shoal kernel: plain init() gets its cluster
 
     def ensure(self) -> runtime.Runtime:
         """The runtime, started if needed, its output routed to the notebook."""
@@ -54,6 +55,8 @@ class ClusterControl:
         rt = runtime.current_or_none()
         if rt is not None and not self.router.attached(rt.client):
             self.router.attach(rt.client)
+        if rt is not None and self.shared_by is not None:
+            rt.shared_by = self.shared_by
 
     def start(self, num_cpus: Optional[int] = None, hosts: Optional[list] = None
               ) -> shoal.ClusterContext:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
@@ -74,10 +75,11 @@ class ShoalMagics(Magics):
         if len(args) > 1:
             raise UsageError(f"{usage}at most one path")
         self.cluster.ensure()
+        from .. import widgets
         if not args:
-            return shoal.timeline()
+            return widgets.timeline()
         try:
-            written = shoal.timeline(args[0])
+            written = widgets.timeline(args[0])
         except ValueError as exc:
             raise UsageError(f"{usage}{exc}") from None
         print(f"Wrote the task timeline to {written}")
@@ -179,4 +181,15 @@ class ShoalMagics(Magics):
     # ------------------------------------------------------------------ events
     def pre_run_cell(self, *args) -> None:
         """Route the output of tasks submitted in this cell, whoever started the cluster."""
+        self.router.new_cell()
         self.cluster.attach()
+
+    def post_run_cell(self, result) -> None:
+        """An interrupted cell (KeyboardInterrupt, e.g. in shoal.get or wait)
+        cancels the tasks it submitted that are still pending or running."""
+        if not isinstance(result.error_in_exec, KeyboardInterrupt):
+            return
+        rt = runtime.current_or_none()
+        if rt is not None and not rt.client.lost and self.router.attached(rt.client):
+            if self.router.cancel_cell(rt.client):
+                print("shoal: cancelled this cell's tasks on the cluster", file=sys.stderr)

@@ -3,15 +3,19 @@
 `OutputRouter.attach(client)` sets the client's two output hooks:
 
 - `output_context`, called at every submission (in the submitting thread),
-  returns `(parent, label)`: the notebook's current parent message, and the
+  returns `(parent, label, cell)`: the notebook's current parent message, the
   label of the submitting magic (`None` for a plain `f.remote()`, "" for a
-  `%%remote` cell, "[engine] " for a `--all` cell);
+  `%%remote` cell, "[engine] " for a `--all` cell), and the running cell's
+  token, by which an interrupted cell cancels its own tasks (`cancel_cell`);
 - `output_handler(msg, context)`, called on the client's reader thread for
   every TaskOutput, hands text and displays to a sink with that parent, so
   output lands under its own cell even after other cells ran.
 
 Plain tasks get Ray's "(name pid=N) " line prefix; a `%%remote` cell's output
-gets none (it is the cell's own output); `--all` lines get the engine.
+gets none (it is the cell's own output); `--all` lines get the engine.  Work
+that a task started (nested tasks, actor calls, tasks an actor submits) comes
+with `origin`, the task submitted here that started it: it lands under that
+task's cell, with Ray's prefix.
 
 Sinks: `KernelSink` publishes on the kernel's iopub socket (thread-safe in
 ipykernel: sends are handed to its IOPub thread, in order); `ConsoleSink`
@@ -26,7 +30,8 @@ from collections import OrderedDict
 from typing import Optional
 
 from ..core.client import print_output
-from .engine_display import EXTRA_KEY
+from ..protocol.messages import CancelTask
+from ..engine.display import EXTRA_KEY
 
 _MAX_OPEN_LINES = 10_000
 
@@ -92,6 +97,7 @@ class OutputRouter:
         self._local = threading.local()
         self._open_lines: OrderedDict = OrderedDict()   # (task id, stream): a line is unfinished
         self._lock = threading.Lock()
+        self.cell = object()            # the running cell's token (see new_cell)
 
     # ------------------------------------------------------------------ hooks
     def attach(self, client) -> None:
@@ -108,7 +114,22 @@ class OutputRouter:
             client.output_context = None
 
     def context(self):
-        return (self.sink.current_parent(), getattr(self._local, "label", None))
+        return (self.sink.current_parent(), getattr(self._local, "label", None), self.cell)
+
+    def new_cell(self) -> None:
+        """A cell starts: tasks submitted from now on are its own."""
+        self.cell = object()
+
+    def cancel_cell(self, client) -> int:
+        """Cancel the tasks the current cell submitted that have not finished
+        (and, recursively, the tasks they started); other cells' work goes on.
+        Returns how many were cancelled.  Sends messages only: never blocks."""
+        mine = [task_id for task_id, context in client.pending_contexts()
+                if context is not None and context[2] is self.cell
+                and context[1] is None]          # %%remote cancels its own, with a grace
+        for task_id in mine:
+            client.send(CancelTask(object_id=f"{task_id}/0", force=False, recursive=True))
+        return len(mine)
 
     @contextlib.contextmanager
     def labelled(self, label: str):
@@ -122,11 +143,12 @@ class OutputRouter:
 
     # ------------------------------------------------------------------ output
     def handle(self, msg, context) -> None:
-        parent, label = context if context is not None else (None, None)
+        parent, label = context[:2] if context is not None else (None, None)
         if msg.stream == "display":
             self._display(msg, parent)
             return
-        prefix = f"({msg.name} pid={msg.pid}) " if label is None else label
+        nested = msg.origin is not None         # started by a task the cell submitted
+        prefix = f"({msg.name} pid={msg.pid}) " if label is None or nested else label
         text = self._prefixed(msg, prefix) if prefix else msg.text
         if text:
             self.sink.stream(parent, "stderr" if msg.stream == "stderr" else "stdout", text)

@@ -6,7 +6,8 @@ persists between cells).  Both take a cell spec (a dict of builtins, made by
 `shoal.magics.cells`), the notebook's ObjectRefs passed by reference, and the
 shipped values (top-level arguments, so the scheduler resolves refs among them
 and large values travel through the object store), and return one value per
-return ref: first `(namespace token, result)`, then one per pulled name.
+return ref: first `(namespace token, result, {name: value} bound by star
+imports)`, then one per pulled name.
 
 A value that cannot come back (it does not serialize, or the cell never bound
 the name, or deleted it) comes back as an `Unavailable` marker instead of
@@ -23,9 +24,11 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import inspect
 import linecache
 import pickle
+import sys
 import uuid
 
 _SIMPLE = (type(None), bool, int, float, complex, str, bytes)
@@ -81,7 +84,7 @@ class _Carry:
             s = serialize(self.value)
         except SerializationError as exc:
             if self.show:
-                from . import engine_display
+                from ..engine import display as engine_display
                 return (Shown, engine_display.engine_shell().display_formatter.format(self.value))
             cause = exc.__cause__ or exc
             return (Unavailable, ("unserializable", type(self.value).__name__,
@@ -122,7 +125,8 @@ def _run(spec: dict, ns: dict, byref: dict, values: tuple, token):
     ns.update(zip(spec["names"], values))
     del values
     result = _execute(spec, ns)
-    out = [(token, _carry(result, show=True) if spec["result"] else None)]
+    star = {n: _carry(ns[n]) for n in _star_names(spec.get("star", ()), ns)}
+    out = [(token, _carry(result, show=True) if spec["result"] else None, star)]
     for name in spec["pull"]:
         if name in ns:
             out.append(_carry(ns[name]))
@@ -131,13 +135,56 @@ def _run(spec: dict, ns: dict, byref: dict, values: tuple, token):
     return out[0] if len(out) == 1 else tuple(out)
 
 
+def _star_names(modules, ns: dict) -> list:
+    """The names `from MODULE import *` bound in `ns` (as Python picks them)."""
+    names = []
+    for module_name in modules:
+        module = sys.modules.get(module_name)
+        if module is None:
+            continue
+        public = getattr(module, "__all__", None)
+        if public is None:
+            public = [n for n in vars(module) if not n.startswith("_")]
+        names += [n for n in public if n in ns and ns[n] is getattr(module, n, None)]
+    return names
+
+
 def _execute(spec: dict, ns: dict):
-    from . import engine_display
+    from ..engine import display as engine_display
     shell = engine_display.engine_shell()
     filename, source = spec["filename"], spec["source"]
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     tree = ast.parse(source, filename)
     last = tree.body.pop() if spec["result"] else None
+    with _shell_namespace(shell, ns) if spec.get("magics") else contextlib.nullcontext():
+        return _execute_tree(tree, last, filename, ns, shell, engine_display)
+
+
+class _CellModule:
+    """The shell's user_module while a cell runs: its __dict__ is the cell's namespace."""
+
+
+@contextlib.contextmanager
+def _shell_namespace(shell, ns: dict):
+    """Magics in the cell (`%%time`, `%time`, `%%capture`, ...) run on this
+    engine's shell, in the cell's namespace, as they would in a notebook."""
+    module = _CellModule()
+    module.__dict__ = ns
+    saved = shell.user_module, shell.user_ns
+    # The shell's own names (get_ipython, In, Out, _oh, ...), which its magics
+    # and displayhook use; taken out again after the cell.
+    added = [n for n in shell.user_ns_hidden if n not in ns and n in shell.user_ns]
+    ns.update((n, shell.user_ns[n]) for n in added)
+    shell.user_module, shell.user_ns = module, ns
+    try:
+        yield
+    finally:
+        shell.user_module, shell.user_ns = saved
+        for name in added:
+            ns.pop(name, None)
+
+
+def _execute_tree(tree, last, filename: str, ns: dict, shell, engine_display):
     try:
         if tree.body:
             _eval(compile(tree, filename, "exec", flags=_FLAGS, dont_inherit=True), ns)

@@ -37,7 +37,7 @@ def encode(msg) -> list:
     values = _GETTERS[code](msg)
     buffers: list = []
     header = pickle.dumps((code, *values), protocol=5, buffer_callback=buffers.append)
-    return encode_frame(header, [b.raw() for b in buffers])
+    return encode_frame(header, [b.raw() for b in buffers], type(msg).__name__)
 
 
 def decode(header: bytes, buffers: list):

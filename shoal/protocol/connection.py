@@ -31,18 +31,27 @@ class Connection:
     @classmethod
     def connect(cls, address: str, key: bytes, timeout: float = 10.0) -> "Connection":
         """Connect to "HOST:PORT" (TCP) or "unix:PATH" and authenticate."""
-        if address.startswith(UNIX_PREFIX):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(timeout)
-            try:
-                sock.connect(address[len(UNIX_PREFIX):])
-            except BaseException:
-                sock.close()
-                raise
-        else:
-            host, port = parse_address(address)
-            sock = socket.create_connection((host, port), timeout=timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            if address.startswith(UNIX_PREFIX):
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(timeout)
+                try:
+                    sock.connect(address[len(UNIX_PREFIX):])
+                except BaseException:
+                    sock.close()
+                    raise
+            else:
+                host, port = parse_address(address)
+                sock = socket.create_connection((host, port), timeout=timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except socket.timeout:
+            raise TimeoutError(f"cannot connect to a shoal scheduler at {address}: no answer "
+                               f"within {timeout:g} s") from None
+        except OSError as exc:         # refused, unreachable, unknown host: say where
+            error = type(exc)(f"cannot connect to a shoal scheduler at {address}: "
+                              f"{exc.strerror or exc}")
+            error.errno = exc.errno
+            raise error from None
         binding = b""
         try:
             if not address.startswith(UNIX_PREFIX) and tls.needs_tls(host):
@@ -143,7 +152,10 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
 
 
 def parse_address(address: str) -> tuple[str, int]:
+    if not isinstance(address, str):
+        raise ValueError(f"address must be a string like HOST:PORT, got {address!r}")
     host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"address must look like HOST:PORT, got {address!r}")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"address must look like HOST:PORT with a port from 1 to 65535, "
+                         f"got {address!r}")
     return host.strip("[]") or "127.0.0.1", int(port)

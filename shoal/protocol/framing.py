@@ -26,8 +26,27 @@ class ProtocolError(ValueError):
     """The peer sent bytes that are not a valid frame or message."""
 
 
-def encode_frame(header: bytes, buffers: list = ()) -> list:
-    """Return the chunks to write, in order (buffers are not copied)."""
+class FrameTooLargeError(ValueError):
+    """A message we were about to send is larger than a peer accepts.  Raised
+    before any of it is written, so the connection stays usable."""
+
+
+def check_frame(header: bytes, buffers, what: str) -> None:
+    """What a FrameDecoder would refuse, refused on the sending side instead."""
+    if len(header) > MAX_HEADER:
+        raise FrameTooLargeError(
+            f"{what} is too large to send: {len(header) / 2**20:.1f} MiB of message data, "
+            f"more than the {MAX_HEADER / 2**20:.0f} MiB a message may carry outside the "
+            f"object store")
+    if len(buffers) > MAX_BUFFERS:
+        raise FrameTooLargeError(f"{what} has {len(buffers)} out-of-band buffers; at most "
+                                 f"{MAX_BUFFERS} go in one message")
+
+
+def encode_frame(header: bytes, buffers: list = (), what: str = "a message") -> list:
+    """Return the chunks to write, in order (buffers are not copied).  Raises
+    FrameTooLargeError for a frame the receiving decoder would refuse."""
+    check_frame(header, buffers, what)
     lengths = [memoryview(b).nbytes for b in buffers]
     prefix = PREFIX.pack(len(header), len(lengths))
     if lengths:

@@ -88,6 +88,7 @@ class RegisterHost:
     store_limit: int
     object_address: str
     pid: int
+    restartable: bool = False   # its owner restarts it if it dies (same host id and store)
 
 
 @message
@@ -128,6 +129,9 @@ class SubmitTask:
     method: Optional[str] = None
     actor_options: Optional[dict] = None   # creation only: ActorOptions fields
     engine_id: Optional[str] = None    # run on exactly this engine (e.g. %%remote --all)
+    generator: Optional[str] = None    # "streaming" | "dynamic": the call yields its values
+    job: tuple = ("", "")              # (job id, namespace) of the driver it runs for
+    runtime_env: Optional[dict] = None   # see core/runtime_env.py (the wire form)
 
 
 @message
@@ -143,6 +147,10 @@ class ExecuteTask:
     retry_exceptions: Optional[bytes] = None
     method: Optional[str] = None
     actor_options: Optional[dict] = None
+    generator: Optional[str] = None
+    job: tuple = ("", "")       # (job id, namespace); an actor's calls run in its creator's
+    resources: dict = field(default_factory=dict)   # what the task or actor holds
+    runtime_env: Optional[dict] = None
 
 
 @message
@@ -196,6 +204,18 @@ class TaskOutput:
     stream: str                 # "stdout" | "stderr" | "display"
     text: str = ""
     data: Optional[dict] = None   # "display": {"data": mimebundle, "metadata": {...}}
+    origin: Optional[str] = None  # set by the scheduler for nested work: the task the
+                                  # receiver submitted that (transitively) started this one
+
+
+@message
+class GeneratorItem:
+    """Engine -> scheduler: a streaming generator task yielded item `index`
+    (object id "<task id>/g<index>"), which goes to the task's owner now."""
+    task_id: str
+    index: int
+    entry: ObjectEntry
+    nested: list = field(default_factory=list)
 
 
 @message
@@ -268,6 +288,7 @@ class SpillObjects:
 class KillActor:
     actor_id: str
     no_restart: bool = True
+    reason: str = ""            # why, for the ActorDiedError (default: shoal.kill())
 
 
 @message

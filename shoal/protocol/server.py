@@ -14,8 +14,8 @@ import asyncio
 import logging
 from typing import Callable
 
-from . import auth, codec
-from .framing import FrameDecoder, ProtocolError
+from . import auth, codec, messages
+from .framing import FrameDecoder, FrameTooLargeError, ProtocolError
 
 log = logging.getLogger("shoal.protocol")
 AUTH_TIMEOUT = 10.0
@@ -132,8 +132,15 @@ class ServerConnection(asyncio.Protocol):
 
     def send(self, msg) -> None:
         """Queue a message; it goes out at the next flush()."""
-        if not self.closed:
+        if self.closed:
+            return
+        try:
             self._out.extend(codec.encode(msg))
+        except FrameTooLargeError as exc:     # never worth the peer's connection
+            log.error("not sent to %s: %s", self.peer, exc)
+            if type(msg) is messages.QueryReply:
+                self._out.extend(codec.encode(messages.QueryReply(
+                    request_id=msg.request_id, error=f"the answer is too large to send: {exc}")))
 
     def flush(self) -> None:
         if self._out and not self.closed:

@@ -181,7 +181,7 @@ class ActorScheduling:
         actor = self.actors.get(task.spec.actor_id)
         if actor is not None:
             actor.inflight.pop(task.spec.task_id, None)
-        if msg.failed and task.cancel_requested:
+        if task.cancel_requested:           # even if it ran to the end (a plain actor's call)
             self._finish_with_error(task, self._error_entry("", TaskCancelledError(task.spec.task_id)))
         else:
             self._complete(task, msg.results, msg.nested, "failed" if msg.failed else "finished")
@@ -298,7 +298,7 @@ class ActorScheduling:
         if actor is None or actor.state == "dead":
             return
         if msg.no_restart or actor.engine_id is None:
-            self._actor_dead(actor, "it was killed with shoal.kill()")
+            self._actor_dead(actor, msg.reason or "it was killed with shoal.kill()")
         else:                               # a restartable kill: as if the engine crashed
             engine = self.engines.get(actor.engine_id)
             host = self.hosts.get(engine.host_id) if engine else None

@@ -22,35 +22,53 @@ class Pipelining:
     """Pipelining of SchedulerState; uses its engines, hosts, tasks and ready queues."""
 
     def _pipeline(self) -> None:
-        if self.ready:
-            for engine in self.engines.values():
-                if (engine.prefetched is None and engine.actor_id is None and not engine.blocked
-                        and engine.task_id in self.tasks):
-                    running = self.tasks[engine.task_id]
-                    if "GPU" not in running.spec.resources:
-                        self._prefetch_onto(engine, policy.shape_of(running.spec.resources))
+        # Only engines whose state changed since they were last looked at (they
+        # got a task, gave one back, stopped blocking) are candidates: under
+        # load this is O(changes), not O(engines), per message.
+        if self.ready and self.may_prefetch:
+            candidates, self.may_prefetch = self.may_prefetch, set()
+            for engine_id in candidates:
+                engine = self.engines.get(engine_id)
+                if (engine is None or engine.prefetched is not None or engine.actor_id is not None
+                        or engine.blocked or engine.task_id not in self.tasks):
+                    continue                     # ineligible until its state changes again
+                running = self.tasks[engine.task_id]
+                if "GPU" in running.spec.resources:
+                    continue
+                if not self.ready or not self._prefetch_onto(
+                        engine, policy.shape_of(running.spec.resources)):
+                    self.may_prefetch.add(engine_id)   # nothing of its shape yet: look again later
+        if not self.queued_on:
+            return
         idle_hosts = [h for h in self.hosts.values() if h.idle]
         if idle_hosts:
-            for engine in self.engines.values():
-                task = self.tasks.get(engine.prefetched) if engine.prefetched else None
-                if task is not None and any(policy.fits(task.spec.resources, h.available)
-                                            for h in idle_hosts):
+            for engine_id in list(self.queued_on):
+                engine = self.engines.get(engine_id)
+                task = self.tasks.get(engine.prefetched) if engine and engine.prefetched else None
+                if task is None:
+                    self.queued_on.discard(engine_id)      # promoted, revoked or gone
+                elif any(policy.fits(task.spec.resources, h.available) for h in idle_hosts):
                     self._revoke(engine)
 
-    def _prefetch_onto(self, engine, shape: tuple) -> None:
+    def _prefetch_onto(self, engine, shape: tuple) -> bool:
+        """Queue the next ready task of `shape` behind the engine's; False if none."""
         queue = self.ready.get(shape)
+        queued = False
         while queue:
             task = self.tasks.get(queue.popleft())
             if task is not None and task.state == "ready":
                 task.state, task.prefetched = "running", True
                 task.engine_id, task.host_id = engine.engine_id, engine.host_id
                 engine.prefetched = task.spec.task_id
+                self.queued_on.add(engine.engine_id)
                 log.debug("queue %s behind %s on %s", task.spec.task_id, engine.task_id,
                           engine.engine_id)
                 self._execute_on(engine, task, [])
+                queued = True
                 break
         if queue is not None and not queue:
             del self.ready[shape]
+        return queued
 
     def _revoke(self, engine) -> None:
         task = self.tasks.get(engine.prefetched)
@@ -71,6 +89,7 @@ class Pipelining:
             return                  # it started: it finishes there
         if engine.prefetched == msg.task_id:
             engine.prefetched = None
+            self.may_prefetch.add(engine.engine_id)
         elif engine.task_id == msg.task_id:
             # Promoted when its predecessor finished, but the engine had already
             # given it back and skipped it: undo the promotion.

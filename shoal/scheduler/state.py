@@ -34,6 +34,39 @@ HEARTBEAT_INTERVAL = 1.0
 DEFAULT_HEARTBEAT_TIMEOUT = 6.0    # a silent host is lost well within 10 s
 
 
+PUSH_BATCH_BYTES = 16 << 20     # inline values per ObjectsReady, well under a frame's limit
+
+
+def _batches(entries: list) -> list:
+    """Entries split so that no message carries more than PUSH_BATCH_BYTES inline."""
+    batches, batch, size = [], [], 0
+    for e in entries:
+        n = len(e.inline) if e.inline is not None else 0
+        if batch and size + n > PUSH_BATCH_BYTES:
+            batches.append(batch)
+            batch, size = [], 0
+        batch.append(e)
+        size += n
+    return batches + [batch] if batch else batches
+
+
+class AwaitingAgent:
+    """The connection of a host whose agent is being restarted: it keeps what
+    is sent until the new agent registers (see SchedulerState._await_agent)."""
+
+    def __init__(self) -> None:
+        self.queued: list = []
+
+    def send(self, msg) -> None:
+        self.queued.append(msg)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 @dataclass(eq=False, slots=True)
 class Peer:
     kind: str
@@ -63,6 +96,7 @@ class Host:
     engines: set = field(default_factory=set)      # pool engines (not actors')
     idle: set = field(default_factory=set)         # those of them with no task
     starting: int = 0                # engines asked for but not yet registered
+    restartable: bool = False        # its owner restarts its agent if that dies
 
     @property
     def base_engines(self) -> int:
@@ -117,6 +151,13 @@ class Task:
     submitted_at: float = 0.0
     started_at: float = 0.0
     warned_infeasible: bool = False
+    # Where its output goes when a task started it: (owner, task id) of the
+    # first task of the chain, so a cell's nested work prints under the cell.
+    origin: Optional[tuple] = None
+
+
+def _has_idle_engine(host: Host) -> bool:
+    return bool(host.idle)
 
 
 class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
@@ -134,6 +175,8 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         self.functions: dict[str, m.RegisterFunction] = {}
         self.tasks: dict[str, Task] = {}
         self.ready: dict[tuple, deque] = {}            # resource shape -> ready task ids
+        self.may_prefetch: set = set()                 # engines that may take a queued task
+        self.queued_on: set = set()                    # engines with a task queued (may be stale)
         self.pinned: dict[str, deque] = {}             # engine id -> ready tasks for it alone
         self.objects: dict[str, Obj] = {}
         self.dependents: dict[str, list] = {}          # pending object id -> waiting task ids
@@ -155,7 +198,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         """Messages to send, as (conn, msg), in order; clears the queue."""
         out = self._out
         for conn, entries in self._pushes.items():
-            out.append((conn, m.ObjectsReady(entries=entries)))
+            out.extend((conn, m.ObjectsReady(entries=batch)) for batch in _batches(entries))
         for host_id, ids in self._frees.items():
             host = self.hosts.get(host_id)
             if host is not None:
@@ -206,11 +249,16 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
 
     def _on_register_host(self, conn, msg: m.RegisterHost) -> None:
         self.peers[conn] = Peer("agent", msg.host_id, msg.pid, msg.hostname, msg.host_id)
+        old = self.hosts.get(msg.host_id)
+        if old is not None and isinstance(old.conn, AwaitingAgent):
+            self._agent_restarted(old, conn, msg)
+            return
         resources = {k: float(v) for k, v in msg.resources.items() if v}
         host = Host(msg.host_id, conn, msg.hostname, dict(resources), dict(resources),
                     {gpu: 1.0 for gpu in msg.gpu_ids}, msg.store_dir, msg.spill_dir,
                     msg.store_limit, msg.object_address, msg.pid)
         host.starting = host.base_engines
+        host.restartable = msg.restartable
         self.hosts[msg.host_id] = host
         self.host_by_conn[conn] = msg.host_id
         log.info("host %s (%s) joined with %s", msg.host_id, msg.hostname, resources)
@@ -245,6 +293,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         parent = self.tasks.get(spec.parent_task_id) if spec.parent_task_id else None
         if parent is not None:
             parent.children.add(spec.task_id)
+            task.origin = parent.origin or (parent.owner, parent.spec.task_id)
         failed = None
         for oid in (*spec.deps, *spec.nested):
             obj = self.objects.get(oid)
@@ -303,22 +352,25 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
             self._place_actors()
         if self.pinned:
             self._schedule_pinned()
-        hosts = list(self.hosts.values())
+        # Only hosts with an idle engine can take a task now: under load that is
+        # few of them, so placement costs O(idle hosts), not O(hosts).
+        idle_hosts = [h for h in self.hosts.values() if h.idle]
         for shape, queue in list(self.ready.items()):
             while queue:
                 task = self.tasks.get(queue[0])
                 if task is None or task.state != "ready":
                     queue.popleft()
                     continue
-                if not any(h.idle for h in hosts):       # the common case under load
-                    self._cannot_place(task, hosts)
+                if not any(h.idle for h in idle_hosts):       # the common case under load
+                    self._cannot_place(task)
                     break
                 request = task.spec.resources
-                host = policy.choose_host(request, hosts, self._idle_engine,
-                                          self._argument_bytes(task) if len(hosts) > 1 else None)
+                host = policy.choose_host(request, idle_hosts, _has_idle_engine,
+                                          self._argument_bytes(task) if len(self.hosts) > 1
+                                          else None)
                 gpus = policy.allocate_gpus(host.gpus, request.get("GPU", 0)) if host else None
                 if host is None or gpus is None:
-                    self._cannot_place(task, hosts)
+                    self._cannot_place(task)
                     break
                 queue.popleft()
                 self._dispatch(task, host, self._idle_engine(host), gpus)
@@ -362,6 +414,8 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
     def _assign(self, engine: Engine, task_id: Optional[str]) -> None:
         """Set what an engine runs, keeping its host's idle set true."""
         engine.task_id = task_id
+        if task_id is not None:
+            self.may_prefetch.add(engine.engine_id)
         host = self.hosts.get(engine.host_id)
         if host is not None and engine.actor_id is None:
             if task_id is None and engine.engine_id in host.engines:
@@ -369,8 +423,9 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
             else:
                 host.idle.discard(engine.engine_id)
 
-    def _cannot_place(self, task: Task, hosts: list) -> None:
+    def _cannot_place(self, task: Task) -> None:
         request = task.spec.resources
+        hosts = list(self.hosts.values())
         if not policy.feasible_anywhere(request, hosts):
             if not task.warned_infeasible and hosts:
                 task.warned_infeasible = True
@@ -409,11 +464,16 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         now = self.clock()
         for d in spec.deps:
             self.objects[d].last_used = now
+        job, held = spec.job, spec.resources     # (a prefetched task holds them once it runs)
+        actor = self.actors.get(spec.actor_id) if spec.actor_id else None
+        if actor is not None:            # an actor's calls belong to its creator's job
+            job, held = actor.creation.job, actor.held
         self._send(engine.conn, m.ExecuteTask(
             task_id=spec.task_id, func_id=spec.func_id, func_blob=blob, name=spec.name,
             args=spec.args, dep_values=[self.objects[d].entry for d in spec.deps],
             return_ids=spec.return_ids, gpu_ids=gpu_ids, retry_exceptions=spec.retry_exceptions,
-            method=spec.method, actor_options=spec.actor_options))
+            method=spec.method, actor_options=spec.actor_options, generator=spec.generator,
+            job=job, resources=held, runtime_env=spec.runtime_env))
 
     def _release(self, task: Task) -> None:
         """Give back what a running task held and free its engine."""
@@ -456,6 +516,26 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         self._after_engine_free(engine_id)
         self._schedule()
 
+    def _on_generator_item(self, conn, msg: m.GeneratorItem) -> None:
+        """A streaming task yielded: the item is its owner's now, pushed at once."""
+        task = self.tasks.get(msg.task_id)
+        oid = msg.entry.object_id
+        stale = (task is None or task.state != "running" or task.spec.generator != "streaming"
+                 or task.engine_id != self.engine_by_conn.get(conn)
+                 or oid != f"{msg.task_id}/g{msg.index}")
+        obj = self.objects.get(oid)
+        if stale or task.owner not in self.peers or (obj is not None and obj.entry is not None):
+            # Nobody will hold it (or a retry made it again): drop this copy.
+            if msg.entry.host_id and (obj is None or obj.entry is None
+                                      or obj.entry.host_id != msg.entry.host_id):
+                self._frees.setdefault(msg.entry.host_id, []).append(oid)
+            return
+        obj = self._object(oid)
+        obj.producer = msg.task_id
+        self._hold(obj, task.owner, +1)
+        self._object_ready(obj, msg.entry, msg.nested,
+                           f"generator task {task.spec.name} ({msg.task_id}), item {msg.index}")
+
     def _complete(self, task: Task, results: list, nested: list, status: str) -> None:
         spec = task.spec
         if task.rebuilding:
@@ -493,6 +573,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
             engine = self.engines.get(task.engine_id)
             if engine is not None and engine.prefetched == task.spec.task_id:
                 engine.prefetched = None
+                self.may_prefetch.add(engine.engine_id)
                 self._send(engine.conn, m.InterruptTask(task_id=task.spec.task_id))   # skip it
             task.prefetched = False
         elif task.state == "running":
@@ -541,11 +622,18 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
             task.held["CPU"] = task.lent_cpu
             host.available["CPU"] = host.available.get("CPU", 0.0) - task.lent_cpu
             task.lent_cpu = 0.0
+            self.may_prefetch.add(engine.engine_id)
         self._schedule()
 
     def _on_task_output(self, conn, msg: m.TaskOutput) -> None:
         task = self.tasks.get(msg.task_id)
-        if task is not None and task.owner in self.peers:
+        if task is not None and task.origin is not None:
+            owner, root = task.origin
+            if owner in self.peers:
+                self._send(owner, m.TaskOutput(task_id=msg.task_id, name=msg.name, pid=msg.pid,
+                                               stream=msg.stream, text=msg.text, data=msg.data,
+                                               origin=root))
+        elif task is not None and task.owner in self.peers:
             self._send(task.owner, msg)
 
     def _on_cancel(self, conn, msg: m.CancelTask) -> None:
@@ -596,7 +684,9 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
             self._engine_lost(engine_id)
         host_id = self.host_by_conn.pop(conn, None)
         self.last_heard.pop(conn, None)
-        if host_id is not None:
+        if host_id is not None and self.hosts[host_id].restartable and not self.stopping:
+            self._await_agent(self.hosts[host_id])
+        elif host_id is not None:
             host = self.hosts.pop(host_id)
             log.warning("host %s left the cluster", host_id)
             for eid in list(host.engines):
@@ -612,6 +702,38 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
             obj.subscribers.discard(conn)
             if conn in obj.holders:
                 self._hold(obj, conn, -obj.holders[conn])
+        self._schedule()
+
+    def _await_agent(self, host: Host) -> None:
+        """A restartable host's agent died: its engines are lost (their tasks
+        retried, their actors restarted), but the host keeps its place, its
+        resources and the objects in its store, with a stand-in connection
+        that holds what we send it until the new agent registers.  If none
+        does within the heartbeat timeout, the host is lost for good."""
+        log.warning("host %s lost its agent; waiting for its owner to restart it", host.host_id)
+        stand_in = AwaitingAgent()
+        host.conn, host.restartable, host.starting = stand_in, False, 0
+        self.peers[stand_in] = Peer("agent", host.host_id, 0, host.hostname, host.host_id)
+        self.host_by_conn[stand_in] = host.host_id
+        self.last_heard[stand_in] = self.clock()
+        for eid in [e.engine_id for e in self.engines.values() if e.host_id == host.host_id]:
+            self._engine_lost(eid)
+
+    def _agent_restarted(self, host: Host, conn, msg: m.RegisterHost) -> None:
+        """The new agent of a host in _await_agent takes its place."""
+        stand_in = host.conn
+        for table in (self.peers, self.host_by_conn, self.last_heard):
+            table.pop(stand_in, None)
+        host.conn, host.pid, host.object_address = conn, msg.pid, msg.object_address
+        host.restartable = msg.restartable
+        host.starting = host.base_engines           # it starts its engines by itself
+        self.host_by_conn[conn] = host.host_id
+        log.info("host %s is back with a new agent (pid %s)", host.host_id, msg.pid)
+        for queued in stand_in.queued:       # pool engines it starts anyway; actors' it must
+            if not isinstance(queued, (m.Heartbeat, m.StopEngine)) and not (
+                    isinstance(queued, m.StartEngines) and queued.actor_id is None):
+                self._send(conn, queued)
+        self.changed("cluster")
         self._schedule()
 
     def _engine_lost(self, engine_id: str) -> None:
@@ -745,8 +867,14 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         the shell closes (their hosts are then lost as if they had hung up)."""
         now = self.clock()
         silent = []
-        for host in self.hosts.values():
+        for host in list(self.hosts.values()):
             heard = self.last_heard.setdefault(host.conn, now)
+            if isinstance(host.conn, AwaitingAgent):
+                if now - heard > self.heartbeat_timeout:
+                    log.warning("host %s: no new agent within %.1f s; it is lost",
+                                host.host_id, now - heard)
+                    self.connection_closed(host.conn)
+                continue
             if now - heard > self.heartbeat_timeout:
                 log.warning("host %s has been silent for %.1f s; treating it as lost",
                             host.host_id, now - heard)
@@ -764,7 +892,9 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
     def shutdown(self, reason: str) -> None:
         """Stop the cluster: every agent is told to stop its engines."""
         self.stopping = True
-        for host in self.hosts.values():
+        for host in list(self.hosts.values()):
+            if isinstance(host.conn, AwaitingAgent):
+                del self.hosts[host.host_id]        # no agent there to stop
             self._send(host.conn, m.Shutdown(reason=reason))
 
     _HANDLERS = {
@@ -773,6 +903,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         m.RegisterFunction: _on_register_function,
         m.SubmitTask: _on_submit,
         m.TaskFinished: _on_task_finished,
+        m.GeneratorItem: _on_generator_item,
         m.EngineBlocked: _on_engine_blocked,
         m.TaskRevoked: Pipelining._on_task_revoked,
         m.SubscribeEvents: EventStream._on_subscribe_events,

@@ -12,6 +12,11 @@ page cache, still by mmap) without anyone asking for it.  What to spill and
 when is the scheduler's decision (it sees every object's size and last use);
 this module only does the file work.  An object that does not fit in shared
 memory at all is written straight to the spill directory.
+
+Freed files are recycled rather than unlinked when nobody maps them (pool.py):
+writing into existing pages runs at memory speed, a fresh file at page-fault
+speed.  A process maps each object once; later gets reuse the mapping, so two
+gets of one object share memory, and the mapping goes with the last view.
 """
 from __future__ import annotations
 
@@ -20,10 +25,13 @@ import mmap
 import os
 import shutil
 import tempfile
+import threading
+import weakref
 from typing import Optional
 
 from ..exceptions import ObjectStoreFullError
 from ..protocol.serialization import Serialized, deserialize
+from .pool import POOL_SHARE, FilePool, pin
 
 DEFAULT_SHARE = 0.3          # of physical memory, as Ray's default object store
 
@@ -60,6 +68,9 @@ class HostStore:
         self.store_dir = store_dir
         self.spill_dir = spill_dir
         self.limit = limit
+        self.pool = FilePool(store_dir, limit // POOL_SHARE)
+        self._maps: dict[str, weakref.ref] = {}      # object id -> this process's live mapping
+        self._maps_lock = threading.RLock()   # a finalizer may run inside _map
 
     @classmethod
     def create(cls, cluster_id: str, host_id: str, limit: Optional[int] = None) -> "HostStore":
@@ -71,6 +82,11 @@ class HostStore:
     def _path(self, object_id: str, spilled: bool = False) -> str:
         return os.path.join(self.spill_dir if spilled else self.store_dir,
                             object_id.replace("/", "_"))
+
+    def object_files(self) -> list[str]:
+        """Names of the objects' files in shared memory and on disk (not the pool)."""
+        return [name for d in (self.store_dir, self.spill_dir) if os.path.isdir(d)
+                for name in os.listdir(d) if not name.startswith(".")]
 
     def path_for(self, object_id: str) -> str:
         """Where a new object goes (in shared memory)."""
@@ -87,12 +103,15 @@ class HostStore:
     def write(self, object_id: str, value: Serialized) -> bool:
         """Write a value; returns True if it had to go to disk (spilled)."""
         if value.size <= self.limit:
-            try:
-                _write_file(self._path(object_id), value)
-                return False
-            except OSError as exc:
-                if exc.errno not in (errno.ENOSPC, errno.ENOMEM):
-                    raise
+            for _ in range(2):
+                try:
+                    _write_file(self._path(object_id), value, self.pool)
+                    return False
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOSPC, errno.ENOMEM):
+                        raise
+                if not self.pool.drain():       # free pages were in the way: retry once
+                    break
         try:
             os.makedirs(self.spill_dir, mode=0o700, exist_ok=True)
             _write_file(self._path(object_id, spilled=True), value)
@@ -107,17 +126,41 @@ class HostStore:
 
     def read(self, object_id: str):
         """Deserialize an object in place (zero-copy for out-of-band buffers)."""
-        for spilled in (False, True):
-            try:
-                fd = os.open(self._path(object_id, spilled), os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                m = mmap.mmap(fd, os.fstat(fd).st_size, access=mmap.ACCESS_READ)
-            finally:
-                os.close(fd)
-            return deserialize(m)
+        return deserialize(self._map(object_id))
+
+    def _map(self, object_id: str) -> mmap.mmap:
+        """This process's mapping of an object, made on first use.  The file
+        stays open (and pinned against recycling) while the mapping lives."""
+        with self._maps_lock:
+            ref = self._maps.get(object_id)
+            m = ref() if ref is not None else None
+            if m is not None:
+                return m
+            for spilled in (False, True):
+                path = self._path(object_id, spilled)
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except FileNotFoundError:
+                    continue
+                try:
+                    if not pin(fd, path):
+                        os.close(fd)
+                        continue
+                    m = mmap.mmap(fd, os.fstat(fd).st_size, access=mmap.ACCESS_READ)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                self._maps[object_id] = weakref.ref(m)
+                weakref.finalize(m, self._unmapped, object_id, fd)
+                return m
         raise FileNotFoundError(object_id)
+
+    def _unmapped(self, object_id: str, fd: int) -> None:
+        os.close(fd)                    # releases the pin
+        with self._maps_lock:
+            ref = self._maps.get(object_id)
+            if ref is not None and ref() is None:
+                del self._maps[object_id]
 
     def spill(self, object_id: str) -> bool:
         """Move an object from shared memory to disk; False if it is not there."""
@@ -128,11 +171,11 @@ class HostStore:
         except FileNotFoundError:
             return False
         os.rename(dst + ".tmp", dst)      # readers find it on disk before it leaves memory
-        _unlink(src)
+        self.pool.discard(src)
         return True
 
     def delete(self, object_id: str) -> None:
-        _unlink(self._path(object_id))
+        self.pool.discard(self._path(object_id))
         _unlink(self._path(object_id, spilled=True))
 
     def remove_all(self) -> None:
@@ -140,18 +183,25 @@ class HostStore:
         shutil.rmtree(self.spill_dir, ignore_errors=True)
 
 
-def _write_file(final: str, value: Serialized) -> None:
+def _write_file(final: str, value: Serialized, pool: Optional[FilePool] = None) -> None:
     # pwrite, not a memory map: a full tmpfs then fails with ENOSPC (handled by
     # the caller), never SIGBUS; and no posix_fallocate, which on tmpfs zeroes
     # every page first and cost more than the copy itself (224 vs 173 ms/GB).
-    write_atomically(final, value.write_to_file)
+    # A recycled file's pages already exist, so pwrite copies without faulting
+    # in fresh zeroed pages (measured: 200 MB in ~65 ms instead of ~185 ms).
+    # Writing through a MAP_POPULATE mapping instead was 2x slower than pwrite.
+    recycled = pool is not None and pool.claim(value.size, final + ".tmp")
+    write_atomically(final, value.write_to_file, keep_tmp=recycled)
 
 
-def write_atomically(final: str, fill, tmp_suffix: str = ".tmp") -> None:
+def write_atomically(final: str, fill, tmp_suffix: str = ".tmp", keep_tmp: bool = False) -> None:
     """Create `final` by fill(fd) on a temporary file, then rename: readers
-    never see half an object, and a failed fill leaves nothing behind."""
+    never see half an object, and a failed fill leaves nothing behind.  With
+    `keep_tmp` the temporary file exists already (a recycled one) and is
+    written over in place."""
     tmp = final + tmp_suffix
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    flags = os.O_RDWR if keep_tmp else os.O_RDWR | os.O_CREAT | os.O_TRUNC
+    fd = os.open(tmp, flags, 0o600)
     try:
         fill(fd)
     except BaseException:

@@ -1,8 +1,9 @@
 """Live widgets in the notebook: progress, task timeline, object store, cluster.
 
     shoal.progress(refs)          # a bar for a set of refs: done / failed / total, rate, time left
-    shoal.timeline()              # a lane per engine, a bar per task run, live
-    shoal.timeline("run.json")    # export: Chrome/Perfetto trace (.json) or Parquet (.parquet)
+    shoal.timeline()              # Ray's event list; shows as a lane per engine, live
+    shoal.timeline("run.json")    # export (Ray's): Chrome trace events; .parquet: a table
+    shoal.widgets.timeline()      # the widget itself
     shoal.objects()               # memory per host and the objects in the store, live
     shoal.init()                  # in a notebook, shows as the cluster widget
 
@@ -61,10 +62,26 @@ def timeline(path=None):
     if path is None:
         return TimelineWidget()
     from . import trace
+    return trace.write(task_runs(), path)
+
+
+def task_runs() -> list:
+    """Every task run the cluster remembers, as TimelineModel.runs() gives them."""
     from .timeline import TimelineModel
     model = TimelineModel(max_runs=10 ** 9)
     model.apply(_task_history(runtime.current().client))
-    return trace.write(model.runs(), path)
+    return model.runs()
+
+
+class TimelineEvents(list):
+    """What `shoal.timeline()` returns: Ray's list of Chrome-trace events, which in
+    a notebook shows as the live timeline widget (a lane per engine)."""
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        widget = self.__dict__.get("widget")
+        if widget is None:
+            widget = self.__dict__["widget"] = TimelineWidget()
+        return widget._repr_mimebundle_(include=include, exclude=exclude)
 
 
 def objects():

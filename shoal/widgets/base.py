@@ -31,6 +31,7 @@ from ..core import runtime
 from .feed import Feed, feed_for
 
 log = logging.getLogger("shoal.widgets")
+FALLBACK_INTERVAL = 5.0     # seconds between two updates of the saved snapshot
 _STATIC = Path(__file__).with_name("static")
 
 
@@ -60,6 +61,7 @@ class LiveWidget(anywidget.AnyWidget):
         self._client = client if client is not None else (
             feed.client if feed is not None else runtime.current().client)
         self.on_msg(self._on_frontend_msg)
+        self._fallback = Fallback(self)
         self._feed = feed if feed is not None else feed_for(self._client)
         self._feed.add(self)
 
@@ -69,7 +71,9 @@ class LiveWidget(anywidget.AnyWidget):
             self._apply(batch)
 
     def flush(self, now: float) -> Optional[float]:
-        return self._flush(now)
+        wake = self._flush(now)
+        again = self._fallback.refresh(now)
+        return wake if again is None else again if wake is None else min(wake, again)
 
     def closed(self, reason: str) -> None:
         with self._lock:
@@ -80,6 +84,7 @@ class LiveWidget(anywidget.AnyWidget):
                 self.closed_reason = reason
         except Exception:          # the comm may be gone with the kernel
             log.debug("could not mark widget closed", exc_info=True)
+        self._fallback.refresh(None)
 
     # subclasses override these three
     def _apply(self, batch) -> None:
@@ -113,6 +118,14 @@ class LiveWidget(anywidget.AnyWidget):
     def text(self) -> str:
         return object.__repr__(self)
 
+    def __repr__(self) -> str:
+        """In a terminal, the text view."""
+        try:
+            with self._lock:
+                return self.text()
+        except Exception:
+            return object.__repr__(self)
+
     def _repr_mimebundle_(self, **kwargs):
         data, metadata = super()._repr_mimebundle_(**kwargs)
         try:
@@ -124,13 +137,106 @@ class LiveWidget(anywidget.AnyWidget):
         self._displayed()
         return data, metadata
 
+    def _ipython_display_(self) -> None:
+        """Shown in a kernel (display() or a cell's last value): as display
+        data with a display id, so that the static snapshot saved with the
+        notebook can follow the widget (see Fallback)."""
+        from IPython.display import display
+        data, metadata = self._repr_mimebundle_()
+        display(data, raw=True, metadata=metadata, display_id=self.uid)
+        self._fallback.shown((data.get("text/html"), data.get("text/plain")))
+
     def _displayed(self) -> None:
         pass
+
+    def finished(self) -> bool:
+        """Whether what it shows is final for now (a bar at its total, no
+        task running): the saved snapshot is then updated without delay."""
+        return False
+
+    def _view_bundle(self) -> Optional[dict]:
+        """The widget-view part of the mimebundle (no snapshot computed)."""
+        try:
+            data = anywidget.AnyWidget._repr_mimebundle_(self)
+            data = data[0] if isinstance(data, tuple) else data
+            return {k: v for k, v in (data or {}).items() if k.startswith("application/")}
+        except Exception:
+            return None
 
     def stop(self) -> None:
         """Stop updating and close the widget's comm (its views go blank)."""
         self._feed.remove(self)
         self.close()
+
+
+class Fallback:
+    """Keeps the text/html and text/plain saved with the notebook true.
+
+    What a notebook saves of a widget's output is the mimebundle of its
+    display; shown once, the snapshot would stay as it was at display time
+    (a finished bar saved as "0 / 3 done").  So, once shown in a kernel, the
+    widget's display is updated (update_display_data on its display id, with
+    the parent of the cell that showed it) when the snapshot changed: at most
+    every FALLBACK_INTERVAL seconds while it changes, and at once when it
+    is `finished()` or the cluster goes.  JupyterLab and nbclient apply such updates to the saved
+    outputs; the live view is re-created from the same widget model.
+    Called on the feed's pump thread."""
+
+    def __init__(self, widget: "LiveWidget") -> None:
+        self.widget = widget
+        self._kernel = None
+        self._parent = None
+        self._last: Optional[tuple] = None
+        self._next = 0.0
+
+    def shown(self, snapshot: tuple) -> None:
+        """The widget was just displayed with `snapshot` (in the displaying
+        thread): updates may follow from now on."""
+        try:
+            from IPython import get_ipython
+            kernel = getattr(get_ipython(), "kernel", None)
+            if kernel is not None:
+                self._last = snapshot
+                self._parent = kernel.get_parent("shell")
+                self._kernel = kernel
+        except Exception:
+            log.debug("no kernel to update the widget's display", exc_info=True)
+
+    def refresh(self, now: Optional[float]) -> Optional[float]:
+        """Send the snapshot if it changed; `now` None: at once (the last one).
+        Returns when to be called again (a throttled change), or None."""
+        if self._kernel is None:
+            return None
+        w = self.widget
+        if now is not None and now < self._next and not w.finished():
+            return self._next
+        try:
+            with w._lock:
+                snapshot = (w.html(), w.text())
+        except Exception:
+            log.exception("%s: static snapshot failed", type(w).__name__)
+            return None
+        if snapshot == self._last:
+            return None
+        self._last = snapshot
+        self._next = (now if now is not None else 0.0) + FALLBACK_INTERVAL
+        self._send(snapshot)
+        return None
+
+    def _send(self, snapshot: tuple) -> None:
+        w, kernel = self.widget, self._kernel
+        data = {"text/plain": snapshot[1], "text/html": snapshot[0]}
+        view = w._view_bundle()
+        if view is not None:
+            data.update(view)
+        content = {"data": data, "metadata": {}, "transient": {"display_id": w.uid}}
+        try:
+            topic = getattr(kernel, "_topic", None)
+            kernel.session.send(kernel.iopub_socket, "update_display_data", content,
+                                parent=self._parent,
+                                ident=topic("update_display_data") if topic else None)
+        except Exception:           # the kernel is going away
+            log.debug("could not update the widget's display", exc_info=True)
 
 
 class QueryingWidget(LiveWidget):

@@ -259,6 +259,9 @@ class ProgressWidget(LiveWidget):
         self.view = self.model.view()
 
     # ------------------------------------------------------------------ display
+    def finished(self) -> bool:
+        return self.model.complete or bool(self.model.lost)
+
     def html(self) -> str:
         return snapshot_html(self.model.view())
 

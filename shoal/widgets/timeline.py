@@ -403,6 +403,9 @@ class TimelineWidget(LiveWidget):
         self.model.set_engines([])
         self.meta = self.model.meta(time.time())
 
+    def finished(self) -> bool:
+        return not self.model.open
+
     def html(self) -> str:
         return snapshot_html(self.model)
 

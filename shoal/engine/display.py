@@ -1,17 +1,18 @@
 """Rich output from engines: an IPython shell whose displays go to the cell.
 
-On an engine, `engine_shell()` makes (once per process) a plain IPython
+Every engine makes (at start, about 0.02 s) with `engine_shell()` a plain IPython
 InteractiveShell whose display publisher sends every `display(...)`,
 `update_display` and `clear_output` to the running task's owner with
 `shoal.core.display.publish_display`; the notebook side (shoal.magics.output)
 turns them back into display_data, update_display_data and clear_output
 messages under the cell that launched the task.  So `display(df)`, IPython's
-rich display objects and anything built on `IPython.display` work in remote
-code as in a notebook.
+rich display objects and anything built on `IPython.display` work in any
+task or actor call as in a notebook, at any depth of nesting.
 
 Matplotlib uses the inline backend (made default here unless MPLBACKEND says
 otherwise); `after_cell` fires the shell's post_execute event, on which the
-inline backend shows and closes the cell's open figures, as a kernel does.
+inline backend shows and closes the cell's open figures, as a kernel does;
+the engine does the same after every task that left figures open.
 
 Displays made outside a task (none should be) fall back to printing.
 """
@@ -21,6 +22,7 @@ import os
 import sys
 import types
 
+from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets import Type
@@ -52,9 +54,21 @@ class TaskDisplayPublisher(DisplayPublisher):
             super().clear_output(wait)
 
 
+class TaskDisplayHook(DisplayHook):
+    """A value the shell shows (`%%capture` running a cell) is a display,
+    as a kernel's execute_result is, not an "Out[n]:" line on stdout."""
+
+    def write_output_prompt(self) -> None:
+        pass
+
+    def write_format_data(self, format_dict, md_dict=None) -> None:
+        self.shell.display_pub.publish(format_dict, md_dict)
+
+
 class EngineShell(InteractiveShell):
     """The shell of an engine: no history, displays go to the cell."""
     display_pub_class = Type(TaskDisplayPublisher)
+    displayhook_class = Type(TaskDisplayHook)
 
 
 def _flush_streams() -> None:
@@ -75,6 +89,13 @@ def engine_shell() -> InteractiveShell:
     config.HistoryManager.enabled = False
     # A module of its own: the shell must not replace sys.modules["__main__"].
     return EngineShell.instance(config=config, user_module=types.ModuleType("__shoal_cell__"))
+
+
+def after_task() -> None:
+    """A task ended: show the matplotlib figures it left open, as a cell's end would."""
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None and pyplot.get_fignums() and InteractiveShell.initialized():
+        after_cell(InteractiveShell.instance())
 
 
 def after_cell(shell: InteractiveShell) -> None:

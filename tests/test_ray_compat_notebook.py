@@ -1,0 +1,65 @@
+"""Ray's getting-started walk-through (examples/ray/getting-started.ipynb), plain
+Ray code, runs on shoal with only `import ray` replaced by `import shoal as ray`,
+and unchanged on Ray where Ray is installed."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+
+import pytest
+
+from shoal.kernel.testing import KernelSession
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+NOTEBOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "examples", "ray", "getting-started.ipynb")
+EXPECTED = ["[0, 1, 4, 9]", "\n10\n", "10000.0", "1000000.0", "[0.1] 1", "[5, 4, 3, 2, 1]",
+            "caught ValueError: True", "in the driver: task None actor None",
+            "same job: True | same node: True | a task id: True", "stable actor id: True",
+            "CPUs: 2.0 | nodes: 1"]
+
+
+def run(nb, tmp_path):
+    with KernelSession("python3") as session:
+        km = session.kernel_manager()
+        client = nbclient.NotebookClient(nb, km=km, timeout=60, startup_timeout=60,
+                                         resources={"metadata": {"path": str(tmp_path)}})
+        try:
+            client.execute(env=session.env)
+        finally:
+            if km.has_kernel:
+                km.shutdown_kernel()
+    return "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code"
+                   for out in cell.outputs)
+
+
+def test_the_notebook_is_plain_ray_code():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert re.findall(r"^import (\w+)", source, re.M) == ["ray", "numpy", "time"]
+    assert "shoal" not in source
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_runs_on_shoal_with_only_the_import_changed(tmp_path):
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.source = re.sub(r"^import ray$", "import shoal as ray", cell.source, flags=re.M)
+    text = run(nb, tmp_path)
+    for expected in EXPECTED:
+        assert expected in text, f"{expected!r} not in the notebook's output:\n{text}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                    reason="Ray is not installed here (shoal does not depend on it)")
+def test_runs_unchanged_on_ray(tmp_path):
+    text = run(nbformat.read(NOTEBOOK, as_version=4), tmp_path)
+    for expected in EXPECTED:
+        assert expected in text, f"{expected!r} not in the notebook's output:\n{text}"
