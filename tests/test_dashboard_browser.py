@@ -5,7 +5,8 @@ One walk through what a user does, asserted from the DOM: Lab loads the built ex
 launcher has the "shoal dashboard" card, which opens the index in a tab; a notebook's kernel
 starts a cluster and the sidebar lists it as that notebook's; the sidebar starts a `shoal
 start` cluster, scales it, and opens its timeline in a Lab tab, which draws the tasks of a
-driver while they run; the sidebar stops it.  Screenshots go to $SHOAL_SCREENSHOTS (or the
+driver while they run, and its other views (tasks, cluster, objects, actors, logs) show them;
+the sidebar stops it.  Screenshots go to $SHOAL_SCREENSHOTS (or the
 test's tmp dir).  Needs Chromium, playwright, jupyterlab and the built labextension
 (scripts/build-labextension.sh; `make test` runs it); without them the test skips with the
 reason, or fails when SHOAL_REQUIRE_BROWSER_TESTS=1 (CI).
@@ -168,6 +169,26 @@ def walk(lab, out, shoal):
         assert time.monotonic() < deadline, final
         page.wait_for_timeout(100)
     assert final["failed"] == "0", final
+
+    # the other full-page views of that cluster, through the page's own links
+    for view, ready in (
+            ("tasks", "() => document.querySelector('.shoal-tasks')?.dataset.tasks === '90' && "
+                      "document.querySelectorAll('.shoal-task-row[data-status=finished]').length"
+                      " === 90"),
+            ("cluster", "() => document.querySelector('.shoal-cluster')?.dataset.engines === '3'"),
+            ("objects", "() => !!document.querySelector('.shoal-objects .shoal-table')"),
+            ("actors", "() => document.querySelector('.shoal-actors')?.dataset.actors === '0'"),
+            ("logs", "() => (document.querySelector('.shoal-log')?.textContent || '')"
+                     ".includes('scheduler')")):
+        with frame.expect_navigation():
+            frame.click(f'.shoal-nav a[data-view="{view}"]')
+        deadline = time.monotonic() + 30
+        while not frame.evaluate(ready):
+            assert time.monotonic() < deadline, (view, frame.url, frame.content()[:3000])
+            page.wait_for_timeout(100)
+        assert frame.evaluate("() => document.body.dataset.state") == "live", view
+        if view in ("tasks", "logs"):
+            page.screenshot(path=os.path.join(out, f"dashboard-{view}.png"))
 
     # the launcher card opens the index page in a tab
     page.evaluate("() => window.jupyterapp.commands.execute('launcher:create')")
