@@ -16,10 +16,23 @@ import tornado.httpclient
 import tornado.websocket
 
 # pytest-jupyter's fixtures, for this module only (as a plugin its autouse fixtures would
-# wrap every test of the suite in an event loop of their own).
-from pytest_jupyter.jupyter_core import *      # noqa: F401,F403
-from pytest_jupyter.jupyter_server import *    # noqa: F401,F403
-from pytest_jupyter.pytest_tornasync import *  # noqa: F401,F403
+# wrap every test of the suite in an event loop of their own).  jp_serverapp needs them all.
+from pytest_jupyter.jupyter_server import (
+    echo_kernel_spec, http_server, http_server_client, http_server_port, io_loop, jp_argv,
+    jp_asyncio_loop, jp_auth_header, jp_base_url, jp_config_dir, jp_configurable_serverapp,
+    jp_data_dir, jp_env_config_path, jp_env_jupyter_path, jp_environ, jp_extension_environ,
+    jp_fetch, jp_home_dir, jp_http_port, jp_kernel_dir, jp_logging_stream,
+    jp_nbconvert_templates, jp_root_dir, jp_runtime_dir, jp_server_auth_core_resources,
+    jp_server_auth_resources, jp_server_authorizer, jp_server_cleanup, jp_serverapp,
+    jp_system_config_path, jp_system_jupyter_path, jp_template_dir, jp_web_app, jp_ws_fetch)
+JUPYTER_FIXTURES = (
+    echo_kernel_spec, http_server, http_server_client, http_server_port, io_loop, jp_argv,
+    jp_asyncio_loop, jp_auth_header, jp_base_url, jp_config_dir, jp_configurable_serverapp,
+    jp_data_dir, jp_env_config_path, jp_env_jupyter_path, jp_environ, jp_extension_environ,
+    jp_fetch, jp_home_dir, jp_http_port, jp_kernel_dir, jp_logging_stream,
+    jp_nbconvert_templates, jp_root_dir, jp_runtime_dir, jp_server_auth_core_resources,
+    jp_server_auth_resources, jp_server_authorizer, jp_server_cleanup, jp_serverapp,
+    jp_system_config_path, jp_system_jupyter_path, jp_template_dir, jp_web_app, jp_ws_fetch)
 
 import shoal
 from shoal.dashboard import bridge, clusters

@@ -20,7 +20,6 @@ import asyncio
 import json
 import logging
 import os
-
 from html import escape
 
 from jupyter_server.auth.decorator import authorized, ws_authenticated
@@ -195,7 +194,7 @@ class IndexHandler(Base):
     def get(self):
         base = self.base_url
         self.finish(PAGE.format(title="shoal dashboard", base=base, view="index", cluster="",
-                                nav=f'<b>shoal</b> <span class="sub">dashboard</span>',
+                                nav='<b>shoal</b> <span class="sub">dashboard</span>',
                                 entry="mountIndex", config=json.dumps({"base": base})))
 
 
@@ -240,7 +239,7 @@ class ViewSocket(WebSocketMixin, WebSocketHandler, Base):
         self.widget = None
         self.gone = False
         self._early: list = []          # frames sent while the widget was being made
-        self._starting = asyncio.ensure_future(self._start())
+        self._start_task = asyncio.ensure_future(self._start())     # (held: tasks are weak)
 
     async def _start(self):
         try:
