@@ -189,6 +189,9 @@ def walk(lab, out, shoal):
         assert frame.evaluate("() => document.body.dataset.state") == "live", view
         if view in ("tasks", "logs"):
             page.screenshot(path=os.path.join(out, f"dashboard-{view}.png"))
+    lab.poll(page, "(t) => [...document.querySelectorAll('.lm-TabBar-tabLabel')]"
+                   ".some(e => e.innerText === t)", 10, "the tab titled after its page",
+             arg=f"shoal logs · {started['id']}")
 
     # the launcher card opens the index page in a tab
     page.evaluate("() => window.jupyterapp.commands.execute('launcher:create')")

@@ -45,6 +45,11 @@ const plugin = {
       const frame = new IFrame({ sandbox: ["allow-scripts", "allow-same-origin", "allow-forms"] });
       frame.url = url;
       const widget = new MainAreaWidget({ content: frame });
+      // the page's own links move between views: the tab takes each page's title
+      frame.node.querySelector("iframe").addEventListener("load", (e) => {
+        const title = e.target.contentDocument && e.target.contentDocument.title;
+        if (title) widget.title.label = title;
+      });
       widget.id = id;
       widget.addClass("shoal-tab");
       widget.title.label = label;
@@ -96,7 +101,7 @@ const plugin = {
     stylesheet(`${server}static/shoal.css`);
     stylesheet(`${server}static/page.css`);
     import(/* webpackIgnore: true */ `${server}static/index.js`).then((mod) => {
-      mod.mountIndex(body, {
+      const list = mod.mountIndex(body, {
         base,
         interval: 3000,
         open: (cluster, view) => app.commands.execute("shoal:open-view", { cluster: cluster.cluster_id, view }),
@@ -106,6 +111,7 @@ const plugin = {
           return kernel ? kernel.id : null;
         },
       });
+      if (labShell) labShell.currentChanged.connect(() => list.refresh());   // whose clusters
     }, (err) => {
       body.textContent = `The shoal server extension did not answer (${err.message}); is it enabled? `
         + "See `jupyter server extension list`.";
