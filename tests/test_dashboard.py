@@ -232,6 +232,18 @@ def _square_on(address, n):
         @shoal.remote
         def square(x):
             return x * x
+
+        @shoal.remote
+        class Counter:
+            def __init__(self):
+                self.n = 0
+
+            def add(self):
+                self.n += 1
+                return self.n
+
+        counter = Counter.options(name="tally").remote()
+        assert shoal.get(counter.add.remote()) == 1
         return shoal.get([square.remote(i) for i in range(n)])
     finally:
         shoal.shutdown()
@@ -242,8 +254,8 @@ def _square_on(address, n):
 def test_dashboard_lists_drives_and_streams_a_cluster(jp_serverapp, jp_fetch, jp_ws_fetch,
                                                       jp_asyncio_loop):
     """`shoal start` from the API; listed (never its key); scaled; the timeline page's socket
-    gets the widget's state and then its rows as tasks run; the tasks and logs pages stream
-    too; a malformed message closes a socket; an embedded cluster is listed as its owner's;
+    gets the widget's state and then its rows as tasks run; the tasks, actors and logs pages
+    stream too; the cluster page's button scales; a malformed message closes a socket; an embedded cluster is listed as its owner's;
     stopped from the API, it is gone."""
     async def listed(pred, what):
         deadline = time.monotonic() + 30
@@ -297,6 +309,8 @@ def test_dashboard_lists_drives_and_streams_a_cluster(jp_serverapp, jp_fetch, jp
         assert state.get("uid") and state["live"] and "meta" in state, state
         await ws.write_message(json.dumps({"method": "custom",
                                            "content": {"type": "hello", "seq": 0}}))
+        actors = await jp_ws_fetch("shoal", "cluster", cid, "actors", "ws")
+        await recv(actors, lambda t, d, b: t == "comm_open")
         tasks = await jp_ws_fetch("shoal", "cluster", cid, "tasks", "ws")
         await recv(tasks, lambda t, d, b: t == "comm_open")
         logs = await jp_ws_fetch("shoal", "cluster", cid, "logs", "ws")
@@ -319,10 +333,28 @@ def test_dashboard_lists_drives_and_streams_a_cluster(jp_serverapp, jp_fetch, jp
                 rows.update(zip(content["ids"], statuses))
             return sum(1 for s in rows.values() if s == 1) >= 30
         await recv(ws, got_rows)
-        view = await recv(tasks, lambda t, d, b: t == "comm_msg" and d["method"] == "update"
-                          and d["state"].get("view", {}).get("counts", {}).get("finished") == 30
-                          and d["state"]["view"])
-        assert {r["name"] for r in view["rows"]} == {"square"}
+
+        def squares_done(t, d, b):
+            if t == "comm_msg" and d["method"] == "update" and "view" in d["state"]:
+                return 30 == sum(1 for r in d["state"]["view"]["rows"]
+                                 if r["name"] == "square" and r["status"] == "finished")
+        await recv(tasks, squares_done)
+        view = await recv(actors, lambda t, d, b: t == "comm_msg" and d["method"] == "update"
+                          and d["state"].get("view", {}).get("actors") and d["state"]["view"])
+        [actor] = view["actors"]
+        assert actor["class_name"] == "Counter" and actor["name"] == "tally", actor
+
+        # the cluster page: the notebook's cluster widget; its + button scales the head host
+        page = await jp_ws_fetch("shoal", "cluster", cid, "cluster", "ws")
+        state = await recv(page, lambda t, d, b: t == "comm_open" and d["state"])
+        assert state["view"]["address"] == c["address"], state["view"]
+        assert state["view"]["kind"] == "started with shoal start"
+        [host] = state["view"]["hosts"]
+        await page.write_message(json.dumps({"method": "custom", "content": {
+            "type": "scale", "host_id": host["host_id"], "delta": 1}}))
+        await recv(page, lambda t, d, b: t == "comm_msg" and d["method"] == "update"
+                   and d["state"].get("view", {}).get("totals", {}).get("engines") == 3)
+        page.close()
         text = await recv(logs, lambda t, d, b: t == "comm_msg" and d["method"] == "custom"
                           and d["content"]["file"] == "scheduler.log" and d["content"]["text"])
         assert text.strip()

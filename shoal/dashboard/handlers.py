@@ -334,12 +334,10 @@ def make_view(view: str, cluster, client, feed, connections):
             else:
                 box[0].scale(content.get("host_id"), int(content.get("delta", 0)))
 
-        w = ClusterWidget(client=client, feed=feed, commands=commands)
+        w = ClusterWidget(client=client, feed=feed, commands=commands, address=cluster.address,
+                          kind=("embedded in a kernel or script" if cluster.kind == "embedded"
+                                else "started with shoal start"))
         box.append(w)
-        w.model.address = cluster.address
-        w.model.kind = ("embedded cluster of a kernel" if cluster.kind == "embedded"
-                        else "started with shoal start")
-        w.view = w.model.view()
         return w
     raise ValueError(f"no view {view!r}")
 
