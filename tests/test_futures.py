@@ -194,3 +194,40 @@ def test_losing_the_cluster_fails_waiting_futures(fresh_cluster):
     assert isinstance(fut.exception(timeout=10), ClusterLostError)
     with pytest.raises(ClusterLostError):
         next(it)
+    assert isinstance(ref.future().exception(timeout=1), ClusterLostError)
+    assert not [t for t in threading.enumerate() if t.name == "shoal-futures"]
+
+
+def test_a_cancelled_wait_lets_go_of_its_ref(cluster):
+    import gc
+    client = runtime.current().client
+    gate = Gate.options(max_concurrency=4).remote()
+    ref = gate.wait.remote()
+    oid = ref.id
+    fut = ref.future()
+
+    async def main():
+        task = asyncio.ensure_future(_await(gate.wait.remote()))
+        await asyncio.sleep(0)
+        awaited = next(iter(client._callbacks.keys() - {oid}))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return awaited
+
+    awaited = asyncio.run(main())
+    fut.cancel()
+    del ref, fut
+    gc.collect()
+    assert not client.holds(oid) and not client.holds(awaited)
+    assert registrations() == 0
+    gate.open.remote()
+
+
+def test_as_completed_yields_values_with_rays_keywords(cluster):
+    refs = [after.remote(None, i) for i in range(20)]
+    assert sorted(as_completed(refs, yield_obj_refs=False, chunk_size=5)) == [i * i for i in range(20)]
+    with pytest.raises(KeyError):
+        list(as_completed([fail.remote(3)], yield_obj_refs=False))
+    with pytest.raises(ValueError, match="chunk_size"):
+        as_completed(refs, chunk_size=0)

@@ -209,3 +209,12 @@ def test_a_generator_that_raises_fails_the_imap(pools):
     with pytest.raises(RuntimeError, match="input broke"):
         next(it)
     shoal.get(shoal.put(0))     # the cluster is fine
+
+
+def test_rays_signature_works_too(cluster):
+    with Pool(1, initargs=None, ray_remote_args={"num_cpus": 1}) as pool:
+        assert pool.map(abs, [-1, -2]) == [1, 2]
+    with pytest.raises(ValueError, match="not both"):
+        Pool(1, actor_options={}, ray_remote_args={})
+    with pytest.raises(ValueError, match="Invalid option"):
+        Pool(1, actor_options={"bogus": 1})

@@ -78,9 +78,11 @@ def _settle(fut, client, entry) -> None:
         fut.set_result(value)
 
 
-def _completer(client) -> Completer:
+def _completer(client) -> Optional[Completer]:
+    """The client's completer, started on first use; None once the client is
+    lost or closed (close() would not join a thread started after it)."""
     with client._lock:
-        if client.completer is None:
+        if client.completer is None and not client.lost:
             client.completer = Completer(client)
         return client.completer
 
@@ -90,12 +92,18 @@ def ref_future(ref: ObjectRef) -> concurrent.futures.Future:
     The future holds the ref until it is done or cancelled."""
     client = _client_of(ref)
     fut: concurrent.futures.Future = concurrent.futures.Future()
+    if client.lost:                      # closed or lost: no completer thread to start
+        fut.set_exception(ClusterLostError(client.lost))
+        return fut
     completer = _completer(client)
     holder = [ref]                       # keeps the object wanted until delivered
 
     def ready(entry) -> None:
         holder.clear()
-        completer.complete(fut, entry)
+        if completer is None:            # lost meanwhile: nothing to rebuild
+            _settle(fut, client, None)
+        else:
+            completer.complete(fut, entry)
 
     cb = client.when_ready(ref.id, ready)
     if cb is not None:

@@ -79,12 +79,14 @@ class Pool:
     `__cause__`.  As in multiprocessing, leaving a `with` block terminates
     the pool; `close()` then `join()` lets queued work finish first.
     `context` is accepted for compatibility and ignored; `actor_options`
-    (e.g. `{"num_cpus": 1}`) go to every worker actor.
+    (e.g. `{"num_cpus": 1}`; Ray's name `ray_remote_args` works too) go to
+    every worker actor.
     """
 
     def __init__(self, processes: Optional[int] = None, initializer: Optional[Callable] = None,
-                 initargs: Iterable = (), maxtasksperchild: Optional[int] = None,
-                 context: Any = None, actor_options: Optional[dict] = None) -> None:
+                 initargs: Optional[Iterable] = (), maxtasksperchild: Optional[int] = None,
+                 context: Any = None, actor_options: Optional[dict] = None,
+                 ray_remote_args: Optional[dict] = None) -> None:
         if processes is None:
             processes = max(1, int(cluster_resources().get("CPU", 1)))
         if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
@@ -97,10 +99,12 @@ class Pool:
             raise ValueError("maxtasksperchild must be a positive int or None")
         self._processes = processes
         self._initializer = initializer
-        self._initargs = tuple(initargs)
+        self._initargs = tuple(initargs or ())
         self._maxtasks = maxtasksperchild
         self._client = runtime.current().client
-        self._actor_class = ActorClass(PoolWorker, dict(actor_options or {}))
+        if actor_options is not None and ray_remote_args is not None:
+            raise ValueError("give actor_options or ray_remote_args (its Ray name), not both")
+        self._actor_class = ActorClass(PoolWorker, dict(actor_options or ray_remote_args or {}))
         self._state = RUN
         self._jobs: deque = deque()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
