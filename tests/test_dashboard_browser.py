@@ -208,6 +208,7 @@ def walk(lab, out, shoal):
             break
         assert time.monotonic() < deadline, [f.url for f in page.frames]
         page.wait_for_timeout(100)
+    page.screenshot(path=os.path.join(out, "dashboard-index.png"))
 
     # the sidebar stops the started cluster (two clicks); the kernel's stays
     stop = page.locator(f'{card} [data-act="stop"]')
