@@ -29,7 +29,7 @@ from .core.object_ref import ObjectRef
 
 ObjectID = ObjectRef        # Ray's older name
 from .core.remote_function import RemoteFunction
-from . import util  # noqa: E402  (ray.util.* after `import ray`)
+from . import util  # ray.util.* works after `import ray`, as in Ray
 
 __version__ = "0.1.0"
 
@@ -109,7 +109,7 @@ def unload_ipython_extension(shell) -> None:
 
 __all__ = [
     "init", "shutdown", "is_initialized", "remote", "get", "put", "wait", "cancel",
-    "get_actor", "kill", "method", "ActorClass", "ActorHandle", "scale", "actor",
+    "get_actor", "kill", "method", "ActorClass", "ActorHandle", "scale", "actor", "util",
     "ObjectRef", "ObjectID", "ObjectRefGenerator", "DynamicObjectRefGenerator",
     "RemoteFunction", "ClusterContext", "exceptions", "cluster_resources",
     "available_resources", "nodes", "get_gpu_ids", "get_runtime_context", "RuntimeContext",

@@ -12,6 +12,7 @@ import time
 
 from . import session
 from .core.client import Client
+from .core.context import implicit_resource
 from .engine.agent import available_cpus
 from .protocol import messages as m
 
@@ -445,7 +446,8 @@ def format_status(address: str, status: dict) -> str:
     lines = [f"shoal cluster {status['cluster_id']} at {address}",
              f"  logs: {status['session_dir']}/logs", "", "Hosts:"]
     for h in status["hosts"]:
-        res = ", ".join(f"{k} {h['available'].get(k, 0):g}/{v:g}" for k, v in h["resources"].items())
+        res = ", ".join(f"{k} {h['available'].get(k, 0):g}/{v:g}" for k, v in h["resources"].items()
+                        if not implicit_resource(k))
         lines.append(f"  {h['host_id']} ({h['hostname']}): {len(h['engines'])} engines; free {res}")
     lines.append("Engines:")
     for e in sorted(status["engines"], key=lambda e: e["engine_id"]):

@@ -90,7 +90,7 @@ def test_a_running_call_of_a_plain_actor_finishes_and_reports_cancelled(tmp_path
     for ref in (running, queued):
         with pytest.raises(TaskCancelledError):
             shoal.get(ref, timeout=30)
-    assert shoal.get(actor.count.remote()) == 1          # it ran to its end; the queued one never ran
+    assert shoal.get(actor.count.remote()) == 1     # it ran to its end; the queued one never ran
     assert not os.path.exists(str(tmp_path / "never"))
 
 

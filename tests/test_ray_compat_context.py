@@ -8,8 +8,10 @@ import os
 import pytest
 
 import shoal
+from shoal.core import runtime
+from shoal.engine.launcher import HostProcess
 from shoal.exceptions import ActorDiedError
-from tests.conftest import wait_for
+from conftest import wait_for
 
 
 def is_hex(s) -> bool:
@@ -147,8 +149,9 @@ def test_async_actor_exit(cluster):
 
 def test_rays_other_names():
     assert shoal.ObjectID is shoal.ObjectRef
-    from shoal.actor import ActorClass, ActorHandle, exit_actor  # noqa: F401
-    assert isinstance(Probe, ActorClass)
+    from shoal.actor import ActorClass, ActorHandle, exit_actor
+    assert isinstance(Probe, ActorClass) and ActorHandle is shoal.ActorHandle
+    assert exit_actor is shoal.actor.exit_actor
 
     def annotated(progress_actor: shoal.actor.ActorHandle) -> None:   # Ray tutorials do this
         pass
@@ -157,7 +160,7 @@ def test_rays_other_names():
 def test_namespace_travels_to_tasks_and_actors(fresh_cluster):
     fresh_cluster(namespace="team")
     assert shoal.get_runtime_context().namespace == "team"
-    shared = Probe.options(name="shared").remote()  # noqa: F841  (kept alive)
+    shared = Probe.options(name="shared").remote()     # held: the actor lives while we do
 
     @shoal.remote
     def lookup():
@@ -166,6 +169,7 @@ def test_namespace_travels_to_tasks_and_actors(fresh_cluster):
         return ns, shoal.get(shoal.get_actor("shared").ping.remote())
 
     assert shoal.get(lookup.remote()) == ("team", "pong")
+    assert shoal.get_actor("shared") == shared
     assert shoal.get(shoal.get_actor("made-in-task").ping.remote()) == "pong"
     assert shoal.get(shoal.get_actor("made-in-task", namespace="team").ping.remote()) == "pong"
     with pytest.raises(ValueError):
@@ -193,3 +197,34 @@ def test_gpu_ids_match_cuda_visible_devices(fresh_cluster):
     assert len(ids) == 1 and visible == ",".join(map(str, ids))
     assert accel == {"GPU": [str(i) for i in ids]}
     assert shoal.cluster_resources()["GPU"] == 2
+
+
+@pytest.mark.slow
+def test_nodes_context_and_namespace_with_a_joined_host(fresh_cluster):
+    """~7 s: a second host starts, serves a task, and leaves."""
+    fresh_cluster(num_cpus=1, namespace="joined")
+    rt = runtime.current()
+    host = HostProcess(rt.address, rt.cluster.key, rt.client.cluster_id, rt.client.session_dir,
+                       num_cpus=1, resources={"B": 1})
+    try:
+        wait_for(lambda: len(shoal.nodes()) == 2, what="the second host")
+        ids = {n["NodeID"] for n in shoal.nodes()}
+        total = shoal.cluster_resources()
+        assert total["CPU"] == 2 and total["B"] == 1 and total["node:127.0.0.1"] == 2
+        keeper = Probe.options(name="keeper").remote()
+
+        @shoal.remote(resources={"B": 1})
+        def on_b():
+            ctx = shoal.get_runtime_context()
+            return ctx.get_node_id(), ctx.namespace, shoal.get(
+                shoal.get_actor("keeper").ping.remote())
+
+        node, namespace, pong = shoal.get(on_b.remote(), timeout=60)
+        assert node in ids and node != shoal.get_runtime_context().get_node_id()
+        assert (namespace, pong) == ("joined", "pong")
+        del keeper
+    finally:
+        host.stop()
+    wait_for(lambda: [n["Alive"] for n in shoal.nodes()] == [True, False],
+             what="the stopped host listed as not alive")
+    assert {n["NodeID"] for n in shoal.nodes()} == ids

@@ -124,6 +124,8 @@ def test_unsupported_and_malformed_envs_are_refused_at_the_call(tmp_path):
         with pytest.raises(ValueError, match=f"{field!r} is not supported.*env_vars, "
                                              f"working_dir, py_modules"):
             look.options(runtime_env={field: ["numpy"]})
+    with pytest.raises(ValueError, match="'excludes' is not supported.*does not implement"):
+        look.options(runtime_env={"excludes": ["*.csv"]})
     with pytest.raises(ValueError, match="unknown runtime_env field"):
         look.options(runtime_env={"evn_vars": {}})
     with pytest.raises(TypeError, match="dict of str to str"):

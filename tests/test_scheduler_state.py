@@ -397,6 +397,40 @@ def test_items_of_a_stale_or_ownerless_generator_are_dropped():
     assert f"{tid}/g0" not in h.s.objects
 
 
+def test_nothing_is_queued_behind_a_task_that_waits_in_get():
+    # Queuing behind a caller that blocks in get on every call made a revoke
+    # storm (one per call) and kept the queued task from ever starting.
+    h = Harness(cpus=1)
+    a, b = h.submit(), h.submit()
+    assert h.executes(h.out()) == {a: "h1.e0", b: "h1.e0"}          # b queued behind a
+    h.s.handle("h1.e0", m.EngineBlocked(task_id=a, blocked=True))
+    h.s.handle("h1.e0", m.TaskRevoked(task_id=b, ok=True))
+    h.out()
+    for _ in range(3):
+        h.s.handle("h1.e0", m.EngineBlocked(task_id=a, blocked=False))
+        h.s.handle("h1.e0", m.EngineBlocked(task_id=a, blocked=True))
+        out = h.out()
+        assert not any(isinstance(msg, (m.ExecuteTask, m.RevokeTask)) and msg.task_id == b
+                       for _, msg in out)
+    assert h.s.tasks[b].state == "ready"
+
+
+def test_blocked_engines_start_engines_for_the_backlog_at_once():
+    h = Harness(cpus=2)
+    a, b = h.submit(), h.submit()
+    ex = h.executes(h.out())
+    h.s.handle("drv", m.PutObject(entry=ObjectEntry("p0", inline=dumps(0))))
+    dep = h.submit()                          # what the waiting tasks need
+    waiting = [h.submit(deps=[f"{dep}/0"]) for _ in range(4)]
+    for tid in (a, b):
+        h.s.handle(ex[tid], m.EngineBlocked(task_id=tid, blocked=True))
+    ex2 = h.executes(h.out())
+    h.finish(ex2[dep], dep)                  # four tasks become ready in one event
+    started = sum(msg.count for _, msg in h.out() if isinstance(msg, m.StartEngines))
+    assert started == 2 and h.s.hosts["h1"].starting == 2     # one per lent CPU, at once
+    assert all(h.s.tasks[t].state == "ready" for t in waiting)
+
+
 def test_ready_values_are_pushed_in_batches_under_the_frame_limit():
     from shoal.protocol.messages import ObjectEntry
     from shoal.scheduler.state import PUSH_BATCH_BYTES, _batches
@@ -405,3 +439,23 @@ def test_ready_values_are_pushed_in_batches_under_the_frame_limit():
     assert [e for b in batches for e in b] == entries
     assert all(sum(len(e.inline) for e in b) <= PUSH_BATCH_BYTES for b in batches)
     assert len(batches) == 5 and _batches([]) == []
+
+
+def test_an_actor_outlives_its_creator_while_another_process_holds_a_handle():
+    h = Harness(cpus=2)
+    h.s.handle("h1.e0", m.SubmitTask(
+        task_id="A1.init", func_id="f", name="C.__init__", args=b"", deps=[], nested=[],
+        return_ids=["A1/created"], resources={"CPU": 1.0}, max_retries=0, actor_id="A1",
+        method="__init__", actor_options={"class_name": "C", "methods": {}}))
+    h.s.handle("drv", m.RefUpdates(ops=[("A1", 1)]))     # the handle reached the driver
+    h.s.connection_closed("h1.e0")                         # its creator's engine exits
+    actor = h.s.actors["A1"]
+    assert actor.state != "dead" and actor.owner == "drv"
+    h.s.handle("drv", m.RefUpdates(ops=[("A1", -1)]))
+    assert actor.state == "dead" and "out of scope" in actor.death_cause
+    h.s.handle("h1.e1", m.SubmitTask(
+        task_id="A2.init", func_id="f", name="C.__init__", args=b"", deps=[], nested=[],
+        return_ids=["A2/created"], resources={"CPU": 1.0}, max_retries=0, actor_id="A2",
+        method="__init__", actor_options={"class_name": "C", "methods": {}}))
+    h.s.connection_closed("h1.e1")                         # nobody else has a handle
+    assert h.s.actors["A2"].state == "dead"

@@ -9,6 +9,7 @@ from ..protocol import messages as m
 from ..protocol.serialization import note_ref
 from . import runtime, runtime_env
 from .object_ref import owned_ref
+from .placement_group import placement_of
 from .generator import GENERATOR_MODES
 from .options import METHOD_OPTIONS as METHOD_OPTION_TABLE
 from .options import validate_actor_options, validate_method_options
@@ -149,10 +150,12 @@ class ActorClass:
         func_id, blob = self._ship()
         actor_id = client.new_id("A")
         held = {}
-        if opts["num_cpus"] is not None or opts["num_gpus"] is not None or opts["resources"]:
+        if opts["num_cpus"] is not None or opts["num_gpus"] is not None or opts["resources"] \
+                or opts.get("memory"):
             held = resource_request({"num_cpus": opts["num_cpus"] or 0,
                                      "num_gpus": opts["num_gpus"] or 0,
-                                     "resources": opts["resources"]})
+                                     "resources": opts["resources"],
+                                     "memory": opts.get("memory")})
         schedule = held or {"CPU": 1.0}        # 1 CPU to place, none held unless asked (Ray)
         concurrency = _concurrency(opts["max_concurrency"], opts.get("concurrency_groups"),
                                    self._methods_async)
@@ -169,7 +172,8 @@ class ActorClass:
             args=args_blob, deps=deps, nested=nested, return_ids=[f"{actor_id}/created"],
             resources=schedule, max_retries=0, actor_id=actor_id, method="__init__",
             actor_options=actor_options, job=runtime.job(), runtime_env=runtime_env.merge(
-                inherited_env(), runtime_env.resolve(client, opts["runtime_env"])))
+                inherited_env(), runtime_env.resolve(client, opts["runtime_env"])),
+            placement=placement_of(opts))
         client.own(actor_id)
         handle = ActorHandle(actor_id, actor_options, client)
         client.send(*client.register_function(func_id, self.__name__, blob), *puts, spec)
@@ -300,13 +304,14 @@ class ActorHandle:
             args=args_blob, deps=deps, nested=nested, return_ids=return_ids, resources={},
             max_retries=0, parent_task_id=client.current_task_id, actor_id=self._actor_id,
             method=method_name, generator=generator)
-        refs = [owned_ref(client, oid) for oid in return_ids]
+        result = returned(client, task_id, generator,
+                          [owned_ref(client, oid) for oid in return_ids])
         client.remember_context(task_id)
         client.send(*puts, spec)
         del keep
         if limit != -1:
             self._pending.update(return_ids)
-        return returned(client, task_id, generator, refs)
+        return result
 
     def __reduce__(self):
         note_ref(self._actor_id)

@@ -146,12 +146,13 @@ def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
                                  "resources must not be provided: the hosts declare them.")
             rt = _connect(address, namespace)
         runtime.set_current(rt)
-        if job_env:
-            try:
-                rt.runtime_env = runtime_env_module.resolve(rt.client, job_env)
-            except BaseException:
-                runtime.shutdown()
-                raise
+        try:
+            rt.runtime_env = runtime_env_module.merge(
+                {"sys_path": runtime_env_module.driver_code_path()},
+                runtime_env_module.resolve(rt.client, job_env))
+        except BaseException:
+            runtime.shutdown()
+            raise
         return ClusterContext(rt)
 
 

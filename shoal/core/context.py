@@ -8,14 +8,11 @@ driver.  Ids are hex strings (see ids.py).
 """
 from __future__ import annotations
 
-import logging
 from typing import Optional
 
 from . import runtime
 from .client import current_task
 from .ids import to_hex
-
-log = logging.getLogger("shoal")
 
 
 class RuntimeContext:
@@ -35,6 +32,12 @@ class RuntimeContext:
     def get_node_id(self) -> Optional[str]:
         """The id of the host this process runs on (None for a driver outside the cluster's hosts)."""
         return to_hex(self._runtime.client.host_id)
+
+    def get_placement_group_id(self) -> Optional[str]:
+        """The hex id of the placement group this task or actor runs in, if any."""
+        from .placement_group import get_current_placement_group
+        group = get_current_placement_group()
+        return group.id if group is not None else None
 
     def get_worker_id(self) -> str:
         """The id of this process's connection (one per driver or engine)."""
@@ -120,21 +123,20 @@ def get_gpu_ids() -> list:
 
 
 def nodes() -> list[dict]:
-    """Every live host as Ray describes a node: NodeID, Alive,
-    NodeManagerAddress, NodeManagerHostname, Resources (and a few more)."""
-    client = runtime.current().client
-    infos = {h.host_id: h for h in client.query("hosts")}
-    out = []
-    for host in client.status()["hosts"]:
-        info = infos.get(host["host_id"])
-        address = info.object_address.rsplit(":", 1)[0].strip("[]") if info else ""
-        out.append({
-            "NodeID": to_hex(host["host_id"]), "Alive": True, "alive": True,
+    """Every host as Ray describes a node: NodeID, Alive, NodeManagerAddress,
+    NodeManagerHostname, Resources (and a few more).  Hosts that left the
+    cluster are listed too, with Alive False, as in Ray."""
+    status = runtime.current().client.status()
+    return ([_node(h, True) for h in status["hosts"]]
+            + [_node(h, False) for h in status.get("departed_hosts", [])])
+
+
+def _node(host: dict, alive: bool) -> dict:
+    address = host.get("address", "")
+    return {"NodeID": to_hex(host["host_id"]), "Alive": alive, "alive": alive,
             "NodeManagerAddress": address, "NodeManagerHostname": host["hostname"],
             "NodeName": address, "ObjectStoreSocketName": host.get("store_dir", ""),
-            "Resources": _nonzero(host["resources"]), "Labels": {},
-        })
-    return out
+            "Resources": _nonzero(host["resources"]) if alive else {}, "Labels": {}}
 
 
 def cluster_resources() -> dict:
@@ -154,6 +156,12 @@ def _sum_resources(key: str) -> dict:
         for k, v in host[key].items():
             total[k] = total.get(k, 0) + v
     return _nonzero(total)
+
+
+def implicit_resource(name: str) -> bool:
+    """Ray's resources every host has (memory, object_store_memory, node:<address>):
+    summaries for people leave them out and show what tasks ask for."""
+    return name in ("memory", "object_store_memory") or name.startswith("node:")
 
 
 def _nonzero(resources: dict) -> dict:

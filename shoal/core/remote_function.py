@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import numbers
 import warnings
 from typing import Any, Callable
 
@@ -14,6 +13,7 @@ from ..protocol.serialization import INLINE_LIMIT, dumps_function, serialize
 from . import runtime, runtime_env
 from .generator import GENERATOR_MODES, ObjectRefGenerator
 from .object_ref import ObjectRef, owned_ref
+from .placement_group import placement_of
 from .options import COMMON_OPTIONS, TASK_OPTIONS, validate_task_options
 from .signature import check_call, param_spec
 
@@ -45,6 +45,8 @@ def resource_request(options: dict) -> dict:
     request = {"CPU": float(options.get("num_cpus", 1) or 0),
                "GPU": float(options.get("num_gpus", 0) or 0)}
     request.update({k: float(v) for k, v in (options.get("resources") or {}).items()})
+    if options.get("memory"):            # bytes, a logical resource each host declares (Ray)
+        request["memory"] = float(options["memory"])
     return {k: v for k, v in request.items() if v}
 
 
@@ -113,13 +115,16 @@ class RemoteFunction:
             if retry else None,
             parent_task_id=client.current_task_id, engine_id=opts["_engine_id"],
             generator=generator, job=runtime.job(),
-            runtime_env=self._runtime_env(client))
-        # Make the return refs before sending, so a fast result finds its holder.
-        refs = [owned_ref(client, oid) for oid in return_ids]
+            runtime_env=self._runtime_env(client), placement=placement_of(opts),
+            max_calls=opts.get("max_calls") or 0)
+        # Make the return refs (and a generator's stream) before sending, so a
+        # fast result finds its holder.
+        result = returned(client, task_id, generator,
+                          [owned_ref(client, oid) for oid in return_ids])
         client.remember_context(task_id)
         client.send(*client.register_function(func_id, self._name, blob), *extra_puts, spec)
         del keep        # only now may the auto-put refs go: the submission pins them
-        return returned(client, task_id, generator, refs)
+        return result
 
     def _runtime_env(self, client):
         if self._options["runtime_env"] and self._env_wire is None:
@@ -141,7 +146,8 @@ def inherited_env():
 
 
 def returned(client, task_id: str, generator, refs: list):
-    """What `.remote()` gives back: None, a ref, a list of refs, or a generator."""
+    """What `.remote()` gives back: None, a ref, a list of refs, or a generator
+    (made before the submission is sent: its first items may come at once)."""
     if generator == "streaming":
         return ObjectRefGenerator(client, task_id, refs[0])
     if not refs:

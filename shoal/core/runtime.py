@@ -24,6 +24,7 @@ class Runtime:
         self.cluster = cluster            # LocalCluster we started, or None
         self.namespace = namespace
         self.runtime_env: Optional[dict] = None      # init(runtime_env=...), wire form
+        self.placement: Optional[dict] = None        # an actor's engine: where it was placed
         # Who shares this runtime with plain `init()` calls (the shoal kernel
         # sets it): init() then returns its context instead of raising.
         self.shared_by: Optional[str] = None

@@ -7,7 +7,9 @@ hash of its contents and `put` into the cluster once per driver; engines on
 every host unpack it once into a per-host cache (see engine/runtime_env.py).
 
 What travels in a task's spec is a plain dict: {"env_vars": {...},
-"working_dir": [hash, object id], "py_modules": [[hash, object id], ...]}.
+"working_dir": [hash, object id], "py_modules": [[hash, object id], ...],
+"sys_path": [the driver's script folder and working directory]} (the last
+one set by init, as Ray puts the driver's folder on its workers' sys.path).
 The driver holds the package refs for as long as it lives.
 """
 from __future__ import annotations
@@ -21,8 +23,8 @@ from typing import Optional
 
 SUPPORTED = ("env_vars", "working_dir", "py_modules")
 # Ray's other fields: refused with a message that says what to do instead.
-UNSUPPORTED = ("pip", "uv", "conda", "container", "image_uri", "nsight", "java_jars",
-               "mpi", "excludes", "config")
+PACKAGE_MANAGERS = ("pip", "uv", "conda", "container", "image_uri")
+UNSUPPORTED = PACKAGE_MANAGERS + ("nsight", "java_jars", "mpi", "excludes", "config")
 MAX_PACKAGE_BYTES = 100 * 1024 * 1024        # Ray's limit for working_dir
 _SKIP_DIRS = {"__pycache__", ".git", ".ipynb_checkpoints"}
 
@@ -37,11 +39,13 @@ def validate(env) -> Optional[dict]:
         if key in SUPPORTED:
             continue
         if key in UNSUPPORTED:
-            raise ValueError(
-                f"runtime_env field {key!r} is not supported by shoal: engines run this "
-                f"cluster's Python environment, so install packages on every host (for "
-                f"example with pip in the environment `shoal start` runs from). Supported "
-                f"fields: {', '.join(SUPPORTED)}.")
+            advice = ("engines run this cluster's Python environment, so install packages on "
+                      "every host (for example with pip in the environment `shoal start` runs "
+                      "from)" if key in PACKAGE_MANAGERS else
+                      "shoal does not implement it (working_dir leaves out __pycache__, .git "
+                      "and .ipynb_checkpoints; ship a smaller folder to leave out more)")
+            raise ValueError(f"runtime_env field {key!r} is not supported by shoal: {advice}. "
+                             f"Supported fields: {', '.join(SUPPORTED)}.")
         raise ValueError(f"unknown runtime_env field {key!r}; supported fields: "
                          f"{', '.join(SUPPORTED)}")
     env_vars = env.get("env_vars")
@@ -59,6 +63,20 @@ def validate(env) -> Optional[dict]:
         for mod in modules:
             _module_path(mod)
     return dict(env) if env else None
+
+
+def driver_code_path() -> list:
+    """Where the driver's own modules live: its script's folder (if it runs a
+    script) and its working directory (a notebook's folder)."""
+    import sys
+    paths = []
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main_file:
+        paths.append(os.path.dirname(os.path.abspath(main_file)))
+    cwd = os.getcwd()
+    if cwd not in paths:
+        paths.append(cwd)
+    return paths
 
 
 def merge(parent: Optional[dict], child: Optional[dict]) -> Optional[dict]:

@@ -122,9 +122,10 @@ class HostAgent:
             tls_dir=os.path.join(self.config["session_dir"], "tls"))
         # Ray's implicit resources: memory, object_store_memory, node:<address>.
         ip = self.object_server.address.rsplit(":", 1)[0].strip("[]")
-        self.resources = {"memory": float(max(0, physical_memory() - self.store.limit)),
+        self.resources = {**self.resources,
+                          "memory": float(max(0, physical_memory() - self.store.limit)),
                           "object_store_memory": float(self.store.limit), f"node:{ip}": 1.0,
-                          **self.resources}
+                          **self.config.get("resources", {})}      # the user's word wins
         self.conn.send(m.RegisterHost(
             host_id=self.host_id, hostname=socket.gethostname(), resources=self.resources,
             gpu_ids=self.gpu_ids, store_dir=self.store.store_dir, spill_dir=self.store.spill_dir,

@@ -12,7 +12,8 @@ tagged with the task id, to the task's owner.  An InterruptTask raises
 KeyboardInterrupt in a running task (a real SIGINT to the main thread, so
 blocking calls wake), cancels a running coroutine, or drops a call that has
 not started; a running call of a plain or threaded actor is left to finish
-(Ray's rule).  sys.exit() in a task exits the engine: a crash, as in Ray.
+(Ray's rule), unless its class sets `__shoal_interruptible__` (the magics'
+`--on` namespaces, which a kernel interrupt must stop).  sys.exit() in a task exits the engine: a crash, as in Ray.
 """
 from __future__ import annotations
 
@@ -208,13 +209,15 @@ class Engine:
                     raise KeyboardInterrupt
                 # A running call of a plain actor is not interrupted (Ray): it
                 # finishes, and the scheduler reports it cancelled.
-                actor_call = msg.method is not None and msg.method != "__init__"
+                actor_call = msg.method is not None and msg.method != "__init__" and not \
+                    getattr(type(self.instance), "__shoal_interruptible__", False)
                 self.running[msg.task_id] = "main" if on_main and not actor_call else "thread"
             self._set_gpus(msg.gpu_ids)
             undo_env = runtime_env.apply(msg.runtime_env, self.packages)
             if msg.method == "__init__":                 # an actor keeps its env for life,
                 undo_env = runtime_env.NOTHING          # and so do the tasks it submits
                 runtime.current().runtime_env = msg.runtime_env
+                runtime.current().placement = msg.placement        # its placement group
             fn, args, kwargs = self._prepare(msg)
             value = fn(*args, **kwargs)
             if msg.generator is not None:     # still interruptible while it yields

@@ -7,7 +7,8 @@ one copy and never see half of one.  `apply` sets the env for one task and
 returns an undo: environment variables, the working directory, sys.path and
 the modules imported from the shipped folders go back to what they were, so
 a reused engine runs the next task in a clean process state.  An actor's
-env is applied at its creation and kept for its life.
+env is applied at its creation and kept for its life.  The driver's code
+folders ("sys_path") go on sys.path too; modules from them stay imported.
 """
 from __future__ import annotations
 
@@ -64,6 +65,7 @@ def apply(env: Optional[dict], cache: PackageCache) -> Callable[[], None]:
     if working_dir:
         os.chdir(working_dir)
     added = [f for f in folders if f not in sys.path]
+    added += [p for p in env.get("sys_path") or () if p not in sys.path and p not in added]
     sys.path[:0] = added
     before = set(sys.modules)
 

@@ -21,6 +21,7 @@ from typing import Optional
 import shoal
 
 from ..core import runtime
+from ..core.context import implicit_resource
 from ..util import state
 
 
@@ -116,7 +117,8 @@ class ClusterView:
             for k, v in h["resources"].items():
                 total[k] = total.get(k, 0) + v
                 free[k] = free.get(k, 0) + h["available"].get(k, 0)
-        res = ", ".join(f"{k} {free.get(k, 0):g}/{v:g} free" for k, v in sorted(total.items()))
+        res = ", ".join(f"{k} {free.get(k, 0):g}/{v:g} free" for k, v in sorted(total.items())
+                        if not implicit_resource(k))
         actors = sum(1 for e in self.engines if e.get("actor_id"))
         hosting = f" (+{actors} hosting actors)" if actors else ""
         return (f"shoal cluster at {self.address} ({kind}): {len(self.hosts)} host(s), "

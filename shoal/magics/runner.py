@@ -108,6 +108,9 @@ def run_cell(spec: dict, byref: dict, *values):
 class RemoteNamespace:
     """The actor behind `%%remote --on NAME`: a namespace kept between cells.
     `token` changes when the actor restarts (its namespace is then new)."""
+    # A kernel interrupt reaches a running cell here (KeyboardInterrupt), unlike
+    # Ray's rule for plain actors' calls (see shoal.engine.engine).
+    __shoal_interruptible__ = True
 
     def __init__(self) -> None:
         self.token = uuid.uuid4().hex

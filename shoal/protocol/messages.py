@@ -132,6 +132,8 @@ class SubmitTask:
     generator: Optional[str] = None    # "streaming" | "dynamic": the call yields its values
     job: tuple = ("", "")              # (job id, namespace) of the driver it runs for
     runtime_env: Optional[dict] = None   # see core/runtime_env.py (the wire form)
+    placement: Optional[dict] = None     # strategy or placement group (scheduler/placement.py)
+    max_calls: int = 0                   # a pool engine is replaced after this many (0: never)
 
 
 @message
@@ -151,6 +153,7 @@ class ExecuteTask:
     job: tuple = ("", "")       # (job id, namespace); an actor's calls run in its creator's
     resources: dict = field(default_factory=dict)   # what the task or actor holds
     runtime_env: Optional[dict] = None
+    placement: Optional[dict] = None
 
 
 @message
@@ -206,6 +209,22 @@ class TaskOutput:
     data: Optional[dict] = None   # "display": {"data": mimebundle, "metadata": {...}}
     origin: Optional[str] = None  # set by the scheduler for nested work: the task the
                                   # receiver submitted that (transitively) started this one
+
+
+@message
+class CreatePlacementGroup:
+    """Reserve bundles of resources on hosts (see scheduler/placement.py)."""
+    pg_id: str
+    bundles: list               # [{"CPU": 1.0, ...}]
+    strategy: str               # PACK | SPREAD | STRICT_PACK | STRICT_SPREAD
+    name: str = ""
+    detached: bool = False
+    ready_value: bytes = b""    # the serialized value of its ready() ref
+
+
+@message
+class RemovePlacementGroup:
+    pg_id: str
 
 
 @message

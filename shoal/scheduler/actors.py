@@ -40,6 +40,7 @@ class Actor:
     engine_id: Optional[str] = None
     held: dict = field(default_factory=dict)
     gpu_ids: list = field(default_factory=list)
+    pool: Optional[dict] = None                     # its placement group bundle's, if any
     restarts: int = 0
     queues: dict = field(default_factory=dict)      # caller conn -> deque of call task ids
     inflight: dict = field(default_factory=dict)    # task id -> Task, sent to the engine
@@ -92,20 +93,25 @@ class ActorScheduling:
             if actor is None or actor.state not in ("pending", "restarting"):
                 continue
             request = actor.creation.resources            # what scheduling needs
-            host = policy.choose_host(request, hosts, lambda h: True)
+            why = self._placement_error(actor.creation)
+            if why is not None:
+                self._actor_dead(actor, f"it cannot be scheduled: {why}")
+                continue
+            host = self._choose_placed_host(actor.creation, request, hosts, lambda h: True, None)
             held = actor.options.get("held_resources") or {}
             gpus = policy.allocate_gpus(host.gpus, held.get("GPU", 0)) if host else None
             if host is None or gpus is None:
                 self.pending_actors.append(actor.actor_id)
                 if not policy.feasible_anywhere(request, hosts) and hosts \
-                        and not actor.warned_infeasible:
+                        and not actor.warned_infeasible and actor.owner in self.peers:
                     actor.warned_infeasible = True
                     self._send(actor.owner, m.Notice(text=(
                         f"actor {actor.options.get('class_name')} ({actor.actor_id}) needs "
                         f"{request}, which no host in the cluster has; it waits until a host "
                         f"that can run it joins.")))
                 continue
-            host.acquire(held, gpus)
+            actor.pool = self._pool(actor.creation, request, host)
+            host.acquire(held, gpus, actor.pool)
             actor.held, actor.gpu_ids, actor.host_id = dict(held), gpus, host.host_id
             actor.state = "starting"
             self._send(host.conn, m.StartEngines(count=1, actor_id=actor.actor_id))
@@ -265,8 +271,8 @@ class ActorScheduling:
     def _release_actor_resources(self, actor: Actor) -> None:
         host = self.hosts.get(actor.host_id)
         if host is not None:
-            host.release(actor.held, actor.gpu_ids)
-        actor.held, actor.gpu_ids = {}, []
+            host.release(actor.held, actor.gpu_ids, actor.pool)
+        actor.held, actor.gpu_ids, actor.pool = {}, [], None
 
     def _actor_died_entry(self, actor: Optional[Actor], actor_id: str, why: str = "") -> ObjectEntry:
         if actor is None:
@@ -289,8 +295,24 @@ class ActorScheduling:
             self._actor_dead(actor, "all handles to it went out of scope")
 
     def _owner_gone(self, conn) -> None:
+        """The creator left.  A handle that reached another process (a task
+        returned it, or passed it on) keeps the actor: ownership moves to a
+        live holder (a driver first), or, while only objects still contain
+        the handle, to nobody until the last handle goes."""
         for actor in list(self.actors.values()):
-            if actor.owner is conn and not actor.options.get("detached"):
+            if actor.owner is not conn or actor.options.get("detached"):
+                continue
+            handle = self.objects.get(actor.actor_id)
+            holders = [c for c in (handle.holders if handle else ()) if c is not conn
+                       and c in self.peers]
+            if holders:
+                holders.sort(key=lambda c: self.peers[c].kind != "driver")
+                actor.owner = holders[0]
+                log.info("actor %s: its owner left; %s owns it now", actor.actor_id,
+                         self._describe_holder(actor.owner))
+            elif handle is not None and handle.pins > 0:
+                actor.owner = None
+            else:
                 self._actor_dead(actor, "its owner (the driver or task that created it) exited")
 
     def _on_kill_actor(self, conn, msg: m.KillActor) -> None:

@@ -33,7 +33,11 @@ class Pipelining:
                         or engine.blocked or engine.task_id not in self.tasks):
                     continue                     # ineligible until its state changes again
                 running = self.tasks[engine.task_id]
-                if "GPU" in running.spec.resources:
+                # Not behind a GPU task, nor on an engine that ran one, nor behind a
+                # task that waits in get: it would block and give the queued task
+                # back each time (a revoke storm, one per call).
+                if ("GPU" in running.spec.resources or engine.ran_gpu or running.blocks
+                        or running.spec.max_calls):
                     continue
                 if not self.ready or not self._prefetch_onto(
                         engine, policy.shape_of(running.spec.resources)):

@@ -56,3 +56,68 @@ def allocate_gpus(free: dict, amount: float) -> list | None:
     whole = [gpu for gpu, left in sorted(free.items()) if left + EPSILON >= 1.0]
     need = int(round(amount))
     return whole[:need] if len(whole) >= need else None
+
+
+PG_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
+def least_loaded(candidates: list, load) -> object | None:
+    """SPREAD: the candidate host with the least work on it now (ties: first)."""
+    return min(candidates, key=load) if candidates else None
+
+
+def place_bundles(bundles: list, strategy: str, hosts: list) -> list | None:
+    """The host of each bundle of a placement group, or None if they cannot
+    all be reserved now, as Ray places them:
+
+    PACK: as few hosts as possible (one if it fits), best effort.
+    STRICT_PACK: all on one host, or not at all.
+    SPREAD: each on a different host where possible, best effort.
+    STRICT_SPREAD: each on a different host, or not at all.
+    """
+    free = {id(h): dict(h.available) for h in hosts}
+
+    def take(host, bundle) -> bool:
+        if not fits(bundle, free[id(host)]):
+            return False
+        for k, v in bundle.items():
+            free[id(host)][k] = free[id(host)].get(k, 0.0) - v
+        return True
+
+    if strategy in ("PACK", "STRICT_PACK"):
+        total: dict = {}
+        for b in bundles:
+            for k, v in b.items():
+                total[k] = total.get(k, 0.0) + v
+        for host in hosts:                      # all on one host when one can take them
+            if fits(total, host.available):
+                return [host] * len(bundles)
+        if strategy == "STRICT_PACK":
+            return None
+        placed, used = [], []
+        for b in bundles:                       # else fill the hosts already used first
+            host = next((h for h in used + hosts if take(h, b)), None)
+            if host is None:
+                return None
+            if host not in used:
+                used.append(host)
+            placed.append(host)
+        return placed
+    placed = []
+    for b in bundles:                           # SPREAD / STRICT_SPREAD
+        fresh = [h for h in hosts if h not in placed]
+        host = next((h for h in fresh if take(h, b)), None)
+        if host is None and strategy == "SPREAD":
+            host = next((h for h in hosts if take(h, b)), None)
+        if host is None:
+            return None
+        placed.append(host)
+    return placed
+
+
+def bundles_feasible(bundles: list, strategy: str, hosts: list) -> bool:
+    """Could the group ever be placed on these hosts, once they are idle?"""
+    class Idle:                                  # a host with everything free
+        def __init__(self, host):
+            self.available = host.total
+    return place_bundles(bundles, strategy, [Idle(h) for h in hosts]) is not None

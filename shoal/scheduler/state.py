@@ -27,11 +27,13 @@ from .actors import ActorScheduling
 from .events import EventStream
 from .objects import Obj, ObjectTracking
 from .pipeline import Pipelining
+from .placement import Placement
 
 log = logging.getLogger("shoal.scheduler")
 HISTORY = 20_000          # finished tasks remembered for the timeline and status
 HEARTBEAT_INTERVAL = 1.0
 DEFAULT_HEARTBEAT_TIMEOUT = 6.0    # a silent host is lost well within 10 s
+MAX_DEPARTED_HOSTS = 100     # hosts that left, remembered for nodes() (Alive: False)
 
 
 PUSH_BATCH_BYTES = 16 << 20     # inline values per ObjectsReady, well under a frame's limit
@@ -102,16 +104,18 @@ class Host:
     def base_engines(self) -> int:
         return max(1, int(self.total.get("CPU", 0)))
 
-    def acquire(self, request: dict, gpu_ids: list = ()) -> None:
-        """Take resources (and GPU shares) for a task or an actor."""
-        self._add(request, gpu_ids, -1)
+    def acquire(self, request: dict, gpu_ids: list = (), pool: Optional[dict] = None) -> None:
+        """Take resources (and GPU shares) for a task or an actor, from the
+        host's available resources or a placement group bundle's `pool`."""
+        self._add(request, gpu_ids, -1, pool)
 
-    def release(self, held: dict, gpu_ids: list = ()) -> None:
-        self._add(held, gpu_ids, +1)
+    def release(self, held: dict, gpu_ids: list = (), pool: Optional[dict] = None) -> None:
+        self._add(held, gpu_ids, +1, pool)
 
-    def _add(self, amounts: dict, gpu_ids, sign: int) -> None:
+    def _add(self, amounts: dict, gpu_ids, sign: int, pool: Optional[dict] = None) -> None:
+        target = self.available if pool is None else pool
         for k, v in amounts.items():
-            self.available[k] = self.available.get(k, 0.0) + sign * v
+            target[k] = target.get(k, 0.0) + sign * v
         share = amounts.get("GPU", 0)
         for gpu in gpu_ids:
             if gpu in self.gpus:         # a fraction shares one GPU; whole ones take it all
@@ -129,6 +133,8 @@ class Engine:
     functions: set = field(default_factory=set)
     actor_id: Optional[str] = None       # an engine dedicated to one actor
     prefetched: Optional[str] = None     # a task queued behind the running one
+    ran_gpu: bool = False                # it ran a GPU task: CPU-only tasks go elsewhere (Ray)
+    calls: dict = field(default_factory=dict)    # function id -> runs (for max_calls)
 
 
 @dataclass(eq=False, slots=True)
@@ -147,6 +153,8 @@ class Task:
     cancel_requested: bool = False
     rebuilding: bool = False             # re-run to rebuild results lost with a host
     prefetched: bool = False             # queued on an engine behind its running task
+    blocks: bool = False                 # it has waited in get: queue nothing behind it
+    pool: Optional[dict] = None          # its placement group bundle's resources, if any
     revoking: bool = False
     submitted_at: float = 0.0
     started_at: float = 0.0
@@ -156,11 +164,7 @@ class Task:
     origin: Optional[tuple] = None
 
 
-def _has_idle_engine(host: Host) -> bool:
-    return bool(host.idle)
-
-
-class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
+class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, Placement):
     def __init__(self, cluster_id: str, session_dir: str,
                  clock: Callable[[], float] = time.time,
                  heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT) -> None:
@@ -169,6 +173,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         self.clock = clock
         self.peers: dict[Any, Peer] = {}
         self.hosts: dict[str, Host] = {}
+        self.departed_hosts: dict = {}   # host id -> its last status (bounded), for nodes()
         self.host_by_conn: dict[Any, str] = {}
         self.engines: dict[str, Engine] = {}
         self.engine_by_conn: dict[Any, str] = {}
@@ -189,6 +194,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         self.heartbeat_timeout = heartbeat_timeout
         self.last_heard: dict = {}                     # agent conn -> when it last spoke
         self._init_actors()
+        self._init_placement()
         self._out: list = []
         self._pushes: dict[Any, list] = {}
         self._frees: dict[str, list] = {}
@@ -337,7 +343,10 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
                 return
             self.pinned.setdefault(task.spec.engine_id, deque()).append(task.spec.task_id)
             return
-        queue = self.ready.setdefault(policy.shape_of(task.spec.resources), deque())
+        shape = policy.shape_of(task.spec.resources)
+        if task.spec.placement:          # a queue of its own: never pipelined, never in the way
+            shape += (("@placement", tuple(sorted(task.spec.placement.items()))),)
+        queue = self.ready.setdefault(shape, deque())
         queue.appendleft(task.spec.task_id) if front else queue.append(task.spec.task_id)
 
     def _all_ready(self):
@@ -348,6 +357,8 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
                     yield task
 
     def _schedule(self) -> None:
+        if self.pending_groups:
+            self._place_groups()
         if self.pending_actors:
             self._place_actors()
         if self.pinned:
@@ -362,18 +373,25 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
                     queue.popleft()
                     continue
                 if not any(h.idle for h in idle_hosts):       # the common case under load
-                    self._cannot_place(task)
+                    self._cannot_place(task, len(queue))
                     break
                 request = task.spec.resources
-                host = policy.choose_host(request, idle_hosts, _has_idle_engine,
-                                          self._argument_bytes(task) if len(self.hosts) > 1
-                                          else None)
+                gpu = "GPU" in request
+                why = self._placement_error(task.spec)
+                if why is not None:
+                    queue.popleft()
+                    self._unschedulable(task, why)
+                    continue
+                host = self._choose_placed_host(
+                    task.spec, request, idle_hosts,
+                    lambda h: self._idle_engine(h, gpu) is not None,
+                    self._argument_bytes(task) if len(self.hosts) > 1 else None)
                 gpus = policy.allocate_gpus(host.gpus, request.get("GPU", 0)) if host else None
                 if host is None or gpus is None:
-                    self._cannot_place(task)
+                    self._cannot_place(task, len(queue))
                     break
                 queue.popleft()
-                self._dispatch(task, host, self._idle_engine(host), gpus)
+                self._dispatch(task, host, self._idle_engine(host, gpu), gpus)
             if not queue:
                 del self.ready[shape]
         self._pipeline()
@@ -408,8 +426,18 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
                     where[host_id] = where.get(host_id, 0) + obj.entry.size
         return where
 
-    def _idle_engine(self, host: Host) -> Optional[Engine]:
-        return self.engines[next(iter(host.idle))] if host.idle else None
+    def _idle_engine(self, host: Host, gpu: bool = False) -> Optional[Engine]:
+        """An idle engine for a task: one that never ran a GPU task for a
+        CPU-only task (Ray isolates them by resource shape); a GPU task takes
+        any, one that ran GPU tasks first."""
+        other = None
+        for eid in host.idle:
+            engine = self.engines[eid]
+            if engine.ran_gpu == gpu:
+                return engine
+            if gpu:
+                other = engine
+        return other
 
     def _assign(self, engine: Engine, task_id: Optional[str]) -> None:
         """Set what an engine runs, keeping its host's idle set true."""
@@ -423,10 +451,11 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
             else:
                 host.idle.discard(engine.engine_id)
 
-    def _cannot_place(self, task: Task) -> None:
+    def _cannot_place(self, task: Task, backlog: int = 1) -> None:
         request = task.spec.resources
-        hosts = list(self.hosts.values())
-        if not policy.feasible_anywhere(request, hosts):
+        hosts = self._candidates(task.spec, list(self.hosts.values()))
+        in_group = bool(task.spec.placement) and task.spec.placement["kind"] == "pg"
+        if not in_group and not policy.feasible_anywhere(request, hosts):
             if not task.warned_infeasible and hosts:
                 task.warned_infeasible = True
                 totals = "; ".join(f"{h.host_id}: {h.total}" for h in hosts)
@@ -435,21 +464,33 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
                     f"in the cluster has ({totals}). It stays queued until a host that can run "
                     f"it joins; cancel it with shoal.cancel().")))
             return
-        # Resources are there but every engine is busy (some blocked in get): start one more.
+        # Resources are there but every engine is busy (some blocked in get): start
+        # engines for the queued tasks, as many as blocked engines lend CPUs for.
+        gpu = "GPU" in request
         for host in hosts:
-            if policy.fits(request, host.available) and self._idle_engine(host) is None:
+            free = (self._bundle_for(task.spec, request, host) is not None if in_group
+                    else policy.fits(request, host.available))
+            if backlog > 0 and free and self._idle_engine(host, gpu) is None:
+                # Idle engines that ran GPU tasks make way for fresh ones.
+                for eid in [e for e in host.idle if self.engines[e].ran_gpu][:backlog]:
+                    self._retire_engine(host, self.engines[eid])
                 blocked = sum(self.engines[e].blocked for e in host.engines)
-                if len(host.engines) + host.starting < host.base_engines + blocked:
-                    host.starting += 1
-                    self._send(host.conn, m.StartEngines(count=1))
+                count = min(backlog, host.base_engines + blocked - len(host.engines)
+                            - host.starting)
+                if count > 0:
+                    host.starting += count
+                    backlog -= count
+                    self._send(host.conn, m.StartEngines(count=count))
 
     def _dispatch(self, task: Task, host: Host, engine: Engine, gpu_ids: list) -> None:
         spec = task.spec
         request = spec.resources
-        host.acquire(request, gpu_ids)
+        task.pool = self._pool(spec, request, host)
+        host.acquire(request, gpu_ids, task.pool)
         task.held, task.gpu_ids = dict(request), gpu_ids
         task.state, task.engine_id, task.started_at = "running", engine.engine_id, self.clock()
         task.host_id = host.host_id
+        engine.ran_gpu = engine.ran_gpu or "GPU" in request
         log.debug("run %s on %s", spec.task_id, engine.engine_id)
         self._assign(engine, spec.task_id)
         self._running(task)
@@ -473,14 +514,14 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
             args=spec.args, dep_values=[self.objects[d].entry for d in spec.deps],
             return_ids=spec.return_ids, gpu_ids=gpu_ids, retry_exceptions=spec.retry_exceptions,
             method=spec.method, actor_options=spec.actor_options, generator=spec.generator,
-            job=job, resources=held, runtime_env=spec.runtime_env))
+            job=job, resources=held, runtime_env=spec.runtime_env, placement=spec.placement))
 
     def _release(self, task: Task) -> None:
         """Give back what a running task held and free its engine."""
         engine = self.engines.get(task.engine_id)
         host = self.hosts.get(task.host_id)
         if host is not None:
-            host.release(task.held, task.gpu_ids)
+            host.release(task.held, task.gpu_ids, task.pool)
         if engine is not None and engine.task_id == task.spec.task_id:
             self._assign(engine, None)
             engine.blocked = False
@@ -513,6 +554,8 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         engine = self.engines.get(engine_id)
         if engine is not None and engine.prefetched is not None:
             self._promote(engine)
+        if task.spec.max_calls and engine is not None:
+            self._count_call(engine, task.spec)
         self._after_engine_free(engine_id)
         self._schedule()
 
@@ -613,14 +656,16 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         host = self.hosts[engine.host_id]
         # Lend the CPU back while blocked; taking it again may oversubscribe
         # the host for a while, as in Ray, rather than deadlock.
+        pool = host.available if task.pool is None else task.pool
         if msg.blocked:
+            task.blocks = True
             if engine.prefetched is not None:      # it may be what this task waits for
                 self._revoke(engine)
             task.lent_cpu = task.held.pop("CPU", 0.0)
-            host.available["CPU"] = host.available.get("CPU", 0.0) + task.lent_cpu
+            pool["CPU"] = pool.get("CPU", 0.0) + task.lent_cpu
         else:
             task.held["CPU"] = task.lent_cpu
-            host.available["CPU"] = host.available.get("CPU", 0.0) - task.lent_cpu
+            pool["CPU"] = pool.get("CPU", 0.0) - task.lent_cpu
             task.lent_cpu = 0.0
             self.may_prefetch.add(engine.engine_id)
         self._schedule()
@@ -689,13 +734,18 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         elif host_id is not None:
             host = self.hosts.pop(host_id)
             log.warning("host %s left the cluster", host_id)
+            self.departed_hosts[host_id] = {**self._host_status(host), "engines": []}
+            while len(self.departed_hosts) > MAX_DEPARTED_HOSTS:
+                del self.departed_hosts[next(iter(self.departed_hosts))]
             for eid in list(host.engines):
                 self._engine_lost(eid)
             for eid in [e.engine_id for e in self.engines.values() if e.host_id == host_id]:
                 self._engine_lost(eid)          # its actors' engines
             self._host_objects_lost(host)
+            self._groups_host_lost(host_id)
         # Whatever this peer held or owned goes with it.
         self._owner_gone(conn)
+        self._groups_owner_gone(conn)
         for task in [t for t in self.tasks.values() if t.owner is conn]:
             self._cancel(task, force=True, recursive=True)
         for obj in list(self.objects.values()):
@@ -768,6 +818,18 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
                 f"(engine {engine_id}, pid {engine.pid}) and no retries were left "
                 f"(max_retries={task.spec.max_retries})")))
 
+    def _count_call(self, engine: Engine, spec: m.SubmitTask) -> None:
+        """max_calls (Ray): an engine that ran a function that many times is
+        replaced by a fresh one (a way to shed leaked memory or GPU state)."""
+        n = engine.calls[spec.func_id] = engine.calls.get(spec.func_id, 0) + 1
+        host = self.hosts.get(engine.host_id)
+        if n >= spec.max_calls and host is not None and engine.task_id is None:
+            log.info("engine %s ran %s %d times (max_calls): replacing it", engine.engine_id,
+                     spec.name, n)
+            self._retire_engine(host, engine)
+            host.starting += 1
+            self._send(host.conn, m.StartEngines(count=1))
+
     def _after_engine_free(self, engine_id: Optional[str]) -> None:
         """Stop an extra engine (started while others were blocked) once it is idle."""
         engine = self.engines.get(engine_id) if engine_id else None
@@ -791,6 +853,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         handler = {"status": lambda args: self.status(), "get_actor": self._query_get_actor,
                    "hosts": lambda args: [self._host_info(h) for h in self.hosts.values()],
                    "list_actors": self._query_list_actors, "scale": self._query_scale,
+                   "placement_groups": self._query_placement_groups,
                    "objects": self._query_objects, "memory": self._query_memory,
                    }.get(msg.kind)
         try:
@@ -832,6 +895,12 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         self.engine_by_conn.pop(engine.conn, None)
         self._send(host.conn, m.StopEngine(engine_id=engine.engine_id))
 
+    def _host_status(self, h: Host) -> dict:
+        return {"host_id": h.host_id, "hostname": h.hostname, "pid": h.pid,
+                "resources": h.total, "available": dict(h.available),
+                "store_dir": h.store_dir, "engines": sorted(h.engines),
+                "address": h.object_address.rsplit(":", 1)[0].strip("[]")}
+
     def status(self) -> dict:
         states: dict = {}
         for task in self.tasks.values():
@@ -839,11 +908,8 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         return {
             "cluster_id": self.cluster_id,
             "session_dir": self.session_dir,
-            "hosts": [{
-                "host_id": h.host_id, "hostname": h.hostname, "pid": h.pid,
-                "resources": h.total, "available": dict(h.available),
-                "store_dir": h.store_dir, "engines": sorted(h.engines),
-            } for h in self.hosts.values()],
+            "hosts": [self._host_status(h) for h in self.hosts.values()],
+            "departed_hosts": list(self.departed_hosts.values()),
             "engines": [{
                 "engine_id": e.engine_id, "host_id": e.host_id, "pid": e.pid,
                 "task_id": e.task_id, "blocked": e.blocked, "actor_id": e.actor_id,
@@ -916,6 +982,8 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling):
         m.EngineExited: _on_engine_exited,
         m.Query: _on_query,
         m.KillActor: ActorScheduling._on_kill_actor,
+        m.CreatePlacementGroup: Placement._on_create_placement_group,
+        m.RemovePlacementGroup: Placement._on_remove_placement_group,
         m.Shutdown: _on_shutdown,
         m.Heartbeat: _on_heartbeat,
     }

@@ -77,11 +77,21 @@ class TimelineEvents(list):
     """What `shoal.timeline()` returns: Ray's list of Chrome-trace events, which in
     a notebook shows as the live timeline widget (a lane per engine)."""
 
-    def _repr_mimebundle_(self, include=None, exclude=None):
+    def _repr_pretty_(self, printer, cycle) -> None:
+        # IPython's plain-text form of the cell output: a line, not thousands of events.
+        printer.text(f"<shoal timeline: {len(self)} Chrome-trace events>")
+
+    def _widget(self) -> TimelineWidget:
         widget = self.__dict__.get("widget")
         if widget is None:
             widget = self.__dict__["widget"] = TimelineWidget()
-        return widget._repr_mimebundle_(include=include, exclude=exclude)
+        return widget
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return self._widget()._repr_mimebundle_(include=include, exclude=exclude)
+
+    def _ipython_display_(self) -> None:
+        self._widget()._ipython_display_()     # with its display id, as every widget
 
 
 def objects():
