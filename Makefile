@@ -19,11 +19,21 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.created
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-# shoal with the `lab` extra only (JupyterLab and what the examples use) and the
-# "Python 3 (shoal)" kernelspec, inside .venv.
-$(VENV)/.lab-installed: pyproject.toml $(VENV)/.created
+# The prebuilt JupyterLab extension (labextension/ -> shoal/labextension/, which the package
+# ships): scripts/build-labextension.sh builds it with npm, and does nothing when it is newer
+# than its sources.  It needs JupyterLab in .venv (either extra has it).
+BUILD_LABEXTENSION := PYTHON=$(PY) bash scripts/build-labextension.sh
+LABEXT_SOURCES := $(wildcard labextension/src/* labextension/style/*) labextension/package.json labextension/package-lock.json
+
+# shoal with the `lab` extra only (JupyterLab and what the examples use), the
+# "Python 3 (shoal)" kernelspec and the dashboard, inside .venv: the server extension is
+# enabled by pip, the labextension linked to this checkout's build.
+$(VENV)/.lab-installed: pyproject.toml $(VENV)/.created $(LABEXT_SOURCES)
 	$(PY) -m pip install -q -e '.[lab]'
+	$(BUILD_LABEXTENSION)
 	$(PY) -m shoal kernel install --sys-prefix
+	mkdir -p $(VENV)/share/jupyter/labextensions && rm -rf $(VENV)/share/jupyter/labextensions/shoal
+	ln -s $(abspath shoal/labextension) $(VENV)/share/jupyter/labextensions/shoal
 	touch $@
 
 # JupyterLab on examples/, opening the quickstart; LAB_ARGS adds options (e.g. --no-browser --port 8899).
@@ -35,9 +45,11 @@ demo: $(VENV)/.lab-installed
 
 test: $(VENV)/.installed
 	bash scripts/system-deps.sh
+	$(BUILD_LABEXTENSION)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: $(VENV)/.installed
+	$(BUILD_LABEXTENSION)
 	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider
 
 bench: $(VENV)/.installed

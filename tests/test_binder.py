@@ -121,6 +121,20 @@ def test_binder_build_gives_the_shoal_kernel_and_runs_the_quickstart(tmp_path):
     version = run([python, "-m", "jupyterlab", "--version"], env, repo, 120).strip()
     assert int(version.split(".")[0]) >= 4, version
     assert (venv / "etc" / "ipython" / "ipython_kernel_config.py").exists()
+    # the dashboard: its server extension enabled and loading, the prebuilt labextension
+    # installed where JupyterLab looks (pip put both in the environment, not per user)
+    ansi = re.compile(r"\x1b\[[0-9;]*m")
+    out = subprocess.run([str(bindir / "jupyter"), "server", "extension", "list"], env=env,
+                         cwd=repo, capture_output=True, text=True, timeout=120)
+    listing = ansi.sub("", out.stdout + out.stderr)
+    assert re.search(r"shoal\.dashboard\s+enabled", listing), listing
+    assert re.search(r"shoal\.dashboard\s.*OK", listing), listing
+    out = subprocess.run([str(bindir / "jupyter"), "labextension", "list"], env=env, cwd=repo,
+                         capture_output=True, text=True, timeout=120)
+    listing = ansi.sub("", out.stdout + out.stderr)
+    assert re.search(r"^\s*shoal v0\.1\.0 enabled", listing, re.M), listing
+    installed = venv / "share" / "jupyter" / "labextensions" / "shoal"
+    assert list((installed / "static").glob("remoteEntry.*.js")), sorted(installed.rglob("*"))
 
     notebook = str(repo / "examples" / "01-quickstart.ipynb")
     out = run([python, "-c", RUN_QUICKSTART, notebook, str(tmp_path)], env, repo, 300)

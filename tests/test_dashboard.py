@@ -16,10 +16,23 @@ import tornado.httpclient
 import tornado.websocket
 
 # pytest-jupyter's fixtures, for this module only (as a plugin its autouse fixtures would
-# wrap every test of the suite in an event loop of their own).
-from pytest_jupyter.jupyter_core import *      # noqa: F401,F403
-from pytest_jupyter.jupyter_server import *    # noqa: F401,F403
-from pytest_jupyter.pytest_tornasync import *  # noqa: F401,F403
+# wrap every test of the suite in an event loop of their own).  jp_serverapp needs them all.
+from pytest_jupyter.jupyter_server import (
+    echo_kernel_spec, http_server, http_server_client, http_server_port, io_loop, jp_argv,
+    jp_asyncio_loop, jp_auth_header, jp_base_url, jp_config_dir, jp_configurable_serverapp,
+    jp_data_dir, jp_env_config_path, jp_env_jupyter_path, jp_environ, jp_extension_environ,
+    jp_fetch, jp_home_dir, jp_http_port, jp_kernel_dir, jp_logging_stream,
+    jp_nbconvert_templates, jp_root_dir, jp_runtime_dir, jp_server_auth_core_resources,
+    jp_server_auth_resources, jp_server_authorizer, jp_server_cleanup, jp_serverapp,
+    jp_system_config_path, jp_system_jupyter_path, jp_template_dir, jp_web_app, jp_ws_fetch)
+JUPYTER_FIXTURES = (
+    echo_kernel_spec, http_server, http_server_client, http_server_port, io_loop, jp_argv,
+    jp_asyncio_loop, jp_auth_header, jp_base_url, jp_config_dir, jp_configurable_serverapp,
+    jp_data_dir, jp_env_config_path, jp_env_jupyter_path, jp_environ, jp_extension_environ,
+    jp_fetch, jp_home_dir, jp_http_port, jp_kernel_dir, jp_logging_stream,
+    jp_nbconvert_templates, jp_root_dir, jp_runtime_dir, jp_server_auth_core_resources,
+    jp_server_auth_resources, jp_server_authorizer, jp_server_cleanup, jp_serverapp,
+    jp_system_config_path, jp_system_jupyter_path, jp_template_dir, jp_web_app, jp_ws_fetch)
 
 import shoal
 from shoal.dashboard import bridge, clusters
@@ -127,6 +140,59 @@ def test_config_file_enables_the_extension_for_jupyter_server(tmp_path):
     text = re.sub(r"\x1b\[[0-9;]*m", "", out.stdout + out.stderr)
     assert "shoal.dashboard enabled" in text, text
     assert "shoal.dashboard  OK" in text or "shoal.dashboard OK" in text, text
+
+
+def _visible_as(uid):
+    """visible_clusters() in a forked child running as `uid` (None: as we are)."""
+    if uid is None:
+        return sorted(c.cluster_id for c in clusters.visible_clusters())
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                   # the child: no exec, no new imports
+        code = 1
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            os.write(w, json.dumps(sorted(c.cluster_id for c in
+                                          clusters.visible_clusters())).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r) as f:
+        data = f.read()
+    assert os.waitpid(pid, 0)[1] == 0, data
+    return json.loads(data)
+
+
+def test_only_clusters_whose_connection_files_the_user_can_read_are_visible(monkeypatch):
+    """Another user's connection file (0600) is not listed; a dead scheduler's is not either."""
+    import tempfile
+    from shoal import session
+    runtime = tempfile.mkdtemp(prefix="shoal-dash-acl-")
+    try:
+        os.chmod(runtime, 0o755)
+        monkeypatch.setenv("JUPYTER_RUNTIME_DIR", runtime)
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        for cid, pid in (("ours", os.getpid()), ("theirs", os.getpid()), ("dead", dead.pid)):
+            session.write_connection_file(session.connection_file_path(cid), {
+                "address": "127.0.0.1:9", "key": "ab" * 16, "cluster_id": cid, "pid": pid,
+                "owned": False, "session_dir": runtime})
+        with open(os.path.join(runtime, "shoal-cluster-bad.json"), "w") as f:
+            f.write("{not json")
+        other = 65534                                     # nobody
+        if os.geteuid() == 0:
+            os.chown(session.connection_file_path("theirs"), other, other)
+            assert _visible_as(None) == ["ours", "theirs"]
+            assert _visible_as(other) == ["theirs"]       # root's 0600 file is not theirs to see
+        else:
+            os.chmod(session.connection_file_path("theirs"), 0)
+            assert _visible_as(None) == ["ours"]
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------- through the server
@@ -267,10 +333,12 @@ def test_dashboard_lists_drives_and_streams_a_cluster(jp_serverapp, jp_fetch, jp
                 rows.update(zip(content["ids"], statuses))
             return sum(1 for s in rows.values() if s == 1) >= 30
         await recv(ws, got_rows)
-        view = await recv(tasks, lambda t, d, b: t == "comm_msg" and d["method"] == "update"
-                          and d["state"].get("view", {}).get("counts", {}).get("finished") == 30
-                          and d["state"]["view"])
-        assert {r["name"] for r in view["rows"]} >= {"square"}
+
+        def squares_done(t, d, b):
+            if t == "comm_msg" and d["method"] == "update" and "view" in d["state"]:
+                return 30 == sum(1 for r in d["state"]["view"]["rows"]
+                                 if r["name"] == "square" and r["status"] == "finished")
+        await recv(tasks, squares_done)
         view = await recv(actors, lambda t, d, b: t == "comm_msg" and d["method"] == "update"
                           and d["state"].get("view", {}).get("actors") and d["state"]["view"])
         [actor] = view["actors"]

@@ -49,22 +49,19 @@ class Cluster:
 
 
 def visible_clusters() -> list:
-    """The live clusters whose connection files this process can read, newest first."""
+    """The live clusters whose connection files this process can read, newest first
+    (an unreadable file, another user's say, is skipped as a malformed one is)."""
     out = []
-    for path in session.find_connection_files():
-        try:
-            info = session.read_connection_file(path)
-        except ValueError:          # unreadable (another user's, a bad file): not ours to show
-            continue
+    for info in session.running_clusters():
+        path = info["path"]
         pid = _int(info.get("pid"))
-        if pid is not None and not _alive(pid):
-            continue
+        owned = info.get("owned", True)
         cluster_id = info.get("cluster_id") or os.path.basename(path)[
             len(session.CONNECTION_PREFIX):-len(".json")]
         out.append(Cluster(
             cluster_id=str(cluster_id), address=info["address"],
-            kind="embedded" if info.get("owned", True) else "started", pid=pid,
-            owner_pid=_parent(pid) if info.get("owned", True) else None,
+            kind="embedded" if owned else "started", pid=pid,
+            owner_pid=_parent(pid) if owned else None,
             session_dir=info.get("session_dir") or "", connection_file=path,
             started=info.get("started")))
     return out
@@ -79,16 +76,6 @@ def _int(x) -> Optional[int]:
         return int(x) if x else None
     except (TypeError, ValueError):
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _parent(pid: Optional[int]) -> Optional[int]:

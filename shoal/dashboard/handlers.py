@@ -20,7 +20,6 @@ import asyncio
 import json
 import logging
 import os
-
 from html import escape
 
 from jupyter_server.auth.decorator import authorized, ws_authenticated
@@ -195,7 +194,7 @@ class IndexHandler(Base):
     def get(self):
         base = self.base_url
         self.finish(PAGE.format(title="shoal dashboard", base=base, view="index", cluster="",
-                                nav=f'<b>shoal</b> <span class="sub">dashboard</span>',
+                                nav='<b>shoal</b> <span class="sub">dashboard</span>',
                                 entry="mountIndex", config=json.dumps({"base": base})))
 
 
@@ -240,7 +239,7 @@ class ViewSocket(WebSocketMixin, WebSocketHandler, Base):
         self.widget = None
         self.gone = False
         self._early: list = []          # frames sent while the widget was being made
-        self._starting = asyncio.ensure_future(self._start())
+        self._start_task = asyncio.ensure_future(self._start())     # (held: tasks are weak)
 
     async def _start(self):
         try:
@@ -335,12 +334,10 @@ def make_view(view: str, cluster, client, feed, connections):
             else:
                 box[0].scale(content.get("host_id"), int(content.get("delta", 0)))
 
-        w = ClusterWidget(client=client, feed=feed, commands=commands)
+        w = ClusterWidget(client=client, feed=feed, commands=commands, address=cluster.address,
+                          kind=("embedded in a kernel or script" if cluster.kind == "embedded"
+                                else "started with shoal start"))
         box.append(w)
-        w.model.address = cluster.address
-        w.model.kind = ("embedded cluster of a kernel" if cluster.kind == "embedded"
-                        else "started with shoal start")
-        w.view = w.model.view()
         return w
     raise ValueError(f"no view {view!r}")
 

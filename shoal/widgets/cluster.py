@@ -119,13 +119,14 @@ class ClusterWidget(QueryingWidget):
     def __init__(self, rt=None, *, client=None, feed=None, status: Optional[Callable] = None,
                  commands: Optional[Callable] = None,
                  clock: Callable[[], float] = time.monotonic,
-                 min_interval: float = MIN_INTERVAL) -> None:
+                 min_interval: float = MIN_INTERVAL, address: Optional[str] = None,
+                 kind: Optional[str] = None) -> None:
         self._runtime = rt
         if rt is not None and client is None:
             client = rt.client
         owned = rt is None or rt.cluster is not None
-        kind = "embedded local cluster" if owned else "connected"
-        self.model = ClusterModel(getattr(rt, "address", ""), kind)
+        kind = kind or ("embedded local cluster" if owned else "connected")
+        self.model = ClusterModel(address or getattr(rt, "address", ""), kind)
         self._status = status            # () -> status dict; default: ask the scheduler
         self._commands = commands        # (content) -> None, for tests
         self._init_querying(clock, min_interval, budget=10)

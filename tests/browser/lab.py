@@ -34,6 +34,7 @@ from typing import Optional
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHROMIUM = os.environ.get("SHOAL_CHROMIUM", "/usr/bin/chromium")
 KERNEL = "shoal-browser-test"
+LABEXTENSION = os.path.join(ROOT, "shoal", "labextension")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage"]
@@ -107,6 +108,7 @@ class Lab:
     def __init__(self, tmp, viewport=(1280, 900), timeout: float = 60.0) -> None:
         self.tmp = os.fspath(tmp)
         self.root = os.path.join(self.tmp, "root")
+        self.runtime_dir = os.path.join(self.tmp, "runtime")     # the server's and its kernels'
         self.viewport = viewport
         self.timeout = timeout
         self.port = _free_port()
@@ -147,8 +149,14 @@ class Lab:
                                 "{connection_file}"],
                        "display_name": "shoal browser test", "language": "python",
                        "env": {"PYTHONPATH": ROOT, "MPLBACKEND": "Agg"}}, f)
-        env = dict(os.environ, JUPYTER_RUNTIME_DIR=os.path.join(self.tmp, "runtime"),
+        # shoal's server extension, enabled by the config file pip installs, and this
+        # checkout's build of the JupyterLab extension (when scripts/build-labextension.sh ran)
+        if os.path.isfile(os.path.join(LABEXTENSION, "package.json")):
+            os.makedirs(os.path.join(self.tmp, "jupyter", "labextensions"))
+            os.symlink(LABEXTENSION, os.path.join(self.tmp, "jupyter", "labextensions", "shoal"))
+        env = dict(os.environ, JUPYTER_RUNTIME_DIR=self.runtime_dir,
                    JUPYTER_PATH=os.path.join(self.tmp, "jupyter"),
+                   JUPYTER_CONFIG_PATH=os.path.join(ROOT, "jupyter-config"),
                    IPYTHONDIR=os.path.join(self.tmp, "ipython"))
         env.pop("JUPYTER_TOKEN", None)
         cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",

@@ -112,6 +112,8 @@ export function mountIndex(root, config) {
         return;
       }
       clearTimeout(armed);
+      stop.classList.remove("armed");
+      stop.disabled = true;
       act(`stopping ${c.cluster_id}`, () => api(base, `clusters/${id}/stop`, {}));
     });
     actions.append(minus, " ", plus, " engine ", stop);
@@ -129,7 +131,7 @@ export function mountIndex(root, config) {
         const k = config.currentKernel();
         cs.sort((a, b) => (b.kernel && b.kernel.id === k) - (a.kernel && a.kernel.id === k));
       }
-      if (!list.querySelector(".shoal-btn.armed, :focus")) {
+      if (!list.querySelector(".shoal-btn.armed")) {        // keep a half-done stop
         list.replaceChildren(...(cs.length ? cs.map(card) : [el("div", "shoal-sub", "No shoal cluster is running. Start one here, with shoal.init() in a notebook, or with `shoal start --head`.")]));
       }
       root.dataset.clusters = String(cs.length);
