@@ -10,8 +10,8 @@ py="${PYTHON:-python3}"
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
 
 # Plain `ray` (no dashboard extras); `dask[distributed]` for LocalCluster.
-pkgs=(ray "dask[distributed]" ipyparallel numpy pyarrow joblib)
-if "$venv/bin/python" -c 'import ray, dask.distributed, ipyparallel, numpy, pyarrow, joblib' 2>/dev/null; then
+pkgs=(ray "dask[distributed]" ipyparallel ipykernel numpy pyarrow joblib)
+if "$venv/bin/python" -c 'import ray, dask.distributed, ipyparallel, ipykernel, numpy, pyarrow, joblib' 2>/dev/null; then
     echo "peers already installed in $venv"
 else
     "$venv/bin/python" -m pip install --quiet --upgrade pip

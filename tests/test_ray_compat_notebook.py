@@ -3,9 +3,10 @@ Ray code, runs on shoal with only `import ray` replaced by `import shoal as ray`
 and unchanged on Ray where Ray is installed."""
 from __future__ import annotations
 
-import importlib.util
+import json
 import os
 import re
+import subprocess
 
 import pytest
 
@@ -14,26 +15,46 @@ from shoal.kernel.testing import KernelSession
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-NOTEBOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "examples", "ray", "getting-started.ipynb")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTEBOOK = os.path.join(ROOT, "examples", "ray", "getting-started.ipynb")
 EXPECTED = ["[0, 1, 4, 9]", "\n10\n", "10000.0", "1000000.0", "[0.1] 1", "[5, 4, 3, 2, 1]",
             "caught ValueError: True", "in the driver: task None actor None",
             "same job: True | same node: True | a task id: True", "stable actor id: True",
             "CPUs: 2.0 | nodes: 1"]
 
 
-def run(nb, tmp_path):
-    with KernelSession("python3") as session:
-        km = session.kernel_manager()
-        client = nbclient.NotebookClient(nb, km=km, timeout=60, startup_timeout=60,
-                                         resources={"metadata": {"path": str(tmp_path)}})
-        try:
-            client.execute(env=session.env)
-        finally:
-            if km.has_kernel:
-                km.shutdown_kernel()
+def run(nb, tmp_path, python: str | None = None):
+    """Execute the notebook on a fresh kernel: this interpreter's, or `python`'s."""
+    session = KernelSession("python3" if python is None else "ray-peers")
+    if python is not None:
+        spec = os.path.join(session.kernel_dirs[0], "ray-peers")
+        os.makedirs(spec)
+        with open(os.path.join(spec, "kernel.json"), "w") as f:
+            json.dump({"argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                       "display_name": "Ray (peers venv)", "language": "python"}, f)
+    km = session.kernel_manager()
+    client = nbclient.NotebookClient(nb, km=km, timeout=120, startup_timeout=60,
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    try:
+        client.execute(env=session.env)
+    finally:
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
+        session.shutdown()
     return "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code"
                    for out in cell.outputs)
+
+
+def ray_python() -> str | None:
+    """An interpreter with Ray and ipykernel: SHOAL_RAY_PYTHON, or the benchmarks'
+    peers venv (benchmarks/setup-peers.sh); Ray is never a dependency of shoal."""
+    candidates = [os.environ.get("SHOAL_RAY_PYTHON"),
+                  os.path.join(ROOT, "benchmarks", ".venv-peers", "bin", "python")]
+    for python in filter(None, candidates):
+        if os.path.exists(python) and subprocess.run(
+                [python, "-c", "import ray, ipykernel"], capture_output=True).returncode == 0:
+            return python
+    return None
 
 
 def test_the_notebook_is_plain_ray_code():
@@ -57,9 +78,13 @@ def test_runs_on_shoal_with_only_the_import_changed(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-@pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                    reason="Ray is not installed here (shoal does not depend on it)")
 def test_runs_unchanged_on_ray(tmp_path):
-    text = run(nbformat.read(NOTEBOOK, as_version=4), tmp_path)
+    python = ray_python()
+    if python is None:
+        if os.environ.get("SHOAL_REQUIRE_RAY_TESTS"):
+            pytest.fail("no Python with Ray and ipykernel: run benchmarks/setup-peers.sh")
+        pytest.skip("Ray is not installed here (shoal does not depend on it; "
+                    "benchmarks/setup-peers.sh installs it in a separate venv)")
+    text = run(nbformat.read(NOTEBOOK, as_version=4), tmp_path, python)
     for expected in EXPECTED:
-        assert expected in text, f"{expected!r} not in the notebook's output:\n{text}"
+        assert expected in text, f"{expected!r} not in the notebook's output on Ray:\n{text}"
