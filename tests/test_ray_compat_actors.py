@@ -212,3 +212,89 @@ def test_concurrency_groups_let_calls_of_different_groups_run_together(cluster):
     assert shoal.get(waiting, timeout=30) is True
     with pytest.raises(ValueError, match="concurrency_groups"):
         shoal.remote(concurrency_groups={"io": 0})(type("W", (), {}))
+
+
+@shoal.remote(concurrency_groups={"io": 2, "compute": 1})
+class Limited:
+    """Counts how many calls of each group run at once (threaded and async forms)."""
+
+    def __init__(self):
+        import threading
+        self.lock = threading.Lock()
+        self.now = {}
+        self.peak = {}
+
+    def _enter(self, group):
+        with self.lock:
+            self.now[group] = self.now.get(group, 0) + 1
+            self.peak[group] = max(self.peak.get(group, 0), self.now[group])
+
+    def _leave(self, group):
+        with self.lock:
+            self.now[group] -= 1
+
+    @shoal.method(concurrency_group="io")
+    def io(self):
+        self._enter("io")
+        time.sleep(0.2)
+        self._leave("io")
+
+    @shoal.method(concurrency_group="compute")
+    def compute(self):
+        self._enter("compute")
+        time.sleep(0.2)
+        self._leave("compute")
+
+    def plain(self):
+        self._enter("default")
+        time.sleep(0.2)
+        self._leave("default")
+
+    def peaks(self):
+        return self.peak
+
+
+def test_each_concurrency_group_is_held_to_its_own_limit(cluster):
+    a = Limited.remote()
+    calls = ([a.io.remote() for _ in range(6)] + [a.compute.remote() for _ in range(3)]
+             + [a.plain.remote() for _ in range(3)]
+             + [a.plain.options(concurrency_group="io").remote() for _ in range(2)])
+    shoal.get(calls, timeout=60)
+    peaks = shoal.get(a.peaks.remote())
+    # the per-call group sends `plain` into io: counted as "default" but limited by io's 2
+    assert peaks["io"] == 2 and peaks["compute"] == 1 and 1 <= peaks["default"] <= 3
+    with pytest.raises(ValueError, match="not defined"):
+        a.plain.options(concurrency_group="nope")
+
+
+def test_async_actors_hold_each_group_to_its_limit(cluster):
+    @shoal.remote(concurrency_groups={"io": 2})
+    class AsyncLimited:
+        def __init__(self):
+            self.now = self.peak = 0
+
+        @shoal.method(concurrency_group="io")
+        async def io(self):
+            import asyncio
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+            await asyncio.sleep(0.1)
+            self.now -= 1
+
+        async def peak_seen(self):
+            return self.peak
+
+    a = AsyncLimited.remote()
+    shoal.get([a.io.remote() for _ in range(8)], timeout=60)
+    assert shoal.get(a.peak_seen.remote()) == 2
+
+
+def test_a_method_naming_an_undefined_group_is_refused_at_creation(cluster):
+    @shoal.remote
+    class Orphan:
+        @shoal.method(concurrency_group="io")
+        def f(self):
+            return 1
+
+    with pytest.raises(ValueError, match="'io' is used by a method but not defined"):
+        Orphan.remote()

@@ -109,6 +109,9 @@ class ActorClass:
         self._options = {**ACTOR_DEFAULTS, **validate_actor_options(dict(options))}
         self._methods = _methods(cls)
         self._signatures = _signatures(cls, self._methods)
+        self._method_groups = {name: group for name in self._methods
+                               if (group := getattr(getattr(cls, name, None), METHOD_OPTIONS,
+                                                    {}).get("concurrency_group"))}
         self._methods_async = any(inspect.iscoroutinefunction(getattr(cls, name, None))
                                   for name in self._methods)
         self._shipped: tuple[str, bytes] | None = None
@@ -165,6 +168,8 @@ class ActorClass:
             "max_task_retries": opts["max_task_retries"], "max_concurrency": concurrency,
             "max_pending_calls": opts["max_pending_calls"], "held_resources": held,
             "methods": self._methods, "signatures": self._signatures,
+            "concurrency_groups": _groups(opts.get("concurrency_groups"), self._method_groups),
+            "method_groups": self._method_groups,
         }
         args_blob, deps, nested, puts, keep = pack_arguments(client, args, kwargs)
         spec = m.SubmitTask(
@@ -188,10 +193,22 @@ _NO_DAG = ("Ray's DAG API (.bind) is not supported by shoal: call .remote() inst
            "(see docs/ray-compatibility.md)")
 
 
+def _groups(groups, method_groups: dict) -> dict:
+    """The actor's concurrency groups ({name: max calls at once}), checked
+    against the groups its methods name (Ray raises at creation too)."""
+    groups = dict(groups or {})
+    unknown = sorted(set(method_groups.values()) - set(groups))
+    if unknown:
+        raise ValueError(f"concurrency group {unknown[0]!r} is used by a method but not "
+                         f"defined; the actor defines {sorted(groups) or 'none'} "
+                         f"(concurrency_groups={{...}} in @remote)")
+    return groups
+
+
 def _concurrency(max_concurrency, groups, is_async: bool):
-    """How many calls the actor runs at once.  Concurrency groups are
-    approximated: the actor gets room for every group at once (no call ever
-    waits on another group's), but one group's limit is not enforced apart."""
+    """How many calls the scheduler lets the actor run at once: room for the
+    default group (max_concurrency) and every concurrency group together; the
+    engine holds each group to its own limit (engine.ConcurrencyGroups)."""
     if not groups:
         return max_concurrency
     if max_concurrency is None and is_async:
@@ -236,10 +253,12 @@ def _rebuild_actor_class(cls: type, options: dict) -> ActorClass:
 class ActorMethod:
     """`handle.method`: call it with `.remote(...)`."""
 
-    def __init__(self, handle: "ActorHandle", name: str, num_returns: int) -> None:
+    def __init__(self, handle: "ActorHandle", name: str, num_returns: int,
+                 concurrency_group: str | None = None) -> None:
         self._handle = handle
         self._name = name
         self._num_returns = num_returns
+        self._group = concurrency_group
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"Actor methods cannot be called directly. Instead of running "
@@ -248,8 +267,12 @@ class ActorMethod:
     def options(self, **options) -> "ActorMethod":
         validate_method_options(options)
         num_returns = options.get("num_returns")
+        group = options.get("concurrency_group", self._group)
+        if group is not None and group not in self._handle._options.get("concurrency_groups", {}):
+            raise ValueError(f"concurrency group {group!r} is not defined by the actor "
+                             f"{self._handle._options['class_name']}")
         return ActorMethod(self._handle, self._name,
-                           self._num_returns if num_returns is None else num_returns)
+                           self._num_returns if num_returns is None else num_returns, group)
 
     def bind(self, *args, **kwargs):
         raise NotImplementedError(_NO_DAG)
@@ -258,7 +281,7 @@ class ActorMethod:
         handle = self._handle
         spec = handle._options.get("signatures", {}).get(self._name)
         check_call(spec, f"{handle._options['class_name']}.{self._name}", args, kwargs)
-        return handle._call(self._name, self._num_returns, args, kwargs)
+        return handle._call(self._name, self._num_returns, args, kwargs, self._group)
 
 
 class ActorHandle:
@@ -285,7 +308,8 @@ class ActorHandle:
         self._client = client
         self._pending: set = set()
 
-    def _call(self, method_name: str, num_returns: int, args: tuple, kwargs: dict):
+    def _call(self, method_name: str, num_returns: int, args: tuple, kwargs: dict,
+              concurrency_group: str | None = None):
         client = self._client
         limit = self._options.get("max_pending_calls", -1)
         if limit != -1 and len(self._pending) >= limit:
@@ -303,7 +327,7 @@ class ActorHandle:
             task_id=task_id, func_id=None, name=f"{self._options['class_name']}.{method_name}",
             args=args_blob, deps=deps, nested=nested, return_ids=return_ids, resources={},
             max_retries=0, parent_task_id=client.current_task_id, actor_id=self._actor_id,
-            method=method_name, generator=generator)
+            method=method_name, generator=generator, concurrency_group=concurrency_group)
         result = returned(client, task_id, generator,
                           [owned_ref(client, oid) for oid in return_ids])
         client.remember_context(task_id)

@@ -112,6 +112,7 @@ class Engine:
         self.base_cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
         self.pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self.groups = NO_GROUPS
         self.slots: Optional[asyncio.Semaphore] = None
         self.packages = runtime_env.PackageCache(os.path.join(config["session_dir"],
                                                               "runtime_env"))
@@ -196,7 +197,7 @@ class Engine:
             asyncio.run_coroutine_threadsafe(self.run_async(msg), self.loop)
         else:
             ctx = contextvars.copy_context()
-            self.pool.submit(ctx.run, self.run_sync, msg, False)
+            self.groups.pool_for(msg, self.pool).submit(ctx.run, self.run_sync, msg, False)
 
     def run_sync(self, msg: m.ExecuteTask, on_main: bool = True) -> None:
         token = current_task.set(msg)
@@ -244,7 +245,7 @@ class Engine:
         current_task.set(msg)            # this coroutine runs in its own context copy
         outcome = None
         try:
-            async with self.slots:
+            async with self.groups.slots_for(msg, self.slots):
                 with self.lock:
                     if msg.task_id in self.cancelled:
                         self.cancelled.discard(msg.task_id)
@@ -327,7 +328,11 @@ class Engine:
         self.instance = instance
         self.client.actor_options = msg.actor_options      # for get_runtime_context().current_actor
         options = msg.actor_options or {}
+        groups = options.get("concurrency_groups") or {}
+        # The scheduler's limit covers every group; the default group's own is this.
         concurrency = options.get("max_concurrency")
+        if groups and concurrency is not None:
+            concurrency -= sum(groups.values())
         is_async = any(_is_async(getattr(type(instance), name, None))
                        for name in dir(type(instance)) if not name.startswith("__"))
         if is_async:
@@ -335,12 +340,18 @@ class Engine:
             threading.Thread(target=self.loop.run_forever, name="actor-loop", daemon=True).start()
             limit = concurrency or DEFAULT_ASYNC_CONCURRENCY
 
-            async def make_semaphore():
-                return asyncio.Semaphore(limit)
+            async def make_semaphores():
+                return (asyncio.Semaphore(limit),
+                        {name: asyncio.Semaphore(size) for name, size in groups.items()})
 
-            self.slots = asyncio.run_coroutine_threadsafe(make_semaphore(), self.loop).result()
-        elif concurrency and concurrency > 1:
-            self.pool = concurrent.futures.ThreadPoolExecutor(concurrency, "actor-call")
+            self.slots, slots = asyncio.run_coroutine_threadsafe(
+                make_semaphores(), self.loop).result()
+            self.groups = ConcurrencyGroups(options.get("method_groups") or {}, slots=slots)
+        elif (concurrency and concurrency > 1) or groups:
+            self.pool = concurrent.futures.ThreadPoolExecutor(concurrency or 1, "actor-call")
+            self.groups = ConcurrencyGroups(options.get("method_groups") or {}, pools={
+                name: concurrent.futures.ThreadPoolExecutor(size, f"actor-{name}")
+                for name, size in groups.items()})
 
     # ------------------------------------------------------------------ generators
     def _drain_generator(self, msg: m.ExecuteTask, gen):
@@ -428,6 +439,32 @@ class Engine:
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)
         else:
             os.environ["CUDA_VISIBLE_DEVICES"] = self.base_cuda
+
+
+class ConcurrencyGroups:
+    """Ray's concurrency groups of an actor: each group runs at most its own
+    number of calls at once, on its own thread pool (threaded actors) or under
+    its own semaphore (async actors); a call goes to the group it was given
+    (`.options(concurrency_group=)`), else its method's (`@method`), else the
+    default group (max_concurrency)."""
+
+    def __init__(self, method_groups: dict, pools: Optional[dict] = None,
+                 slots: Optional[dict] = None) -> None:
+        self.method_groups = method_groups
+        self.pools = pools or {}
+        self.slots = slots or {}
+
+    def _group(self, msg: m.ExecuteTask) -> Optional[str]:
+        return msg.concurrency_group or self.method_groups.get(msg.method)
+
+    def pool_for(self, msg: m.ExecuteTask, default):
+        return self.pools.get(self._group(msg), default)
+
+    def slots_for(self, msg: m.ExecuteTask, default):
+        return self.slots.get(self._group(msg), default)
+
+
+NO_GROUPS = ConcurrencyGroups({})
 
 
 def _is_async(fn) -> bool:

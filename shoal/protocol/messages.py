@@ -133,6 +133,7 @@ class SubmitTask:
     job: tuple = ("", "")              # (job id, namespace) of the driver it runs for
     runtime_env: Optional[dict] = None   # see core/runtime_env.py (the wire form)
     placement: Optional[dict] = None     # strategy or placement group (scheduler/placement.py)
+    concurrency_group: Optional[str] = None   # an actor call's group (None: the method's)
     max_calls: int = 0                   # a pool engine is replaced after this many (0: never)
 
 
@@ -154,6 +155,7 @@ class ExecuteTask:
     resources: dict = field(default_factory=dict)   # what the task or actor holds
     runtime_env: Optional[dict] = None
     placement: Optional[dict] = None
+    concurrency_group: Optional[str] = None   # an actor call's group (None: the method's)
 
 
 @message

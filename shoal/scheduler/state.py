@@ -517,7 +517,8 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
             args=spec.args, dep_values=[self.objects[d].entry for d in spec.deps],
             return_ids=spec.return_ids, gpu_ids=gpu_ids, retry_exceptions=spec.retry_exceptions,
             method=spec.method, actor_options=spec.actor_options, generator=spec.generator,
-            job=job, resources=held, runtime_env=spec.runtime_env, placement=spec.placement))
+            job=job, resources=held, runtime_env=spec.runtime_env, placement=spec.placement,
+            concurrency_group=spec.concurrency_group))
 
     def _release(self, task: Task) -> None:
         """Give back what a running task held and free its engine."""
