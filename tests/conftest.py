@@ -54,3 +54,18 @@ def fresh_cluster():
     shoal.shutdown()
     yield lambda **kw: shoal.init(**{"num_cpus": 2, **kw})
     shoal.shutdown()
+
+
+@pytest.fixture
+def ipython():
+    """IPython's test shell, for in-process magics tests.  It is a process-wide
+    singleton: afterwards it is unregistered again, so later tests see no
+    IPython (get_ipython() is None) and run as outside a notebook, as they would alone."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.testing.globalipapp import get_ipython
+    ip = get_ipython()
+    for cls in type(ip).mro():               # registered again after an earlier test's teardown
+        if isinstance(cls, type) and issubclass(cls, InteractiveShell):
+            cls._instance = ip
+    yield ip
+    type(ip).clear_instance()

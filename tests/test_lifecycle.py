@@ -213,6 +213,8 @@ def test_cli_start_status_connect_logs_stop(tmp_path):
         follow = subprocess.Popen([sys.executable, "-m", "shoal", "logs", "--follow", "--tail",
                                    "0"], stdout=subprocess.PIPE, text=True,
                                   env={**os.environ, **env})
+        # Its first header means it has found the logs' ends: what follows is new.
+        assert follow.stdout.readline().startswith("==> ")
     finally:
         stopped = shoal_cli("stop", env=env)
     assert "Stopped" in stopped.stdout

@@ -129,13 +129,12 @@ def _cmdline(pid: str) -> str:
         return ""
 
 
-def test_cluster_magic_starts_ssh_hosts(net, monkeypatch):
+def test_cluster_magic_starts_ssh_hosts(net, monkeypatch, ipython):
     if not net.sshd_pids:
         pytest.skip("sshd is not installed (scripts/ci-deps.sh installs it)")
     monkeypatch.setenv("SHOAL_SSH_OPTIONS", f"-F {net.ssh_config}")
     shoal.shutdown()
-    from IPython.testing.globalipapp import get_ipython
-    ip = get_ipython()
+    ip = ipython
     ip.run_line_magic("load_ext", "shoal")
     try:
         ip.run_line_magic("cluster", f"start -n 1 --ssh {net.ns(1)}:1")

@@ -117,10 +117,9 @@ def test_widgets_go_quiet_when_the_cluster_stops(fresh_cluster):
     assert "closed" in ctx._repr_mimebundle_()["text/plain"]
 
 
-def test_timeline_and_objects_magics(tmp_path):
+def test_timeline_and_objects_magics(tmp_path, ipython):
     from IPython.core.error import UsageError
-    from IPython.testing.globalipapp import get_ipython
-    ip = get_ipython()
+    ip = ipython
     ip.run_line_magic("load_ext", "shoal")
     try:
         assert type(ip.run_line_magic("timeline", "")).__name__.startswith("Timeline")

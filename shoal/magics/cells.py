@@ -108,6 +108,14 @@ class Namespace:
     def forget(self, name: str) -> None:
         self._synced.pop(name, None)
 
+    def dropped(self, names, user_ns: dict) -> list:
+        """Of `names`, those this namespace got from the notebook (or gave it)
+        that the notebook has deleted since; forgotten here, to be deleted there."""
+        gone = sorted(n for n in names if n in self._synced and n not in user_ns)
+        for name in gone:
+            self.forget(name)
+        return gone
+
     def seen(self, token) -> None:
         if token is not None and token != self.token:
             if self.token is not None:
@@ -151,9 +159,15 @@ class RemoteCells:
             [n for n in cell.writes if not _IPYTHON_NAMES.match(n)
              and not (opts.bg and n in cell.imports)]   # a module is no future value
         pull += [n for n in sorted(cell.deletes) if n not in pull]
+        user_ns = self.shell.user_ns
         spec = {"source": source, "filename": filename, "names": [], "pull": pull,
                 "deletes": sorted(cell.deletes), "result": cell.has_result and not cell.quiet,
-                "star": list(cell.star_imports), "magics": magics}
+                "star": list(cell.star_imports), "magics": magics,
+                # What the notebook lacks stays absent unless the cell binds it...
+                "absent": [n for n in pull if n not in user_ns],
+                # ...and a namespace forgets what the notebook deleted since.
+                "drop": namespace.dropped({*cell.reads, *cell.writes, *cell.deletes}, user_ns)
+                if namespace is not None else []}
         with _InterruptsHeld() as held:
             job = self._submit(spec, send, opts, title, namespace)
         if held.interrupted:

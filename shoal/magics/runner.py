@@ -33,6 +33,7 @@ import uuid
 
 _SIMPLE = (type(None), bool, int, float, complex, str, bytes)
 _FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+_MISSING = object()
 _loop = None            # the event loop of top-level await in cells, made on first use
 
 
@@ -124,14 +125,21 @@ class RemoteNamespace:
 
 
 def _run(spec: dict, ns: dict, byref: dict, values: tuple, token):
+    for name in spec.get("drop", ()):
+        ns.pop(name, None)
     ns.update(byref)
     ns.update(zip(spec["names"], values))
     del values
+    # A name the notebook lacks comes back only if the cell binds it: a value
+    # an earlier cell left in this namespace is not the cell's doing.
+    before = {n: ns.get(n, _MISSING) for n in spec.get("absent", ())}
     result = _execute(spec, ns)
     star = {n: _carry(ns[n]) for n in _star_names(spec.get("star", ()), ns)}
     out = [(token, _carry(result, show=True) if spec["result"] else None, star)]
     for name in spec["pull"]:
-        if name in ns:
+        if name in before and ns.get(name, _MISSING) is before[name]:
+            out.append(Unavailable("unbound"))
+        elif name in ns:
             out.append(_carry(ns[name]))
         else:
             out.append(Unavailable("deleted" if name in spec["deletes"] else "unbound"))
