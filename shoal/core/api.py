@@ -10,7 +10,7 @@ import time
 from typing import Any, Optional
 
 from .. import session
-from ..exceptions import GetTimeoutError
+from ..exceptions import ClusterLostError, GetTimeoutError
 from ..protocol import messages as m
 from ..protocol.connection import UNIX_PREFIX
 from ..protocol.serialization import INLINE_LIMIT, serialize
@@ -332,9 +332,9 @@ def wait(object_refs: list, *, num_returns: int = 1, timeout: Optional[float] = 
         raise TypeError(f"wait() expected a list of ObjectRef, got {type(object_refs).__name__}")
     _check_timeout(timeout)
     for r in object_refs:
-        if not isinstance(r, ObjectRef):
-            raise TypeError(f"wait() expected a list of ObjectRef, got list containing "
-                            f"{type(r).__name__}")
+        if not isinstance(r, (ObjectRef, ObjectRefGenerator)):
+            raise TypeError(f"wait() expected a list of ObjectRef or ObjectRefGenerator, got "
+                            f"list containing {type(r).__name__}")
     if not object_refs:
         return [], []
     if len(object_refs) != len(set(object_refs)):
@@ -345,12 +345,38 @@ def wait(object_refs: list, *, num_returns: int = 1, timeout: Optional[float] = 
         raise ValueError("num_returns cannot be greater than the number of objects provided "
                          "to shoal.wait.")
     client = runtime.current().client
+    if any(isinstance(r, ObjectRefGenerator) for r in object_refs):
+        return _wait_with_generators(client, object_refs, num_returns, timeout)
     check_same_cluster(client, object_refs)
     entries, _ = _wait_entries(client, [r.id for r in object_refs], num_returns, timeout,
                                False, "wait")
     ready = [r for r in object_refs if r.id in entries][:num_returns]
     chosen = set(ready)
     return ready, [r for r in object_refs if r not in chosen]
+
+
+GENERATOR_WAIT_POLL = 0.005     # seconds between looks while waiting on generators
+
+
+def _wait_with_generators(client: Client, items: list, num_returns: int,
+                          timeout: Optional[float]) -> tuple[list, list]:
+    """wait() over refs and streaming generators, as Ray's: a generator is
+    ready when its next ref can be taken without blocking, or it has ended."""
+    refs = [r for r in items if isinstance(r, ObjectRef)]
+    check_same_cluster(client, refs)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        entries = client.wait_entries([r.id for r in refs], len(refs), 0, False)[0] if refs else {}
+        ready = [r for r in items if (r.id in entries if isinstance(r, ObjectRef)
+                                      else r._has_next())][:num_returns]
+        left = None if deadline is None else deadline - time.monotonic()
+        if len(ready) >= num_returns or (left is not None and left <= 0):
+            chosen = set(map(id, ready))
+            return ready, [r for r in items if id(r) not in chosen]
+        if client.lost:
+            raise ClusterLostError(client.lost)
+        with client._blocked():
+            time.sleep(GENERATOR_WAIT_POLL if left is None else min(GENERATOR_WAIT_POLL, left))
 
 
 # A blocking get/wait of at least this many refs that takes longer than this

@@ -113,6 +113,12 @@ class ObjectRefGenerator:
             raise StopAsyncIteration
         return ref
 
+    def _has_next(self) -> bool:
+        """Whether next() would return (or stop) without waiting."""
+        stream = self._stream
+        with stream.cond:
+            return bool(stream.items) or stream.end is not None
+
     def completed(self) -> ObjectRef:
         """A ref ready once the task has finished (its value: the item count)."""
         return self._end_ref
