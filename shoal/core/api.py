@@ -202,8 +202,8 @@ def _check_address(address) -> None:
 
 def _start_local(num_cpus, num_gpus, resources, object_store_memory, namespace,
                  hosts=(), remote_python=None) -> runtime.Runtime:
-    from ..engine.launcher import LocalCluster, local_address_towards
-    from ..engine.ssh import host_address, parse_host
+    from ..launch.launcher import LocalCluster, local_address_towards
+    from ..launch.ssh import host_address, parse_host
     bind = "127.0.0.1"
     if hosts:          # listen where the hosts can reach us: our address towards them
         bind = local_address_towards(f"{host_address(parse_host(hosts[0])[0])}:22")

@@ -88,7 +88,7 @@ class ClusterControl:
 
 def _wait_for_engines(expected: Optional[int], timeout: float = 15.0) -> None:
     """Show the cluster once its local engines have joined (they start in parallel)."""
-    from ..engine.agent import available_cpus
+    from ..launch.agent import available_cpus
     expected = expected or available_cpus()
     deadline = time.monotonic() + timeout
     while len(state.list_engines()) < expected and time.monotonic() < deadline:
