@@ -188,6 +188,45 @@ def test_the_engine_never_imports_core():
     assert bad == []
 
 
+# The magics call the public API, from its homes below the facade (the
+# modules whose names `shoal` and `shoal.util` export), and the widgets beside
+# them.  What they take beyond that, and why; a new entry needs its reason.
+PUBLIC_HOMES = {"shoal.core.api", "shoal.core.object_ref", "shoal.exceptions", "shoal.util",
+                "shoal.util.state"}
+MAGICS_BEYOND_THE_API = {
+    "shoal.core.runtime": "the runtime handle: output routing attaches to its client; "
+                          "whether a cluster runs, without starting one",
+    "shoal.core.client": "print_output, the client's own output handler, put back on detach",
+    "shoal.core.context": "implicit_resource: the resources %cluster does not list",
+    "shoal.protocol.messages": "CancelTask by task id: an interrupted cell knows its tasks "
+                               "by id only (it holds no refs to them)",
+    "shoal.protocol.serialization": "whether a value can travel, decided in the kernel "
+                                    "before a cell ships",
+    "shoal.engine.display": "the runner's half of %%remote runs on the engine, in its "
+                            "shell; EXTRA_KEY is the display's wire key",
+    "shoal.launch.agent": "available_cpus: what `%cluster start` will get",
+}
+
+
+def test_magics_use_the_public_api_and_the_listed_exceptions():
+    root = os.path.dirname(shoal.__file__)
+    modules = package_modules(root, "shoal")
+    used, bad = set(), []
+    for module, path in modules.items():
+        if part_of(module, "shoal") != "magics":
+            continue
+        for imp in imports_of(module, path, modules, "shoal"):
+            target = imp.target
+            if part_of(target, "shoal") in ("magics", "widgets") or target in PUBLIC_HOMES:
+                continue
+            used.add(target)
+            if target not in MAGICS_BEYOND_THE_API:
+                bad.append(str(imp))
+    assert bad == [], "the magics reach past the public API (list it, with why):\n" + \
+        "\n".join(bad)
+    assert set(MAGICS_BEYOND_THE_API) - used == set(), "listed but no longer used"
+
+
 # --------------------------------------------------------------------- the checker
 def make_tree(tmp_path, files: dict) -> str:
     root = tmp_path / "pkg"
