@@ -46,7 +46,7 @@ LAYERS: list[set] = [
 class Import:
     module: str          # the importing module, e.g. shoal.core.api
     line: int
-    target: str          # the imported module, e.g. shoal.engine.launcher
+    target: str          # the imported module, e.g. shoal.launch.launcher
 
     def __str__(self) -> str:
         return f"{self.module} (line {self.line}) imports {self.target}"
