@@ -1,6 +1,7 @@
 """The public calls: init, get, put, wait, cancel, with Ray's semantics."""
 from __future__ import annotations
 
+import inspect
 import logging
 import numbers
 import os
@@ -14,13 +15,13 @@ from ..exceptions import ClusterLostError, GetTimeoutError
 from ..protocol import messages as m
 from ..protocol.connection import UNIX_PREFIX
 from ..protocol.serialization import INLINE_LIMIT, serialize
-from . import runtime, terminal_progress
+from . import hooks, runtime, terminal_progress
 from . import runtime_env as runtime_env_module
-from .actor import is_actor_call
+from .actor import ActorClass, is_actor_call
 from .client import Client
 from .generator import ObjectRefGenerator
 from .object_ref import ObjectRef, check_same_cluster, owned_ref
-from .remote_function import validate_resources
+from .remote_function import RemoteFunction, validate_resources
 
 log = logging.getLogger("shoal")
 # Ray init arguments that make no sense for shoal but appear in Ray code: accepted, ignored.
@@ -56,11 +57,12 @@ class ClusterContext:
         """In a notebook: the live cluster widget (hosts, engines, tasks; add or remove
         engines, stop), with a static HTML snapshot for nbconvert; elsewhere: the text."""
         try:
-            from ..widgets import cluster_bundle
-            return cluster_bundle(self, include, exclude)
+            show = hooks.get(hooks.CLUSTER_DISPLAY)
+            if show is not None:
+                return show(self, include, exclude)
         except Exception:
             log.debug("the cluster widget failed; showing text", exc_info=True)
-            return {"text/plain": repr(self)}
+        return {"text/plain": repr(self)}
 
     def __repr__(self) -> str:
         rt = self._runtime
@@ -202,8 +204,8 @@ def _check_address(address) -> None:
 
 def _start_local(num_cpus, num_gpus, resources, object_store_memory, namespace,
                  hosts=(), remote_python=None) -> runtime.Runtime:
-    from ..engine.launcher import LocalCluster, local_address_towards
-    from ..engine.ssh import host_address, parse_host
+    from ..launch.launcher import LocalCluster, local_address_towards
+    from ..launch.ssh import host_address, parse_host
     bind = "127.0.0.1"
     if hosts:          # listen where the hosts can reach us: our address towards them
         bind = local_address_towards(f"{host_address(parse_host(hosts[0])[0])}:22")
@@ -254,6 +256,37 @@ def _connect(address: str, namespace) -> runtime.Runtime:
         raise ValueError("SHOAL_KEY must be the cluster key in hex") from None
     client = Client.connect(connect_to, key)
     return runtime.Runtime(client, address, None, namespace or "")
+
+
+# --------------------------------------------------------------------- @remote
+class RemoteDecoratorError(TypeError, AssertionError):
+    """`@shoal.remote` used wrongly.  Ray raises AssertionError here; shoal's
+    error is also a TypeError, which is what Python raises for a bad call."""
+
+
+def remote(*args, **options):
+    """Make a function a remote task, or a class an actor: `@shoal.remote` or
+    `@shoal.remote(num_cpus=2, ...)` (see shoal.core.options for the keywords)."""
+    if len(args) == 1 and not options and callable(args[0]):
+        return _make_remote(args[0], {})
+    if args or not options:
+        from .options import TASK_OPTIONS, ACTOR_OPTIONS
+        valid = [k for k in {**TASK_OPTIONS, **ACTOR_OPTIONS} if not k.startswith("_")]
+        raise RemoteDecoratorError(
+            "The @shoal.remote decorator must be applied either with no arguments and no "
+            "parentheses, for example '@shoal.remote', or it must be applied using some of the "
+            f"arguments in the list {valid}, for example '@shoal.remote(num_returns=2, "
+            "resources={\"CustomResource\": 1})'.")
+    return lambda target: _make_remote(target, options)
+
+
+def _make_remote(target, options: dict):
+    if isinstance(target, type):
+        return ActorClass(target, options)
+    if not inspect.isfunction(target) and not callable(target):
+        raise TypeError("The @shoal.remote decorator must be applied to either a function or "
+                        f"a class, got {type(target).__name__}.")
+    return RemoteFunction(target, options)
 
 
 def is_initialized() -> bool:
@@ -388,7 +421,7 @@ AUTO_PROGRESS_MIN_REFS = 2
 
 def _wait_entries(client: Client, ids: list, needed: int, timeout: Optional[float],
                   stop_on_error: bool, what: str) -> tuple[dict, bool]:
-    """client.wait_entries, showing a progress bar (shoal.widgets) once a wait
+    """client.wait_entries, showing a progress bar (core.hooks) once a wait
     in a notebook's main thread has lasted AUTO_PROGRESS_AFTER seconds."""
     notebook = "ipykernel" in sys.modules
     if (len(ids) < AUTO_PROGRESS_MIN_REFS
@@ -405,8 +438,8 @@ def _wait_entries(client: Client, ids: list, needed: int, timeout: Optional[floa
         with terminal_progress.TerminalProgress(ids, client.ready, f"shoal.{what}", sys.stderr,
                                                 started):
             return client.wait_entries(ids, needed, left, stop_on_error)
-    from ..widgets import auto_progress
-    bar = auto_progress(client, ids, what)
+    show = hooks.get(hooks.WAIT_PROGRESS)
+    bar = show(client, ids, what) if show is not None else None
     left = None if timeout is None else max(0.0, timeout - AUTO_PROGRESS_AFTER)
     try:
         return client.wait_entries(ids, needed, left, stop_on_error)
