@@ -164,8 +164,11 @@ class RemoteCells:
         spec = {"source": source, "filename": filename, "names": [], "pull": pull,
                 "deletes": sorted(cell.deletes), "result": cell.has_result and not cell.quiet,
                 "star": list(cell.star_imports), "magics": magics,
-                # What the notebook lacks stays absent unless the cell binds it...
+                # What the notebook lacks, or has and the cell does not read, stays
+                # as it is unless the cell binds it (see runner._run)...
                 "absent": [n for n in pull if n not in user_ns],
+                "aside": [n for n in pull if n in user_ns and n not in cell.reads
+                          and n not in cell.deletes],
                 # ...and a namespace forgets what the notebook deleted since.
                 "drop": namespace.dropped({*cell.reads, *cell.writes, *cell.deletes}, user_ns)
                 if namespace is not None else []}
