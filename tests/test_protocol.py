@@ -32,6 +32,45 @@ def test_many_frames_in_one_read():
     assert [h for h, _ in frames] == [str(i).encode() for i in range(50)]
 
 
+def test_large_frames_are_read_straight_into_their_place():
+    """A large buffer's bytes go from the socket into the body they are decoded
+    from: after the prefix, get_buffer() hands out that body itself."""
+    payload = bytes(range(256)) * 40_000                   # ~10 MB
+    prefix, header, _ = encode_frame(b"h", [payload])
+    decoder = FrameDecoder()
+    assert decoder.feed(prefix + header + payload[:1000]) == []
+    target = decoder.get_buffer()
+    assert target.nbytes == len(payload) - 1000
+    target[:] = payload[1000:]
+    decoder.buffer_updated(target.nbytes)
+    header_out, [buf] = decoder.next_frame()
+    assert header_out == b"h" and buf == payload and buf.obj is target.obj
+
+
+def test_frames_stay_valid_after_later_reads():
+    """Decoded frames are views of their own bodies, not of the reused staging buffer."""
+    decoder = FrameDecoder()
+    first = decoder.feed(b"".join(bytes(c) for c in encode_frame(b"one", [b"A" * 100])))
+    decoder.feed(b"".join(bytes(c) for c in encode_frame(b"two", [b"B" * 100])) * 3000)
+    assert first == [(b"one", [b"A" * 100])]
+
+
+def test_bytes_after_a_frame_are_left_unparsed():
+    decoder = FrameDecoder()
+    raw = b"\xff" * 64                                     # would be an oversized frame prefix
+    data = b"".join(encode_frame(b"x")) + raw
+    decoder.get_buffer()[:len(data)] = data
+    decoder.buffer_updated(len(data))
+    assert decoder.next_frame()[0] == b"x"
+    assert decoder.take_pending() == raw
+
+
+def test_a_frame_no_machine_could_hold_is_a_protocol_error():
+    import struct
+    with pytest.raises(ProtocolError):
+        FrameDecoder().feed(struct.pack("<IIQ", 1, 1, (1 << 40) - 1) + b"h" + b"x" * 100)
+
+
 def test_oversized_header_is_a_protocol_error():
     with pytest.raises(ProtocolError):
         FrameDecoder().feed(b"\xff\xff\xff\x7f\x00\x00\x00\x00")
@@ -51,7 +90,7 @@ def test_codec_sends_pickle_buffers_out_of_band():
     payload = bytearray(b"x" * 1000)
     msg = m.RegisterFunction(func_id="f", name="n", blob=pickle.PickleBuffer(payload))
     chunks = codec.encode(msg)
-    assert len(chunks) == 2 and bytes(chunks[1]) == bytes(payload)
+    assert len(chunks) == 3 and chunks[2].obj is payload       # prefix, header, the payload itself
 
 
 @pytest.mark.parametrize("header", [b"garbage", pickle.dumps((999, 1)), pickle.dumps("x"),
