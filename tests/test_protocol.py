@@ -65,10 +65,15 @@ def test_bytes_after_a_frame_are_left_unparsed():
     assert decoder.take_pending() == raw
 
 
-def test_a_frame_no_machine_could_hold_is_a_protocol_error():
+def test_a_frame_over_the_message_limit_is_refused_before_anything_is_allocated():
     import struct
+    from shoal.protocol.framing import MAX_MESSAGE, FrameTooLargeError
     with pytest.raises(ProtocolError):
         FrameDecoder().feed(struct.pack("<IIQ", 1, 1, (1 << 40) - 1) + b"h" + b"x" * 100)
+    with pytest.raises(ProtocolError):
+        FrameDecoder().feed(struct.pack("<IIQ", 100, 1, MAX_MESSAGE - 99) + b"h")
+    with pytest.raises(FrameTooLargeError):              # out-of-band buffers count too
+        encode_frame(b"h", [bytearray(MAX_MESSAGE)])
 
 
 def test_oversized_header_is_a_protocol_error():
@@ -142,3 +147,16 @@ def test_unpicklable_values_give_a_clear_error():
 def test_corrupt_values_give_a_clear_error():
     with pytest.raises(SerializationError):
         deserialize(b"not a value at all")
+
+
+def test_memoryview_fields_travel_out_of_band_and_arrive_read_only():
+    payload = memoryview(bytearray(b"p" * 5000))
+    msg = m.ObjectsReady(entries=[m.ObjectEntry("o", inline=payload, size=5000)])
+    chunks = codec.encode(msg)
+    assert len(chunks[1]) < 200                                   # not in the header...
+    payload[0:1] = b"q"
+    assert bytes(chunks[-1][:2]) == b"qp"                         # ...and not copied
+    payload[0:1] = b"p"
+    [(header, buffers)] = FrameDecoder().feed(b"".join(bytes(c) for c in chunks))
+    inline = codec.decode(header, buffers).entries[0].inline
+    assert type(inline) is memoryview and inline.readonly and inline == payload

@@ -508,3 +508,46 @@ def test_a_restartable_host_with_no_new_agent_is_lost_after_the_timeout():
     h.s.heartbeat()
     assert "h2" not in h.s.hosts
     assert h.s.objects["only-there"].entry.error                # a put: lost with its host
+
+
+def _shares_memory(chunks, view) -> bool:
+    base = _address(view)
+    return any(type(c) is memoryview and c.nbytes and _address(c) == base for c in chunks)
+
+
+def _address(view) -> int:
+    """Where a (read-only) buffer's bytes are, to tell a forwarded buffer from a copy."""
+    import numpy as np
+    return np.frombuffer(view, dtype=np.uint8).__array_interface__["data"][0]
+
+
+def _wire(conn_msgs):
+    """Through the real codec and frame decoder, as the scheduler's sockets do."""
+    from shoal.protocol import codec
+    from shoal.protocol.framing import FrameDecoder
+    data = b"".join(bytes(c) for c in codec.encode(conn_msgs))
+    [frame] = FrameDecoder().feed(data)
+    return codec.decode(*frame)
+
+
+def test_arguments_and_inline_results_cross_the_scheduler_as_opaque_buffers():
+    """Arguments and small results arrive out-of-band and go on as the very
+    buffers that arrived: the scheduler neither copies nor decodes them."""
+    from shoal.protocol import codec
+    h = Harness(cpus=1)
+    args = bytes(range(256)) * 8
+    spec = _wire(m.SubmitTask(task_id="tx", func_id="f", name="f", args=memoryview(args),
+                              deps=[], nested=[], return_ids=["tx/0"], resources={"CPU": 1.0}))
+    assert type(spec.args) is memoryview and spec.args.readonly
+    h.s.handle("drv", spec)
+    [(engine, execute)] = [(c, msg) for c, msg in h.out() if isinstance(msg, m.ExecuteTask)]
+    chunks = codec.encode(execute)
+    assert _shares_memory(chunks, spec.args)
+    assert _wire(execute).args == args
+    value = memoryview(dumps("result"))
+    h.s.handle(engine, _wire(m.TaskFinished(
+        task_id="tx", results=[ObjectEntry("tx/0", inline=value, size=len(value))])))
+    received = h.s.objects["tx/0"].entry.inline
+    [push] = [msg for c, msg in h.out() if c == "drv" and isinstance(msg, m.ObjectsReady)]
+    assert _shares_memory(codec.encode(push), received)
+    assert deserialize(_wire(push).entries[0].inline) == "result"

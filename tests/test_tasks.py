@@ -328,6 +328,22 @@ def test_numpy_arguments_are_stored_once_by_reference():
     assert shoal.get([add.remote(arr, 0) for _ in range(5)])[0][7] == arr[7]
 
 
+def test_each_argument_is_serialized_once(monkeypatch):
+    """A large array goes to the store serialized by itself; the rest of the
+    call is serialized once; a large container is found the slow way."""
+    from shoal.core import remote_function
+    calls = []
+    real = remote_function.serialize
+    monkeypatch.setattr(remote_function, "serialize", lambda v: calls.append(v) or real(v))
+    arr = np.random.rand(131_072)
+    ref = add.remote(arr, np.float64(1.0))
+    assert len(calls) == 2 and calls[0] is arr
+    big_list = list(range(50_000))
+    ref2 = add.remote(big_list, [1])
+    assert len(calls) == 2 + 4                  # all, each of two, then the rest
+    assert shoal.get(ref)[3] == arr[3] + 1 and shoal.get(ref2)[-1] == 1
+
+
 def test_object_refs_support_futures_and_await():
     import asyncio
     assert square.remote(6).future().result(timeout=10) == 36

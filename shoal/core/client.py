@@ -391,7 +391,7 @@ class Client:
     def store_value(self, object_id: str, value: Serialized) -> ObjectEntry:
         """An entry for a serialized value: inline if small, else in the host store."""
         if value.size < INLINE_LIMIT or self.store is None:
-            return ObjectEntry(object_id, inline=value.to_bytes(), size=value.size,
+            return ObjectEntry(object_id, inline=value.packed(), size=value.size,
                                type_name=value.type_name)
         spilled = self.store.write(object_id, value)
         return ObjectEntry(object_id, host_id=self.host_id, size=value.size,
@@ -402,7 +402,7 @@ class Client:
         if func_id in self._registered_functions:
             return []
         self._registered_functions.add(func_id)
-        return [m.RegisterFunction(func_id=func_id, name=name, blob=blob)]
+        return [m.RegisterFunction(func_id=func_id, name=name, blob=memoryview(blob))]
 
     def query(self, kind: str, timeout: float = 10.0, **args):
         """Ask the scheduler for state (see messages.Query); raises what it reports."""

@@ -157,7 +157,7 @@ def returned(client, task_id: str, generator, refs: list):
 
 # As Ray: a function or class this large has captured data it should not carry.
 FUNCTION_SIZE_WARN_THRESHOLD = 10_000_000
-FUNCTION_SIZE_ERROR_THRESHOLD = 60_000_000     # under the protocol's 64 MiB frame header
+FUNCTION_SIZE_ERROR_THRESHOLD = 60_000_000     # under the protocol's 64 MiB message limit
 
 
 def ship(obj) -> tuple[str, bytes]:
@@ -184,29 +184,60 @@ def ship(obj) -> tuple[str, bytes]:
 def pack_arguments(client, args: tuple, kwargs: dict):
     """Serialize a call's arguments.  Top-level refs become dependencies the
     scheduler resolves first; large values go to the object store once, by
-    reference, as Ray does.  Returns (blob, deps, nested ids, PutObject msgs,
-    refs the caller must keep until it has sent the submission)."""
+    reference, as Ray does.  Returns (packed args, deps, nested ids, PutObject
+    msgs, refs the caller must keep until it has sent the submission).
+
+    Each argument is serialized once: one that is plainly large (an array,
+    bytes, a string) by itself, straight into the store; the rest together.
+    Only when the rest still comes out large (big containers) are they
+    serialized one by one to find the large ones."""
     puts: list = []
     keep: list = []
-    value = serialize((args, kwargs))
-    if value.size >= INLINE_LIMIT and client.store is not None:
-        args = list(args)
-        kwargs = dict(kwargs)
-        for container, keys in ((args, range(len(args))), (kwargs, list(kwargs))):
-            for k in keys:
-                item = container[k]
-                if type(item) is ObjectRef:
-                    continue
-                s = serialize(item)
-                if s.size >= INLINE_LIMIT:
-                    oid = client.new_id("a")
-                    puts.append(m.PutObject(entry=client.store_value(oid, s), nested=s.nested))
-                    container[k] = owned_ref(client, oid)
-                    keep.append(container[k])
+    store = client.store is not None
+    big = _plainly_large(args, kwargs) if store else ()
+    value = None
+    if not big:
+        value = serialize((args, kwargs))
+        if value.size >= INLINE_LIMIT and store:
+            big = [(w, k) for w, k in _positions(args, kwargs)
+                   if type((args if w == "args" else kwargs)[k]) is not ObjectRef]
+    if big:
+        args, kwargs = list(args), dict(kwargs)
+        containers = {"args": args, "kwargs": kwargs}
+        for where, k in big:
+            container = containers[where]
+            s = serialize(container[k])
+            if s.size >= INLINE_LIMIT:
+                oid = client.new_id("a")
+                puts.append(m.PutObject(entry=client.store_value(oid, s), nested=s.nested))
+                container[k] = owned_ref(client, oid)
+                keep.append(container[k])
         value = serialize((tuple(args), kwargs))
     top_refs = [a for a in (*args, *kwargs.values()) if type(a) is ObjectRef]
     check_same_cluster(client, top_refs)
     deps = [a.id for a in top_refs]
     top = set(deps)
     nested = [i for i in value.nested if i not in top]
-    return value.to_bytes(), deps, nested, puts, keep
+    return value.packed(), deps, nested, puts, keep
+
+
+def _positions(args, kwargs):
+    return [*(("args", i) for i in range(len(args))), *(("kwargs", k) for k in kwargs)]
+
+
+def _plainly_large(args, kwargs) -> list:
+    """Positions of arguments whose size shows without serializing them
+    (buffers such as numpy arrays, bytes, strings) and is over the inline limit."""
+    found = []
+    for where, k in _positions(args, kwargs):
+        item = args[k] if where == "args" else kwargs[k]
+        t = type(item)
+        if t is bytes or t is str or t is bytearray:
+            size = len(item)
+        elif hasattr(t, "nbytes"):        # the class's, so no instance __getattr__ runs
+            size = item.nbytes
+        else:
+            continue
+        if type(size) is int and size >= INLINE_LIMIT:
+            found.append((where, k))
+    return found

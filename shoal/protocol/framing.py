@@ -15,8 +15,8 @@ recv_into-shaped (`get_buffer` / `buffer_updated`, like asyncio's
 BufferedProtocol).  Small frames arrive in a staging buffer, many per read,
 and are copied once into a body of their own; the body of a large frame is
 allocated as soon as its prefix is in and the socket reads straight into it.
-A frame's header and buffers are memoryview slices of its body, so they stay
-valid for as long as anyone holds them.  The decoder is sans-IO and parses
+A frame's header and buffers are read-only memoryview slices of its body, so
+they stay valid for as long as anyone holds them.  The decoder is sans-IO and parses
 lazily (`next_frame`), so bytes that follow a frame and are not frames (an
 object transfer's raw stream) are never touched.  Anything that does not parse
 raises ProtocolError, and the owner of the connection closes it.
@@ -28,9 +28,9 @@ import struct
 
 PREFIX = struct.Struct("<II")
 LENGTH = struct.Struct("<Q")
-MAX_HEADER = 64 << 20          # a header is metadata; anything larger is an attack or a bug
+MAX_MESSAGE = 64 << 20         # header and buffers together; bulk data goes through the
+                               # object store, so anything larger is an attack or a bug
 MAX_BUFFERS = 4096
-MAX_BUFFER = 1 << 40
 STAGING = 256 << 10            # one read's worth of small frames
 DIRECT = 64 << 10              # a body this large is read straight into place
 MAPPED = 1 << 20               # ...and one this large is an anonymous map: no zero-fill pass,
@@ -46,15 +46,16 @@ class FrameTooLargeError(ValueError):
     before any of it is written, so the connection stays usable."""
 
 
-def check_frame(header: bytes, buffers, what: str) -> None:
+def check_frame(header: bytes, lengths, what: str) -> None:
     """What a FrameDecoder would refuse, refused on the sending side instead."""
-    if len(header) > MAX_HEADER:
+    size = len(header) + sum(lengths)
+    if size > MAX_MESSAGE:
         raise FrameTooLargeError(
-            f"{what} is too large to send: {len(header) / 2**20:.1f} MiB of message data, "
-            f"more than the {MAX_HEADER / 2**20:.0f} MiB a message may carry outside the "
+            f"{what} is too large to send: {size / 2**20:.1f} MiB of message data, "
+            f"more than the {MAX_MESSAGE / 2**20:.0f} MiB a message may carry outside the "
             f"object store")
-    if len(buffers) > MAX_BUFFERS:
-        raise FrameTooLargeError(f"{what} has {len(buffers)} out-of-band buffers; at most "
+    if len(lengths) > MAX_BUFFERS:
+        raise FrameTooLargeError(f"{what} has {len(lengths)} out-of-band buffers; at most "
                                  f"{MAX_BUFFERS} go in one message")
 
 
@@ -62,10 +63,11 @@ def encode_frame(header: bytes, buffers: list = (), what: str = "a message") -> 
     """Return the chunks to write, in order: prefix, header, buffers (nothing
     is copied).  Raises FrameTooLargeError for a frame the receiving decoder
     would refuse."""
-    check_frame(header, buffers, what)
     if not buffers:
+        check_frame(header, (), what)
         return [PREFIX.pack(len(header), 0), header]
     lengths = [memoryview(b).nbytes for b in buffers]
+    check_frame(header, lengths, what)
     prefix = PREFIX.pack(len(header), len(lengths)) + struct.pack(f"<{len(lengths)}Q", *lengths)
     return [prefix, header, *buffers]
 
@@ -73,10 +75,7 @@ def encode_frame(header: bytes, buffers: list = (), what: str = "a message") -> 
 def _allocate(size: int):
     if size < MAPPED:
         return memoryview(bytearray(size))
-    try:
-        return memoryview(mmap.mmap(-1, size))
-    except (OSError, OverflowError, ValueError) as exc:   # a size no machine can hold
-        raise ProtocolError(f"cannot receive a frame of {size} bytes: {exc}") from None
+    return memoryview(mmap.mmap(-1, size))
 
 
 class FrameDecoder:
@@ -143,15 +142,15 @@ class FrameDecoder:
         if end - pos < PREFIX.size:
             return None
         header_len, nbufs = PREFIX.unpack_from(stage, pos)
-        if header_len > MAX_HEADER or nbufs > MAX_BUFFERS:
+        if header_len > MAX_MESSAGE or nbufs > MAX_BUFFERS:
             raise ProtocolError(f"frame too large: header {header_len} bytes, {nbufs} buffers")
         lengths_end = pos + PREFIX.size + 8 * nbufs
         if end < lengths_end:
             return None
         lengths = struct.unpack_from(f"<{nbufs}Q", stage, pos + PREFIX.size) if nbufs else ()
-        if any(n > MAX_BUFFER for n in lengths):
-            raise ProtocolError("frame buffer too large")
         size = header_len + sum(lengths)
+        if size > MAX_MESSAGE:
+            raise ProtocolError(f"frame too large: {size} bytes")
         have = end - lengths_end
         if have >= size:                         # all here: one copy out of the staging buffer
             body = memoryview(bytearray(stage[lengths_end:lengths_end + size]))
@@ -180,6 +179,7 @@ class FrameDecoder:
 
 
 def _split(body: memoryview, header_len: int, lengths) -> tuple:
+    body = body.toreadonly()        # what arrived is read-only, as it was as bytes
     header = body[:header_len]
     buffers, at = [], header_len
     for n in lengths:

@@ -22,7 +22,8 @@ def message(cls):
 
 class ObjectEntry(NamedTuple):
     """Where an object's value is.  Exactly one of `inline` or `host_id` is set:
-    `inline` holds the serialized value (small objects), `host_id` names the
+    `inline` holds the serialized value (small objects; bytes-like, sent
+    out-of-band when it is a memoryview, see codec.py), `host_id` names the
     host whose store holds it (file `object_id` in that host's store dir)."""
     object_id: str
     error: bool = False
@@ -109,7 +110,7 @@ class Shutdown:
 class RegisterFunction:
     func_id: str
     name: str
-    blob: bytes
+    blob: bytes               # the pickled function or class (bytes-like, out-of-band)
 
 
 @message
@@ -117,7 +118,8 @@ class SubmitTask:
     task_id: str
     func_id: str
     name: str
-    args: bytes               # pickled (args, kwargs); top-level refs stay as ObjectRef
+    args: bytes               # packed (args, kwargs), top-level refs stay as ObjectRef: an
+                              # out-of-band buffer the scheduler forwards and never decodes
     deps: list                # ids of top-level ObjectRef arguments, resolved before running
     nested: list              # ids of refs nested inside the arguments
     return_ids: list

@@ -93,10 +93,15 @@ class Serialized:
             while done < data.nbytes:
                 done += os.pwrite(fd, data[done:], at + done)
 
+    def packed(self) -> memoryview:
+        """The packed value in one buffer (one copy), for inline values and
+        task arguments: messages carry it out-of-band (see codec.py)."""
+        out = memoryview(bytearray(self.size))
+        self.write_into(out)
+        return out
+
     def to_bytes(self) -> bytes:
-        out = bytearray(self.size)
-        self.write_into(memoryview(out))
-        return bytes(out)
+        return self.packed().tobytes()
 
 
 def _align(n: int) -> int:
