@@ -149,14 +149,21 @@ def test_corrupt_values_give_a_clear_error():
         deserialize(b"not a value at all")
 
 
-def test_memoryview_fields_travel_out_of_band_and_arrive_read_only():
-    payload = memoryview(bytearray(b"p" * 5000))
-    msg = m.ObjectsReady(entries=[m.ObjectEntry("o", inline=payload, size=5000)])
+def test_pickle_buffers_travel_out_of_band_and_arrive_read_only():
+    payload = bytearray(b"p" * 5000)
+    msg = m.ObjectsReady(entries=[m.ObjectEntry("o", inline=pickle.PickleBuffer(payload), size=5000)])
     chunks = codec.encode(msg)
     assert len(chunks[1]) < 200                                   # not in the header...
     payload[0:1] = b"q"
     assert bytes(chunks[-1][:2]) == b"qp"                         # ...and not copied
-    payload[0:1] = b"p"
     [(header, buffers)] = FrameDecoder().feed(b"".join(bytes(c) for c in chunks))
     inline = codec.decode(header, buffers).entries[0].inline
-    assert type(inline) is memoryview and inline.readonly and inline == payload
+    assert type(inline) is pickle.PickleBuffer and inline.raw().readonly
+    assert inline.raw() == payload
+
+
+def test_packed_values_go_out_of_band_unless_tiny():
+    from shoal.protocol.serialization import OUT_OF_BAND_MIN
+    assert type(serialize(1).packed()) is bytes
+    big = serialize(b"x" * OUT_OF_BAND_MIN).packed()
+    assert type(big) is pickle.PickleBuffer and deserialize(big) == b"x" * OUT_OF_BAND_MIN

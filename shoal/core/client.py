@@ -17,6 +17,7 @@ import contextvars
 import itertools
 import logging
 import os
+import pickle
 import socket
 import sys
 import threading
@@ -402,7 +403,7 @@ class Client:
         if func_id in self._registered_functions:
             return []
         self._registered_functions.add(func_id)
-        return [m.RegisterFunction(func_id=func_id, name=name, blob=memoryview(blob))]
+        return [m.RegisterFunction(func_id=func_id, name=name, blob=pickle.PickleBuffer(blob))]
 
     def query(self, kind: str, timeout: float = 10.0, **args):
         """Ask the scheduler for state (see messages.Query); raises what it reports."""

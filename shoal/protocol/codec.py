@@ -2,17 +2,17 @@
 
 A header is the pickled tuple ``(type_code, field values...)``: several times
 faster to build than pickling the dataclass itself.  Any `pickle.PickleBuffer`
-or `memoryview` inside a message travels out-of-band as a raw frame buffer and
-comes out as a read-only memoryview of the received frame: that is how opaque
-payloads (task arguments, inline values, function code) cross the scheduler,
-which routes them by the ids beside them and never copies or decodes them.  Pickle is safe
+inside a message travels out-of-band as a raw frame buffer and comes out as a
+PickleBuffer over a read-only slice of the received frame, so it goes on
+out-of-band again as it is: that is how opaque payloads (task arguments,
+inline values, function code) cross the scheduler, which routes them by the
+ids beside them and never copies or decodes them.  Pickle is safe
 here because no frame is decoded before the peer has proven it holds the
 cluster key (see auth.py); a frame that still fails to decode raises
 ProtocolError and the connection is closed.
 """
 from __future__ import annotations
 
-import io
 import pickle
 from dataclasses import fields
 from operator import attrgetter
@@ -36,27 +36,17 @@ def _getter(names: tuple):
 _GETTERS = [_getter(names) for names in _FIELDS]
 
 
-def _opaque(view: memoryview):
-    return memoryview, (pickle.PickleBuffer(view),)
-
-
-class _Encoder(pickle.Pickler):
-    # A payload received out-of-band is a memoryview; it goes on out-of-band.
-    dispatch_table = {memoryview: _opaque}
-
-
 def encode(msg) -> list:
     code = _CODES[type(msg)]
     values = _GETTERS[code](msg)
     buffers: list = []
-    out = io.BytesIO()
-    _Encoder(out, protocol=5, buffer_callback=buffers.append).dump((code, *values))
-    return encode_frame(out.getvalue(), [b.raw() for b in buffers], type(msg).__name__)
+    header = pickle.dumps((code, *values), protocol=5, buffer_callback=buffers.append)
+    return encode_frame(header, [b.raw() for b in buffers], type(msg).__name__)
 
 
 def decode(header: bytes, buffers: list):
     try:
-        values = pickle.loads(header, buffers=buffers)
+        values = pickle.loads(header, buffers=map(pickle.PickleBuffer, buffers))
         code = values[0]
         cls = MESSAGE_TYPES[code]
         return cls(**dict(zip(_FIELDS[code], values[1:])))

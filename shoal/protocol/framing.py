@@ -28,6 +28,7 @@ import struct
 
 PREFIX = struct.Struct("<II")
 LENGTH = struct.Struct("<Q")
+PREFIX_ONE = struct.Struct("<IIQ")      # the common frame with one buffer
 MAX_MESSAGE = 64 << 20         # header and buffers together; bulk data goes through the
                                # object store, so anything larger is an attack or a bug
 MAX_BUFFERS = 4096
@@ -49,14 +50,18 @@ class FrameTooLargeError(ValueError):
 def check_frame(header: bytes, lengths, what: str) -> None:
     """What a FrameDecoder would refuse, refused on the sending side instead."""
     size = len(header) + sum(lengths)
+    if size > MAX_MESSAGE or len(lengths) > MAX_BUFFERS:
+        _refuse(size, len(lengths), what)
+
+
+def _refuse(size: int, nbufs: int, what: str):
     if size > MAX_MESSAGE:
         raise FrameTooLargeError(
             f"{what} is too large to send: {size / 2**20:.1f} MiB of message data, "
             f"more than the {MAX_MESSAGE / 2**20:.0f} MiB a message may carry outside the "
             f"object store")
-    if len(lengths) > MAX_BUFFERS:
-        raise FrameTooLargeError(f"{what} has {len(lengths)} out-of-band buffers; at most "
-                                 f"{MAX_BUFFERS} go in one message")
+    raise FrameTooLargeError(f"{what} has {nbufs} out-of-band buffers; at most "
+                             f"{MAX_BUFFERS} go in one message")
 
 
 def encode_frame(header: bytes, buffers: list = (), what: str = "a message") -> list:
@@ -68,6 +73,8 @@ def encode_frame(header: bytes, buffers: list = (), what: str = "a message") -> 
         return [PREFIX.pack(len(header), 0), header]
     lengths = [memoryview(b).nbytes for b in buffers]
     check_frame(header, lengths, what)
+    if len(lengths) == 1:
+        return [PREFIX_ONE.pack(len(header), 1, lengths[0]), header, buffers[0]]
     prefix = PREFIX.pack(len(header), len(lengths)) + struct.pack(f"<{len(lengths)}Q", *lengths)
     return [prefix, header, *buffers]
 
@@ -135,32 +142,40 @@ class FrameDecoder:
         if self._body is not None:
             if self._filled < self._body.nbytes:
                 return None
-            body, (header_len, lengths) = self._body, self._shape
+            body, (header_len, lengths) = self._body.toreadonly(), self._shape
             self._body = self._shape = None
             return _split(body, header_len, lengths)
         stage, pos, end = self._stage, self._start, self._end
-        if end - pos < PREFIX.size:
+        if end - pos < 8:
             return None
         header_len, nbufs = PREFIX.unpack_from(stage, pos)
         if header_len > MAX_MESSAGE or nbufs > MAX_BUFFERS:
             raise ProtocolError(f"frame too large: header {header_len} bytes, {nbufs} buffers")
-        lengths_end = pos + PREFIX.size + 8 * nbufs
-        if end < lengths_end:
+        at = pos + 8 + 8 * nbufs                 # where the header starts
+        if end < at:
             return None
-        lengths = struct.unpack_from(f"<{nbufs}Q", stage, pos + PREFIX.size) if nbufs else ()
-        size = header_len + sum(lengths)
+        if nbufs == 1:
+            lengths = LENGTH.unpack_from(stage, pos + 8)
+            size = header_len + lengths[0]
+        elif nbufs:
+            lengths = struct.unpack_from(f"<{nbufs}Q", stage, pos + 8)
+            size = header_len + sum(lengths)
+        else:
+            lengths, size = (), header_len
         if size > MAX_MESSAGE:
             raise ProtocolError(f"frame too large: {size} bytes")
-        have = end - lengths_end
+        have = end - at
         if have >= size:                         # all here: one copy out of the staging buffer
-            body = memoryview(bytearray(stage[lengths_end:lengths_end + size]))
-            self._start = lengths_end + size
+            body = stage[at:at + size].tobytes()
+            self._start = at + size
             if self._start == end:
                 self._start = self._end = 0
-            return _split(body, header_len, lengths)
+            if not nbufs:
+                return body, []
+            return _split(memoryview(body), header_len, lengths)
         if size >= DIRECT:                       # the rest is read straight into its place
             body = _allocate(size)
-            body[:have] = stage[lengths_end:end]
+            body[:have] = stage[at:end]
             self._body, self._filled, self._shape = body, have, (header_len, lengths)
             self._start = self._end = 0
         return None
@@ -179,10 +194,10 @@ class FrameDecoder:
 
 
 def _split(body: memoryview, header_len: int, lengths) -> tuple:
-    body = body.toreadonly()        # what arrived is read-only, as it was as bytes
-    header = body[:header_len]
+    if len(lengths) == 1:
+        return body[:header_len], [body[header_len:]]
     buffers, at = [], header_len
     for n in lengths:
         buffers.append(body[at:at + n])
         at += n
-    return header, buffers
+    return body[:header_len], buffers

@@ -23,7 +23,7 @@ def message(cls):
 class ObjectEntry(NamedTuple):
     """Where an object's value is.  Exactly one of `inline` or `host_id` is set:
     `inline` holds the serialized value (small objects; bytes-like, sent
-    out-of-band when it is a memoryview, see codec.py), `host_id` names the
+    out-of-band when it is a PickleBuffer, see codec.py), `host_id` names the
     host whose store holds it (file `object_id` in that host's store dir)."""
     object_id: str
     error: bool = False

@@ -43,7 +43,7 @@ def _batches(entries: list) -> list:
     """Entries split so that no message carries more than PUSH_BATCH_BYTES inline."""
     batches, batch, size = [], [], 0
     for e in entries:
-        n = len(e.inline) if e.inline is not None else 0
+        n = memoryview(e.inline).nbytes if e.inline is not None else 0
         if batch and size + n > PUSH_BATCH_BYTES:
             batches.append(batch)
             batch, size = [], 0
