@@ -151,6 +151,22 @@ def test_function_blob_is_shipped_once_per_engine():
     assert x1.func_blob == b"fn" and x2.func_blob is None
 
 
+def test_a_retry_policy_travels_with_its_function_once_per_engine():
+    h = Harness(cpus=1)
+    h.s.handle("drv", m.RegisterFunction(func_id="g", name="g", blob=b"gn",
+                                         retry_exceptions=b"policy"))
+    sent = []
+    for _ in range(2):
+        h.s.handle("drv", m.SubmitTask(
+            task_id=f"g{len(sent)}", func_id="g", name="g", args=b"", deps=[], nested=[],
+            return_ids=[f"g{len(sent)}/0"], resources={"CPU": 1.0}))
+        [x] = [x for _, x in h.out() if isinstance(x, m.ExecuteTask)]
+        h.finish("h1.e0", x.task_id)
+        sent.append(x)
+    assert (sent[0].func_blob, sent[0].func_retry) == (b"gn", b"policy")
+    assert (sent[1].func_blob, sent[1].func_retry) == (None, None)
+
+
 def test_dependencies_wait_and_resolve_to_values():
     h = Harness(cpus=2)
     a = h.submit()

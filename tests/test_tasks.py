@@ -275,6 +275,36 @@ def test_retry_exceptions():
             os.unlink(path)
 
 
+def test_retry_policy_is_made_once_per_function_and_options(monkeypatch):
+    """The policy is pickled once, not per call; an options() copy with
+    another policy is another function to the cluster, with its own."""
+    import cloudpickle
+
+    @shoal.remote(max_retries=1, retry_exceptions=[KeyError])
+    def fails_once(path, exc):
+        if not os.path.exists(path):
+            open(path, "w").close()
+            raise exc("first time")
+        return "ok"
+
+    dumps = []
+    real = cloudpickle.dumps
+    monkeypatch.setattr(cloudpickle, "dumps", lambda *a, **k: dumps.append(a[0]) or real(*a, **k))
+    paths = [f"/tmp/shoal-test-retry-{os.getpid()}-{i}" for i in range(4)]
+    paths.append(paths[3] + "x")
+    try:
+        assert shoal.get([fails_once.remote(p, KeyError) for p in paths[:3]], timeout=30) == ["ok"] * 3
+        assert dumps.count([KeyError]) == 1
+        again = fails_once.options(retry_exceptions=[ValueError])      # retries what it names
+        assert shoal.get(again.remote(paths[3], ValueError), timeout=30) == "ok"
+        with pytest.raises(ValueError):
+            shoal.get(fails_once.remote(paths[3] + "x", ValueError), timeout=30)
+    finally:
+        for p in paths:
+            if os.path.exists(p):
+                os.unlink(p)
+
+
 def test_custom_resources_and_infeasible_tasks(capfd):
     ref = square.options(resources={"unicorn": 1}).remote(2)
     wait_for(lambda: "unicorn" in capfd.readouterr().err, what="the infeasible warning")

@@ -398,12 +398,14 @@ class Client:
         return ObjectEntry(object_id, host_id=self.host_id, size=value.size,
                            type_name=value.type_name, spilled=spilled)
 
-    def register_function(self, func_id: str, name: str, blob: bytes) -> list:
+    def register_function(self, func_id: str, name: str, blob: bytes,
+                          retry_exceptions: bytes | None = None) -> list:
         """Messages to send before the first use of a function (none if sent already)."""
         if func_id in self._registered_functions:
             return []
         self._registered_functions.add(func_id)
-        return [m.RegisterFunction(func_id=func_id, name=name, blob=pickle.PickleBuffer(blob))]
+        return [m.RegisterFunction(func_id=func_id, name=name, blob=pickle.PickleBuffer(blob),
+                                   retry_exceptions=retry_exceptions)]
 
     def query(self, kind: str, timeout: float = 10.0, **args):
         """Ask the scheduler for state (see messages.Query); raises what it reports."""

@@ -65,6 +65,7 @@ class RemoteFunction:
         self._name = self._options["name"] or getattr(fn, "__name__", repr(fn))
         self._blob: bytes | None = None
         self._func_id: str | None = None
+        self._constants = None              # (function id, retry policy, resources): _call_constants
         self._env_wire = None               # the runtime_env option, uploaded (once)
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", self._name)
@@ -81,6 +82,7 @@ class RemoteFunction:
         clone.__dict__.update(self.__dict__)
         clone._options = {**self._options, **options}
         clone._name = clone._options["name"] or self._name
+        clone._constants = None
         if "runtime_env" in options:
             clone._env_wire = None
         return clone
@@ -94,10 +96,26 @@ class RemoteFunction:
             self._func_id, self._blob = ship(self._function)
         return self._func_id, self._blob
 
+    def _call_constants(self) -> tuple:
+        """What every call of this function (with these options) shares, made
+        once: its id, retry policy and resource request.  The id names the code
+        and the retry policy together, so both go to the scheduler once per
+        driver and to an engine once; each task only names the id."""
+        if self._constants is None:
+            code_id, _ = self._ship()
+            retry = self._options["retry_exceptions"]
+            policy = cloudpickle.dumps(list(retry) if not isinstance(retry, bool) else retry) \
+                if retry else None
+            func_id = code_id if policy is None else \
+                f"{code_id}.{hashlib.sha1(policy).hexdigest()[:8]}"
+            self._constants = (func_id, policy, resource_request(self._options))
+        return self._constants
+
     def remote(self, *args, **kwargs):
         check_call(self._params, self.__name__, args, kwargs)
         client = runtime.current().client
-        func_id, blob = self._ship()
+        _, blob = self._ship()
+        func_id, policy, resources = self._call_constants()
         opts = self._options
         task_id = client.new_id("t")
         n = opts["num_returns"]
@@ -106,14 +124,10 @@ class RemoteFunction:
         generator = n if n in GENERATOR_MODES else None
         return_ids = [f"{task_id}/0"] if generator else [f"{task_id}/{i}" for i in range(n)]
         args_blob, deps, nested, extra_puts, keep = pack_arguments(client, args, kwargs)
-        retry = opts["retry_exceptions"]
         spec = m.SubmitTask(
             task_id=task_id, func_id=func_id, name=self._name, args=args_blob, deps=deps,
-            nested=nested, return_ids=return_ids, resources=resource_request(opts),
-            max_retries=opts["max_retries"],
-            retry_exceptions=cloudpickle.dumps(list(retry) if not isinstance(retry, bool) else retry)
-            if retry else None,
-            parent_task_id=client.current_task_id, engine_id=opts["_engine_id"],
+            nested=nested, return_ids=return_ids, resources=resources,
+            max_retries=opts["max_retries"], parent_task_id=client.current_task_id, engine_id=opts["_engine_id"],
             generator=generator, job=runtime.job(),
             runtime_env=self._runtime_env(client), placement=placement_of(opts),
             max_calls=opts.get("max_calls") or 0)
@@ -122,7 +136,8 @@ class RemoteFunction:
         result = returned(client, task_id, generator,
                           [owned_ref(client, oid) for oid in return_ids])
         client.remember_context(task_id)
-        client.send(*client.register_function(func_id, self._name, blob), *extra_puts, spec)
+        client.send(*client.register_function(func_id, self._name, blob, policy),
+                    *extra_puts, spec)
         del keep        # only now may the auto-put refs go: the submission pins them
         return result
 

@@ -108,9 +108,13 @@ class Shutdown:
 
 @message
 class RegisterFunction:
+    """A function's constants, sent once per driver; an engine gets them with
+    its first task of the function (ExecuteTask.func_blob, func_retry), and
+    every task names them by func_id."""
     func_id: str
     name: str
     blob: bytes               # the pickled function or class (bytes-like, out-of-band)
+    retry_exceptions: Optional[bytes] = None   # pickled bool or list of classes
 
 
 @message
@@ -125,7 +129,6 @@ class SubmitTask:
     return_ids: list
     resources: dict           # {"CPU": 1.0, "GPU": 0, ...}, zero amounts dropped
     max_retries: int = 3
-    retry_exceptions: Optional[bytes] = None   # pickled bool or list of classes
     parent_task_id: Optional[str] = None
     actor_id: Optional[str] = None     # an actor's creation (method "__init__") or method call
     method: Optional[str] = None
@@ -143,13 +146,13 @@ class SubmitTask:
 class ExecuteTask:
     task_id: str
     func_id: str
-    func_blob: Optional[bytes]  # sent the first time this engine sees the function
+    func_blob: Optional[bytes]  # sent the first time this engine sees the function...
     name: str
     args: bytes
     dep_values: list            # [ObjectEntry] for every id in deps
     return_ids: list
     gpu_ids: list
-    retry_exceptions: Optional[bytes] = None
+    func_retry: Optional[bytes] = None   # ...with its retry policy (RegisterFunction's)
     method: Optional[str] = None
     actor_options: Optional[dict] = None
     generator: Optional[str] = None
