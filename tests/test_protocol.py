@@ -167,3 +167,44 @@ def test_packed_values_go_out_of_band_unless_tiny():
     assert type(serialize(1).packed()) is bytes
     big = serialize(b"x" * OUT_OF_BAND_MIN).packed()
     assert type(big) is pickle.PickleBuffer and deserialize(big) == b"x" * OUT_OF_BAND_MIN
+
+
+# The decoder against arbitrary input: valid frames in any split come out whole
+# and equal; any bytes at all either parse or raise ProtocolError.
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_frames = st.lists(st.tuples(st.binary(max_size=300),
+                             st.lists(st.binary(max_size=70_000), max_size=3)), max_size=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_frames, st.lists(st.integers(1, 200_000), min_size=1, max_size=20))
+def test_decoder_gives_back_any_frames_in_any_split(frames, cuts):
+    data = b"".join(bytes(c) for h, bufs in frames for c in encode_frame(h, bufs))
+    decoder, out, at, i = FrameDecoder(), [], 0, 0
+    while at < len(data):
+        n = cuts[i % len(cuts)]
+        i += 1
+        buf = decoder.get_buffer()                         # as a socket's recv_into would
+        n = min(n, buf.nbytes, len(data) - at)
+        buf[:n] = data[at:at + n]
+        decoder.buffer_updated(n)
+        at += n
+        while (frame := decoder.next_frame()) is not None:
+            out.append(frame)
+    assert [(bytes(h), [bytes(b) for b in bufs]) for h, bufs in out] == frames
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2000))
+def test_decoder_meets_any_bytes_with_frames_or_a_protocol_error(data):
+    """Only ProtocolError escapes (the owner closes the connection on it)."""
+    try:
+        frames = FrameDecoder().feed(data)
+    except ProtocolError:
+        return
+    for header, buffers in frames:
+        try:
+            codec.decode(header, buffers)
+        except ProtocolError:
+            pass
