@@ -574,3 +574,17 @@ def test_arguments_and_inline_results_cross_the_scheduler_as_opaque_buffers():
     [push] = [msg for c, msg in h.out() if c == "drv" and isinstance(msg, m.ObjectsReady)]
     assert _shares_memory(codec.encode(push), received)
     assert deserialize(_wire(push).entries[0].inline) == "result" * 1000
+
+
+def test_a_driver_keeps_each_batched_value_apart_from_its_batch():
+    """Values pushed in one ObjectsReady share a frame; the client copies them
+    apart so one kept value does not pin the rest (a lone value stays a view)."""
+    from shoal.core.client import _unshared
+    values = [serialize(str(i) * 2000).packed() for i in range(3)]
+    batch = _wire(m.ObjectsReady(entries=[ObjectEntry(f"o{i}", inline=v) for i, v in
+                                          enumerate(values)]))
+    kept = _unshared(batch.entries)
+    assert [type(e.inline) for e in kept] == [bytes] * 3
+    assert [deserialize(e.inline) for e in kept] == [str(i) * 2000 for i in range(3)]
+    alone = _wire(m.ObjectsReady(entries=[ObjectEntry("o", inline=values[0])])).entries
+    assert _unshared(alone) is alone
