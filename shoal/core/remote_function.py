@@ -65,7 +65,7 @@ class RemoteFunction:
         self._name = self._options["name"] or getattr(fn, "__name__", repr(fn))
         self._blob: bytes | None = None
         self._func_id: str | None = None
-        self._constants = None              # (function id, retry policy, resources): _call_constants
+        self._constants = None              # see _call_constants
         self._env_wire = None               # the runtime_env option, uploaded (once)
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", self._name)
@@ -127,8 +127,8 @@ class RemoteFunction:
         spec = m.SubmitTask(
             task_id=task_id, func_id=func_id, name=self._name, args=args_blob, deps=deps,
             nested=nested, return_ids=return_ids, resources=resources,
-            max_retries=opts["max_retries"], parent_task_id=client.current_task_id, engine_id=opts["_engine_id"],
-            generator=generator, job=runtime.job(),
+            max_retries=opts["max_retries"], parent_task_id=client.current_task_id,
+            engine_id=opts["_engine_id"], generator=generator, job=runtime.job(),
             runtime_env=self._runtime_env(client), placement=placement_of(opts),
             max_calls=opts.get("max_calls") or 0)
         # Make the return refs (and a generator's stream) before sending, so a

@@ -15,8 +15,8 @@ recv_into-shaped (`get_buffer` / `buffer_updated`, like asyncio's
 BufferedProtocol).  Small frames arrive in a staging buffer, many per read,
 and are copied once into a body of their own; the body of a large frame is
 allocated as soon as its prefix is in and the socket reads straight into it.
-A frame's header and buffers are read-only memoryview slices of its body, so
-they stay valid for as long as anyone holds them.  The decoder is sans-IO and parses
+A frame's header and buffers are read-only slices of its body, so they stay
+valid for as long as anyone holds them.  The decoder is sans-IO and parses
 lazily (`next_frame`), so bytes that follow a frame and are not frames (an
 object transfer's raw stream) are never touched.  Anything that does not parse
 raises ProtocolError, and the owner of the connection closes it.
