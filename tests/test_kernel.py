@@ -142,6 +142,32 @@ def test_background_cell_error_shows_under_its_cell(k):
     assert "boom = 1 / 0" in bg.error["traceback_text"]
 
 
+def test_a_background_cell_whose_engine_is_killed_is_retried_and_finishes(k, tmp_path):
+    """The fault matrix's --bg row: SIGKILL of the engine running a background cell
+    retries the cell (a crash, as for any task); its names and status line arrive."""
+    import os
+    import signal
+    pid_file = str(tmp_path / "pid")
+    ok(k.execute(f"pid_file = {pid_file!r}"))
+    cell = ("%%remote --bg\n"
+            "import os, time\n"
+            "first = not os.path.exists(pid_file)\n"
+            "open(pid_file, 'a').write(f'{os.getpid()}\\n')\n"
+            "time.sleep(30 if first else 0)\n"
+            "print('bg attempt done')\n"
+            "attempts = 2")
+    bg = ok(k.execute(cell))
+
+    def first_pid():
+        return os.path.exists(pid_file) and open(pid_file).read().split()
+    os.kill(int(k.pump_until(first_pid, 30, "the cell to start")[0]), signal.SIGKILL)
+    k.pump_until(lambda: "bg attempt done" in bg.stdout, 30, "the retried cell")
+    k.pump_until(lambda: any("done" in m["content"]["data"]["text/plain"]
+                             for m in bg.of_type("update_display_data")), 10, "the status line")
+    assert ok(k.execute("import shoal\nshoal.get(attempts)")).result == "2"
+    assert len(open(pid_file).read().split()) == 2
+
+
 def test_remote_exception_shows_the_cells_lines(k):
     run = k.execute("%%remote\ndef inverse(x):\n    return 1 / x\n\nvalue = inverse(0)")
     assert run.reply["status"] == "error"

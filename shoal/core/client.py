@@ -13,7 +13,6 @@ these travel in send order, ahead of any message that follows them.
 """
 from __future__ import annotations
 
-import contextvars
 import itertools
 import logging
 import os
@@ -34,14 +33,13 @@ from ..protocol.messages import ObjectEntry
 from ..protocol.serialization import INLINE_LIMIT, Serialized, SerializationError, deserialize
 from ..store.shm import HostStore
 from ..store.transfer import fetch_object
-from .generator import is_item_id
+from ..engine.current import current_task  # noqa: F401 (core's modules take it from here)
+from ..protocol.object_ids import is_item_id
 
 log = logging.getLogger("shoal.client")
 FLUSH_INTERVAL = 0.02
 LOAD_ATTEMPTS = 6
 FINISHED_CONTEXTS = 10_000   # output contexts kept after their task's results came
-# The ExecuteTask an engine is running in this thread or coroutine, if any.
-current_task: contextvars.ContextVar = contextvars.ContextVar("shoal_current_task", default=None)
 
 
 class _Waiter:

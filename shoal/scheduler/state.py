@@ -755,13 +755,26 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
         # Whatever this peer held or owned goes with it.
         self._owner_gone(conn)
         self._groups_owner_gone(conn)
-        for task in [t for t in self.tasks.values() if t.owner is conn]:
-            self._cancel(task, force=True, recursive=True)
+        # Its tasks stop, unless others hold or wait on their results: a ref can
+        # outlive the engine that submitted its task (returned to the driver,
+        # passed on).  Newest first, so a dependent lets go before its input is judged.
+        for task in reversed([t for t in self.tasks.values() if t.owner is conn]):
+            if not self._wanted_by_others(task, conn):
+                self._cancel(task, force=True, recursive=True)
         for obj in list(self.objects.values()):
             obj.subscribers.discard(conn)
             if conn in obj.holders:
                 self._hold(obj, conn, -obj.holders[conn])
         self._schedule()
+
+    def _wanted_by_others(self, task: Task, conn) -> bool:
+        """Whether a result of `task` is held by a peer other than `conn`, or
+        pinned (a pending task needs it, an object contains it)."""
+        for oid in task.spec.return_ids:
+            obj = self.objects.get(oid)
+            if obj is not None and (obj.pins or any(c is not conn for c in obj.holders)):
+                return True
+        return False
 
     def _await_agent(self, host: Host) -> None:
         """A restartable host's agent died: its engines are lost (their tasks
