@@ -243,16 +243,20 @@ def _positions(args, kwargs):
 def _plainly_large(args, kwargs) -> list:
     """Positions of arguments whose size shows without serializing them
     (buffers such as numpy arrays, bytes, strings) and is over the inline limit."""
-    found = []
-    for where, k in _positions(args, kwargs):
-        item = args[k] if where == "args" else kwargs[k]
-        t = type(item)
-        if t is bytes or t is str or t is bytearray:
-            size = len(item)
-        elif hasattr(t, "nbytes"):        # the class's, so no instance __getattr__ runs
-            size = item.nbytes
-        else:
-            continue
-        if type(size) is int and size >= INLINE_LIMIT:
-            found.append((where, k))
+    found = [("args", i) for i, a in enumerate(args) if _obvious_size(a) >= INLINE_LIMIT]
+    if kwargs:
+        found += [("kwargs", k) for k, v in kwargs.items() if _obvious_size(v) >= INLINE_LIMIT]
     return found
+
+
+def _obvious_size(item) -> int:
+    t = type(item)
+    if t is bytes or t is str or t is bytearray:
+        return len(item)
+    if hasattr(t, "nbytes"):          # the class's, so no instance __getattr__ runs
+        try:
+            size = item.nbytes
+        except Exception:             # a guess only: serializing will tell
+            return 0
+        return size if type(size) is int else 0
+    return 0
