@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import pickle
 import socket
 import sys
 import threading
@@ -389,18 +390,20 @@ class Client:
     def store_value(self, object_id: str, value: Serialized) -> ObjectEntry:
         """An entry for a serialized value: inline if small, else in the host store."""
         if value.size < INLINE_LIMIT or self.store is None:
-            return ObjectEntry(object_id, inline=value.to_bytes(), size=value.size,
+            return ObjectEntry(object_id, inline=value.packed(), size=value.size,
                                type_name=value.type_name)
         spilled = self.store.write(object_id, value)
         return ObjectEntry(object_id, host_id=self.host_id, size=value.size,
                            type_name=value.type_name, spilled=spilled)
 
-    def register_function(self, func_id: str, name: str, blob: bytes) -> list:
+    def register_function(self, func_id: str, name: str, blob: bytes,
+                          retry_exceptions: bytes | None = None) -> list:
         """Messages to send before the first use of a function (none if sent already)."""
         if func_id in self._registered_functions:
             return []
         self._registered_functions.add(func_id)
-        return [m.RegisterFunction(func_id=func_id, name=name, blob=blob)]
+        return [m.RegisterFunction(func_id=func_id, name=name, blob=pickle.PickleBuffer(blob),
+                                   retry_exceptions=retry_exceptions)]
 
     def query(self, kind: str, timeout: float = 10.0, **args):
         """Ask the scheduler for state (see messages.Query); raises what it reports."""
@@ -437,7 +440,7 @@ class Client:
 
     def _dispatch(self, msg) -> None:
         if type(msg) is m.ObjectsReady:
-            self._on_ready(msg.entries)
+            self._on_ready(_unshared(msg.entries))
         elif type(msg) is m.TaskOutput:
             self._route_output(msg)
         elif type(msg) is m.QueryReply:
@@ -594,3 +597,13 @@ def print_output(msg: m.TaskOutput, context=None) -> None:
     lines = text.splitlines(keepends=True)
     stream.write("".join(prefix + line for line in lines) + ("" if text.endswith("\n") else "\n"))
     stream.flush()
+
+
+def _unshared(entries: list) -> list:
+    """Values pushed together arrive as views of one frame: one of them kept
+    alone must not keep the whole batch (up to 16 MiB) alive, so each value
+    of a batch gets its own copy.  A single value stays a view."""
+    if len(entries) < 2:
+        return entries
+    return [e._replace(inline=e.inline.raw().tobytes()) if type(e.inline) is pickle.PickleBuffer
+            else e for e in entries]

@@ -99,6 +99,8 @@ class Engine:
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.functions: dict = {}
         self.blobs: dict = {}           # function id -> pickled function, as received
+        self.retry_blobs: dict = {}     # function id -> pickled retry policy, as received
+        self.retry_policies: dict = {}  # function id -> the policy (True or classes), once loaded
         self.instance = None            # the actor, once created
         self.running: dict = {}         # task id -> how to interrupt it
         self.cancelled: set = set()     # interrupted before they started
@@ -145,6 +147,8 @@ class Engine:
                 # Keep it even if this task is revoked or cancelled before it runs:
                 # the scheduler counts the function as shipped to this engine.
                 self.blobs[msg.func_id] = msg.func_blob
+                if msg.func_retry is not None:
+                    self.retry_blobs[msg.func_id] = msg.func_retry
             with self.lock:
                 self.waiting.add(msg.task_id)
             self.inbox.put(msg)
@@ -424,9 +428,13 @@ class Engine:
         return results, [], True, self._retryable(msg, exc)
 
     def _retryable(self, msg: m.ExecuteTask, exc: BaseException) -> bool:
-        if msg.retry_exceptions is None or isinstance(exc, (KeyboardInterrupt, SerializationError)):
+        if msg.func_id not in self.retry_blobs or isinstance(
+                exc, (KeyboardInterrupt, SerializationError)):
             return False
-        policy = cloudpickle.loads(msg.retry_exceptions)
+        policy = self.retry_policies.get(msg.func_id)
+        if policy is None:
+            policy = self.retry_policies[msg.func_id] = cloudpickle.loads(
+                self.retry_blobs[msg.func_id])
         if policy is True:
             return isinstance(exc, Exception)
         return bool(policy) and isinstance(exc, tuple(policy))

@@ -43,7 +43,7 @@ def _batches(entries: list) -> list:
     """Entries split so that no message carries more than PUSH_BATCH_BYTES inline."""
     batches, batch, size = [], [], 0
     for e in entries:
-        n = len(e.inline) if e.inline is not None else 0
+        n = memoryview(e.inline).nbytes if e.inline is not None else 0
         if batch and size + n > PUSH_BATCH_BYTES:
             batches.append(batch)
             batch, size = [], 0
@@ -501,10 +501,11 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
 
     def _execute_on(self, engine: Engine, task: Task, gpu_ids: list) -> None:
         spec = task.spec
-        blob = None
+        blob = retry = None
         if spec.func_id is not None and spec.func_id not in engine.functions:
             engine.functions.add(spec.func_id)
-            blob = self.functions[spec.func_id].blob
+            function = self.functions[spec.func_id]
+            blob, retry = function.blob, function.retry_exceptions
         now = self.clock()
         for d in spec.deps:
             self.objects[d].last_used = now
@@ -515,7 +516,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
         self._send(engine.conn, m.ExecuteTask(
             task_id=spec.task_id, func_id=spec.func_id, func_blob=blob, name=spec.name,
             args=spec.args, dep_values=[self.objects[d].entry for d in spec.deps],
-            return_ids=spec.return_ids, gpu_ids=gpu_ids, retry_exceptions=spec.retry_exceptions,
+            return_ids=spec.return_ids, gpu_ids=gpu_ids, func_retry=retry,
             method=spec.method, actor_options=spec.actor_options, generator=spec.generator,
             job=job, resources=held, runtime_env=spec.runtime_env, placement=spec.placement,
             concurrency_group=spec.concurrency_group))
