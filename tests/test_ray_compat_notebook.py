@@ -35,8 +35,11 @@ def run(nb, tmp_path, python: str | None = None):
     km = session.kernel_manager()
     client = nbclient.NotebookClient(nb, km=km, timeout=120, startup_timeout=60,
                                      resources={"metadata": {"path": str(tmp_path)}})
+    # Ray's init() joins a Ray already running on this machine (`ray start`, another
+    # test's): "local" makes it start its own, so the test touches no one else's cluster.
+    env = session.env if python is None else {**session.env, "RAY_ADDRESS": "local"}
     try:
-        client.execute(env=session.env)
+        client.execute(env=env)
     finally:
         if km.has_kernel:
             km.shutdown_kernel(now=True)
