@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 
 import pytest
 
 from shoal.kernel.testing import KernelSession
+
+from ray_env import require_ray_python
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -45,18 +46,6 @@ def run(nb, tmp_path, python: str | None = None):
                    for out in cell.outputs)
 
 
-def ray_python() -> str | None:
-    """An interpreter with Ray and ipykernel: SHOAL_RAY_PYTHON, or the benchmarks'
-    peers venv (benchmarks/setup-peers.sh); Ray is never a dependency of shoal."""
-    candidates = [os.environ.get("SHOAL_RAY_PYTHON"),
-                  os.path.join(ROOT, "benchmarks", ".venv-peers", "bin", "python")]
-    for python in filter(None, candidates):
-        if os.path.exists(python) and subprocess.run(
-                [python, "-c", "import ray, ipykernel"], capture_output=True).returncode == 0:
-            return python
-    return None
-
-
 def test_the_notebook_is_plain_ray_code():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
@@ -79,12 +68,7 @@ def test_runs_on_shoal_with_only_the_import_changed(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_runs_unchanged_on_ray(tmp_path):
-    python = ray_python()
-    if python is None:
-        if os.environ.get("SHOAL_REQUIRE_RAY_TESTS"):
-            pytest.fail("no Python with Ray and ipykernel: run benchmarks/setup-peers.sh")
-        pytest.skip("Ray is not installed here (shoal does not depend on it; "
-                    "benchmarks/setup-peers.sh installs it in a separate venv)")
+    python = require_ray_python()
     text = run(nbformat.read(NOTEBOOK, as_version=4), tmp_path, python)
     for expected in EXPECTED:
         assert expected in text, f"{expected!r} not in the notebook's output on Ray:\n{text}"

@@ -133,7 +133,9 @@ def _run(spec: dict, ns: dict, byref: dict, values: tuple, token):
     # A name the notebook lacks comes back only if the cell binds it: a value
     # an earlier cell left in this namespace is not the cell's doing.
     before = {n: ns.get(n, _MISSING) for n in spec.get("absent", ())}
-    result = _execute(spec, ns)
+    # Another engine's route for the cell's output (see shoal.core.backend.output_route).
+    with spec.get("output") or contextlib.nullcontext():
+        result = _execute(spec, ns)
     star = {n: _carry(ns[n]) for n in _star_names(spec.get("star", ()), ns)}
     out = [(token, _carry(result, show=True) if spec["result"] else None, star)]
     for name in spec["pull"]:
