@@ -1,0 +1,252 @@
+"""shoal's API and `%%remote` on a real Ray (the Ray backend, shoal.backends.ray).
+
+They run in the Ray interpreter (tests/ray_env.py) against a two-node Ray
+cluster (`ray.cluster_utils.Cluster`) that a helper process owns for this
+module: the API as a driver script (`import shoal as ray`), and the magics in
+a real shoal kernel, both reaching the cluster by its address.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+
+import pytest
+
+from shoal.kernel.kernelspec import write_kernel_spec
+from shoal.kernel.testing import KernelSession, strip_ansi
+
+from ray_env import ray_env, require_ray_python
+
+pytestmark = pytest.mark.slow
+CHECK = "import ray, ipykernel, shoal.magics, shoal.kernel, ray.cluster_utils"
+
+CLUSTER = """
+import sys
+from ray.cluster_utils import Cluster
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+cluster.add_node(num_cpus=1)
+cluster.wait_for_nodes()
+print(cluster.address, flush=True)
+sys.stdin.read()            # the test closes our stdin: stop the cluster
+cluster.shutdown()
+"""
+
+
+@pytest.fixture(scope="module")
+def python():
+    return require_ray_python(CHECK)
+
+
+@pytest.fixture(scope="module")
+def cluster(python):
+    """The address of a two-node Ray cluster (1 CPU each) that lives for this module."""
+    proc = subprocess.Popen([python, "-c", CLUSTER], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=ray_env())
+    try:
+        address = proc.stdout.readline().strip()
+        assert address, "the Ray cluster did not start"
+        yield address
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_driver(python, code: str, timeout: float = 240, **env) -> dict:
+    """Run a driver script; it prints one JSON object last."""
+    out = subprocess.run([python, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                         timeout=timeout, env=ray_env(**env))
+    assert out.returncode == 0, out.stderr[-4000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+API = """
+import json, sys
+import shoal as ray
+assert "ray" not in sys.modules            # only shoal.init() with a Ray address imports it
+ctx = ray.init()                           # SHOAL_ADDRESS=ray:HOST:PORT
+import ray as real_ray
+out = {"context": repr(ctx), "is_initialized": ray.is_initialized()}
+
+@ray.remote
+def square(x):
+    return x * x
+
+@ray.remote
+def total(n):
+    import shoal                           # shoal's API inside a Ray task: nested tasks
+    return sum(shoal.get([square.remote(i) for i in range(n)]))
+
+@ray.remote(num_returns=2, max_retries=0)
+def pair():
+    return 1, 2
+
+@ray.remote
+def slow():
+    import time
+    time.sleep(60)
+
+@ray.remote
+def where():
+    return ray.get_runtime_context().get_node_id()
+
+@ray.remote
+class Counter:
+    def __init__(self, start):
+        self.n = start
+    def incr(self, k=1):
+        self.n += k
+        return self.n
+    @ray.method(num_returns=2)
+    def both(self):
+        return self.n, -self.n
+
+refs = [square.remote(i) for i in range(6)]
+out["ref_type"] = type(refs[0]).__module__.split(".")[0]
+out["squares"] = ray.get(refs)
+out["nested"] = ray.get(total.remote(4))
+out["pair"] = ray.get(list(pair.remote()))
+out["put"] = ray.get(square.remote(ray.put(12)))
+out["options"] = ray.get(square.options(num_cpus=0.5, name="sq").remote(3))
+ready, rest = ray.wait(refs, num_returns=2, timeout=30)
+out["wait"] = [len(ready), len(rest)]
+s = slow.remote()
+ray.cancel(s)
+try:
+    ray.get(s, timeout=30)
+except Exception as exc:
+    out["cancelled"] = type(exc).__name__
+c = Counter.options(name="counter", namespace="t").remote(10)
+out["actor"] = [ray.get(c.incr.remote()), ray.get(ray.get_actor("counter", namespace="t").incr.remote(5))]
+out["method_returns"] = ray.get(list(c.both.remote()))
+ray.kill(c)
+try:
+    ray.get(c.incr.remote(), timeout=30)
+except Exception as exc:
+    out["killed"] = type(exc).__name__
+try:
+    ray.get_actor("nobody")
+except ValueError:
+    out["no_actor"] = "ValueError"
+out["nodes"] = len([n for n in ray.nodes() if n["Alive"]])
+out["cpus"] = ray.cluster_resources().get("CPU")
+out["available"] = "CPU" in ray.available_resources()
+out["job"] = ray.get_runtime_context().get_job_id() == real_ray.get_runtime_context().get_job_id()
+out["spread"] = len(set(ray.get([where.options(scheduling_strategy="SPREAD").remote()
+                                 for _ in range(8)])))
+try:
+    ray.init()
+except RuntimeError as exc:
+    out["reinit"] = "twice" in str(exc)
+ray.shutdown()
+out["after"] = [ray.is_initialized(), real_ray.is_initialized()]
+print(json.dumps(out))
+"""
+
+
+def test_ray_code_runs_on_the_ray_backend(python, cluster):
+    out = run_driver(python, API, SHOAL_ADDRESS=f"ray:{cluster}")
+    assert out.pop("context").startswith(f"<shoal.RayContext ray:{cluster} (Ray ")
+    assert out == {
+        "is_initialized": True, "ref_type": "ray", "squares": [0, 1, 4, 9, 16, 25],
+        "nested": 14, "pair": [1, 2], "put": 144, "options": 9, "wait": [2, 4],
+        "cancelled": "TaskCancelledError", "actor": [11, 16], "method_returns": [16, -16],
+        "killed": "ActorDiedError", "no_actor": "ValueError", "nodes": 2, "cpus": 2.0,
+        "available": True, "job": True, "spread": 2, "reinit": True, "after": [False, False]}
+
+
+def test_a_local_ray_started_for_this_driver(python):
+    out = run_driver(python, """
+        import json, shoal
+        with shoal.init(address="ray:local", num_cpus=1, include_dashboard=False) as ctx:
+            @shoal.remote
+            def f():
+                return 7
+            value = shoal.get(f.remote())
+            cpus = shoal.cluster_resources()["CPU"]
+        import ray
+        print(json.dumps([value, cpus, ray.is_initialized(), shoal.is_initialized()]))
+        """)
+    assert out == [7, 1.0, False, False]
+
+
+# ------------------------------------------------------------------ the magics
+@pytest.fixture(scope="module")
+def k(python, cluster):
+    session = KernelSession("shoal-ray", extra_arguments=[f"--ShoalKernel.address=ray:{cluster}"],
+                            env=ray_env(), startup_timeout=90)
+    write_kernel_spec(os.path.join(session.kernel_dirs[0], "shoal-ray"), python=python)
+    session.start()
+    try:
+        ok(session.execute("%%remote\n1", timeout=120))
+        yield session
+    finally:
+        session.shutdown()
+
+
+def ok(run):
+    assert run.reply["status"] == "ok", run
+    return run
+
+
+def test_a_cell_runs_on_ray_with_the_namespace_round_trip(k):
+    ok(k.execute("data = list(range(10))"))
+    run = ok(k.execute("%%remote\nimport ray\ntotal = sum(data)\n"
+                       "node = ray.get_runtime_context().get_node_id()\n"
+                       "print('printed remotely', total)\ntotal * 2"))
+    assert run.result == "90"
+    assert run.stdout == "printed remotely 45\n"
+    assert ok(k.execute("total, len(node) > 8")).result == "(45, True)"
+
+
+def test_refs_travel_by_reference_and_displays_come_to_the_cell(k):
+    ok(k.execute("import shoal\nr = shoal.put(41)"))
+    run = ok(k.execute("%%remote\nfrom IPython.display import display, HTML\n"
+                       "display(HTML('<b>shown remotely</b>'))\n"
+                       "import shoal\nv = shoal.get(r) + 1\n(type(r).__name__, v)"))
+    assert run.result == "('ObjectRef', 42)"
+    assert [d["data"].get("text/html") for d in run.displays] == ["<b>shown remotely</b>"]
+
+
+def test_a_remote_error_shows_the_cells_own_lines(k):
+    run = k.execute("%%remote\nx = 1\n1 / 0")
+    assert run.reply["status"] == "error" and run.error["ename"] == "ZeroDivisionError"
+    text = strip_ansi("\n".join(run.error["traceback"]))
+    assert "----> 3 1 / 0" in text and "runner.py" not in text
+
+
+def test_a_namespace_is_a_named_ray_actor(k):
+    ok(k.execute("%%remote --on keep\ncount = 1\nimport os\npid = os.getpid()"))
+    run = ok(k.execute("%%remote --on keep\ncount += 1\nimport os\n(count, os.getpid() == pid)"))
+    assert run.result == "(2, True)"
+    run = ok(k.execute("import ray\nh = ray.get_actor('keep', namespace='shoal.remote')\n"
+                       "type(h).__name__"))
+    assert run.result == "'ActorHandle'"
+
+
+def test_background_output_lands_under_its_own_cell(k):
+    bg = ok(k.execute("%%remote --bg\nimport time\nprint('bg started')\ntime.sleep(2)\n"
+                      "print('bg finished')\nlate = 5"))
+    other = ok(k.execute("import time\ntime.sleep(4)\nprint('the other cell')", timeout=60))
+    k.pump_until(lambda: "bg finished" in bg.stdout, 30, "the --bg cell's output")
+    assert bg.stdout == "bg started\nbg finished\n"
+    assert other.stdout == "the other cell\n"
+    assert ok(k.execute("import shoal\nshoal.get(late)")).result == "5"
+
+
+def test_all_runs_once_per_node(k):
+    run = ok(k.execute("%%remote --all\nimport ray\nprint('here')\n"
+                       "ray.get_runtime_context().get_node_id()"))
+    nodes = eval(run.result)
+    assert len(nodes) == 2 and len(set(nodes)) == 2
+    assert sorted(line.split("] ")[1] for line in run.stdout.splitlines()) == ["here", "here"]
+
+
+def test_cluster_shows_the_ray_nodes(k):
+    run = ok(k.execute("%cluster"))
+    assert "ray cluster at ray:" in run.result and "2 node(s)" in run.result
