@@ -19,16 +19,25 @@ from shoal.kernel.testing import KernelSession, strip_ansi
 
 from ray_env import ray_env, require_ray_python
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 CHECK = "import ray, ipykernel, shoal.magics, shoal.kernel, ray.cluster_utils"
 
 CLUSTER = """
-import sys
+import socket, sys
 from ray.cluster_utils import Cluster
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+import importlib.util
+head = {"num_cpus": 1, "include_dashboard": False}
+client_port = 0
+if importlib.util.find_spec("grpc"):        # ray[client]: a Ray Client server too
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    client_port = s.getsockname()[1]
+    s.close()
+    head["ray_client_server_port"] = client_port
+cluster = Cluster(initialize_head=True, head_node_args=head)
 cluster.add_node(num_cpus=1)
 cluster.wait_for_nodes()
-print(cluster.address, flush=True)
+print(cluster.address, client_port, flush=True)
 sys.stdin.read()            # the test closes our stdin: stop the cluster
 cluster.shutdown()
 """
@@ -41,13 +50,14 @@ def python():
 
 @pytest.fixture(scope="module")
 def cluster(python):
-    """The address of a two-node Ray cluster (1 CPU each) that lives for this module."""
+    """A two-node Ray cluster (1 CPU each) that lives for this module: (its
+    address, the port of its Ray Client server or 0 without ray[client])."""
     proc = subprocess.Popen([python, "-c", CLUSTER], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, env=ray_env())
     try:
-        address = proc.stdout.readline().strip()
-        assert address, "the Ray cluster did not start"
-        yield address
+        line = proc.stdout.readline().split()
+        assert line, "the Ray cluster did not start"
+        yield line[0], int(line[1])
     finally:
         proc.stdin.close()
         try:
@@ -87,9 +97,9 @@ def pair():
     return 1, 2
 
 @ray.remote
-def slow():
+def slow(seconds):
     import time
-    time.sleep(60)
+    time.sleep(seconds)
 
 @ray.remote
 def where():
@@ -115,20 +125,37 @@ out["put"] = ray.get(square.remote(ray.put(12)))
 out["options"] = ray.get(square.options(num_cpus=0.5, name="sq").remote(3))
 ready, rest = ray.wait(refs, num_returns=2, timeout=30)
 out["wait"] = [len(ready), len(rest)]
-s = slow.remote()
+s = slow.remote(3)           # Ray interrupts a running task after its sleep ends
+ray.wait([s], timeout=1)
 ray.cancel(s)
 try:
-    ray.get(s, timeout=30)
-except Exception as exc:
-    out["cancelled"] = type(exc).__name__
+    ray.get(s, timeout=60)
+except ray.exceptions.TaskCancelledError as exc:    # shoal's class, and Ray's
+    out["cancelled"] = isinstance(exc, real_ray.exceptions.TaskCancelledError)
 c = Counter.options(name="counter", namespace="t").remote(10)
 out["actor"] = [ray.get(c.incr.remote()), ray.get(ray.get_actor("counter", namespace="t").incr.remote(5))]
 out["method_returns"] = ray.get(list(c.both.remote()))
 ray.kill(c)
+for _ in range(100):                # ray.kill is asynchronous: calls fail once it is done
+    try:
+        ray.get(c.incr.remote(), timeout=30)
+    except ray.exceptions.ActorDiedError as exc:
+        out["killed"] = isinstance(exc, real_ray.exceptions.ActorDiedError)
+        break
+late = slow.remote(60)
 try:
-    ray.get(c.incr.remote(), timeout=30)
-except Exception as exc:
-    out["killed"] = type(exc).__name__
+    ray.get(late, timeout=0.5)
+except ray.exceptions.GetTimeoutError as exc:
+    out["timeout"] = isinstance(exc, (TimeoutError, real_ray.exceptions.GetTimeoutError))
+ray.cancel(late, force=True)
+@ray.remote
+def fails():
+    raise KeyError("k")
+try:
+    ray.get(fails.remote())
+except KeyError as exc:
+    out["task_error"] = [isinstance(exc, ray.exceptions.RayTaskError),
+                         isinstance(exc, real_ray.exceptions.RayTaskError)]
 try:
     ray.get_actor("nobody")
 except ValueError:
@@ -137,8 +164,10 @@ out["nodes"] = len([n for n in ray.nodes() if n["Alive"]])
 out["cpus"] = ray.cluster_resources().get("CPU")
 out["available"] = "CPU" in ray.available_resources()
 out["job"] = ray.get_runtime_context().get_job_id() == real_ray.get_runtime_context().get_job_id()
-out["spread"] = len(set(ray.get([where.options(scheduling_strategy="SPREAD").remote()
-                                 for _ in range(8)])))
+from shoal.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+alive = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+out["pinned"] = sorted(ray.get([where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+    node, soft=False)).remote() for node in alive])) == alive
 try:
     ray.init()
 except RuntimeError as exc:
@@ -150,14 +179,14 @@ print(json.dumps(out))
 
 
 def test_ray_code_runs_on_the_ray_backend(python, cluster):
-    out = run_driver(python, API, SHOAL_ADDRESS=f"ray:{cluster}")
-    assert out.pop("context").startswith(f"<shoal.RayContext ray:{cluster} (Ray ")
+    out = run_driver(python, API, SHOAL_ADDRESS=f"ray:{cluster[0]}")
+    assert out.pop("context").startswith(f"<shoal.RayContext ray:{cluster[0]} (Ray ")
     assert out == {
         "is_initialized": True, "ref_type": "ray", "squares": [0, 1, 4, 9, 16, 25],
         "nested": 14, "pair": [1, 2], "put": 144, "options": 9, "wait": [2, 4],
-        "cancelled": "TaskCancelledError", "actor": [11, 16], "method_returns": [16, -16],
-        "killed": "ActorDiedError", "no_actor": "ValueError", "nodes": 2, "cpus": 2.0,
-        "available": True, "job": True, "spread": 2, "reinit": True, "after": [False, False]}
+        "cancelled": True, "actor": [11, 16], "method_returns": [16, -16],
+        "killed": True, "timeout": True, "task_error": [True, True], "no_actor": "ValueError", "nodes": 2, "cpus": 2.0,
+        "available": True, "job": True, "pinned": True, "reinit": True, "after": [False, False]}
 
 
 def test_a_local_ray_started_for_this_driver(python):
@@ -178,7 +207,8 @@ def test_a_local_ray_started_for_this_driver(python):
 # ------------------------------------------------------------------ the magics
 @pytest.fixture(scope="module")
 def k(python, cluster):
-    session = KernelSession("shoal-ray", extra_arguments=[f"--ShoalKernel.address=ray:{cluster}"],
+    session = KernelSession("shoal-ray",
+                            extra_arguments=[f"--ShoalKernel.address=ray:{cluster[0]}"],
                             env=ray_env(), startup_timeout=90)
     write_kernel_spec(os.path.join(session.kernel_dirs[0], "shoal-ray"), python=python)
     session.start()
@@ -250,3 +280,49 @@ def test_all_runs_once_per_node(k):
 def test_cluster_shows_the_ray_nodes(k):
     run = ok(k.execute("%cluster"))
     assert "ray cluster at ray:" in run.result and "2 node(s)" in run.result
+
+
+def client_port(cluster) -> int:
+    if not cluster[1]:
+        if os.environ.get("SHOAL_REQUIRE_RAY_TESTS"):
+            pytest.fail("Ray Client needs ray[client]: run benchmarks/setup-peers.sh")
+        pytest.skip("Ray Client needs ray[client] (grpcio), not installed here")
+    return cluster[1]
+
+
+def test_ray_client_from_outside_the_cluster(python, cluster):
+    port = client_port(cluster)
+    out = run_driver(python, f"""
+        import json, shoal
+        shoal.init(address="ray://127.0.0.1:{port}")
+        @shoal.remote
+        def twice(x):
+            import shoal
+            return shoal.get(shoal.put(x)) * 2
+        @shoal.remote
+        class Box:
+            def __init__(self, v):
+                self.v = v
+            def get(self):
+                return self.v
+        print(json.dumps([shoal.get(twice.remote(21)), shoal.get(Box.remote(3).get.remote()),
+                          shoal.cluster_resources()["CPU"]]))
+        shoal.shutdown()
+        """)
+    assert out == [42, 3, 2.0]
+
+
+def test_cluster_connect_to_ray_client_in_a_kernel(python, cluster):
+    port = client_port(cluster)
+    session = KernelSession("shoal-ray", env=ray_env(), startup_timeout=90)
+    write_kernel_spec(os.path.join(session.kernel_dirs[0], "shoal-ray"), python=python)
+    session.start()
+    try:
+        run = ok(session.execute(f"%cluster connect ray://127.0.0.1:{port}", timeout=120))
+        assert f"RayContext ray://127.0.0.1:{port}" in run.stdout
+        run = ok(session.execute("%%remote\nprint('through the client')\nanswer = 6 * 7",
+                                 timeout=60))
+        assert run.stdout == "through the client\n"
+        assert ok(session.execute("answer")).result == "42"
+    finally:
+        session.shutdown()

@@ -51,7 +51,7 @@ def shown(exc: BaseException, stb: list) -> BaseException:
 
 def remote_exception(shell, err: BaseException, header: Optional[str] = None) -> BaseException:
     """The exception to raise in the notebook for a task's error `err`."""
-    if isinstance(err, TaskError):
+    if isinstance(err, TaskError) and "frames" in vars(err):      # shoal's own
         cause = err.cause if isinstance(err.cause, BaseException) else None
         if cause is None:
             cause = err

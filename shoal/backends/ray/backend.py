@@ -154,7 +154,10 @@ class RayBackend:
 
     # ---------------------------------------------------------------- objects
     def get(self, refs, *, timeout):
-        return self.ray.get(refs, timeout=timeout)
+        try:
+            return self.ray.get(refs, timeout=timeout)
+        except self.ray.exceptions.RayError as exc:
+            raise as_shoal_error(exc) from None
 
     def put(self, value):
         return self.ray.put(value)
@@ -279,6 +282,42 @@ class RayContext:
             return f"<shoal.RayContext {self.address}>"
         return (f"<shoal.RayContext {self.address} (Ray {ray.__version__}): {len(nodes)} "
                 f"node(s), {total.get('CPU', 0):g} CPU, {total.get('GPU', 0):g} GPU>")
+
+
+# ------------------------------------------------------------------- errors
+_MIXED: dict = {}
+
+
+def as_shoal_error(exc: BaseException) -> BaseException:
+    """`exc`, a Ray error, made an instance of shoal's class of the same name
+    too (shoal.exceptions keeps Ray's names), so that code written against
+    `import shoal as ray` catches it as `ray.exceptions.X` (and Ray code,
+    as Ray's)."""
+    from ... import exceptions
+    cls = type(exc)
+    mixed = _MIXED.get(cls)
+    if mixed is None:
+        named = [getattr(exceptions, c.__name__) for c in cls.__mro__
+                 if c.__module__.startswith("ray")
+                 and isinstance(getattr(exceptions, c.__name__, None), type)]
+        # The most derived of them (RayTaskError(TaskCancelledError): TaskError
+        # and TaskCancelledError, not their common base).
+        ours = tuple(dict.fromkeys(c for c in named
+                                   if not any(o is not c and issubclass(o, c) for o in named)))
+        if not ours:
+            return exc
+        try:
+            mixed = type(cls.__name__, (cls, *ours), {"__module__": cls.__module__})
+        except TypeError:              # layouts that cannot mix: Ray's class alone
+            _MIXED[cls] = cls
+            return exc
+        _MIXED[cls] = mixed
+    if mixed is not cls:
+        try:
+            exc.__class__ = mixed
+        except TypeError:
+            _MIXED[cls] = cls
+    return exc
 
 
 # ------------------------------------------------------------------- options
