@@ -326,3 +326,17 @@ def test_cluster_connect_to_ray_client_in_a_kernel(python, cluster):
         assert ok(session.execute("answer")).result == "42"
     finally:
         session.shutdown()
+
+
+def test_timeout_cancels_and_line_magics_work(k):
+    run = k.execute("%%remote --timeout 1\nimport time\ntime.sleep(20)", timeout=60)
+    assert run.reply["status"] == "error" and run.error["ename"] == "GetTimeoutError"
+    assert "was cancelled on the cluster" in run.error["evalue"]
+    assert ok(k.execute("%remote line = 'one statement'\nline")).result == "'one statement'"
+    ok(k.execute("%autoremote on"))
+    try:
+        run = ok(k.execute("import os\nprint('auto')\nauto_pid = os.getpid()\nauto_pid > 0"))
+        assert run.result == "True" and run.stdout == "auto\n"
+    finally:
+        ok(k.execute("%autoremote off"))
+    assert ok(k.execute("import os\nauto_pid != os.getpid()")).result == "True"
