@@ -133,7 +133,8 @@ try:
 except ray.exceptions.TaskCancelledError as exc:    # shoal's class, and Ray's
     out["cancelled"] = isinstance(exc, real_ray.exceptions.TaskCancelledError)
 c = Counter.options(name="counter", namespace="t").remote(10)
-out["actor"] = [ray.get(c.incr.remote()), ray.get(ray.get_actor("counter", namespace="t").incr.remote(5))]
+same = ray.get_actor("counter", namespace="t")
+out["actor"] = [ray.get(c.incr.remote()), ray.get(same.incr.remote(5))]
 out["method_returns"] = ray.get(list(c.both.remote()))
 ray.kill(c)
 for _ in range(100):                # ray.kill is asynchronous: calls fail once it is done
@@ -185,8 +186,21 @@ def test_ray_code_runs_on_the_ray_backend(python, cluster):
         "is_initialized": True, "ref_type": "ray", "squares": [0, 1, 4, 9, 16, 25],
         "nested": 14, "pair": [1, 2], "put": 144, "options": 9, "wait": [2, 4],
         "cancelled": True, "actor": [11, 16], "method_returns": [16, -16],
-        "killed": True, "timeout": True, "task_error": [True, True], "no_actor": "ValueError", "nodes": 2, "cpus": 2.0,
+        "killed": True, "timeout": True, "task_error": [True, True], "no_actor": "ValueError",
+        "nodes": 2, "cpus": 2.0,
         "available": True, "job": True, "pinned": True, "reinit": True, "after": [False, False]}
+
+
+def test_the_first_call_connects_to_shoal_address_as_ray_auto_initializes(python, cluster):
+    out = run_driver(python, """
+        import json, shoal
+        @shoal.remote
+        def f():
+            return 1
+        value = shoal.get(f.remote())             # no init(): SHOAL_ADDRESS says where
+        print(json.dumps([value, shoal.is_initialized(), len(shoal.nodes())]))
+        """, SHOAL_ADDRESS=f"ray:{cluster[0]}")
+    assert out == [1, True, 2]
 
 
 def test_a_local_ray_started_for_this_driver(python):

@@ -11,7 +11,7 @@ import pytest
 
 from shoal.kernel.testing import KernelSession
 
-from ray_env import require_ray_python
+from ray_env import ray_env, require_ray_python
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -24,9 +24,9 @@ EXPECTED = ["[0, 1, 4, 9]", "\n10\n", "10000.0", "1000000.0", "[0.1] 1", "[5, 4,
             "CPUs: 2.0 | nodes: 1"]
 
 
-def run(nb, tmp_path, python: str | None = None):
+def run(nb, tmp_path, python: str | None = None, env: dict | None = None):
     """Execute the notebook on a fresh kernel: this interpreter's, or `python`'s."""
-    session = KernelSession("python3" if python is None else "ray-peers")
+    session = KernelSession("python3" if python is None else "ray-peers", env=env)
     if python is not None:
         spec = os.path.join(session.kernel_dirs[0], "ray-peers")
         os.makedirs(spec)
@@ -72,3 +72,20 @@ def test_runs_unchanged_on_ray(tmp_path):
     text = run(nbformat.read(NOTEBOOK, as_version=4), tmp_path, python)
     for expected in EXPECTED:
         assert expected in text, f"{expected!r} not in the notebook's output on Ray:\n{text}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_runs_on_shoals_ray_backend_with_only_the_import_changed(tmp_path):
+    """`import shoal as ray` code on a real Ray: SHOAL_ADDRESS=ray:local makes the
+    notebook's own `ray.init(num_cpus=2)` start a local Ray (shoal.backends.ray)."""
+    python = require_ray_python("import ray, ipykernel, shoal")
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.source = re.sub(r"^import ray$", "import shoal as ray", cell.source, flags=re.M)
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "import sys\nprint('backend:', type(ray.get(ray.put(1)) and ray.put(1)).__module__)"))
+    text = run(nb, tmp_path, python, env=ray_env(SHOAL_ADDRESS="ray:local"))
+    for expected in EXPECTED + ["backend: ray"]:
+        assert expected in text, f"{expected!r} not in the notebook's output:\n{text}"

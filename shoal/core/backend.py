@@ -180,6 +180,17 @@ def connect(address: Optional[str], **init_kwargs):
     return made.context()
 
 
+def connect_from_env() -> bool:
+    """The first call of the API with no cluster yet: where SHOAL_ADDRESS names
+    another engine, connect to it now, as Ray's API auto-initializes (else the
+    caller starts shoal's own cluster).  True if a foreign backend is active."""
+    import os
+    if active is None and is_foreign(os.environ.get("SHOAL_ADDRESS")):
+        from .api import init
+        init()
+    return active is not None
+
+
 def disconnect() -> None:
     """shoal.shutdown() of a foreign backend: closes it (idempotent)."""
     global active
@@ -322,5 +333,6 @@ class NativeBackend:
 
 NATIVE = NativeBackend()
 
-__all__ = ["Backend", "NativeBackend", "NATIVE", "SCHEMES", "active", "connect", "current",
+__all__ = ["Backend", "NativeBackend", "NATIVE", "SCHEMES", "active", "connect",
+           "connect_from_env", "current",
            "disconnect", "is_foreign", "scheme_of", "set_active"]

@@ -96,7 +96,8 @@ class RemoteFunction:
 
     def remote(self, *args, **kwargs):
         check_call(self._params, self.__name__, args, kwargs)
-        if backend.active is not None:
+        if backend.active is not None or (
+                runtime._current is None and backend.connect_from_env()):
             return backend.active.submit_task(self, args, kwargs)
         client = runtime.current().client
         func_id, blob = self._ship()
