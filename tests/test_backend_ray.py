@@ -354,3 +354,27 @@ def test_timeout_cancels_and_line_magics_work(k):
     finally:
         ok(k.execute("%autoremote off"))
     assert ok(k.execute("import os\nauto_pid != os.getpid()")).result == "True"
+
+
+def test_plain_tasks_print_under_the_cell_that_submitted_them_at_any_depth(k):
+    ok(k.execute(textwrap.dedent("""\
+        import shoal, time
+        @shoal.remote
+        def leaf(i):
+            print("leaf", i)
+            return i
+        @shoal.remote
+        def late():
+            time.sleep(2)
+            print("late line")
+            return shoal.get([leaf.remote(i) for i in range(2)])
+        """)))
+    first = ok(k.execute("ref = late.remote()"))           # returns at once
+    second = ok(k.execute("time.sleep(4)\nprint('second cell')"))
+    assert ok(k.execute("shoal.get(ref)")).result == "[0, 1]"
+    k.pump_until(lambda: ") leaf 0" in first.stdout and ") leaf 1" in first.stdout, 30,
+                 "the nested tasks' output")
+    lines = sorted(strip_ansi(first.stdout).splitlines())
+    assert [ln.split(") ", 1)[1] for ln in lines] == ["late line", "leaf 0", "leaf 1"]
+    assert all(ln.startswith(("(late pid=", "(leaf pid=")) for ln in lines), lines
+    assert second.stdout == "second cell\n"

@@ -118,23 +118,45 @@ class RayBackend:
         self.in_worker = in_worker
         self.shared_by: Optional[str] = None      # the shoal kernel, as for shoal's runtime
         self._relay = None                          # relay.DriverRelay, made on first routing
+        self._router = None                         # the notebook's OutputRouter, if routed
         self._closed = False
 
     # ---------------------------------------------------------------- tasks and actors
     def submit_task(self, function, args: tuple, kwargs: dict):
-        return self._ray_function(function).remote(*args, **kwargs)
+        route = self._task_route(function)
+        if route is None:
+            return self._ray_function(function, False).remote(*args, **kwargs)
+        return self._ray_function(function, True).remote(route, *args, **kwargs)
 
-    def _ray_function(self, function):
-        """ray.remote(fn).options(...) for a shoal RemoteFunction, made once per
-        options and kept on it (its copies from .options() share what was made)."""
+    def _task_route(self, function):
+        """Where the task's output goes: the notebook cell submitting it (a
+        driver whose output is routed), or the cell of the task submitting it
+        (in a worker); None: Ray's own log forwarding."""
+        if self.in_worker:
+            from .worker import current
+            parent = current.get()
+            return parent.child(function._name) if parent is not None else None
+        if self._relay is not None and self._router is not None:
+            return self._relay.route(self._router, function._name)
+        return None
+
+    def _ray_function(self, function, routed: bool):
+        """ray.remote(fn).options(...) for a shoal RemoteFunction (`routed`: its
+        output goes to a CellOutput given first), made once per options and
+        kept on it (its copies from .options() share what was made)."""
         options = task_options(function._options)
         made = function.__dict__.setdefault(_MADE, {})
-        if "base" not in made:
-            made["base"] = self.ray.remote(function._function)
-        key = repr(sorted(options.items(), key=lambda kv: kv[0]))
+        base = made.get(routed)
+        if base is None:
+            if routed:
+                from .worker import routed as wrap
+                base = made[routed] = self.ray.remote(wrap(function._function))
+            else:
+                base = made[routed] = self.ray.remote(function._function)
+        key = (routed, repr(sorted(options.items(), key=lambda kv: kv[0])))
         fn = made.get(key)
         if fn is None:
-            fn = made[key] = made["base"].options(**options) if options else made["base"]
+            fn = made[key] = base.options(**options) if options else base
         return fn
 
     def create_actor(self, actor_class, args: tuple, kwargs: dict):
@@ -205,12 +227,14 @@ class RayBackend:
         return self._relay
 
     def route_output(self, router) -> None:
-        """Output of `%%remote` cells comes through the relay (see output_route);
-        plain tasks' prints reach the notebook through Ray's log forwarding."""
+        """The output of tasks submitted from now on (and of the tasks they
+        submit) comes through the relay to the cell that submitted them."""
         self._driver_relay()
+        self._router = router
 
     def unroute_output(self, router) -> None:
-        pass
+        if self._router is router:
+            self._router = None
 
     def output_route(self, router):
         return self._driver_relay().route(router)

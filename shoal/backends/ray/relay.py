@@ -93,7 +93,7 @@ class DriverRelay:
         self._thread = threading.Thread(target=self._drain, name="shoal-ray-output", daemon=True)
         self._thread.start()
 
-    def route(self, router):
+    def route(self, router, name: str = ""):
         """A worker.CellOutput for the work submitted now from `router`'s cell."""
         from .worker import CellOutput
         key = uuid.uuid4().hex[:16]
@@ -101,7 +101,7 @@ class DriverRelay:
             self._routes[key] = (router, router.context())
             while len(self._routes) > MAX_ROUTES:
                 self._routes.popitem(last=False)
-        return CellOutput(self.actor, key)
+        return CellOutput(self.actor, key, name)
 
     def _drain(self) -> None:
         while not self._stopping.is_set():
@@ -118,16 +118,19 @@ class DriverRelay:
                 self._delivered = end
                 self._progress.notify_all()
 
-    def _deliver(self, key: str, stream: str, pid: int, payload) -> None:
+    def _deliver(self, key: str, stream: str, pid: int, name: str, nested: bool,
+                 payload) -> None:
         with self._lock:
             found = self._routes.get(key)
         if found is None:
             return
         router, context = found
+        origin = key if nested else None          # started by a task: Ray's line prefix
+        task = f"{key}/{name}/{pid}"              # a line left open continues per task
         if stream == "display":
-            msg = RoutedOutput(key, "cell", pid, "display", data=payload)
+            msg = RoutedOutput(task, name, pid, "display", data=payload, origin=origin)
         else:
-            msg = RoutedOutput(key, "cell", pid, stream, text=payload)
+            msg = RoutedOutput(task, name, pid, stream, text=payload, origin=origin)
         try:
             router.handle(msg, context)
         except Exception:

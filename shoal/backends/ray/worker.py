@@ -4,19 +4,24 @@
 it makes the Ray backend active in each worker, so shoal's API called inside
 a task or actor (nested tasks, `shoal.get`, `shoal.put`, ...) goes to Ray too.
 
-`CellOutput` is what a `%%remote` cell's code enters on the worker: while
-the cell runs, its stdout, stderr and rich displays go to the output relay,
-tagged with the cell they belong to, instead of to the worker's log file
-(from where Ray's log forwarding would print them under whatever cell runs
-when they arrive).  Leaving it sends what is buffered and waits until the
-relay has it, so the notebook can show all of it before the cell's result.
+`CellOutput` is what a task's code enters on the worker when it was
+submitted from a notebook cell (a `%%remote` cell's code, a plain task
+through `routed(fn)`, and the tasks those submit, at any depth): while it
+runs, its stdout, stderr and rich displays go to the output relay, tagged
+with the cell they belong to, instead of to the worker's log file (from
+where Ray's log forwarding would print them under whatever cell runs when
+they arrive).  Leaving it sends what is buffered and waits until the relay
+has it, so the notebook can show all of it before the cell's result.
 """
 from __future__ import annotations
 
+import contextvars
+import inspect
 import io
 import os
 import sys
 import threading
+from typing import Optional
 
 FLUSH_BYTES = 8192          # send a stream's text at a newline, or once this much is buffered
 
@@ -67,26 +72,39 @@ class _RelayStream(io.TextIOBase):
             self._output.send(self._name, text)
 
 
+# The route of the task running in this thread: tasks it submits inherit it.
+current: contextvars.ContextVar[Optional["CellOutput"]] = contextvars.ContextVar(
+    "shoal_cell_output", default=None)
+
+
 class CellOutput:
     """A route for one cell's output: the relay actor's handle and the cell's key
-    (which the notebook side maps back to the cell).  Picklable; entered on
-    the worker around the cell's code (`with spec["output"]:`)."""
+    (which the notebook side maps back to the cell), the task's name, and
+    whether the task was started by another task (`nested`: its lines get
+    Ray's "(name pid=N)" prefix).  Picklable; entered on the worker around
+    the task's code."""
 
-    def __init__(self, relay, key: str, label: str = "") -> None:
+    def __init__(self, relay, key: str, name: str = "", nested: bool = False) -> None:
         self.relay = relay
         self.key = key
-        self.label = label
+        self.name = name
+        self.nested = nested
         self._last = None
         self._saved = None
 
     def __getstate__(self) -> dict:
-        return {"relay": self.relay, "key": self.key, "label": self.label}
+        return {"relay": self.relay, "key": self.key, "name": self.name, "nested": self.nested}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["relay"], state["key"], state["label"])
+        self.__init__(**state)
+
+    def child(self, name: str) -> "CellOutput":
+        """The route of a task this one submits: the same cell."""
+        return CellOutput(self.relay, self.key, name, nested=True)
 
     def send(self, stream: str, payload) -> None:
-        self._last = self.relay.push.remote([(self.key, stream, os.getpid(), payload)])
+        item = (self.key, stream, os.getpid(), self.name, self.nested, payload)
+        self._last = self.relay.push.remote([item])
 
     def _display(self, data: dict, metadata: dict) -> None:
         for s in (sys.stdout, sys.stderr):
@@ -95,7 +113,7 @@ class CellOutput:
 
     def __enter__(self) -> "CellOutput":
         from ...core import display
-        self._saved = (sys.stdout, sys.stderr, display.route_display)
+        self._saved = (sys.stdout, sys.stderr, display.route_display, current.set(self))
         sys.stdout = _RelayStream(self, "stdout")
         sys.stderr = _RelayStream(self, "stderr")
         display.route_display = self._display
@@ -107,10 +125,31 @@ class CellOutput:
             sys.stdout.flush()
             sys.stderr.flush()
         finally:
-            sys.stdout, sys.stderr, display.route_display = self._saved
+            sys.stdout, sys.stderr, display.route_display, token = self._saved
+            current.reset(token)
         if self._last is not None:
             import ray
             ray.get(self._last)        # the relay has all of it before the cell's result
 
 
-__all__ = ["setup", "CellOutput"]
+def routed(fn):
+    """`fn` taking a CellOutput first and running inside it (a generator
+    function stays one, for Ray's streaming returns).  Named as `fn`, so
+    Ray's task names and tracebacks stay the user's."""
+    if inspect.isgeneratorfunction(fn):
+        def run(__shoal_output, *args, **kwargs):
+            with __shoal_output:
+                yield from fn(*args, **kwargs)
+    else:
+        def run(__shoal_output, *args, **kwargs):
+            with __shoal_output:
+                return fn(*args, **kwargs)
+    for attr in ("__name__", "__qualname__", "__module__", "__doc__"):
+        try:
+            setattr(run, attr, getattr(fn, attr))
+        except (AttributeError, TypeError):
+            pass
+    return run
+
+
+__all__ = ["setup", "CellOutput", "current", "routed"]
