@@ -26,6 +26,7 @@ from typing import Optional
 
 log = logging.getLogger("shoal.backends.ray")
 POLL = 1.0                  # seconds one long-poll of the relay waits for news
+RELAY_NAMESPACE = "shoal"
 MAX_ROUTES = 10_000         # cells remembered (the oldest are forgotten first)
 
 
@@ -84,8 +85,13 @@ class DriverRelay:
 
     def __init__(self, ray) -> None:
         self.ray = ray
-        self.actor = ray.remote(num_cpus=0, max_restarts=0)(OutputRelay).remote()
+        # Named, so that a task's route carries only the name (pickling a handle
+        # into every task costs more than the task); its workers look it up once.
+        self.name = f"shoal-output-{uuid.uuid4().hex[:12]}"
+        self.actor = ray.remote(num_cpus=0, max_restarts=0)(OutputRelay).options(
+            name=self.name, namespace=RELAY_NAMESPACE).remote()
         self._routes: OrderedDict = OrderedDict()      # key -> (router, context)
+        self._keys: OrderedDict = OrderedDict()        # (router, cell, parent, label) -> key
         self._lock = threading.Lock()
         self._delivered = 0
         self._progress = threading.Condition()
@@ -94,14 +100,24 @@ class DriverRelay:
         self._thread.start()
 
     def route(self, router, name: str = ""):
-        """A worker.CellOutput for the work submitted now from `router`'s cell."""
+        """A worker.CellOutput for the work submitted now from `router`'s cell
+        (one key per cell and label, however many tasks it submits)."""
         from .worker import CellOutput
-        key = uuid.uuid4().hex[:16]
+        context = router.context()
+        parent, label, cell = context[:3]
+        msg_id = (parent or {}).get("header", {}).get("msg_id") if isinstance(parent, dict) \
+            else id(parent)
+        which = (id(router), id(cell), msg_id, label)
         with self._lock:
-            self._routes[key] = (router, router.context())
-            while len(self._routes) > MAX_ROUTES:
-                self._routes.popitem(last=False)
-        return CellOutput(self.actor, key, name)
+            key = self._keys.get(which)
+            if key is None or key not in self._routes:
+                key = self._keys[which] = uuid.uuid4().hex[:16]
+                self._routes[key] = (router, context)
+                while len(self._routes) > MAX_ROUTES:
+                    self._routes.popitem(last=False)
+                while len(self._keys) > MAX_ROUTES:
+                    self._keys.popitem(last=False)
+        return CellOutput(self.name, key, name)
 
     def _drain(self) -> None:
         while not self._stopping.is_set():

@@ -72,6 +72,18 @@ class _RelayStream(io.TextIOBase):
             self._output.send(self._name, text)
 
 
+_relays: dict = {}          # relay name -> its handle, looked up once per process
+
+
+def _relay(name: str):
+    handle = _relays.get(name)
+    if handle is None:
+        import ray
+        from .relay import RELAY_NAMESPACE
+        handle = _relays[name] = ray.get_actor(name, namespace=RELAY_NAMESPACE)
+    return handle
+
+
 # The route of the task running in this thread: tasks it submits inherit it.
 current: contextvars.ContextVar[Optional["CellOutput"]] = contextvars.ContextVar(
     "shoal_cell_output", default=None)
@@ -84,8 +96,8 @@ class CellOutput:
     Ray's "(name pid=N)" prefix).  Picklable; entered on the worker around
     the task's code."""
 
-    def __init__(self, relay, key: str, name: str = "", nested: bool = False) -> None:
-        self.relay = relay
+    def __init__(self, relay: str, key: str, name: str = "", nested: bool = False) -> None:
+        self.relay = relay               # the relay actor's name
         self.key = key
         self.name = name
         self.nested = nested
@@ -104,7 +116,7 @@ class CellOutput:
 
     def send(self, stream: str, payload) -> None:
         item = (self.key, stream, os.getpid(), self.name, self.nested, payload)
-        self._last = self.relay.push.remote([item])
+        self._last = _relay(self.relay).push.remote([item])
 
     def _display(self, data: dict, metadata: dict) -> None:
         for s in (sys.stdout, sys.stderr):
