@@ -24,7 +24,7 @@ def emit(obj):
 def run(framework, name, repeat):
     w = WORKLOADS[name]
     a = adapters.load(framework)
-    missing = [m for m in w.requires if not hasattr(a, m)]
+    missing = [m for m in w.requires if getattr(a, m, None) is None]
     if missing:
         return emit({"ok": False, "na": True, "error": f"adapter lacks {', '.join(missing)}"})
     samples = {m: [] for m in w.metrics}

@@ -1,10 +1,12 @@
 """Run the microbenchmarks on shoal and its peers and print a Markdown table of medians.
 
-    python benchmarks/run.py [--frameworks shoal,ray,dask,ipyparallel] [--workloads a,b]
+    python benchmarks/run.py [--frameworks shoal,ray,dask,ipyparallel,pool] [--workloads a,b]
                              [--repeat N] [--timeout S] [--json out.json]
 
+`pool` is multiprocessing.Pool, the floor: its own column, never the "best peer".
+Workloads run interleaved: each on every framework, in alternating order, before the next.
 Each (framework, workload) runs in its own subprocess (child.py) in the framework's
-interpreter: shoal in the project's, the peers in benchmarks/.venv-peers (see
+interpreter: shoal and pool in the project's, the peers in benchmarks/.venv-peers (see
 setup-peers.sh). A `fresh` workload (start) gets a new subprocess per repetition.
 A run that exceeds its timeout is terminated, then killed with its whole process
 tree, so a hung framework cannot hang the suite or leave processes behind.
@@ -33,7 +35,7 @@ STARTUP_ALLOWANCE = 120  # seconds on top of the per-repetition timeouts: cluste
 
 
 def interpreter(framework):
-    if framework == "shoal":
+    if framework in ("shoal", "pool"):        # pool: the standard library's, in shoal's venv
         venv = ROOT / ".venv" / "bin" / "python"
         return str(venv) if venv.exists() else sys.executable
     return str(PEERS_PY)
@@ -164,8 +166,9 @@ def table(frameworks, workloads, medians):
     head = ["workload", *frameworks]
     if "shoal" in frameworks and peers:
         head.append("shoal vs best peer")
-        if "ray" in peers:
-            head.append("shoal vs ray")
+        for named in ("ray", "pool"):
+            if named in peers:
+                head.append(f"shoal vs {named}")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for w in workloads:
         for metric, (unit, better) in WORKLOADS[w].metrics.items():
@@ -173,15 +176,44 @@ def table(frameworks, workloads, medians):
             cells = {f: medians.get((f, w, metric)) for f in frameworks}
             row = [f"{label} ({unit} {ARROW[better]})", *(fmt(cells[f]) for f in frameworks)]
             if len(head) > len(frameworks) + 1:
-                nums = {f: cells[f] for f in peers if isinstance(cells[f], float)}
+                nums = {f: cells[f] for f in peers if f != "pool" and isinstance(cells[f], float)}
                 best = (max if better == HIGHER else min)(nums, key=nums.get) if nums else None
                 r = advantage(cells["shoal"], nums[best], better) if best else None
                 row.append(f"{r:.2f}× ({best})" if r else "—")
-                if "ray" in peers:
-                    r = advantage(cells["shoal"], cells["ray"], better)
-                    row.append(f"{r:.2f}×" if r else "—")
+                for named in ("ray", "pool"):
+                    if named in peers:
+                        r = advantage(cells["shoal"], cells[named], better)
+                        row.append(f"{r:.2f}×" if r else "—")
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def run_workload(fw, w, args, medians, raw, notes, log):
+    """Run workload `w` on framework `fw` (args.repeat times), recording samples and medians."""
+    wl = WORKLOADS[w]
+    per_rep = args.timeout or wl.timeout
+    # Fresh workloads: one process per repetition so every start is cold.
+    runs = [(1, per_rep + STARTUP_ALLOWANCE)] * args.repeat if wl.fresh else \
+           [(args.repeat, per_rep * args.repeat + STARTUP_ALLOWANCE)]
+    samples, status = {m: [] for m in wl.metrics}, None
+    t0 = time.monotonic()
+    for reps, timeout in runs:
+        result, note, tail = run_child(fw, [fw, w, reps], timeout)
+        if note:
+            notes.append(f"{fw}/{w}: {note}")
+        if result and result["ok"]:
+            for m, vals in result["samples"].items():
+                samples[m] += vals
+        else:
+            status = "n/a" if result and result.get("na") else ("TIMEOUT" if "timeout" in note else "FAIL")
+            err = result["error"] if result else tail
+            notes.append(f"{fw}/{w}: {status}\n" + "\n".join("    " + l for l in err.strip().splitlines()[-15:]))
+            break
+    raw[f"{fw}/{w}"] = {"samples": samples, "status": status or "ok"}
+    for m, vals in samples.items():
+        medians[(fw, w, m)] = status or statistics.median(vals)
+    summary = ", ".join(f"{m}={fmt(medians[(fw, w, m)])}" for m in wl.metrics)
+    log(f"[{fw}] {w}: {summary}  ({time.monotonic() - t0:.0f}s)")
 
 
 def main():
@@ -213,31 +245,11 @@ def main():
             continue
         versions[fw] = probe["version"]
         ran.append(fw)
-        for w in workloads:
-            wl = WORKLOADS[w]
-            per_rep = args.timeout or wl.timeout
-            # Fresh workloads: one process per repetition so every start is cold.
-            runs = [(1, per_rep + STARTUP_ALLOWANCE)] * args.repeat if wl.fresh else \
-                   [(args.repeat, per_rep * args.repeat + STARTUP_ALLOWANCE)]
-            samples, status = {m: [] for m in wl.metrics}, None
-            t0 = time.monotonic()
-            for reps, timeout in runs:
-                result, note, tail = run_child(fw, [fw, w, reps], timeout)
-                if note:
-                    notes.append(f"{fw}/{w}: {note}")
-                if result and result["ok"]:
-                    for m, vals in result["samples"].items():
-                        samples[m] += vals
-                else:
-                    status = "n/a" if result and result.get("na") else ("TIMEOUT" if "timeout" in note else "FAIL")
-                    err = result["error"] if result else tail
-                    notes.append(f"{fw}/{w}: {status}\n" + "\n".join("    " + l for l in err.strip().splitlines()[-15:]))
-                    break
-            raw[f"{fw}/{w}"] = {"samples": samples, "status": status or "ok"}
-            for m, vals in samples.items():
-                medians[(fw, w, m)] = status or statistics.median(vals)
-            summary = ", ".join(f"{m}={fmt(medians[(fw, w, m)])}" for m in wl.metrics)
-            log(f"[{fw}] {w}: {summary}  ({time.monotonic() - t0:.0f}s)")
+    # Interleaved: each workload runs on every framework before the next workload, in
+    # alternating order, so a change in the machine's load hits every framework alike.
+    for i, w in enumerate(workloads):
+        for fw in (ran if i % 2 == 0 else ran[::-1]):
+            run_workload(fw, w, args, medians, raw, notes, log)
 
     shown = [f for f in frameworks if f in ran]
     print(f"\nMedians of {args.repeat} repetition(s), {os.cpu_count()} CPUs on this host."

@@ -133,7 +133,7 @@ def tree_reduce(a, leaves=1024):
     return {"tree_reduce": elapsed}
 
 
-@workload("put_get_200mb", {"put": ("ms", LOWER), "get": ("ms", LOWER)})
+@workload("put_get_200mb", {"put": ("ms", LOWER), "get": ("ms", LOWER)}, requires=("put",))
 def put_get_200mb(a):
     import numpy as np
     arr = np.arange(200 * MiB // 8, dtype=np.float64)
@@ -211,7 +211,7 @@ def table_sum(table):
     return float(pc.sum(table.column("x")).as_py())
 
 
-@workload("put_get_1gb", {"put": ("ms", LOWER), "get": ("ms", LOWER)}, timeout=300)
+@workload("put_get_1gb", {"put": ("ms", LOWER), "get": ("ms", LOWER)}, timeout=300, requires=("put",))
 def put_get_1gb(a):
     import numpy as np
     arr = np.ones(1024 * MiB // 8)
@@ -236,7 +236,7 @@ def task_returns_200mb(a):
     return {"task_returns_200mb": elapsed * 1e3}
 
 
-@workload("arrow_10m_rows", {"put": ("ms", LOWER), "two_tasks": ("ms", LOWER)}, timeout=300)
+@workload("arrow_10m_rows", {"put": ("ms", LOWER), "two_tasks": ("ms", LOWER)}, timeout=300, requires=("put",))
 def arrow_10m_rows(a):
     import numpy as np
     import pyarrow as pa

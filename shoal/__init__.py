@@ -8,17 +8,25 @@
         return x * x
 
     shoal.get([square.remote(i) for i in range(10)])
+
+This module is the facade, at the top of shoal's layers (the map is in
+tests/test_layers.py): it gathers the public API from shoal.core (where the
+magics and widgets, which sit below it, take it from), Ray's modules, and
+the notebook's functions from shoal.widgets and shoal.magics, and plugs the
+widgets into core's hooks (shoal.core.hooks).  Only the kernel and the
+command line import it.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
 
 from . import actor, exceptions
+from .core import hooks
 from .core.actor import ActorClass, ActorHandle, get_actor, kill, method
 from .core.api import (
-    ClusterContext, cancel, get, init, is_initialized, put, scale, shutdown, wait,
+    ClusterContext, RemoteDecoratorError, cancel, get, init, is_initialized, put, remote, scale,
+    shutdown, wait,
 )
 from .core.context import (
     RuntimeContext, available_resources, cluster_resources, get_gpu_ids, get_runtime_context,
@@ -32,36 +40,6 @@ from .core.remote_function import RemoteFunction
 from . import util  # ray.util.* works after `import ray`, as in Ray
 
 __version__ = "0.1.0"
-
-
-class RemoteDecoratorError(TypeError, AssertionError):
-    """`@shoal.remote` used wrongly.  Ray raises AssertionError here; shoal's
-    error is also a TypeError, which is what Python raises for a bad call."""
-
-
-def remote(*args, **options):
-    """Make a function a remote task, or a class an actor: `@shoal.remote` or
-    `@shoal.remote(num_cpus=2, ...)` (see shoal.core.options for the keywords)."""
-    if len(args) == 1 and not options and callable(args[0]):
-        return _make_remote(args[0], {})
-    if args or not options:
-        from .core.options import TASK_OPTIONS, ACTOR_OPTIONS
-        valid = [k for k in {**TASK_OPTIONS, **ACTOR_OPTIONS} if not k.startswith("_")]
-        raise RemoteDecoratorError(
-            "The @shoal.remote decorator must be applied either with no arguments and no "
-            "parentheses, for example '@shoal.remote', or it must be applied using some of the "
-            f"arguments in the list {valid}, for example '@shoal.remote(num_returns=2, "
-            "resources={\"CustomResource\": 1})'.")
-    return lambda target: _make_remote(target, options)
-
-
-def _make_remote(target, options: dict):
-    if isinstance(target, type):
-        return ActorClass(target, options)
-    if not inspect.isfunction(target) and not callable(target):
-        raise TypeError("The @shoal.remote decorator must be applied to either a function or "
-                        f"a class, got {type(target).__name__}.")
-    return RemoteFunction(target, options)
 
 
 def progress(refs, *, title=None):
@@ -94,6 +72,15 @@ def objects():
     """The live object store widget: memory per host, a sortable table of objects."""
     from .widgets import objects as show
     return show()
+
+
+def _load_widgets() -> None:
+    """Import shoal.widgets, which registers core's notebook hooks: the first
+    time core needs one (see shoal.core.hooks)."""
+    from . import widgets  # noqa: F401
+
+
+hooks.set_loader(_load_widgets)
 
 
 def load_ipython_extension(shell) -> None:

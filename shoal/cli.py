@@ -13,7 +13,7 @@ import time
 from . import session
 from .core.client import Client
 from .core.context import implicit_resource
-from .engine.agent import available_cpus
+from .launch.agent import available_cpus
 from .protocol import messages as m
 
 READY_TIMEOUT = 30.0
@@ -99,7 +99,7 @@ def _host(text: str) -> str:
 
 
 def _ssh_hosts(text: str) -> str:
-    from .engine.ssh import parse_host
+    from .launch.ssh import parse_host
     for entry in (h for h in text.split(",") if h):
         try:
             parse_host(entry)
@@ -249,7 +249,7 @@ def cmd_start(args) -> int:
             raise UsageError(f"--{flag.replace('_', '-')} goes with --{needs}")
     if args.address:
         return _join(args)
-    from .engine.launcher import LocalCluster
+    from .launch.launcher import LocalCluster
     ssh_hosts = tuple(h for h in (args.ssh or "").split(",") if h)
     cluster = LocalCluster(num_cpus=args.num_cpus, num_gpus=args.num_gpus,
                            resources=args.resources, host=args.host, port=args.port, owned=False,
@@ -294,7 +294,7 @@ def _read_key(args) -> tuple[str, bytes]:
 
 
 def _join(args) -> int:
-    from .engine.launcher import HostProcess, local_address_towards
+    from .launch.launcher import HostProcess, local_address_towards
     address, key = _read_key(args)
     client = Client.connect(address, key, kind="cli")        # checks the key before anything
     try:

@@ -51,7 +51,7 @@ def _statement(draw, bound: set):
         out = [f"for {target} in range(3):", f"    print({target} + ({e}))"]
     elif kind == "except_taken":            # Python unbinds the handler's name afterwards
         bound.discard(target)
-        return [f"try:", f"    raise ValueError({e})", f"except ValueError as {target}:",
+        return ["try:", f"    raise ValueError({e})", f"except ValueError as {target}:",
                 f"    print('caught', {target})"]
     elif kind == "except_not_taken":        # leaves the name as it was
         bound.add("x_ok")

@@ -12,7 +12,6 @@ import shoal
 from shoal import cli, session
 from shoal.core import runtime
 
-from conftest import wait_for
 
 
 def run_cli(capsys, *argv):

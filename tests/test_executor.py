@@ -8,7 +8,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import shoal
 from shoal.util import Executor
 
 # Engines cannot import this test module: its functions travel by value, as a notebook's do.

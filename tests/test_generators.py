@@ -64,6 +64,38 @@ def test_each_item_arrives_while_the_generator_still_runs(tmp_path):
         next(gen)
 
 
+def test_wait_takes_generators_as_ray_does(tmp_path):
+    """A generator is ready when its next ref can be taken without blocking, or it has ended."""
+    go_on = str(tmp_path / "go-on")
+
+    @shoal.remote
+    def gated(path):
+        deadline = time.monotonic() + 30
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield "item"
+
+    @shoal.remote
+    def sleepy():
+        time.sleep(30)
+
+    gen, other = gated.remote(go_on), sleepy.remote()
+    ready, not_ready = shoal.wait([gen, other], timeout=0.3)
+    assert ready == [] and not_ready == [gen, other]
+    open(go_on, "w").close()
+    ready, not_ready = shoal.wait([other, gen], num_returns=1, timeout=30)
+    assert ready == [gen] and not_ready == [other]
+    assert shoal.get(next(gen)) == "item"
+    wait_for(lambda: shoal.wait([gen], timeout=0)[0] == [gen], what="the end of the generator")
+    with pytest.raises(StopIteration):
+        next(gen)
+    done = count.remote(1)
+    assert shoal.wait([done, shoal.put(1)], num_returns=2, timeout=30)[1] == []
+    shoal.cancel(other, force=True)
+    with pytest.raises(TypeError, match="ObjectRefGenerator"):
+        shoal.wait([gen, 3])
+
+
 def test_an_error_surfaces_at_the_failing_item():
     refs = list(count.remote(5, fail_at=2))
     assert len(refs) == 3                       # two good items, then the error

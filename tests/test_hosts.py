@@ -8,7 +8,7 @@ import pytest
 
 import shoal
 from shoal.core import runtime
-from shoal.engine.launcher import HostProcess
+from shoal.launch.launcher import HostProcess
 from shoal.exceptions import ObjectLostError
 from shoal.util.state import list_hosts, list_objects
 

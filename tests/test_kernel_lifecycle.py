@@ -4,6 +4,7 @@ example notebooks executed with nbclient on the shoal kernel."""
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -173,3 +174,34 @@ def test_many_kernel_restarts_leak_nothing():
                  what="every restarted kernel's cluster to stop")
         assert not any(os.path.exists(s) for s in stores)
         assert len(os.listdir("/proc/self/fd")) <= fds + 4
+
+
+def _ok(run):
+    assert run.reply["status"] == "ok", run
+    return run
+
+
+@pytest.mark.slow
+def test_a_background_cell_whose_engine_is_killed_is_retried_and_finishes(tmp_path):
+    """The fault matrix's --bg row: SIGKILL of the engine running a background cell
+    retries the cell (a crash, as for any task); its names and status line arrive."""
+    pid_file = str(tmp_path / "pid")
+    cell = ("%%remote --bg\n"
+            "import os, time\n"
+            "first = not os.path.exists(pid_file)\n"
+            "open(pid_file, 'a').write(f'{os.getpid()}\\n')\n"
+            "time.sleep(30 if first else 0)\n"
+            "print('bg attempt done')\n"
+            "attempts = 2")
+
+    def first_pid():
+        return os.path.exists(pid_file) and open(pid_file).read().split()
+    with KernelSession("shoal", extra_arguments=["--ShoalKernel.num_cpus=2"]) as k:
+        _ok(k.execute(f"pid_file = {pid_file!r}"))
+        bg = _ok(k.execute(cell))
+        os.kill(int(k.pump_until(first_pid, 30, "the cell to start")[0]), signal.SIGKILL)
+        k.pump_until(lambda: "bg attempt done" in bg.stdout, 30, "the retried cell")
+        k.pump_until(lambda: any("done" in m["content"]["data"]["text/plain"]
+                                 for m in bg.of_type("update_display_data")), 10, "the status line")
+        assert _ok(k.execute("import shoal\nshoal.get(attempts)")).result == "2"
+    assert len(open(pid_file).read().split()) == 2

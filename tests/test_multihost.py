@@ -47,7 +47,7 @@ def join(net, k, address, key, **env):
 def test_hosts_join_run_tasks_move_objects_and_survive_a_cut(net, monkeypatch):
     monkeypatch.setenv("SHOAL_HEARTBEAT_TIMEOUT", "3")
     shoal.shutdown()
-    from shoal.engine.launcher import LocalCluster
+    from shoal.launch.launcher import LocalCluster
     head = LocalCluster(num_cpus=1, host=net.head_ip, heartbeat_timeout=3)
     monkeypatch.setenv("SHOAL_KEY", head.key.hex())
     try:

@@ -7,7 +7,7 @@ import pytest
 
 import shoal
 from shoal.core import runtime
-from shoal.engine.launcher import HostProcess
+from shoal.launch.launcher import HostProcess
 from shoal.exceptions import TaskUnschedulableError
 from shoal.util.placement_group import (
     get_current_placement_group, placement_group, placement_group_table, remove_placement_group,

@@ -32,6 +32,50 @@ def test_many_frames_in_one_read():
     assert [h for h, _ in frames] == [str(i).encode() for i in range(50)]
 
 
+def test_large_frames_are_read_straight_into_their_place():
+    """A large buffer's bytes go from the socket into the body they are decoded
+    from: after the prefix, get_buffer() hands out that body itself."""
+    payload = bytes(range(256)) * 40_000                   # ~10 MB
+    prefix, header, _ = encode_frame(b"h", [payload])
+    decoder = FrameDecoder()
+    assert decoder.feed(prefix + header + payload[:1000]) == []
+    target = decoder.get_buffer()
+    assert target.nbytes == len(payload) - 1000
+    target[:] = payload[1000:]
+    decoder.buffer_updated(target.nbytes)
+    header_out, [buf] = decoder.next_frame()
+    assert header_out == b"h" and buf == payload and buf.obj is target.obj
+
+
+def test_frames_stay_valid_after_later_reads():
+    """Decoded frames are views of their own bodies, not of the reused staging buffer."""
+    decoder = FrameDecoder()
+    first = decoder.feed(b"".join(bytes(c) for c in encode_frame(b"one", [b"A" * 100])))
+    decoder.feed(b"".join(bytes(c) for c in encode_frame(b"two", [b"B" * 100])) * 3000)
+    assert first == [(b"one", [b"A" * 100])]
+
+
+def test_bytes_after_a_frame_are_left_unparsed():
+    decoder = FrameDecoder()
+    raw = b"\xff" * 64                                     # would be an oversized frame prefix
+    data = b"".join(encode_frame(b"x")) + raw
+    decoder.get_buffer()[:len(data)] = data
+    decoder.buffer_updated(len(data))
+    assert decoder.next_frame()[0] == b"x"
+    assert decoder.take_pending() == raw
+
+
+def test_a_frame_over_the_message_limit_is_refused_before_anything_is_allocated():
+    import struct
+    from shoal.protocol.framing import MAX_MESSAGE, FrameTooLargeError
+    with pytest.raises(ProtocolError):
+        FrameDecoder().feed(struct.pack("<IIQ", 1, 1, (1 << 40) - 1) + b"h" + b"x" * 100)
+    with pytest.raises(ProtocolError):
+        FrameDecoder().feed(struct.pack("<IIQ", 100, 1, MAX_MESSAGE - 99) + b"h")
+    with pytest.raises(FrameTooLargeError):              # out-of-band buffers count too
+        encode_frame(b"h", [bytearray(MAX_MESSAGE)])
+
+
 def test_oversized_header_is_a_protocol_error():
     with pytest.raises(ProtocolError):
         FrameDecoder().feed(b"\xff\xff\xff\x7f\x00\x00\x00\x00")
@@ -51,7 +95,7 @@ def test_codec_sends_pickle_buffers_out_of_band():
     payload = bytearray(b"x" * 1000)
     msg = m.RegisterFunction(func_id="f", name="n", blob=pickle.PickleBuffer(payload))
     chunks = codec.encode(msg)
-    assert len(chunks) == 2 and bytes(chunks[1]) == bytes(payload)
+    assert len(chunks) == 3 and chunks[2].obj is payload       # prefix, header, the payload itself
 
 
 @pytest.mark.parametrize("header", [b"garbage", pickle.dumps((999, 1)), pickle.dumps("x"),
@@ -103,3 +147,64 @@ def test_unpicklable_values_give_a_clear_error():
 def test_corrupt_values_give_a_clear_error():
     with pytest.raises(SerializationError):
         deserialize(b"not a value at all")
+
+
+def test_pickle_buffers_travel_out_of_band_and_arrive_read_only():
+    payload = bytearray(b"p" * 5000)
+    msg = m.ObjectsReady(entries=[m.ObjectEntry("o", inline=pickle.PickleBuffer(payload), size=5000)])
+    chunks = codec.encode(msg)
+    assert len(chunks[1]) < 200                                   # not in the header...
+    payload[0:1] = b"q"
+    assert bytes(chunks[-1][:2]) == b"qp"                         # ...and not copied
+    [(header, buffers)] = FrameDecoder().feed(b"".join(bytes(c) for c in chunks))
+    inline = codec.decode(header, buffers).entries[0].inline
+    assert type(inline) is pickle.PickleBuffer and inline.raw().readonly
+    assert inline.raw() == payload
+
+
+def test_packed_values_go_out_of_band_unless_tiny():
+    from shoal.protocol.serialization import OUT_OF_BAND_MIN
+    assert type(serialize(1).packed()) is bytes
+    big = serialize(b"x" * OUT_OF_BAND_MIN).packed()
+    assert type(big) is pickle.PickleBuffer and deserialize(big) == b"x" * OUT_OF_BAND_MIN
+
+
+# The decoder against arbitrary input: valid frames in any split come out whole
+# and equal; any bytes at all either parse or raise ProtocolError.
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_frames = st.lists(st.tuples(st.binary(max_size=300),
+                             st.lists(st.binary(max_size=70_000), max_size=3)), max_size=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_frames, st.lists(st.integers(1, 200_000), min_size=1, max_size=20))
+def test_decoder_gives_back_any_frames_in_any_split(frames, cuts):
+    data = b"".join(bytes(c) for h, bufs in frames for c in encode_frame(h, bufs))
+    decoder, out, at, i = FrameDecoder(), [], 0, 0
+    while at < len(data):
+        n = cuts[i % len(cuts)]
+        i += 1
+        buf = decoder.get_buffer()                         # as a socket's recv_into would
+        n = min(n, buf.nbytes, len(data) - at)
+        buf[:n] = data[at:at + n]
+        decoder.buffer_updated(n)
+        at += n
+        while (frame := decoder.next_frame()) is not None:
+            out.append(frame)
+    assert [(bytes(h), [bytes(b) for b in bufs]) for h, bufs in out] == frames
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2000))
+def test_decoder_meets_any_bytes_with_frames_or_a_protocol_error(data):
+    """Only ProtocolError escapes (the owner closes the connection on it)."""
+    try:
+        frames = FrameDecoder().feed(data)
+    except ProtocolError:
+        return
+    for header, buffers in frames:
+        try:
+            codec.decode(header, buffers)
+        except ProtocolError:
+            pass

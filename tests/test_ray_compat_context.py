@@ -9,7 +9,7 @@ import pytest
 
 import shoal
 from shoal.core import runtime
-from shoal.engine.launcher import HostProcess
+from shoal.launch.launcher import HostProcess
 from shoal.exceptions import ActorDiedError
 from conftest import wait_for
 

@@ -85,6 +85,30 @@ def test_a_killed_driver_releases_its_work_and_non_detached_actors(fresh_cluster
              what="its running task to be stopped")
 
 
+def test_a_task_whose_submitter_is_gone_still_runs_for_those_who_hold_its_ref(fresh_cluster):
+    """A task returns the ref of a task it started; the engine that started it
+    dies before that task runs.  Ray would raise OwnerDiedError; the driver holds
+    the ref, so the task runs and get returns its value."""
+    fresh_cluster(num_cpus=2)
+
+    @shoal.remote
+    def leaf(gate):
+        while not os.path.exists(gate):
+            time.sleep(0.02)
+        return "leaf ran"
+
+    @shoal.remote
+    def submitter(gate):
+        return os.getpid(), leaf.remote(gate)
+
+    gate = os.path.join(runtime.current().cluster.session_dir, "gate")
+    pid, ref = shoal.get(submitter.remote(gate))
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: pid not in [e["pid"] for e in list_engines()], what="the engine's loss")
+    open(gate, "w").close()
+    assert shoal.get(ref, timeout=60) == "leaf ran"
+
+
 # ---------------------------------------------------------------- chaos
 @pytest.mark.slow
 def test_chaos_random_engine_kills_lose_nothing(fresh_cluster):

@@ -100,6 +100,17 @@ def test_augmented_assignment_in_a_namespace_uses_the_notebook_value(k):
         k.execute("counter += 9")            # changed locally: the namespace must see it
 
 
+@pytest.mark.parametrize("initial", [{}, {"a": 1}])
+def test_a_namespace_gives_back_only_what_the_cell_bound(k, initial):
+    """The namespace still holds `a = 0` from an earlier cell; a cell that may bind
+    `a` but does not leaves the notebook's `a` as it is (or absent), as locally;
+    one that binds it to the very object it held gives it back."""
+    assert k.execute("_reset({})").reply["status"] == "ok"
+    assert k.execute("%%remote --on stale\na = 0").reply["status"] == "ok"
+    same_as_local(k, initial, "if False:\n    a = 1", "%%remote --on stale")
+    same_as_local(k, initial, "a = 0", "%%remote --on stale")      # the same object as before
+
+
 # ---------------------------------------------------------------------- magics in %%remote
 def test_a_cell_magic_on_the_first_line_runs_on_the_engine(k, tmp_path):
     assert k.execute("_reset({'a': 20})").reply["status"] == "ok"

@@ -8,7 +8,7 @@ import pytest
 import shoal
 from shoal.core import runtime
 from shoal.core import runtime_env as renv
-from shoal.engine.launcher import HostProcess
+from shoal.launch.launcher import HostProcess
 from shoal.util.state import list_hosts
 
 from conftest import wait_for

@@ -1,10 +1,12 @@
 """Level 1: the scheduler's state machine, driven by messages, no sockets."""
+import pickle
+
 import pytest
 
 from shoal.exceptions import ObjectLostError, TaskCancelledError, WorkerCrashedError
 from shoal.protocol import messages as m
 from shoal.protocol.messages import ObjectEntry
-from shoal.protocol.serialization import deserialize, dumps
+from shoal.protocol.serialization import deserialize, dumps, serialize
 from shoal.scheduler import policy
 from shoal.scheduler.state import SchedulerState
 
@@ -147,6 +149,22 @@ def test_function_blob_is_shipped_once_per_engine():
     h.submit()
     [x2] = [x for _, x in h.out() if isinstance(x, m.ExecuteTask)]
     assert x1.func_blob == b"fn" and x2.func_blob is None
+
+
+def test_a_retry_policy_travels_with_its_function_once_per_engine():
+    h = Harness(cpus=1)
+    h.s.handle("drv", m.RegisterFunction(func_id="g", name="g", blob=b"gn",
+                                         retry_exceptions=b"policy"))
+    sent = []
+    for _ in range(2):
+        h.s.handle("drv", m.SubmitTask(
+            task_id=f"g{len(sent)}", func_id="g", name="g", args=b"", deps=[], nested=[],
+            return_ids=[f"g{len(sent)}/0"], resources={"CPU": 1.0}))
+        [x] = [x for _, x in h.out() if isinstance(x, m.ExecuteTask)]
+        h.finish("h1.e0", x.task_id)
+        sent.append(x)
+    assert (sent[0].func_blob, sent[0].func_retry) == (b"gn", b"policy")
+    assert (sent[1].func_blob, sent[1].func_retry) == (None, None)
 
 
 def test_dependencies_wait_and_resolve_to_values():
@@ -508,3 +526,65 @@ def test_a_restartable_host_with_no_new_agent_is_lost_after_the_timeout():
     h.s.heartbeat()
     assert "h2" not in h.s.hosts
     assert h.s.objects["only-there"].entry.error                # a put: lost with its host
+
+
+def _shares_memory(chunks, view) -> bool:
+    base = _address(view)
+    return any(type(c) is memoryview and c.nbytes and _address(c) == base for c in chunks[2:])
+
+
+def _address(view) -> int:
+    """Where a (read-only) buffer's bytes are, to tell a forwarded buffer from a copy."""
+    import numpy as np
+    return np.frombuffer(view, dtype=np.uint8).__array_interface__["data"][0]
+
+
+def _wire(msg, received=None):
+    """Through the real codec and frame decoder, as the scheduler's sockets do;
+    the frame's buffers go into `received`."""
+    from shoal.protocol import codec
+    from shoal.protocol.framing import FrameDecoder
+    data = b"".join(bytes(c) for c in codec.encode(msg))
+    [frame] = FrameDecoder().feed(data)
+    if received is not None:
+        received.extend(frame[1])
+    return codec.decode(*frame)
+
+
+def test_arguments_and_inline_results_cross_the_scheduler_as_opaque_buffers():
+    """Arguments and small results arrive out-of-band and go on as the very
+    buffers that arrived: the scheduler neither copies nor decodes them."""
+    from shoal.protocol import codec
+    h = Harness(cpus=1)
+    args, frame = bytes(range(256)) * 8, []
+    spec = _wire(m.SubmitTask(task_id="tx", func_id="f", name="f", args=pickle.PickleBuffer(args),
+                              deps=[], nested=[], return_ids=["tx/0"], resources={"CPU": 1.0}),
+                 frame)
+    assert type(spec.args) is pickle.PickleBuffer and spec.args.raw().readonly
+    assert _address(spec.args) == _address(frame[0])           # decoding copied nothing
+    h.s.handle("drv", spec)
+    [(engine, execute)] = [(c, msg) for c, msg in h.out() if isinstance(msg, m.ExecuteTask)]
+    chunks = codec.encode(execute)
+    assert _shares_memory(chunks, spec.args)
+    assert _wire(execute).args.raw() == args
+    value = serialize("result" * 1000).packed()
+    h.s.handle(engine, _wire(m.TaskFinished(
+        task_id="tx", results=[ObjectEntry("tx/0", inline=value, size=value.raw().nbytes)])))
+    received = h.s.objects["tx/0"].entry.inline
+    [push] = [msg for c, msg in h.out() if c == "drv" and isinstance(msg, m.ObjectsReady)]
+    assert _shares_memory(codec.encode(push), received)
+    assert deserialize(_wire(push).entries[0].inline) == "result" * 1000
+
+
+def test_a_driver_keeps_each_batched_value_apart_from_its_batch():
+    """Values pushed in one ObjectsReady share a frame; the client copies them
+    apart so one kept value does not pin the rest (a lone value stays a view)."""
+    from shoal.core.client import _unshared
+    values = [serialize(str(i) * 2000).packed() for i in range(3)]
+    batch = _wire(m.ObjectsReady(entries=[ObjectEntry(f"o{i}", inline=v) for i, v in
+                                          enumerate(values)]))
+    kept = _unshared(batch.entries)
+    assert [type(e.inline) for e in kept] == [bytes] * 3
+    assert [deserialize(e.inline) for e in kept] == [str(i) * 2000 for i in range(3)]
+    alone = _wire(m.ObjectsReady(entries=[ObjectEntry("o", inline=values[0])])).entries
+    assert _unshared(alone) is alone

@@ -17,7 +17,7 @@ import pytest
 
 import shoal
 from shoal.core import runtime
-from shoal.engine.launcher import HostProcess
+from shoal.launch.launcher import HostProcess
 from shoal.exceptions import ClusterLostError
 from shoal.util.state import list_hosts
 
@@ -80,7 +80,7 @@ def test_a_killed_agent_is_restarted_and_nothing_is_lost(fresh_cluster):
 
 @pytest.mark.slow
 def test_an_agent_that_keeps_dying_is_given_up_and_its_host_lost(fresh_cluster, monkeypatch):
-    from shoal.engine import supervisor
+    from shoal.launch import supervisor
     monkeypatch.setattr(supervisor, "MAX_RESTARTS", 1)
     fresh_cluster(num_cpus=1)
     rt = runtime.current()

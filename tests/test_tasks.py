@@ -275,6 +275,36 @@ def test_retry_exceptions():
             os.unlink(path)
 
 
+def test_retry_policy_is_made_once_per_function_and_options(monkeypatch):
+    """The policy is pickled once, not per call; an options() copy with
+    another policy is another function to the cluster, with its own."""
+    import cloudpickle
+
+    @shoal.remote(max_retries=1, retry_exceptions=[KeyError])
+    def fails_once(path, exc):
+        if not os.path.exists(path):
+            open(path, "w").close()
+            raise exc("first time")
+        return "ok"
+
+    dumps = []
+    real = cloudpickle.dumps
+    monkeypatch.setattr(cloudpickle, "dumps", lambda *a, **k: dumps.append(a[0]) or real(*a, **k))
+    paths = [f"/tmp/shoal-test-retry-{os.getpid()}-{i}" for i in range(4)]
+    paths.append(paths[3] + "x")
+    try:
+        assert shoal.get([fails_once.remote(p, KeyError) for p in paths[:3]], timeout=30) == ["ok"] * 3
+        assert dumps.count([KeyError]) == 1
+        again = fails_once.options(retry_exceptions=[ValueError])      # retries what it names
+        assert shoal.get(again.remote(paths[3], ValueError), timeout=30) == "ok"
+        with pytest.raises(ValueError):
+            shoal.get(fails_once.remote(paths[3] + "x", ValueError), timeout=30)
+    finally:
+        for p in paths:
+            if os.path.exists(p):
+                os.unlink(p)
+
+
 def test_custom_resources_and_infeasible_tasks(capfd):
     ref = square.options(resources={"unicorn": 1}).remote(2)
     wait_for(lambda: "unicorn" in capfd.readouterr().err, what="the infeasible warning")
@@ -326,6 +356,22 @@ def test_large_arrays_are_zero_copy_views_of_shared_memory():
 def test_numpy_arguments_are_stored_once_by_reference():
     arr = np.random.rand(131_072)                       # 1 MB
     assert shoal.get([add.remote(arr, 0) for _ in range(5)])[0][7] == arr[7]
+
+
+def test_each_argument_is_serialized_once(monkeypatch):
+    """A large array goes to the store serialized by itself; the rest of the
+    call is serialized once; a large container is found the slow way."""
+    from shoal.core import remote_function
+    calls = []
+    real = remote_function.serialize
+    monkeypatch.setattr(remote_function, "serialize", lambda v: calls.append(v) or real(v))
+    arr = np.random.rand(131_072)
+    ref = add.remote(arr, np.float64(1.0))
+    assert len(calls) == 2 and calls[0] is arr
+    big_list = list(range(50_000))
+    ref2 = add.remote(big_list, [1])
+    assert len(calls) == 2 + 4                  # all, each of two, then the rest
+    assert shoal.get(ref)[3] == arr[3] + 1 and shoal.get(ref2)[-1] == 1
 
 
 def test_object_refs_support_futures_and_await():

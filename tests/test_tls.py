@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import shoal
-from shoal.engine.launcher import HostProcess, LocalCluster
+from shoal.launch.launcher import HostProcess, LocalCluster
 from shoal.protocol import auth
 from shoal.protocol.connection import Connection
 from shoal.util.state import list_hosts

@@ -1,7 +1,7 @@
 """One adapter per framework; see base.Adapter for the interface."""
 import importlib
 
-FRAMEWORKS = ("shoal", "ray", "dask", "ipyparallel")
+FRAMEWORKS = ("shoal", "ray", "dask", "ipyparallel", "pool")   # pool: multiprocessing.Pool, the floor
 
 
 def load(name):

@@ -34,7 +34,7 @@ class Adapter(BaseAdapter):
         store) started on this machine."""
         import time
         from shoal.core import runtime
-        from shoal.engine.launcher import HostProcess
+        from shoal.launch.launcher import HostProcess
         from shoal.util.state import list_hosts
         rt = runtime.current()
         before = len(list_hosts())

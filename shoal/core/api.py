@@ -1,6 +1,7 @@
 """The public calls: init, get, put, wait, cancel, with Ray's semantics."""
 from __future__ import annotations
 
+import inspect
 import logging
 import numbers
 import os
@@ -10,17 +11,17 @@ import time
 from typing import Any, Optional
 
 from .. import session
-from ..exceptions import GetTimeoutError
+from ..exceptions import ClusterLostError, GetTimeoutError
 from ..protocol import messages as m
 from ..protocol.connection import UNIX_PREFIX
 from ..protocol.serialization import INLINE_LIMIT, serialize
-from . import backend, runtime, terminal_progress
+from . import backend, hooks, runtime, terminal_progress
 from . import runtime_env as runtime_env_module
-from .actor import is_actor_call
+from .actor import ActorClass, is_actor_call
 from .client import Client
 from .generator import ObjectRefGenerator
 from .object_ref import ObjectRef, check_same_cluster, owned_ref
-from .remote_function import validate_resources
+from .remote_function import RemoteFunction, validate_resources
 
 log = logging.getLogger("shoal")
 # Ray init arguments that make no sense for shoal but appear in Ray code: accepted, ignored.
@@ -56,11 +57,12 @@ class ClusterContext:
         """In a notebook: the live cluster widget (hosts, engines, tasks; add or remove
         engines, stop), with a static HTML snapshot for nbconvert; elsewhere: the text."""
         try:
-            from ..widgets import cluster_bundle
-            return cluster_bundle(self, include, exclude)
+            show = hooks.get(hooks.CLUSTER_DISPLAY)
+            if show is not None:
+                return show(self, include, exclude)
         except Exception:
             log.debug("the cluster widget failed; showing text", exc_info=True)
-            return {"text/plain": repr(self)}
+        return {"text/plain": repr(self)}
 
     def __repr__(self) -> str:
         rt = self._runtime
@@ -210,8 +212,8 @@ def _check_address(address) -> None:
 
 def _start_local(num_cpus, num_gpus, resources, object_store_memory, namespace,
                  hosts=(), remote_python=None) -> runtime.Runtime:
-    from ..engine.launcher import LocalCluster, local_address_towards
-    from ..engine.ssh import host_address, parse_host
+    from ..launch.launcher import LocalCluster, local_address_towards
+    from ..launch.ssh import host_address, parse_host
     bind = "127.0.0.1"
     if hosts:          # listen where the hosts can reach us: our address towards them
         bind = local_address_towards(f"{host_address(parse_host(hosts[0])[0])}:22")
@@ -262,6 +264,37 @@ def _connect(address: str, namespace) -> runtime.Runtime:
         raise ValueError("SHOAL_KEY must be the cluster key in hex") from None
     client = Client.connect(connect_to, key)
     return runtime.Runtime(client, address, None, namespace or "")
+
+
+# --------------------------------------------------------------------- @remote
+class RemoteDecoratorError(TypeError, AssertionError):
+    """`@shoal.remote` used wrongly.  Ray raises AssertionError here; shoal's
+    error is also a TypeError, which is what Python raises for a bad call."""
+
+
+def remote(*args, **options):
+    """Make a function a remote task, or a class an actor: `@shoal.remote` or
+    `@shoal.remote(num_cpus=2, ...)` (see shoal.core.options for the keywords)."""
+    if len(args) == 1 and not options and callable(args[0]):
+        return _make_remote(args[0], {})
+    if args or not options:
+        from .options import TASK_OPTIONS, ACTOR_OPTIONS
+        valid = [k for k in {**TASK_OPTIONS, **ACTOR_OPTIONS} if not k.startswith("_")]
+        raise RemoteDecoratorError(
+            "The @shoal.remote decorator must be applied either with no arguments and no "
+            "parentheses, for example '@shoal.remote', or it must be applied using some of the "
+            f"arguments in the list {valid}, for example '@shoal.remote(num_returns=2, "
+            "resources={\"CustomResource\": 1})'.")
+    return lambda target: _make_remote(target, options)
+
+
+def _make_remote(target, options: dict):
+    if isinstance(target, type):
+        return ActorClass(target, options)
+    if not inspect.isfunction(target) and not callable(target):
+        raise TypeError("The @shoal.remote decorator must be applied to either a function or "
+                        f"a class, got {type(target).__name__}.")
+    return RemoteFunction(target, options)
 
 
 def is_initialized() -> bool:
@@ -349,9 +382,9 @@ def wait(object_refs: list, *, num_returns: int = 1, timeout: Optional[float] = 
         raise TypeError(f"wait() expected a list of ObjectRef, got {type(object_refs).__name__}")
     _check_timeout(timeout)
     for r in object_refs:
-        if not isinstance(r, ObjectRef):
-            raise TypeError(f"wait() expected a list of ObjectRef, got list containing "
-                            f"{type(r).__name__}")
+        if not isinstance(r, (ObjectRef, ObjectRefGenerator)):
+            raise TypeError(f"wait() expected a list of ObjectRef or ObjectRefGenerator, got "
+                            f"list containing {type(r).__name__}")
     if not object_refs:
         return [], []
     if len(object_refs) != len(set(object_refs)):
@@ -362,12 +395,38 @@ def wait(object_refs: list, *, num_returns: int = 1, timeout: Optional[float] = 
         raise ValueError("num_returns cannot be greater than the number of objects provided "
                          "to shoal.wait.")
     client = runtime.current().client
+    if any(isinstance(r, ObjectRefGenerator) for r in object_refs):
+        return _wait_with_generators(client, object_refs, num_returns, timeout)
     check_same_cluster(client, object_refs)
     entries, _ = _wait_entries(client, [r.id for r in object_refs], num_returns, timeout,
                                False, "wait")
     ready = [r for r in object_refs if r.id in entries][:num_returns]
     chosen = set(ready)
     return ready, [r for r in object_refs if r not in chosen]
+
+
+GENERATOR_WAIT_POLL = 0.005     # seconds between looks while waiting on generators
+
+
+def _wait_with_generators(client: Client, items: list, num_returns: int,
+                          timeout: Optional[float]) -> tuple[list, list]:
+    """wait() over refs and streaming generators, as Ray's: a generator is
+    ready when its next ref can be taken without blocking, or it has ended."""
+    refs = [r for r in items if isinstance(r, ObjectRef)]
+    check_same_cluster(client, refs)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        entries = client.wait_entries([r.id for r in refs], len(refs), 0, False)[0] if refs else {}
+        ready = [r for r in items if (r.id in entries if isinstance(r, ObjectRef)
+                                      else r._has_next())][:num_returns]
+        left = None if deadline is None else deadline - time.monotonic()
+        if len(ready) >= num_returns or (left is not None and left <= 0):
+            chosen = set(map(id, ready))
+            return ready, [r for r in items if id(r) not in chosen]
+        if client.lost:
+            raise ClusterLostError(client.lost)
+        with client._blocked():
+            time.sleep(GENERATOR_WAIT_POLL if left is None else min(GENERATOR_WAIT_POLL, left))
 
 
 # A blocking get/wait of at least this many refs that takes longer than this
@@ -379,7 +438,7 @@ AUTO_PROGRESS_MIN_REFS = 2
 
 def _wait_entries(client: Client, ids: list, needed: int, timeout: Optional[float],
                   stop_on_error: bool, what: str) -> tuple[dict, bool]:
-    """client.wait_entries, showing a progress bar (shoal.widgets) once a wait
+    """client.wait_entries, showing a progress bar (core.hooks) once a wait
     in a notebook's main thread has lasted AUTO_PROGRESS_AFTER seconds."""
     notebook = "ipykernel" in sys.modules
     if (len(ids) < AUTO_PROGRESS_MIN_REFS
@@ -396,8 +455,8 @@ def _wait_entries(client: Client, ids: list, needed: int, timeout: Optional[floa
         with terminal_progress.TerminalProgress(ids, client.ready, f"shoal.{what}", sys.stderr,
                                                 started):
             return client.wait_entries(ids, needed, left, stop_on_error)
-    from ..widgets import auto_progress
-    bar = auto_progress(client, ids, what)
+    show = hooks.get(hooks.WAIT_PROGRESS)
+    bar = show(client, ids, what) if show is not None else None
     left = None if timeout is None else max(0.0, timeout - AUTO_PROGRESS_AFTER)
     try:
         return client.wait_entries(ids, needed, left, stop_on_error)

@@ -13,10 +13,10 @@ these travel in send order, ahead of any message that follows them.
 """
 from __future__ import annotations
 
-import contextvars
 import itertools
 import logging
 import os
+import pickle
 import socket
 import sys
 import threading
@@ -33,14 +33,13 @@ from ..protocol.messages import ObjectEntry
 from ..protocol.serialization import INLINE_LIMIT, Serialized, SerializationError, deserialize
 from ..store.shm import HostStore
 from ..store.transfer import fetch_object
-from .generator import is_item_id
+from ..engine.current import current_task  # noqa: F401 (core's modules take it from here)
+from ..protocol.object_ids import is_item_id
 
 log = logging.getLogger("shoal.client")
 FLUSH_INTERVAL = 0.02
 LOAD_ATTEMPTS = 6
 FINISHED_CONTEXTS = 10_000   # output contexts kept after their task's results came
-# The ExecuteTask an engine is running in this thread or coroutine, if any.
-current_task: contextvars.ContextVar = contextvars.ContextVar("shoal_current_task", default=None)
 
 
 class _Waiter:
@@ -391,18 +390,20 @@ class Client:
     def store_value(self, object_id: str, value: Serialized) -> ObjectEntry:
         """An entry for a serialized value: inline if small, else in the host store."""
         if value.size < INLINE_LIMIT or self.store is None:
-            return ObjectEntry(object_id, inline=value.to_bytes(), size=value.size,
+            return ObjectEntry(object_id, inline=value.packed(), size=value.size,
                                type_name=value.type_name)
         spilled = self.store.write(object_id, value)
         return ObjectEntry(object_id, host_id=self.host_id, size=value.size,
                            type_name=value.type_name, spilled=spilled)
 
-    def register_function(self, func_id: str, name: str, blob: bytes) -> list:
+    def register_function(self, func_id: str, name: str, blob: bytes,
+                          retry_exceptions: bytes | None = None) -> list:
         """Messages to send before the first use of a function (none if sent already)."""
         if func_id in self._registered_functions:
             return []
         self._registered_functions.add(func_id)
-        return [m.RegisterFunction(func_id=func_id, name=name, blob=blob)]
+        return [m.RegisterFunction(func_id=func_id, name=name, blob=pickle.PickleBuffer(blob),
+                                   retry_exceptions=retry_exceptions)]
 
     def query(self, kind: str, timeout: float = 10.0, **args):
         """Ask the scheduler for state (see messages.Query); raises what it reports."""
@@ -439,7 +440,7 @@ class Client:
 
     def _dispatch(self, msg) -> None:
         if type(msg) is m.ObjectsReady:
-            self._on_ready(msg.entries)
+            self._on_ready(_unshared(msg.entries))
         elif type(msg) is m.TaskOutput:
             self._route_output(msg)
         elif type(msg) is m.QueryReply:
@@ -596,3 +597,13 @@ def print_output(msg: m.TaskOutput, context=None) -> None:
     lines = text.splitlines(keepends=True)
     stream.write("".join(prefix + line for line in lines) + ("" if text.endswith("\n") else "\n"))
     stream.flush()
+
+
+def _unshared(entries: list) -> list:
+    """Values pushed together arrive as views of one frame: one of them kept
+    alone must not keep the whole batch (up to 16 MiB) alive, so each value
+    of a batch gets its own copy.  A single value stays a view."""
+    if len(entries) < 2:
+        return entries
+    return [e._replace(inline=e.inline.raw().tobytes()) if type(e.inline) is pickle.PickleBuffer
+            else e for e in entries]

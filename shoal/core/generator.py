@@ -27,14 +27,6 @@ from .object_ref import ObjectRef
 GENERATOR_MODES = ("streaming", "dynamic")
 
 
-def item_id(task_id: str, index: int) -> str:
-    return f"{task_id}/g{index}"
-
-
-def is_item_id(object_id: str) -> bool:
-    return object_id.rpartition("/")[2][:1] == "g"
-
-
 class _Stream:
     """What the client's reader thread fills for one streaming task: the
     refs of the items so far, and the end marker's entry once it comes."""
@@ -112,6 +104,12 @@ class ObjectRefGenerator:
         if ref is None:
             raise StopAsyncIteration
         return ref
+
+    def _has_next(self) -> bool:
+        """Whether next() would return (or stop) without waiting."""
+        stream = self._stream
+        with stream.cond:
+            return bool(stream.items) or stream.end is not None
 
     def completed(self) -> ObjectRef:
         """A ref ready once the task has finished (its value: the item count)."""

@@ -65,6 +65,7 @@ class RemoteFunction:
         self._name = self._options["name"] or getattr(fn, "__name__", repr(fn))
         self._blob: bytes | None = None
         self._func_id: str | None = None
+        self._constants = None              # see _call_constants
         self._env_wire = None               # the runtime_env option, uploaded (once)
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", self._name)
@@ -81,6 +82,7 @@ class RemoteFunction:
         clone.__dict__.update(self.__dict__)
         clone._options = {**self._options, **options}
         clone._name = clone._options["name"] or self._name
+        clone._constants = None
         if "runtime_env" in options:
             clone._env_wire = None
         return clone
@@ -94,13 +96,29 @@ class RemoteFunction:
             self._func_id, self._blob = ship(self._function)
         return self._func_id, self._blob
 
+    def _call_constants(self) -> tuple:
+        """What every call of this function (with these options) shares, made
+        once: its id, retry policy and resource request.  The id names the code
+        and the retry policy together, so both go to the scheduler once per
+        driver and to an engine once; each task only names the id."""
+        if self._constants is None:
+            code_id, _ = self._ship()
+            retry = self._options["retry_exceptions"]
+            policy = cloudpickle.dumps(list(retry) if not isinstance(retry, bool) else retry) \
+                if retry else None
+            func_id = code_id if policy is None else \
+                f"{code_id}.{hashlib.sha1(policy).hexdigest()[:8]}"
+            self._constants = (func_id, policy, resource_request(self._options))
+        return self._constants
+
     def remote(self, *args, **kwargs):
         check_call(self._params, self.__name__, args, kwargs)
         if backend.active is not None or (
                 runtime._current is None and backend.connect_from_env()):
             return backend.active.submit_task(self, args, kwargs)
         client = runtime.current().client
-        func_id, blob = self._ship()
+        _, blob = self._ship()
+        func_id, policy, resources = self._call_constants()
         opts = self._options
         task_id = client.new_id("t")
         n = opts["num_returns"]
@@ -109,15 +127,11 @@ class RemoteFunction:
         generator = n if n in GENERATOR_MODES else None
         return_ids = [f"{task_id}/0"] if generator else [f"{task_id}/{i}" for i in range(n)]
         args_blob, deps, nested, extra_puts, keep = pack_arguments(client, args, kwargs)
-        retry = opts["retry_exceptions"]
         spec = m.SubmitTask(
             task_id=task_id, func_id=func_id, name=self._name, args=args_blob, deps=deps,
-            nested=nested, return_ids=return_ids, resources=resource_request(opts),
-            max_retries=opts["max_retries"],
-            retry_exceptions=cloudpickle.dumps(list(retry) if not isinstance(retry, bool) else retry)
-            if retry else None,
-            parent_task_id=client.current_task_id, engine_id=opts["_engine_id"],
-            generator=generator, job=runtime.job(),
+            nested=nested, return_ids=return_ids, resources=resources,
+            max_retries=opts["max_retries"], parent_task_id=client.current_task_id,
+            engine_id=opts["_engine_id"], generator=generator, job=runtime.job(),
             runtime_env=self._runtime_env(client), placement=placement_of(opts),
             max_calls=opts.get("max_calls") or 0)
         # Make the return refs (and a generator's stream) before sending, so a
@@ -125,7 +139,8 @@ class RemoteFunction:
         result = returned(client, task_id, generator,
                           [owned_ref(client, oid) for oid in return_ids])
         client.remember_context(task_id)
-        client.send(*client.register_function(func_id, self._name, blob), *extra_puts, spec)
+        client.send(*client.register_function(func_id, self._name, blob, policy),
+                    *extra_puts, spec)
         del keep        # only now may the auto-put refs go: the submission pins them
         return result
 
@@ -160,7 +175,7 @@ def returned(client, task_id: str, generator, refs: list):
 
 # As Ray: a function or class this large has captured data it should not carry.
 FUNCTION_SIZE_WARN_THRESHOLD = 10_000_000
-FUNCTION_SIZE_ERROR_THRESHOLD = 60_000_000     # under the protocol's 64 MiB frame header
+FUNCTION_SIZE_ERROR_THRESHOLD = 60_000_000     # under the protocol's 64 MiB message limit
 
 
 def ship(obj) -> tuple[str, bytes]:
@@ -187,29 +202,64 @@ def ship(obj) -> tuple[str, bytes]:
 def pack_arguments(client, args: tuple, kwargs: dict):
     """Serialize a call's arguments.  Top-level refs become dependencies the
     scheduler resolves first; large values go to the object store once, by
-    reference, as Ray does.  Returns (blob, deps, nested ids, PutObject msgs,
-    refs the caller must keep until it has sent the submission)."""
+    reference, as Ray does.  Returns (packed args, deps, nested ids, PutObject
+    msgs, refs the caller must keep until it has sent the submission).
+
+    Each argument is serialized once: one that is plainly large (an array,
+    bytes, a string) by itself, straight into the store; the rest together.
+    Only when the rest still comes out large (big containers) are they
+    serialized one by one to find the large ones."""
     puts: list = []
     keep: list = []
-    value = serialize((args, kwargs))
-    if value.size >= INLINE_LIMIT and client.store is not None:
-        args = list(args)
-        kwargs = dict(kwargs)
-        for container, keys in ((args, range(len(args))), (kwargs, list(kwargs))):
-            for k in keys:
-                item = container[k]
-                if type(item) is ObjectRef:
-                    continue
-                s = serialize(item)
-                if s.size >= INLINE_LIMIT:
-                    oid = client.new_id("a")
-                    puts.append(m.PutObject(entry=client.store_value(oid, s), nested=s.nested))
-                    container[k] = owned_ref(client, oid)
-                    keep.append(container[k])
+    store = client.store is not None
+    big = _plainly_large(args, kwargs) if store else ()
+    value = None
+    if not big:
+        value = serialize((args, kwargs))
+        if value.size >= INLINE_LIMIT and store:
+            big = [(w, k) for w, k in _positions(args, kwargs)
+                   if type((args if w == "args" else kwargs)[k]) is not ObjectRef]
+    if big:
+        args, kwargs = list(args), dict(kwargs)
+        containers = {"args": args, "kwargs": kwargs}
+        for where, k in big:
+            container = containers[where]
+            s = serialize(container[k])
+            if s.size >= INLINE_LIMIT:
+                oid = client.new_id("a")
+                puts.append(m.PutObject(entry=client.store_value(oid, s), nested=s.nested))
+                container[k] = owned_ref(client, oid)
+                keep.append(container[k])
         value = serialize((tuple(args), kwargs))
     top_refs = [a for a in (*args, *kwargs.values()) if type(a) is ObjectRef]
     check_same_cluster(client, top_refs)
     deps = [a.id for a in top_refs]
     top = set(deps)
     nested = [i for i in value.nested if i not in top]
-    return value.to_bytes(), deps, nested, puts, keep
+    return value.packed(), deps, nested, puts, keep
+
+
+def _positions(args, kwargs):
+    return [*(("args", i) for i in range(len(args))), *(("kwargs", k) for k in kwargs)]
+
+
+def _plainly_large(args, kwargs) -> list:
+    """Positions of arguments whose size shows without serializing them
+    (buffers such as numpy arrays, bytes, strings) and is over the inline limit."""
+    found = [("args", i) for i, a in enumerate(args) if _obvious_size(a) >= INLINE_LIMIT]
+    if kwargs:
+        found += [("kwargs", k) for k, v in kwargs.items() if _obvious_size(v) >= INLINE_LIMIT]
+    return found
+
+
+def _obvious_size(item) -> int:
+    t = type(item)
+    if t is bytes or t is str or t is bytearray:
+        return len(item)
+    if hasattr(t, "nbytes"):          # the class's, so no instance __getattr__ runs
+        try:
+            size = item.nbytes
+        except Exception:             # a guess only: serializing will tell
+            return 0
+        return size if type(size) is int else 0
+    return 0

@@ -2,8 +2,8 @@
 
 Every engine makes (at start, about 0.02 s) with `engine_shell()` a plain IPython
 InteractiveShell whose display publisher sends every `display(...)`,
-`update_display` and `clear_output` to the running task's owner with
-`shoal.core.display.publish_display`; the notebook side (shoal.magics.output)
+`update_display` and `clear_output` to the running task's owner through
+the engine's `publish_display`; the notebook side (shoal.magics.output)
 turns them back into display_data, update_display_data and clear_output
 messages under the cell that launched the task.  So `display(df)`, IPython's
 rich display objects and anything built on `IPython.display` work in any
@@ -21,14 +21,13 @@ from __future__ import annotations
 import os
 import sys
 import types
+from typing import Callable, Optional
 
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets import Type
 from traitlets.config import Config
-
-from ..core.display import publish_display
 
 # Display fields that travel in the metadata under this key, and are taken
 # out again by the notebook side: {"transient": {...}, "update": bool, "clear": bool|None}
@@ -45,12 +44,12 @@ class TaskDisplayPublisher(DisplayPublisher):
         md = dict(metadata or {})
         if transient or update:
             md[EXTRA_KEY] = {"transient": dict(transient or {}), "update": bool(update)}
-        if not publish_display(dict(data), md):
+        if not self.shell.publish_to_task(dict(data), md):
             super().publish(data, metadata, source, transient=transient, update=update, **kwargs)
 
     def clear_output(self, wait=False) -> None:
         _flush_streams()
-        if not publish_display({}, {EXTRA_KEY: {"clear": bool(wait)}}):
+        if not self.shell.publish_to_task({}, {EXTRA_KEY: {"clear": bool(wait)}}):
             super().clear_output(wait)
 
 
@@ -69,6 +68,11 @@ class EngineShell(InteractiveShell):
     """The shell of an engine: no history, displays go to the cell."""
     display_pub_class = Type(TaskDisplayPublisher)
     displayhook_class = Type(TaskDisplayHook)
+    publisher = None        # the engine's publish_display(data, metadata) -> bool
+
+    def publish_to_task(self, data: dict, metadata: dict) -> bool:
+        """Send a display to the running task's owner; False outside a task."""
+        return self.publisher is not None and self.publisher(data, metadata)
 
 
 def _flush_streams() -> None:
@@ -79,16 +83,22 @@ def _flush_streams() -> None:
             pass
 
 
-def engine_shell() -> InteractiveShell:
-    """This process's shell: made on first use (about 0.1 s)."""
+def engine_shell(publisher: Optional[Callable[[dict, dict], bool]] = None) -> InteractiveShell:
+    """This process's shell: made on first use (about 0.1 s).  The engine
+    passes its `publisher`, which sends displays to the running task's owner."""
     if InteractiveShell.initialized():
-        return InteractiveShell.instance()
+        shell = InteractiveShell.instance()
+        if publisher is not None:
+            shell.publisher = publisher
+        return shell
     if "matplotlib" not in sys.modules:
         os.environ.setdefault("MPLBACKEND", INLINE_BACKEND)
     config = Config()
     config.HistoryManager.enabled = False
     # A module of its own: the shell must not replace sys.modules["__main__"].
-    return EngineShell.instance(config=config, user_module=types.ModuleType("__shoal_cell__"))
+    shell = EngineShell.instance(config=config, user_module=types.ModuleType("__shoal_cell__"))
+    shell.publisher = publisher
+    return shell
 
 
 def after_task() -> None:

@@ -3,8 +3,9 @@
 Tasks (and calls of a plain actor) run one at a time on the main thread.  An
 actor with max_concurrency > 1 runs calls on a thread pool; an actor with
 `async def` methods runs them on an event loop thread, up to max_concurrency
-at once.  Inside a task the whole public API works: the engine's Client is the
-process's runtime.
+at once.  Inside a task the whole public API works: the process's program
+(shoal.core.worker) makes a core Client the process's runtime and hands the
+engine the few services it needs of it (shoal.engine.services).
 
 What a call prints is captured per call (a context variable says which call
 is running, so threads and coroutines do not mix up their output) and sent,
@@ -30,22 +31,19 @@ import sys
 import threading
 import time
 import traceback
-from typing import Optional
+from typing import Callable, Optional
 
 import cloudpickle
 
 from .. import exceptions
-from ..core import runtime
-from ..core.api import put
-from ..core.client import Client, current_task
-from ..core.generator import DynamicObjectRefGenerator, item_id
-from ..core.object_ref import ObjectRef, owned_ref
 from ..protocol import messages as m
+from ..protocol.object_ids import item_id
 from ..protocol.serialization import SerializationError, deserialize, serialize
 from ..session import read_config_from_stdin, setup_process_logging, wait_until_closed
-from ..store.shm import HostStore
 from . import runtime_env
 from . import display
+from .current import current_task
+from .services import Services
 
 log = logging.getLogger("shoal.engine")
 _SHOAL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,6 +99,8 @@ class Engine:
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.functions: dict = {}
         self.blobs: dict = {}           # function id -> pickled function, as received
+        self.retry_blobs: dict = {}     # function id -> pickled retry policy, as received
+        self.retry_policies: dict = {}  # function id -> the policy (True or classes), once loaded
         self.instance = None            # the actor, once created
         self.running: dict = {}         # task id -> how to interrupt it
         self.cancelled: set = set()     # interrupted before they started
@@ -114,24 +114,20 @@ class Engine:
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.groups = NO_GROUPS
         self.slots: Optional[asyncio.Semaphore] = None
-        self.packages = runtime_env.PackageCache(os.path.join(config["session_dir"],
-                                                              "runtime_env"))
 
-    def run(self) -> None:
-        self.client = Client.connect(
-            self.config["address"], bytes.fromhex(self.config["key"]), kind="engine",
-            host_id=self.host_id, store=HostStore(self.config["store_dir"],
-                                                  self.config["spill_dir"],
-                                                  self.config["store_limit"]),
-            engine_id=self.engine_id, actor_id=self.actor_id, on_message=self.on_message,
-            start=False)
-        runtime.set_current(runtime.Runtime(self.client, self.config["address"]))
+    def run(self, services: Services) -> None:
+        """Serve tasks through `services` (its client connected with
+        on_message=self.on_message, not yet started) until the cluster goes."""
+        self.services = services
+        self.client = services.client
+        self.packages = runtime_env.PackageCache(os.path.join(self.config["session_dir"],
+                                                              "runtime_env"), services.fetch)
         self.client.start()         # on_message needs self.client: only now may messages come
         self.stdout = TaskOutputStream(self, "stdout", sys.stdout)
         self.stderr = TaskOutputStream(self, "stderr", sys.stderr)
         sys.stdout, sys.stderr = self.stdout, self.stderr
         threading.Thread(target=self._flush_output, name="output-flush", daemon=True).start()
-        display.engine_shell()      # display() in any task goes to the task's cell
+        display.engine_shell(self.publish_display)   # display() in a task goes to its cell
         while True:
             try:
                 msg = self.inbox.get()
@@ -151,6 +147,8 @@ class Engine:
                 # Keep it even if this task is revoked or cancelled before it runs:
                 # the scheduler counts the function as shipped to this engine.
                 self.blobs[msg.func_id] = msg.func_blob
+                if msg.func_retry is not None:
+                    self.retry_blobs[msg.func_id] = msg.func_retry
             with self.lock:
                 self.waiting.add(msg.task_id)
             self.inbox.put(msg)
@@ -173,6 +171,16 @@ class Engine:
                 # a call on a thread pool cannot be interrupted (as in Ray)
         else:
             log.warning("unexpected message %s", type(msg).__name__)
+
+    def publish_display(self, data: dict, metadata: dict) -> bool:
+        """Send a display (a mimebundle) from the running task to its owner,
+        which shows it where the task was launched.  False outside a task."""
+        task = current_task.get()
+        if task is None:
+            return False
+        self.client.send(m.TaskOutput(task_id=task.task_id, name=task.name, pid=os.getpid(),
+                                      stream="display", data={"data": data, "metadata": metadata}))
+        return True
 
     def _flush_output(self) -> None:
         # The first write of a burst goes out at once; what follows within
@@ -217,8 +225,7 @@ class Engine:
             undo_env = runtime_env.apply(msg.runtime_env, self.packages)
             if msg.method == "__init__":                 # an actor keeps its env for life,
                 undo_env = runtime_env.NOTHING          # and so do the tasks it submits
-                runtime.current().runtime_env = msg.runtime_env
-                runtime.current().placement = msg.placement        # its placement group
+                self.services.keep_actor_env(msg.runtime_env, msg.placement)
             fn, args, kwargs = self._prepare(msg)
             value = fn(*args, **kwargs)
             if msg.generator is not None:     # still interruptible while it yields
@@ -295,13 +302,14 @@ class Engine:
         elif msg.method == "__ray_ready__":
             fn = _actor_ready
         elif msg.method == "__ray_terminate__":
-            fn = _terminate_actor
+            fn = self._terminate_actor
         else:
             fn = getattr(self.instance, msg.method)
         args, kwargs = deserialize(msg.args)
         if msg.dep_values:
             values = {e.object_id: e for e in msg.dep_values}
-            resolve = lambda a: self._resolve(a, values) if type(a) is ObjectRef else a  # noqa: E731
+            ref_type = self.services.ref_type
+            resolve = lambda a: self._resolve(a, values) if type(a) is ref_type else a  # noqa: E731
             args = [resolve(a) for a in args]
             kwargs = {k: resolve(v) for k, v in kwargs.items()}
         return fn, args, kwargs
@@ -316,12 +324,16 @@ class Engine:
             del self.blobs[msg.func_id]
         return fn
 
-    def _resolve(self, ref: ObjectRef, values: dict):
+    def _resolve(self, ref, values: dict):
         entry = values[ref.id]
         value = self.client.load(entry)
         if entry.error:
             raise value
         return value
+
+    def _terminate_actor(self) -> None:
+        """handle.__ray_terminate__: the actor exits after the calls queued before this one."""
+        self.services.exit_actor(reason="it was terminated with __ray_terminate__")
 
     def _became_actor(self, instance, msg: m.ExecuteTask) -> None:
         """The constructor returned: choose how calls will run."""
@@ -416,9 +428,13 @@ class Engine:
         return results, [], True, self._retryable(msg, exc)
 
     def _retryable(self, msg: m.ExecuteTask, exc: BaseException) -> bool:
-        if msg.retry_exceptions is None or isinstance(exc, (KeyboardInterrupt, SerializationError)):
+        if msg.func_id not in self.retry_blobs or isinstance(
+                exc, (KeyboardInterrupt, SerializationError)):
             return False
-        policy = cloudpickle.loads(msg.retry_exceptions)
+        policy = self.retry_policies.get(msg.func_id)
+        if policy is None:
+            policy = self.retry_policies[msg.func_id] = cloudpickle.loads(
+                self.retry_blobs[msg.func_id])
         if policy is True:
             return isinstance(exc, Exception)
         return bool(policy) and isinstance(exc, tuple(policy))
@@ -491,7 +507,7 @@ class _ItemSink:
     def add(self, item) -> None:
         client = self.engine.client
         if self.msg.generator == "dynamic":
-            self.refs.append(put(item))
+            self.refs.append(self.engine.services.put(item))
         else:
             s = serialize(item)
             oid = item_id(self.msg.task_id, self.count)
@@ -508,25 +524,19 @@ class _ItemSink:
         error = self.engine._task_error(self.msg, exc)
         oid = client.new_id("p")
         entry = client.store_value(oid, serialize(error))._replace(error=True)
-        self.refs.append(owned_ref(client, oid))
+        self.refs.append(self.engine.services.owned_ref(oid))
         client.send(m.PutObject(entry=entry))
         return self.result()
 
     def result(self):
         if self.msg.generator == "dynamic":
-            return DynamicObjectRefGenerator(self.refs)
+            return self.engine.services.dynamic_generator(self.refs)
         return self.count
 
 
 def _actor_ready() -> bool:
     """handle.__ray_ready__: True once the constructor has run."""
     return True
-
-
-def _terminate_actor() -> None:
-    """handle.__ray_terminate__: the actor exits after the calls queued before this one."""
-    from ..core.actor import exit_actor
-    exit_actor(reason="it was terminated with __ray_terminate__")
 
 
 def user_traceback(exc: BaseException) -> tuple[list, str]:
@@ -538,7 +548,10 @@ def user_traceback(exc: BaseException) -> tuple[list, str]:
     return frames, "".join(te.format_exception_only())
 
 
-def main() -> None:
+def main(connect: Callable[[dict, Callable], Services]) -> None:
+    """Run an engine process: its configuration on stdin; `connect(config,
+    on_message)` gives the services of the process's client side, its client
+    connected but not started (shoal.core.worker is the program that calls this)."""
     config = read_config_from_stdin()
     setup_process_logging(config["session_dir"], f"engine-{config['engine_id']}")
     owner_fd = config.get("owner_fd")
@@ -546,7 +559,8 @@ def main() -> None:
         threading.Thread(target=_exit_when_closed, args=(owner_fd,), name="owner-watch",
                          daemon=True).start()
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    Engine(config).run()
+    engine = Engine(config)
+    engine.run(connect(config, engine.on_message))
 
 
 def _exit_when_closed(fd: int) -> None:

@@ -23,17 +23,16 @@ NOTHING: Callable[[], None] = lambda: None  # noqa: E731
 
 
 class PackageCache:
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, fetch: Callable[[str], bytes]) -> None:
         self.root = root
+        self.fetch = fetch          # a package's bytes, by object id, from the store
 
     def folder(self, digest: str, object_id: str) -> str:
         """The unpacked folder of a package, fetching it if this host lacks it."""
         target = os.path.join(self.root, digest)
         if os.path.isdir(target):
             return target
-        from ..core.api import get
-        from ..core.object_ref import _rebuild_ref
-        data = get(_rebuild_ref(object_id))
+        data = self.fetch(object_id)
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         tmp = f"{target}.tmp{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)

@@ -14,6 +14,10 @@ this one: options (parsing), analysis (what a cell reads and writes), cells
 (ship, submit, wait, bind), runner (the engine side), output (routing),
 errors (remote tracebacks), background (--bg), cluster (%cluster),
 autoremote.  Rich output on engines is shoal.engine.display.
+
+The magics call the public API, taken from shoal.core.api (they sit below
+the `shoal` facade, which loads them); the few internals they use beyond it
+are listed, each with its reason, in tests/test_layers.py.
 """
 from __future__ import annotations
 

@@ -20,8 +20,8 @@ import threading
 import time
 import uuid
 
-import shoal
 
+from ..core import api
 from ..exceptions import ClusterLostError, TaskCancelledError
 
 log = logging.getLogger("shoal.magics")
@@ -95,11 +95,11 @@ class BackgroundCells:
     def _finish(self, job, parent, display_id: str, started: float) -> None:
         from .cells import collect, result_of
         firsts = [t[0] for t in job.tasks]
-        _, pending = shoal.wait(firsts, num_returns=len(firsts), timeout=job.opts.timeout)
+        _, pending = api.wait(firsts, num_returns=len(firsts), timeout=job.opts.timeout)
         if pending:
             for ref in pending:
-                shoal.cancel(ref, force=job.namespace is None)
-            shoal.wait(firsts, num_returns=len(firsts), timeout=5.0)
+                api.cancel(ref, force=job.namespace is None)
+            api.wait(firsts, num_returns=len(firsts), timeout=5.0)
             self._status(parent, display_id, "failed",
                          f"cancelled after its --timeout of {job.opts.timeout:g} s", job.title)
             return

@@ -27,7 +27,8 @@ a NameError if it needed it); one that cannot come back stays remote, with
 a warning.
 
 Uses only the public API (`shoal.remote`, `get`, `wait`, `cancel`, `put`,
-`shoal.util.state`), and the runtime handle for the client's output hooks.
+`shoal.util.state`, taken from shoal.core.api, their home: the magics sit
+below the `shoal` facade), and the runtime handle for the client's output hooks.
 """
 from __future__ import annotations
 
@@ -45,9 +46,8 @@ from typing import Optional
 
 from IPython.core.error import UsageError
 
-import shoal
 
-from ..core import backend
+from ..core import api, backend
 from ..exceptions import ActorDiedError, GetTimeoutError, TaskCancelledError
 from ..protocol.serialization import SerializationError, serialize
 from ..util import state
@@ -164,8 +164,11 @@ class RemoteCells:
         spec = {"source": source, "filename": filename, "names": [], "pull": pull,
                 "deletes": sorted(cell.deletes), "result": cell.has_result and not cell.quiet,
                 "star": list(cell.star_imports), "magics": magics,
-                # What the notebook lacks stays absent unless the cell binds it...
+                # What the notebook lacks, or has and the cell does not read, stays
+                # as it is unless the cell binds it (see runner._run)...
                 "absent": [n for n in pull if n not in user_ns],
+                "aside": [n for n in pull if n in user_ns and n not in cell.reads
+                          and n not in cell.deletes],
                 # ...and a namespace forgets what the notebook deleted since.
                 "drop": namespace.dropped({*cell.reads, *cell.writes, *cell.deletes}, user_ns)
                 if namespace is not None else []}
@@ -259,7 +262,7 @@ class RemoteCells:
             return
         engines = self._pool_engines()
         if len(engines) > 1:          # one copy in the store, not one per engine
-            values = [v if type(v) in _SIMPLE or bk.is_ref(v) else shoal.put(v)
+            values = [v if type(v) in _SIMPLE or bk.is_ref(v) else api.put(v)
                       for v in values]
         short = len({e["host"] for e in engines}) == 1 and bk is backend.NATIVE
         for e in engines:
@@ -291,7 +294,7 @@ class RemoteCells:
                 options["max_retries"] = opts.retries
                 options["retry_exceptions"] = opts.retries > 0
             try:
-                base = shoal.remote(**options)(run_cell) if options else shoal.remote(run_cell)
+                base = api.remote(**options)(run_cell) if options else api.remote(run_cell)
             except (ValueError, TypeError) as exc:
                 raise UsageError(f"%%remote: error: {exc}") from None
             self._functions[key] = base
@@ -322,7 +325,7 @@ class RemoteCells:
         if ns is not None and ns.client is client:
             return ns
         if self._actor_class is None:
-            self._actor_class = shoal.remote(RemoteNamespace)
+            self._actor_class = api.remote(RemoteNamespace)
         options = {"name": opts.on, "namespace": NAMESPACE_GROUP, "get_if_exists": True}
         for key in ("num_cpus", "num_gpus", "resources"):
             if getattr(opts, key) is not None:
@@ -344,7 +347,7 @@ class RemoteCells:
     def _wait(self, job: Submitted) -> list:
         firsts = [t[0] for t in job.tasks]
         try:
-            _, pending = shoal.wait(firsts, num_returns=len(firsts), timeout=job.opts.timeout)
+            _, pending = api.wait(firsts, num_returns=len(firsts), timeout=job.opts.timeout)
             if not pending:
                 return collect(job)
         except KeyboardInterrupt:
@@ -363,17 +366,17 @@ class RemoteCells:
         firsts = [t[0] for t in job.tasks]
         with _InterruptsHeld() as held:
             for ref in firsts:
-                shoal.cancel(ref)
+                api.cancel(ref)
         pending = firsts
         if not held.interrupted:
             try:
-                _, pending = shoal.wait(firsts, num_returns=len(firsts), timeout=CANCEL_GRACE)
+                _, pending = api.wait(firsts, num_returns=len(firsts), timeout=CANCEL_GRACE)
             except KeyboardInterrupt:
                 pass
         if pending and job.namespace is None:
             with _InterruptsHeld():
                 for ref in pending:
-                    shoal.cancel(ref, force=True)
+                    api.cancel(ref, force=True)
         elif pending:
             _warn(f"namespace {job.namespace.name!r} is still busy with the cancelled cell")
 
@@ -485,7 +488,7 @@ def collect(job: Submitted, figures_guard: bool = True) -> list:
     with _no_new_figures() if figures_guard else contextlib.nullcontext():
         for refs in job.tasks:
             try:
-                out.append(shoal.get(refs))
+                out.append(api.get(refs))
             except Exception as exc:
                 out.append(exc)
     return out

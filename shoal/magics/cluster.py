@@ -18,9 +18,8 @@ import sys
 import time
 from typing import Optional
 
-import shoal
 
-from ..core import backend, runtime
+from ..core import api, backend, runtime
 from ..core.context import implicit_resource
 from ..util import state
 
@@ -71,19 +70,19 @@ class ClusterControl:
             rt.shared_by = self.shared_by
 
     def start(self, num_cpus: Optional[int] = None, hosts: Optional[list] = None
-              ) -> shoal.ClusterContext:
+              ) -> api.ClusterContext:
         """Start an embedded local cluster (num_cpus engines; default: the
         kernel's setting, else one per CPU), and hosts over SSH if given."""
-        ctx = shoal.init(address="local", hosts=hosts or None,
+        ctx = api.init(address="local", hosts=hosts or None,
                          num_cpus=num_cpus if num_cpus is not None else self.num_cpus)
         _wait_for_engines(num_cpus or self.num_cpus)
         self.attach()
         return ctx
 
-    def connect(self, address: str) -> shoal.ClusterContext:
-        if shoal.is_initialized():
+    def connect(self, address: str) -> api.ClusterContext:
+        if api.is_initialized():
             self.stop()
-        ctx = shoal.init(address=address)
+        ctx = api.init(address=address)
         self.attach()
         return ctx
 
@@ -94,14 +93,14 @@ class ClusterControl:
         rt = runtime.current_or_none()
         if rt is not None:
             self.router.detach(rt.client)
-        shoal.shutdown()
+        api.shutdown()
         for callback in self.on_stop:
             callback()
 
 
 def _wait_for_engines(expected: Optional[int], timeout: float = 15.0) -> None:
     """Show the cluster once its local engines have joined (they start in parallel)."""
-    from ..engine.agent import available_cpus
+    from ..launch.agent import available_cpus
     expected = expected or available_cpus()
     deadline = time.monotonic() + timeout
     while len(state.list_engines()) < expected and time.monotonic() < deadline:

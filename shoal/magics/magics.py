@@ -16,9 +16,8 @@ import sys
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 
-import shoal
 
-from ..core import backend, runtime
+from ..core import api, backend, runtime
 from .autoremote import AutoRemote
 from .background import BackgroundCells
 from .cells import RemoteCells
@@ -91,7 +90,8 @@ class ShoalMagics(Magics):
         if line.strip():
             raise UsageError("usage: %objects\n%objects: error: takes no arguments")
         self.cluster.ensure()
-        return shoal.objects()
+        from .. import widgets
+        return widgets.objects()
 
     @line_cell_magic
     def remote(self, line: str, cell: str | None = None):
@@ -166,7 +166,7 @@ class ShoalMagics(Magics):
         elif args.command == "scale":
             self.cluster.ensure()
             try:
-                shoal.scale(args.engines, host_id=args.host)
+                api.scale(args.engines, host_id=args.host)
             except ValueError as exc:
                 raise UsageError(f"%cluster scale: error: {exc}") from None
             print(f"Scaling to {args.engines} engine(s).")

@@ -130,16 +130,24 @@ def _run(spec: dict, ns: dict, byref: dict, values: tuple, token):
     ns.update(byref)
     ns.update(zip(spec["names"], values))
     del values
-    # A name the notebook lacks comes back only if the cell binds it: a value
-    # an earlier cell left in this namespace is not the cell's doing.
+    # What comes back is what the cell bound, not what an earlier cell left in
+    # this namespace.  A name the cell may bind but never reads is set aside
+    # while it runs (and put back if the cell does not bind it); one the
+    # notebook lacks, but the cell may read, is watched by identity.
+    aside = {n: ns.pop(n) for n in spec.get("aside", ()) if n in ns}
     before = {n: ns.get(n, _MISSING) for n in spec.get("absent", ())}
-    # Another engine's route for the cell's output (see shoal.core.backend.output_route).
-    with spec.get("output") or contextlib.nullcontext():
-        result = _execute(spec, ns)
+    try:
+        # Another engine's route for the cell's output (shoal.core.backend.output_route).
+        with spec.get("output") or contextlib.nullcontext():
+            result = _execute(spec, ns)
+    finally:
+        unbound = {n for n in aside if n not in ns}
+        for name in unbound:
+            ns[name] = aside[name]
     star = {n: _carry(ns[n]) for n in _star_names(spec.get("star", ()), ns)}
     out = [(token, _carry(result, show=True) if spec["result"] else None, star)]
     for name in spec["pull"]:
-        if name in before and ns.get(name, _MISSING) is before[name]:
+        if name in unbound or (name in before and ns.get(name, _MISSING) is before[name]):
             out.append(Unavailable("unbound"))
         elif name in ns:
             out.append(_carry(ns[name]))

@@ -2,7 +2,11 @@
 
 A header is the pickled tuple ``(type_code, field values...)``: several times
 faster to build than pickling the dataclass itself.  Any `pickle.PickleBuffer`
-inside a message travels out-of-band as a raw frame buffer.  Pickle is safe
+inside a message travels out-of-band as a raw frame buffer and comes out as a
+PickleBuffer over a read-only slice of the received frame, so it goes on
+out-of-band again as it is: that is how opaque payloads (task arguments,
+inline values, function code) cross the scheduler, which routes them by the
+ids beside them and never copies or decodes them.  Pickle is safe
 here because no frame is decoded before the peer has proven it holds the
 cluster key (see auth.py); a frame that still fails to decode raises
 ProtocolError and the connection is closed.
@@ -42,7 +46,7 @@ def encode(msg) -> list:
 
 def decode(header: bytes, buffers: list):
     try:
-        values = pickle.loads(header, buffers=buffers)
+        values = pickle.loads(header, buffers=map(pickle.PickleBuffer, buffers))
         code = values[0]
         cls = MESSAGE_TYPES[code]
         return cls(**dict(zip(_FIELDS[code], values[1:])))

@@ -8,13 +8,13 @@ reader thread calls `recv`.
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
-from collections import deque
 
 from . import auth, codec, tls
 from .framing import FrameDecoder
 
-RECV_SIZE = 1 << 20
+IOV_BATCH = 512               # chunks per sendmsg, under any IOV_MAX
 # Processes on the scheduler's machine use its Unix socket: a loopback TCP send
 # costs ~45 us of kernel time here, a Unix socket send a fraction of that.
 UNIX_PREFIX = "unix:"
@@ -24,7 +24,6 @@ class Connection:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._decoder = FrameDecoder()
-        self._frames: deque = deque()
         self._send_lock = threading.Lock()
         self.closed = False
 
@@ -94,8 +93,6 @@ class Connection:
 
     def take_buffered(self) -> bytes:
         """Bytes read past the last frame; for a raw byte stream that follows it."""
-        if self._frames:
-            raise RuntimeError("frames are still queued")
         return self._decoder.take_pending()
 
     def send(self, msg) -> None:
@@ -110,13 +107,15 @@ class Connection:
 
     def recv(self):
         """Next message; raises ConnectionError when the peer is gone."""
-        while not self._frames:
-            data = self.sock.recv(RECV_SIZE)
-            if not data:
+        decoder = self._decoder
+        frame = decoder.next_frame()
+        while frame is None:
+            n = self.sock.recv_into(decoder.get_buffer())
+            if not n:
                 raise ConnectionError("connection closed by peer")
-            self._frames.extend(self._decoder.feed(data))
-        header, buffers = self._frames.popleft()
-        return codec.decode(header, buffers)
+            decoder.buffer_updated(n)
+            frame = decoder.next_frame()
+        return codec.decode(*frame)
 
     def close(self) -> None:
         if self.closed:
@@ -130,15 +129,22 @@ class Connection:
 
 
 def _send_chunks(sock: socket.socket, chunks: list) -> None:
-    if len(chunks) == 1:
-        sock.sendall(chunks[0])
-        return
-    small = sum(memoryview(c).nbytes for c in chunks) < (256 << 10)
-    if small:
+    """Write chunks in order with scatter/gather sends: no joining copy."""
+    if isinstance(sock, ssl.SSLSocket):      # TLS has no sendmsg: it encrypts a copy anyway
         sock.sendall(b"".join(chunks))
         return
-    for c in chunks:   # large buffers: no concatenation copy
-        sock.sendall(c)
+    views = [memoryview(c).cast("B") for c in chunks]
+    at = 0
+    while at < len(views):
+        batch = views[at:at + IOV_BATCH]
+        sent = sock.sendmsg(batch)
+        for v in batch:                   # skip what went; resume inside a partly sent chunk
+            if sent >= v.nbytes:
+                sent -= v.nbytes
+                at += 1
+                continue
+            views[at] = v[sent:]
+            break
 
 
 def _recv_exactly(sock: socket.socket, n: int) -> bytes:

@@ -22,7 +22,8 @@ def message(cls):
 
 class ObjectEntry(NamedTuple):
     """Where an object's value is.  Exactly one of `inline` or `host_id` is set:
-    `inline` holds the serialized value (small objects), `host_id` names the
+    `inline` holds the serialized value (small objects; bytes-like, sent
+    out-of-band when it is a PickleBuffer, see codec.py), `host_id` names the
     host whose store holds it (file `object_id` in that host's store dir)."""
     object_id: str
     error: bool = False
@@ -107,9 +108,13 @@ class Shutdown:
 
 @message
 class RegisterFunction:
+    """A function's constants, sent once per driver; an engine gets them with
+    its first task of the function (ExecuteTask.func_blob, func_retry), and
+    every task names them by func_id."""
     func_id: str
     name: str
-    blob: bytes
+    blob: bytes               # the pickled function or class (bytes-like, out-of-band)
+    retry_exceptions: Optional[bytes] = None   # pickled bool or list of classes
 
 
 @message
@@ -117,13 +122,13 @@ class SubmitTask:
     task_id: str
     func_id: str
     name: str
-    args: bytes               # pickled (args, kwargs); top-level refs stay as ObjectRef
+    args: bytes               # packed (args, kwargs), top-level refs stay as ObjectRef: an
+                              # out-of-band buffer the scheduler forwards and never decodes
     deps: list                # ids of top-level ObjectRef arguments, resolved before running
     nested: list              # ids of refs nested inside the arguments
     return_ids: list
     resources: dict           # {"CPU": 1.0, "GPU": 0, ...}, zero amounts dropped
     max_retries: int = 3
-    retry_exceptions: Optional[bytes] = None   # pickled bool or list of classes
     parent_task_id: Optional[str] = None
     actor_id: Optional[str] = None     # an actor's creation (method "__init__") or method call
     method: Optional[str] = None
@@ -141,13 +146,13 @@ class SubmitTask:
 class ExecuteTask:
     task_id: str
     func_id: str
-    func_blob: Optional[bytes]  # sent the first time this engine sees the function
+    func_blob: Optional[bytes]  # sent the first time this engine sees the function...
     name: str
     args: bytes
     dep_values: list            # [ObjectEntry] for every id in deps
     return_ids: list
     gpu_ids: list
-    retry_exceptions: Optional[bytes] = None
+    func_retry: Optional[bytes] = None   # ...with its retry policy (RegisterFunction's)
     method: Optional[str] = None
     actor_options: Optional[dict] = None
     generator: Optional[str] = None

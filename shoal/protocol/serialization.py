@@ -27,6 +27,7 @@ MAGIC = b"SH1\0"
 _HEAD = struct.Struct("<4sIQ")
 ALIGN = 64
 INLINE_LIMIT = 100 * 1024     # below this a value travels inside messages
+OUT_OF_BAND_MIN = 1024        # from this size, as a frame buffer of its own
 _PRIMITIVES = (type(None), bool, int, float, str, bytes)
 _local = threading.local()
 
@@ -92,6 +93,15 @@ class Serialized:
             done = 0
             while done < data.nbytes:
                 done += os.pwrite(fd, data[done:], at + done)
+
+    def packed(self):
+        """The packed value in one buffer (one copy), for inline values and
+        task arguments: messages carry a PickleBuffer out-of-band (codec.py).
+        A tiny value is bytes: a copy into the message header costs less
+        than a buffer of its own."""
+        out = bytearray(self.size)
+        self.write_into(memoryview(out))
+        return pickle.PickleBuffer(out) if self.size >= OUT_OF_BAND_MIN else bytes(out)
 
     def to_bytes(self) -> bytes:
         out = bytearray(self.size)

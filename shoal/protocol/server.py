@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Callable
 
 from . import auth, codec, messages
@@ -19,9 +20,10 @@ from .framing import FrameDecoder, FrameTooLargeError, ProtocolError
 
 log = logging.getLogger("shoal.protocol")
 AUTH_TIMEOUT = 10.0
+IOV_BATCH = 512               # chunks per writev, under any IOV_MAX
 
 
-class ServerConnection(asyncio.Protocol):
+class ServerConnection(asyncio.BufferedProtocol):
     _next_id = 0
 
     def __init__(self, key: bytes, on_message: Callable, on_close: Callable,
@@ -36,8 +38,10 @@ class ServerConnection(asyncio.Protocol):
         self._binding = server_tls.binding if server_tls else b""
         self._nonce = auth.new_nonce()
         self._authenticated = False
-        self._pending = b""
+        self._proof = memoryview(bytearray(auth.CLIENT_PROOF_SIZE))
+        self._proof_have = 0
         self._decoder = FrameDecoder()
+        self._direct = server_tls is None   # may write to the socket itself (see flush)
         self._out: list = []
         self.transport = None
         self.peer = "?"
@@ -70,18 +74,30 @@ class ServerConnection(asyncio.Protocol):
         if not self.closed:
             self.transport.write(self._nonce)
 
-    def data_received(self, data: bytes) -> None:
+    # The socket reads straight into the decoder's buffers (asyncio.BufferedProtocol);
+    # before authentication, into the proof's, and never a byte past it.
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if not self._authenticated:
+            return self._proof[self._proof_have:]
+        return self._decoder.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
         if self.closed:
             return
         try:
             if not self._authenticated:
-                data = self._authenticate(data)
-                if not data:
-                    return
-            for header, buffers in self._decoder.feed(data):
-                self._on_message(self, codec.decode(header, buffers))
+                self._proof_have += nbytes
+                if self._proof_have == auth.CLIENT_PROOF_SIZE:
+                    self._authenticate(bytes(self._proof))
+                return
+            decoder = self._decoder
+            decoder.buffer_updated(nbytes)
+            frame = decoder.next_frame()
+            while frame is not None:
+                self._on_message(self, codec.decode(*frame))
                 if self.closed:
                     break
+                frame = decoder.next_frame()
         except (ProtocolError, auth.AuthenticationError) as exc:
             log.warning("closing connection from %s: %s", self.peer, exc)
             self.close()
@@ -112,17 +128,11 @@ class ServerConnection(asyncio.Protocol):
             self._on_close(self)
 
     # ------------------------------------------------------------------------
-    def _authenticate(self, data: bytes) -> bytes:
-        self._pending += data
-        if len(self._pending) < auth.CLIENT_PROOF_SIZE:
-            return b""
-        proof, rest = self._pending[:auth.CLIENT_PROOF_SIZE], self._pending[auth.CLIENT_PROOF_SIZE:]
-        self._pending = b""
+    def _authenticate(self, proof: bytes) -> None:
         reply = auth.check_client_proof(self._key, self._nonce, proof, self._binding)
         self._authenticated = True
         self._auth_timer.cancel()
         self.transport.write(reply)
-        return rest
 
     def _auth_timeout(self) -> None:
         if not self._authenticated:
@@ -145,7 +155,12 @@ class ServerConnection(asyncio.Protocol):
     def flush(self) -> None:
         if self._out and not self.closed:
             out, self._out = self._out, []
-            self.transport.writelines(out)
+            transport = self.transport
+            if self._direct and not transport.get_write_buffer_size():
+                out = _write_now(transport, out)
+            if out:
+                transport.writelines(out)
+
 
     def close(self) -> None:
         if not self.closed:
@@ -155,3 +170,31 @@ class ServerConnection(asyncio.Protocol):
 
     def __repr__(self) -> str:
         return f"<ServerConnection {self.id} {self.peer} {self.info!r}>"
+
+
+def _write_now(transport, chunks: list) -> list:
+    """Write what the socket takes now with writev, straight from the chunks
+    (asyncio 3.11's writelines joins them into one copy first); return the
+    chunks, or part-chunk, left for the transport to buffer.  Only for a plain
+    socket whose transport has nothing queued, so the order of bytes holds."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or transport.is_closing():
+        return chunks
+    fd, at = sock.fileno(), 0
+    while at < len(chunks):
+        batch = chunks[at:at + IOV_BATCH]
+        try:
+            sent = os.writev(fd, batch)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            return chunks[at:]        # the transport meets the same error and reports it
+        for chunk in batch:
+            n = memoryview(chunk).nbytes
+            if sent >= n:
+                sent -= n
+                at += 1
+                continue
+            chunks[at] = memoryview(chunk).cast("B")[sent:]
+            return chunks[at:]
+    return chunks[at:]

@@ -43,7 +43,7 @@ def _batches(entries: list) -> list:
     """Entries split so that no message carries more than PUSH_BATCH_BYTES inline."""
     batches, batch, size = [], [], 0
     for e in entries:
-        n = len(e.inline) if e.inline is not None else 0
+        n = memoryview(e.inline).nbytes if e.inline is not None else 0
         if batch and size + n > PUSH_BATCH_BYTES:
             batches.append(batch)
             batch, size = [], 0
@@ -501,10 +501,11 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
 
     def _execute_on(self, engine: Engine, task: Task, gpu_ids: list) -> None:
         spec = task.spec
-        blob = None
+        blob = retry = None
         if spec.func_id is not None and spec.func_id not in engine.functions:
             engine.functions.add(spec.func_id)
-            blob = self.functions[spec.func_id].blob
+            function = self.functions[spec.func_id]
+            blob, retry = function.blob, function.retry_exceptions
         now = self.clock()
         for d in spec.deps:
             self.objects[d].last_used = now
@@ -515,7 +516,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
         self._send(engine.conn, m.ExecuteTask(
             task_id=spec.task_id, func_id=spec.func_id, func_blob=blob, name=spec.name,
             args=spec.args, dep_values=[self.objects[d].entry for d in spec.deps],
-            return_ids=spec.return_ids, gpu_ids=gpu_ids, retry_exceptions=spec.retry_exceptions,
+            return_ids=spec.return_ids, gpu_ids=gpu_ids, func_retry=retry,
             method=spec.method, actor_options=spec.actor_options, generator=spec.generator,
             job=job, resources=held, runtime_env=spec.runtime_env, placement=spec.placement,
             concurrency_group=spec.concurrency_group))
@@ -754,13 +755,26 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
         # Whatever this peer held or owned goes with it.
         self._owner_gone(conn)
         self._groups_owner_gone(conn)
-        for task in [t for t in self.tasks.values() if t.owner is conn]:
-            self._cancel(task, force=True, recursive=True)
+        # Its tasks stop, unless others hold or wait on their results: a ref can
+        # outlive the engine that submitted its task (returned to the driver,
+        # passed on).  Newest first, so a dependent lets go before its input is judged.
+        for task in reversed([t for t in self.tasks.values() if t.owner is conn]):
+            if not self._wanted_by_others(task, conn):
+                self._cancel(task, force=True, recursive=True)
         for obj in list(self.objects.values()):
             obj.subscribers.discard(conn)
             if conn in obj.holders:
                 self._hold(obj, conn, -obj.holders[conn])
         self._schedule()
+
+    def _wanted_by_others(self, task: Task, conn) -> bool:
+        """Whether a result of `task` is held by a peer other than `conn`, or
+        pinned (a pending task needs it, an object contains it)."""
+        for oid in task.spec.return_ids:
+            obj = self.objects.get(oid)
+            if obj is not None and (obj.pins or any(c is not conn for c in obj.holders)):
+                return True
+        return False
 
     def _await_agent(self, host: Host) -> None:
         """A restartable host's agent died: its engines are lost (their tasks

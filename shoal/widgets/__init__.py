@@ -18,7 +18,7 @@ import sys
 import threading
 from typing import Optional, Sequence
 
-from ..core import runtime
+from ..core import hooks, runtime
 from .cluster import ClusterWidget
 from .feed import close_all, existing_feed, feed_for
 from .objects import ObjectsWidget
@@ -175,6 +175,9 @@ def _task_history(client, timeout: float = 10.0) -> list:
         sub.close()
     return box[0]
 
+
+hooks.register(hooks.CLUSTER_DISPLAY, cluster_bundle)   # core shows its context and
+hooks.register(hooks.WAIT_PROGRESS, auto_progress)      # long waits through these
 
 __all__ = ["progress", "timeline", "objects", "cluster", "in_notebook", "close_all",
            "feed_for", "ProgressWidget", "TimelineWidget", "ObjectsWidget", "ClusterWidget"]

@@ -237,7 +237,7 @@ class RayBackend:
             self._router = None
 
     def output_route(self, router):
-        return self._driver_relay().route(router)
+        return self._driver_relay().route(router).for_cell()
 
     def flush_output(self, timeout: float = 5.0) -> None:
         """The relay thread has delivered what the relay holds (finished cells'

@@ -96,16 +96,19 @@ class CellOutput:
     Ray's "(name pid=N)" prefix).  Picklable; entered on the worker around
     the task's code."""
 
-    def __init__(self, relay: str, key: str, name: str = "", nested: bool = False) -> None:
+    def __init__(self, relay: str, key: str, name: str = "", nested: bool = False,
+                 shell: bool = False) -> None:
         self.relay = relay               # the relay actor's name
         self.key = key
         self.name = name
         self.nested = nested
+        self.shell = shell               # a cell: its displays go through the engine's shell
         self._last = None
         self._saved = None
 
     def __getstate__(self) -> dict:
-        return {"relay": self.relay, "key": self.key, "name": self.name, "nested": self.nested}
+        return {"relay": self.relay, "key": self.key, "name": self.name, "nested": self.nested,
+                "shell": self.shell}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(**state)
@@ -114,30 +117,49 @@ class CellOutput:
         """The route of a task this one submits: the same cell."""
         return CellOutput(self.relay, self.key, name, nested=True)
 
+    def for_cell(self) -> "CellOutput":
+        """This route, for a `%%remote` cell's code (displays through its shell)."""
+        return CellOutput(self.relay, self.key, self.name, self.nested, shell=True)
+
     def send(self, stream: str, payload) -> None:
         item = (self.key, stream, os.getpid(), self.name, self.nested, payload)
         self._last = _relay(self.relay).push.remote([item])
 
-    def _display(self, data: dict, metadata: dict) -> None:
+    def _display(self, data: dict, metadata: dict) -> bool:
         for s in (sys.stdout, sys.stderr):
             s.flush()
         self.send("display", {"data": data, "metadata": metadata})
+        return True
+
+    def _engine_shell(self):
+        """The process's engine shell (shoal.engine.display), whose displays
+        this route takes while entered: made for a cell, else if one exists."""
+        if not self.shell and "IPython" not in sys.modules:
+            return None
+        from IPython.core.interactiveshell import InteractiveShell
+        from ...engine import display as engine_display
+        if self.shell or isinstance(InteractiveShell._instance, engine_display.EngineShell):
+            return engine_display.engine_shell()
+        return None
 
     def __enter__(self) -> "CellOutput":
-        from ...core import display
-        self._saved = (sys.stdout, sys.stderr, display.route_display, current.set(self))
+        shell = self._engine_shell()
+        self._saved = (sys.stdout, sys.stderr, shell, shell and shell.publisher,
+                       current.set(self))
         sys.stdout = _RelayStream(self, "stdout")
         sys.stderr = _RelayStream(self, "stderr")
-        display.route_display = self._display
+        if shell is not None:
+            shell.publisher = self._display
         return self
 
     def __exit__(self, *exc) -> None:
-        from ...core import display
         try:
             sys.stdout.flush()
             sys.stderr.flush()
         finally:
-            sys.stdout, sys.stderr, display.route_display, token = self._saved
+            sys.stdout, sys.stderr, shell, publisher, token = self._saved
+            if shell is not None:
+                shell.publisher = publisher
             current.reset(token)
         if self._last is not None:
             import ray

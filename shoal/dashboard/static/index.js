@@ -5,6 +5,8 @@
 
 const VIEWS = ["cluster", "timeline", "tasks", "actors", "objects", "logs"];
 
+function count(n, noun) { return `${n} ${noun}${n === 1 ? "" : "s"}`; }
+
 function el(tag, cls, text) {
   const e = document.createElement(tag);
   if (cls) e.className = cls;
@@ -79,8 +81,9 @@ export function mountIndex(root, config) {
     else {
       const t = c.tasks || {};
       const running = (t.running || 0) + (t.assigned || 0);
-      facts.textContent = `${c.address} · ${c.engines} engines on ${c.hosts} host(s), ${c.cpus} CPUs · `
-        + `${running} running, ${t.finished || 0} finished, ${t.failed || 0} failed · ${c.actors} actors`;
+      facts.textContent = `${c.address} · ${count(c.engines, "engine")} on ${count(c.hosts, "host")}, `
+        + `${count(c.cpus, "CPU")} · ${running} running, ${t.finished || 0} finished, `
+        + `${t.failed || 0} failed · ${count(c.actors, "actor")}`;
     }
     const links = el("div", "shoal-links");
     for (const v of VIEWS) {

@@ -128,7 +128,7 @@ class LocalCluster:
                       "session_dir": self.session_dir, "owner_fd": self._owner_r,
                       "heartbeat_timeout": heartbeat_timeout or _env_timeout()}
             if restart_scheduler:      # self.scheduler is then its supervisor
-                self.scheduler = spawn("shoal.engine.supervisor", {
+                self.scheduler = spawn("shoal.launch.supervisor", {
                     **common, "listen_fds": listen, "supervise": "shoal.scheduler"}, listen)
             else:
                 self.scheduler = spawn("shoal.scheduler", {**common, "listen_fds": listen},
@@ -139,11 +139,11 @@ class LocalCluster:
                 "store_limit": self.store.limit, "num_cpus": num_cpus, "num_gpus": num_gpus,
                 "resources": resources or {}, "bind_host": host}
             if owned:
-                self.agent = Supervisor(lambda gen: spawn("shoal.engine.agent", {
+                self.agent = Supervisor(lambda gen: spawn("shoal.launch.agent", {
                     **agent_config, "generation": gen, "restartable": True}, owner),
                     name=f"agent {self.host_id}")
             else:
-                self.agent_supervisor = spawn("shoal.engine.supervisor", agent_config)
+                self.agent_supervisor = spawn("shoal.launch.supervisor", agent_config)
         except BaseException:
             self._kill_all()
             self.store.remove_all()
@@ -236,13 +236,13 @@ class HostProcess:
         self.supervisor_process: Optional[subprocess.Popen] = None
         if owned:           # we restart it; it dies with us
             self._owner_r, self._owner_w = os.pipe()
-            self.agent = Supervisor(lambda gen: spawn("shoal.engine.agent", {
+            self.agent = Supervisor(lambda gen: spawn("shoal.launch.agent", {
                 **config, "owner_fd": self._owner_r, "generation": gen, "restartable": restart},
                 (self._owner_r,)), name=f"agent {self.host_id}")
             if not restart:
                 self.agent.stop()
         else:               # a supervisor process restarts it, and lives as long as it does
-            self.supervisor_process = spawn("shoal.engine.supervisor", config)
+            self.supervisor_process = spawn("shoal.launch.supervisor", config)
 
     @property
     def process(self) -> subprocess.Popen:

@@ -1,7 +1,7 @@
 """The SSH launcher: hosts join a cluster through `ssh HOST python -m shoal start
 --address HEAD --block`, with the key on stdin (never on a command line).
 
-`python -m shoal.engine.ssh` runs beside the scheduler and owns the SSH
+`python -m shoal.launch.ssh` runs beside the scheduler and owns the SSH
 sessions.  It connects to the scheduler like any client, so when the cluster
 stops (or the scheduler dies) it goes, and closing each session's stdin tells
 the remote `shoal start --block` to stop its host: an EOF on stdin is the
@@ -107,7 +107,7 @@ class SSHLauncher:
 
 def launch(config: dict, owner_fd: Optional[int] = None) -> subprocess.Popen:
     """Start the launcher process for `config` (see main)."""
-    return spawn("shoal.engine.ssh", {**config, "owner_fd": owner_fd},
+    return spawn("shoal.launch.ssh", {**config, "owner_fd": owner_fd},
                  (owner_fd,) if owner_fd is not None else ())
 
 

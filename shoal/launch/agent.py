@@ -1,7 +1,7 @@
 """The host agent: starts this host's engines, restarts the ones that die,
 owns the host's object store directory, and cleans all of it up on exit.
 
-`python -m shoal.engine.agent` reads its configuration (key included) as a JSON
+`python -m shoal.launch.agent` reads its configuration (key included) as a JSON
 line on stdin.  It exits, taking its engines with it, when the scheduler
 connection drops, when its owner pipe closes, on Shutdown, or on SIGTERM.
 Engines get the read end of a pipe only the agent writes to, so even a
@@ -27,6 +27,9 @@ from ..store.transfer import ObjectServer
 from .launcher import spawn
 
 log = logging.getLogger("shoal.agent")
+# The engine's program: a core client around shoal.engine's task loop.  Started
+# by name, as every process is, so this package imports neither.
+ENGINE_PROGRAM = "shoal.core.worker"
 # Exit status of an agent cut off from the scheduler (connection lost, or the
 # scheduler silent past the timeout) rather than stopped: its supervisor starts
 # a new one, which rejoins if the scheduler is still there (say after this
@@ -194,7 +197,7 @@ class HostAgent:
         """Start a pool engine, or one dedicated to an actor (`actor_id`)."""
         engine_id = f"{self._engine_prefix}.{'a' if actor_id else 'e'}{next(self._ids)}"
         config = {k: self.config[k] for k in ("address", "key", "cluster_id", "session_dir")}
-        proc = spawn("shoal.engine", {
+        proc = spawn(ENGINE_PROGRAM, {
             **config, "engine_id": engine_id, "host_id": self.host_id, "actor_id": actor_id,
             "store_dir": self.store.store_dir, "spill_dir": self.store.spill_dir,
             "store_limit": self.store.limit, "owner_fd": self._engine_owner_r,

@@ -2,7 +2,7 @@
 
 A host agent's owner restarts it when it dies unexpectedly: the embedded
 cluster's driver (a thread of `LocalCluster`) and, for `shoal start`, a small
-supervisor process (`python -m shoal.engine.supervisor`, the form below).
+supervisor process (`python -m shoal.launch.supervisor`, the form below).
 The new agent takes the same host id and the same store directory, so the
 objects already in that host's store stay readable; the scheduler holds the
 host's place for it (see SchedulerState._await_agent), treats the old agent's
@@ -93,8 +93,8 @@ def main() -> None:
     from ..store.shm import HostStore
     from .launcher import spawn
     config = read_config_from_stdin()
-    module = config.pop("supervise", "shoal.engine.agent")
-    is_agent = module == "shoal.engine.agent"
+    module = config.pop("supervise", "shoal.launch.agent")
+    is_agent = module == "shoal.launch.agent"
     name = f"agent-{config['host_id']}" if is_agent else "scheduler"
     setup_process_logging(config["session_dir"], f"supervisor-{name}")
     owner_fd = config.pop("owner_fd", None)

@@ -1,0 +1,69 @@
+"""Interleaved A/B runs of shoal against itself: two source trees, same workloads.
+
+    python benchmarks/ab.py --base /tmp/base-tree --rounds 5 \\
+        --workloads latency,throughput,numpy_arg,actor_latency --json benchmarks/results/x.json
+
+Each round runs `run.py --frameworks shoal` once from each tree (the order
+alternates between rounds, so drift in the machine's load hits both alike),
+and records the load average before each run.  Reports, per metric, the median
+over every sample of every round, and writes all raw samples to --json.
+"""
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def run_once(tree: Path, workloads: str, repeat: int) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        subprocess.run([sys.executable, str(tree / "benchmarks" / "run.py"), "--frameworks", "shoal",
+                        "--workloads", workloads, "--repeat", str(repeat), "--json", out.name],
+                       check=True, stdout=subprocess.DEVNULL, cwd=tree)
+        return json.load(open(out.name))["results"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--base", required=True, help="the tree to compare against (A)")
+    p.add_argument("--new", default=str(HERE.parent), help="the tree under test (B; default: this one)")
+    p.add_argument("--workloads", default="latency,throughput,numpy_arg,actor_latency")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=3, help="repetitions per workload per run")
+    p.add_argument("--json", help="write raw samples, loads and medians here")
+    args = p.parse_args()
+    trees = {"base": Path(args.base).resolve(), "new": Path(args.new).resolve()}
+    samples = {name: {} for name in trees}
+    loads = []
+    for i in range(args.rounds):
+        for name in (("base", "new") if i % 2 == 0 else ("new", "base")):
+            load = os.getloadavg()[0]
+            loads.append({"round": i, "tree": name, "load1": load})
+            for key, res in run_once(trees[name], args.workloads, args.repeat).items():
+                for metric, values in res.get("samples", {}).items():
+                    samples[name].setdefault(f"{key}:{metric}", []).extend(values)
+            print(f"round {i} {name} done (load {load:.2f})", file=sys.stderr)
+    medians = {name: {k: statistics.median(v) for k, v in s.items()} for name, s in samples.items()}
+    print(f"| metric | base | new | new/base |\n|---|---|---|---|")
+    for k in medians["base"]:
+        b, n = medians["base"][k], medians["new"].get(k)
+        print(f"| {k} | {b:.4g} | {n:.4g} | {n / b:.2f} |" if n is not None else f"| {k} | {b:.4g} | - | |")
+    all_loads = [x["load1"] for x in loads]
+    print(f"load average (1 min) before runs: median {statistics.median(all_loads):.2f}, "
+          f"range {min(all_loads):.2f}-{max(all_loads):.2f}, on {os.cpu_count()} CPUs")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "trees": {k: str(v) for k, v in trees.items()}, "workloads": args.workloads,
+            "rounds": args.rounds, "repeat": args.repeat, "cpus": os.cpu_count(),
+            "loads": loads, "medians": medians, "samples": samples}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""multiprocessing.Pool: the floor every task framework is measured against.
+
+No scheduler, no object store, no actors: `put` and the actor workloads are n/a.
+A ref passed as an argument (tree_reduce) is waited for by the driver and its
+value sent again with the task, as a Pool user would have to do.
+"""
+import multiprocessing
+import sys
+
+from .base import BaseAdapter
+
+
+class Adapter(BaseAdapter):
+    name = "pool"
+    pool = None
+    put = None          # no object store: the put workloads report n/a
+
+    def version(self):
+        return f"Python {sys.version.split()[0]}"
+
+    def start(self, num_cpus):
+        # fork: what Pool uses by default on Linux, and the fastest start.
+        self.pool = multiprocessing.get_context("fork").Pool(num_cpus)
+        from multiprocessing.pool import AsyncResult
+        self.AsyncResult = AsyncResult
+
+    def remote(self, fn):
+        def submit(*args):
+            return self.pool.apply_async(fn, tuple(map(self._value, args)))
+        return submit
+
+    def _value(self, arg):
+        return arg.get() if isinstance(arg, self.AsyncResult) else arg
+
+    def get(self, refs):
+        if isinstance(refs, list):
+            return [r.get() for r in refs]
+        return refs.get()
+
+    def shutdown(self):
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
