@@ -375,6 +375,36 @@ def test_plain_tasks_print_under_the_cell_that_submitted_them_at_any_depth(k):
     k.pump_until(lambda: ") leaf 0" in first.stdout and ") leaf 1" in first.stdout, 30,
                  "the nested tasks' output")
     lines = sorted(strip_ansi(first.stdout).splitlines())
-    assert [ln.split(") ", 1)[1] for ln in lines] == ["late line", "leaf 0", "leaf 1"]
+    assert sorted(ln.split(") ", 1)[1] for ln in lines) == ["late line", "leaf 0", "leaf 1"]
     assert all(ln.startswith(("(late pid=", "(leaf pid=")) for ln in lines), lines
     assert second.stdout == "second cell\n"
+
+
+def test_an_interrupt_cancels_the_cells_plain_tasks(k):
+    ok(k.execute(textwrap.dedent("""\
+        import shoal, time
+        @shoal.remote
+        def spin(seconds):
+            print("spinning")
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:      # Ray interrupts a task between sleeps
+                time.sleep(0.05)
+            return seconds
+        elsewhere = spin.remote(3)             # another cell's task: not cancelled
+        """)))
+    run = k.submit("mine = [spin.remote(60), spin.remote(60)]\nshoal.get(mine)")
+    k.pump_until(lambda: "spinning" in run.stdout, 60, "the cell's tasks to start")
+    k.interrupt()
+    k.wait(run, timeout=30)
+    assert run.error["ename"] == "KeyboardInterrupt"
+    assert "cancelled this cell's tasks" in run.stderr
+    check = ok(k.execute(textwrap.dedent("""\
+        outcomes = []
+        for ref in mine:
+            try:
+                shoal.get(ref, timeout=30)
+                outcomes.append("finished")
+            except shoal.exceptions.TaskCancelledError:
+                outcomes.append("cancelled")
+        outcomes, shoal.get(elsewhere)"""), timeout=60))
+    assert check.result == "(['cancelled', 'cancelled'], 3)"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any, Optional
 
 from ...core.scheduling_strategies import (
@@ -119,6 +120,7 @@ class RayBackend:
         self.shared_by: Optional[str] = None      # the shoal kernel, as for shoal's runtime
         self._relay = None                          # relay.DriverRelay, made on first routing
         self._router = None                         # the notebook's OutputRouter, if routed
+        self._cell_tasks = CellTasks(self.ray)      # what an interrupt of the cell cancels
         self._closed = False
 
     # ---------------------------------------------------------------- tasks and actors
@@ -126,7 +128,10 @@ class RayBackend:
         route = self._task_route(function)
         if route is None:
             return self._ray_function(function, False).remote(*args, **kwargs)
-        return self._ray_function(function, True).remote(route, *args, **kwargs)
+        result = self._ray_function(function, True).remote(route, *args, **kwargs)
+        if not self.in_worker:
+            self._cell_tasks.add(self._router, result)
+        return result
 
     def _task_route(self, function):
         """Where the task's output goes: the notebook cell submitting it (a
@@ -246,7 +251,7 @@ class RayBackend:
             self._relay.flush(timeout)
 
     def cancel_cell(self, router) -> int:
-        return 0       # plain tasks of an interrupted cell: not tracked on Ray yet
+        return self._cell_tasks.cancel(router)
 
     def subscribe(self, handler):
         raise NotImplementedError("the live event stream (timeline, progress and object "
@@ -271,6 +276,54 @@ class RayBackend:
             self._relay = None
         if not self.in_worker and self.ray.is_initialized():
             self.ray.shutdown()
+
+
+class CellTasks:
+    """The unfinished plain tasks the notebook's current cell submitted, so that
+    interrupting the cell cancels them (as on shoal's own scheduler).
+
+    Ray cancels by ref only, so their refs are held: until the task finishes
+    (finished ones are dropped as more are added) or another cell submits
+    work.  `%%remote` cells are left out: they cancel their own, with a grace."""
+
+    PRUNE_AT = 1000
+
+    def __init__(self, ray) -> None:
+        self.ray = ray
+        self._lock = threading.Lock()
+        self._cell = None
+        self._refs: list = []
+        self._prune_at = self.PRUNE_AT
+
+    def add(self, router, result) -> None:
+        if router is None or router.context()[1] is not None:   # a %%remote cell's
+            return
+        refs = result if isinstance(result, list) else [result]
+        refs = [r for r in refs if isinstance(r, self.ray.ObjectRef)]
+        with self._lock:
+            if router.cell is not self._cell:
+                self._cell, self._refs, self._prune_at = router.cell, [], self.PRUNE_AT
+            self._refs.extend(refs)
+            if len(self._refs) >= self._prune_at:
+                _, self._refs = self.ray.wait(self._refs, num_returns=len(self._refs),
+                                              timeout=0, fetch_local=False)
+                self._prune_at = max(self.PRUNE_AT, 2 * len(self._refs))
+
+    def cancel(self, router) -> int:
+        """Cancel the router's current cell's unfinished tasks (newest first,
+        with the tasks they started); how many."""
+        with self._lock:
+            refs = self._refs if router.cell is self._cell else []
+            self._refs = []
+        if not refs:
+            return 0
+        _, pending = self.ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+        for ref in reversed(pending):
+            try:
+                self.ray.cancel(ref, recursive=True)
+            except Exception:
+                log.debug("cancelling %s failed", ref, exc_info=True)
+        return len(pending)
 
 
 class RayContext:
