@@ -49,8 +49,11 @@ def test_interrupting_get_cancels_only_this_cells_tasks(k, tmp_path):
                  "    time.sleep(seconds)\n    return name"))
     ok(k.execute("other = slow.remote('other', 4)"))              # another cell's task
     run = k.submit("mine = [slow.remote('mine', 60), slow.remote('queued', 60)]\n"
+                   "open(os.path.join(marks, 'bound'), 'w').close()\n"
                    "shoal.get(mine)")
-    k.pump_until(lambda: (tmp_path / "mine").exists(), 30, "the cell's task to start")
+    # the interrupt must come while the cell waits, after it has bound `mine`
+    k.pump_until(lambda: (tmp_path / "mine").exists() and (tmp_path / "bound").exists(), 30,
+                 "the cell's task to start")
     t0 = time.monotonic()
     k.interrupt()
     k.wait(run, timeout=10)

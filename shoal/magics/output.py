@@ -127,8 +127,11 @@ class OutputRouter:
         mine = [task_id for task_id, context in client.pending_contexts()
                 if context is not None and context[2] is self.cell
                 and context[1] is None]          # %%remote cancels its own, with a grace
-        for task_id in mine:
-            client.send(CancelTask(object_id=f"{task_id}/0", force=False, recursive=True))
+        # Newest first, in one batch: queued tasks go before the running ones are
+        # interrupted, so an engine freed by an interrupt never starts one of them.
+        if mine:
+            client.send(*[CancelTask(object_id=f"{task_id}/0", force=False, recursive=True)
+                          for task_id in reversed(mine)])
         return len(mine)
 
     @contextlib.contextmanager
