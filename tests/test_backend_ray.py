@@ -424,3 +424,9 @@ def test_an_interrupt_cancels_the_cells_plain_tasks(k):
                 outcomes.append("cancelled")
         outcomes, shoal.get(elsewhere)"""), timeout=60))
     assert check.result == "(['cancelled', 'cancelled'], 3)"
+
+
+def test_cell_resources_become_ray_task_options(k):
+    run = ok(k.execute("%%remote --num-cpus 0.5 --retries 1\nimport ray\n"
+                       "ray.get_runtime_context().get_assigned_resources()"))
+    assert run.result == "{'CPU': 0.5}"
