@@ -9,9 +9,21 @@ py="${PYTHON:-python3}"
 
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
 
-# Plain `ray` (no dashboard extras); `dask[distributed]` for LocalCluster.
-pkgs=(ray "dask[distributed]" ipyparallel ipykernel numpy pyarrow joblib)
-if "$venv/bin/python" -c 'import ray, dask.distributed, ipyparallel, ipykernel, numpy, pyarrow, joblib' 2>/dev/null; then
+# `ray[client]` (Ray Client, no dashboard extras); `dask[distributed]` for LocalCluster.
+pkgs=("ray[client]" "dask[distributed]" ipyparallel ipykernel numpy pyarrow joblib)
+# shoal's own runtime dependencies too (not shoal itself): the Ray backend's tests run shoal
+# from the source tree (PYTHONPATH) in this venv, with a real Ray (tests/ray_env.py).
+shoal_deps=$("$venv/bin/python" - "$here/../pyproject.toml" <<'PY'
+import re, sys
+text = open(sys.argv[1], encoding="utf-8").read()       # no tomllib before Python 3.11
+block = re.search(r"^dependencies = \[(.*?)^\]", text, re.M | re.S).group(1)
+print(" ".join(re.findall(r'"([^"]+)"', block)))
+PY
+)
+read -r -a shoal_pkgs <<< "$shoal_deps"
+pkgs+=("${shoal_pkgs[@]}")
+if "$venv/bin/python" -c 'import ray, dask.distributed, ipyparallel, ipykernel, numpy, pyarrow, joblib' 2>/dev/null \
+   && "$venv/bin/python" -c 'import grpc, cloudpickle, tornado, ipywidgets, anywidget, jupyter_client, cryptography' 2>/dev/null; then
     echo "peers already installed in $venv"
 else
     "$venv/bin/python" -m pip install --quiet --upgrade pip

@@ -7,7 +7,9 @@ others.  Bottom to top:
     scheduler, engine, launch        the cluster's processes (each its own program)
     core                             the client: runtime, refs, the API calls
     actor, util, widgets, magics,    what is built on the API: Ray's compat
-      dashboard                      modules, the notebook and the server extension
+      dashboard, backends            modules, the notebook and the server extension,
+                                     other engines (Ray) behind core's backend interface
+                                     (core loads one by the name in backend.SCHEMES)
     kernel, __init__ (the facade)    the Jupyter kernel; `shoal/__init__.py`, which
                                      assembles the public API from the layers
     cli, __main__                    the command line
@@ -36,7 +38,7 @@ LAYERS: list[set] = [
     {"store"},
     {"scheduler", "engine", "launch"},
     {"core"},
-    {"actor", "util", "widgets", "magics", "dashboard"},
+    {"actor", "util", "widgets", "magics", "dashboard", "backends"},
     {"kernel", FACADE},
     {"cli", "__main__"},
 ]
@@ -205,6 +207,8 @@ MAGICS_BEYOND_THE_API = {
     "shoal.engine.display": "the runner's half of %%remote runs on the engine, in its "
                             "shell; EXTRA_KEY is the display's wire key",
     "shoal.launch.agent": "available_cpus: what `%cluster start` will get",
+    "shoal.core.backend": "the backend interface: what differs between engines (refs, "
+                          "--all's workers, output routes, an interrupted cell's tasks)",
 }
 
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 
 import pytest
 
 from shoal.kernel.testing import KernelSession
+
+from ray_env import ray_env, require_ray_python
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -23,9 +24,9 @@ EXPECTED = ["[0, 1, 4, 9]", "\n10\n", "10000.0", "1000000.0", "[0.1] 1", "[5, 4,
             "CPUs: 2.0 | nodes: 1"]
 
 
-def run(nb, tmp_path, python: str | None = None):
+def run(nb, tmp_path, python: str | None = None, env: dict | None = None):
     """Execute the notebook on a fresh kernel: this interpreter's, or `python`'s."""
-    session = KernelSession("python3" if python is None else "ray-peers")
+    session = KernelSession("python3" if python is None else "ray-peers", env=env)
     if python is not None:
         spec = os.path.join(session.kernel_dirs[0], "ray-peers")
         os.makedirs(spec)
@@ -46,18 +47,6 @@ def run(nb, tmp_path, python: str | None = None):
         session.shutdown()
     return "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code"
                    for out in cell.outputs)
-
-
-def ray_python() -> str | None:
-    """An interpreter with Ray and ipykernel: SHOAL_RAY_PYTHON, or the benchmarks'
-    peers venv (benchmarks/setup-peers.sh); Ray is never a dependency of shoal."""
-    candidates = [os.environ.get("SHOAL_RAY_PYTHON"),
-                  os.path.join(ROOT, "benchmarks", ".venv-peers", "bin", "python")]
-    for python in filter(None, candidates):
-        if os.path.exists(python) and subprocess.run(
-                [python, "-c", "import ray, ipykernel"], capture_output=True).returncode == 0:
-            return python
-    return None
 
 
 def test_the_notebook_is_plain_ray_code():
@@ -82,12 +71,24 @@ def test_runs_on_shoal_with_only_the_import_changed(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_runs_unchanged_on_ray(tmp_path):
-    python = ray_python()
-    if python is None:
-        if os.environ.get("SHOAL_REQUIRE_RAY_TESTS"):
-            pytest.fail("no Python with Ray and ipykernel: run benchmarks/setup-peers.sh")
-        pytest.skip("Ray is not installed here (shoal does not depend on it; "
-                    "benchmarks/setup-peers.sh installs it in a separate venv)")
+    python = require_ray_python()
     text = run(nbformat.read(NOTEBOOK, as_version=4), tmp_path, python)
     for expected in EXPECTED:
         assert expected in text, f"{expected!r} not in the notebook's output on Ray:\n{text}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_runs_on_shoals_ray_backend_with_only_the_import_changed(tmp_path):
+    """`import shoal as ray` code on a real Ray: SHOAL_ADDRESS=ray:local makes the
+    notebook's own `ray.init(num_cpus=2)` start a local Ray (shoal.backends.ray)."""
+    python = require_ray_python("import ray, ipykernel, shoal")
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.source = re.sub(r"^import ray$", "import shoal as ray", cell.source, flags=re.M)
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "import sys\nprint('backend:', type(ray.get(ray.put(1)) and ray.put(1)).__module__)"))
+    text = run(nb, tmp_path, python, env=ray_env(SHOAL_ADDRESS="ray:local"))
+    for expected in EXPECTED + ["backend: ray"]:
+        assert expected in text, f"{expected!r} not in the notebook's output:\n{text}"

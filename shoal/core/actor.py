@@ -7,7 +7,7 @@ from typing import Any
 from ..exceptions import ActorAlreadyExistsError, PendingCallsLimitExceeded
 from ..protocol import messages as m
 from ..protocol.serialization import note_ref
-from . import runtime, runtime_env
+from . import backend, runtime, runtime_env
 from .object_ref import owned_ref
 from .placement_group import placement_of
 from .generator import GENERATOR_MODES
@@ -137,6 +137,9 @@ class ActorClass:
 
     def remote(self, *args, **kwargs) -> "ActorHandle":
         check_call(self._signatures["__init__"], self.__name__, args, kwargs)
+        if backend.active is not None or (
+                runtime._current is None and backend.connect_from_env()):
+            return backend.active.create_actor(self, args, kwargs)
         rt = runtime.current()
         client = rt.client
         opts = self._options
@@ -387,6 +390,9 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     """A handle to the live actor with this name; ValueError if there is none."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"get_actor needs a non-empty name, got {name!r}")
+    if backend.active is not None or (
+            runtime._current is None and backend.connect_from_env()):
+        return backend.active.get_actor(name, namespace)
     rt = runtime.current()
     info = rt.client.query("get_actor", name=name, namespace=namespace or runtime.job()[1])
     rt.client.adopt(info["actor_id"])
@@ -396,6 +402,8 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
 def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     """Kill an actor at once: running and pending calls fail with
     ActorDiedError.  With no_restart=False it restarts if max_restarts allows."""
+    if backend.active is not None:
+        return backend.active.kill(actor, no_restart=no_restart)
     if not isinstance(actor, ActorHandle):
         raise TypeError("shoal.kill() only supported for actors. For tasks, try shoal.cancel(). "
                         f"Got {type(actor).__name__}.")

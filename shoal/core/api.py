@@ -15,7 +15,7 @@ from ..exceptions import ClusterLostError, GetTimeoutError
 from ..protocol import messages as m
 from ..protocol.connection import UNIX_PREFIX
 from ..protocol.serialization import INLINE_LIMIT, serialize
-from . import hooks, runtime, terminal_progress
+from . import backend, hooks, runtime, terminal_progress
 from . import runtime_env as runtime_env_module
 from .actor import ActorClass, is_actor_call
 from .client import Client
@@ -111,6 +111,14 @@ def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
     unknown = sorted(set(kwargs) - _IGNORED_RAY_ARGS)
     if unknown:
         raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(map(repr, unknown))}")
+    target = address or os.environ.get("SHOAL_ADDRESS") or None
+    if backend.active is not None or backend.is_foreign(target):
+        # Another engine (address="ray..."): see shoal.core.backend.
+        return backend.connect(target, num_cpus=num_cpus, num_gpus=num_gpus,
+                               resources=resources, object_store_memory=object_store_memory,
+                               ignore_reinit_error=ignore_reinit_error, namespace=namespace,
+                               hosts=hosts, remote_python=remote_python,
+                               runtime_env=runtime_env, **kwargs)
     with runtime._lock:
         rt = runtime.current_or_none()
         if rt is not None:
@@ -290,11 +298,12 @@ def _make_remote(target, options: dict):
 
 
 def is_initialized() -> bool:
-    return runtime.current_or_none() is not None
+    return runtime.current_or_none() is not None or backend.active is not None
 
 
 def shutdown() -> None:
     """Disconnect from the cluster; stop it if `init` started it here."""
+    backend.disconnect()
     runtime.shutdown()
 
 
@@ -303,6 +312,9 @@ def put(value: Any) -> ObjectRef:
     """Store a value in the cluster and return a ref to it.  Large values go to
     this host's shared-memory store once; numpy arrays read back from it are
     read-only views."""
+    if backend.active is not None or (
+            runtime._current is None and backend.connect_from_env()):
+        return backend.active.put(value)
     if isinstance(value, ObjectRef):
         raise TypeError("Calling 'put' on an ObjectRef is not allowed. If you really want to do "
                         "this, you can wrap the ObjectRef in a list and call 'put' on it.")
@@ -330,6 +342,8 @@ def get(object_refs, *, timeout: Optional[float] = None):
     other refs are still pending.  Raises GetTimeoutError after `timeout`
     seconds (0 means: only what is ready now).
     """
+    if backend.active is not None:
+        return backend.active.get(object_refs, timeout=timeout)
     single = isinstance(object_refs, ObjectRef)
     refs = [object_refs] if single else object_refs
     if not isinstance(refs, list):
@@ -361,6 +375,9 @@ def wait(object_refs: list, *, num_returns: int = 1, timeout: Optional[float] = 
     """Split refs into (ready, not_ready) once `num_returns` are ready or
     `timeout` passes.  Both lists keep the input order; ready holds at most
     `num_returns` refs.  A failed task counts as ready."""
+    if backend.active is not None:
+        return backend.active.wait(object_refs, num_returns=num_returns, timeout=timeout,
+                                   fetch_local=fetch_local)
     if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, list):
         raise TypeError(f"wait() expected a list of ObjectRef, got {type(object_refs).__name__}")
     _check_timeout(timeout)
@@ -453,6 +470,8 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
     one gets KeyboardInterrupt (or, with force=True, its engine is killed).
     `get` on its refs then raises TaskCancelledError.  Cancelled tasks are not
     retried.  With recursive=True the tasks it submitted are cancelled too."""
+    if backend.active is not None:
+        return backend.active.cancel(ref, force=force, recursive=recursive)
     if isinstance(ref, ObjectRefGenerator):
         ref = ref.completed()           # the generator's task
     if not isinstance(ref, ObjectRef):

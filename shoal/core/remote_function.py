@@ -10,7 +10,7 @@ import cloudpickle
 
 from ..protocol import messages as m
 from ..protocol.serialization import INLINE_LIMIT, dumps_function, serialize
-from . import runtime, runtime_env
+from . import backend, runtime, runtime_env
 from .generator import GENERATOR_MODES, ObjectRefGenerator
 from .object_ref import ObjectRef, check_same_cluster, owned_ref
 from .placement_group import placement_of
@@ -113,6 +113,9 @@ class RemoteFunction:
 
     def remote(self, *args, **kwargs):
         check_call(self._params, self.__name__, args, kwargs)
+        if backend.active is not None or (
+                runtime._current is None and backend.connect_from_env()):
+            return backend.active.submit_task(self, args, kwargs)
         client = runtime.current().client
         _, blob = self._ship()
         func_id, policy, resources = self._call_constants()

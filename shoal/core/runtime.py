@@ -58,6 +58,12 @@ def current() -> Runtime:
                   f"{_current.address}. Refs and actors of the lost cluster are gone: run the "
                   f"cells that made them again.", file=sys.stderr, flush=True)
         elif _current is None:
+            from . import backend
+            if backend.active is not None:
+                raise NotImplementedError(
+                    f"this needs shoal's own scheduler, and this process uses the "
+                    f"{backend.active.name} backend at {backend.active.address}: not available "
+                    f"on {backend.active.name} yet (see docs/backends.md)")
             init()
         return _current
 

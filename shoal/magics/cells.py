@@ -47,8 +47,7 @@ from typing import Optional
 from IPython.core.error import UsageError
 
 
-from ..core import api
-from ..core.object_ref import ObjectRef
+from ..core import api, backend
 from ..exceptions import ActorDiedError, GetTimeoutError, TaskCancelledError
 from ..protocol.serialization import SerializationError, serialize
 from ..util import state
@@ -133,7 +132,7 @@ class RemoteCells:
         self.cluster = cluster
         self.background = background
         self.namespaces: dict = {}
-        self.futures: weakref.WeakSet = weakref.WeakSet()   # refs bound by --bg cells
+        self.futures = _Futures()         # refs bound by --bg cells
         self._functions: dict = {}
         self._actor_class = None
 
@@ -154,7 +153,8 @@ class RemoteCells:
             source, magics = self._with_magics(body, pad, exc)
             cell = analyze(source, filename, self.shell.transform_cell)
         title = opts.name or f"cell In[{number}]"
-        namespace = self._namespace(opts, rt.client) if opts.on is not None else None
+        owner = getattr(rt, "client", rt)        # what a --on namespace belongs to
+        namespace = self._namespace(opts, owner) if opts.on is not None else None
         send = self._names_to_send(cell, opts, namespace)
         pull = list(opts.pull) if opts.pull is not None else \
             [n for n in cell.writes if not _IPYTHON_NAMES.match(n)
@@ -218,11 +218,12 @@ class RemoteCells:
     # ------------------------------------------------------------------ submitting
     def _submit(self, spec: dict, send: list, opts: CellOptions, title: str, namespace) -> Submitted:
         user_ns = self.shell.user_ns
+        is_ref = backend.current().is_ref
         while True:
             names, values, byref = [], [], {}
             for n in send:
                 v = user_ns[n]
-                if type(v) is ObjectRef and v not in self.futures:
+                if is_ref(v) and v not in self.futures:
                     byref[n] = v
                 else:
                     names.append(n)
@@ -245,29 +246,37 @@ class RemoteCells:
     def _launch(self, job: Submitted, byref: dict, values: list) -> None:
         opts, spec = job.opts, job.spec
         n = 1 + len(job.pull)
+        bk = backend.current()
         if opts.on is not None:
             with self.router.labelled(""):
-                refs = job.namespace.handle.run.options(num_returns=n).remote(spec, byref, *values)
+                refs = job.namespace.handle.run.options(num_returns=n).remote(
+                    self._routed(bk, spec), byref, *values)
             job.tasks.append(_as_list(refs))
             job.labels.append("")
             return
         fn = self._function(opts, n, job.title)
         if not opts.all:
             with self.router.labelled(""):
-                job.tasks.append(_as_list(fn.remote(spec, byref, *values)))
+                job.tasks.append(_as_list(fn.remote(self._routed(bk, spec), byref, *values)))
             job.labels.append("")
             return
         engines = self._pool_engines()
         if len(engines) > 1:          # one copy in the store, not one per engine
-            values = [v if type(v) in _SIMPLE or type(v) is ObjectRef else api.put(v)
+            values = [v if type(v) in _SIMPLE or bk.is_ref(v) else api.put(v)
                       for v in values]
-        short = len({e["host_id"] for e in engines}) == 1
+        short = len({e["host"] for e in engines}) == 1 and bk is backend.NATIVE
         for e in engines:
-            label = e["engine_id"].rsplit(".", 1)[-1] if short else e["engine_id"]
+            label = e["id"].rsplit(".", 1)[-1] if short else e["id"][:12]
             with self.router.labelled(f"[{label}] "):
-                refs = fn.options(_engine_id=e["engine_id"]).remote(spec, byref, *values)
+                refs = fn.options(**bk.pin(e)).remote(self._routed(bk, spec), byref, *values)
             job.tasks.append(_as_list(refs))
             job.labels.append(label)
+
+    def _routed(self, bk, spec: dict) -> dict:
+        """The cell spec, with the backend's route for the cell's output where it
+        has one (call in the `labelled` block of the task it goes with)."""
+        route = bk.output_route(self.router)
+        return spec if route is None else {**spec, "output": route}
 
     def _function(self, opts: CellOptions, num_returns: int, title: str):
         key = (opts.num_cpus, opts.num_gpus, tuple(sorted((opts.resources or {}).items())),
@@ -292,12 +301,18 @@ class RemoteCells:
         return base.options(num_returns=num_returns, name=title)
 
     def _pool_engines(self) -> list:
-        """The engines that run tasks, once a new cluster's have all joined."""
+        """Where --all runs (backend.workers(): shoal's engines, once a new
+        cluster's have all joined; Ray's nodes)."""
+        bk = backend.current()
+        if bk is not backend.NATIVE:
+            workers = bk.workers()
+            if not workers:
+                raise RuntimeError(f"the {bk.name} cluster has no nodes with CPUs to run --all on")
+            return workers
         deadline = time.monotonic() + ENGINES_TIMEOUT
         while True:
             hosts = state.list_hosts()
-            engines = sorted((e for e in state.list_engines() if e["state"] in ("idle", "busy")),
-                             key=lambda e: e["engine_id"])
+            engines = sorted(bk.workers(), key=lambda e: e["id"])
             want = int(sum(h["resources"].get("CPU", 0) for h in hosts))
             if len(engines) >= want and engines or time.monotonic() > deadline:
                 if not engines:
@@ -469,6 +484,7 @@ class _InterruptsHeld:
 def collect(job: Submitted, figures_guard: bool = True) -> list:
     """Each task's values, or the exception it failed with."""
     out = []
+    backend.current().flush_output()     # the cells' output, before their results
     with _no_new_figures() if figures_guard else contextlib.nullcontext():
         for refs in job.tasks:
             try:
@@ -514,6 +530,30 @@ def _combine(values: list):
             if isinstance(first, Unavailable) else False:
         return first
     return values
+
+
+class _Futures:
+    """The refs --bg cells bound (a cell that reads one waits for it): weakly
+    held where refs allow it (shoal's), else by id, the newest MAX kept (Ray's)."""
+    MAX = 100_000
+
+    def __init__(self) -> None:
+        self._weak: weakref.WeakSet = weakref.WeakSet()
+        self._ids: dict = {}
+
+    def add(self, ref) -> None:
+        try:
+            self._weak.add(ref)
+        except TypeError:
+            self._ids[ref.hex()] = True
+            if len(self._ids) > self.MAX:
+                del self._ids[next(iter(self._ids))]
+
+    def __contains__(self, ref) -> bool:
+        if ref in self._weak:
+            return True
+        key = getattr(ref, "hex", None)
+        return bool(self._ids) and callable(key) and key() in self._ids
 
 
 def _as_list(refs) -> list:

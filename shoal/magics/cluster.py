@@ -19,7 +19,7 @@ import time
 from typing import Optional
 
 
-from ..core import api, runtime
+from ..core import api, backend, runtime
 from ..core.context import implicit_resource
 from ..util import state
 
@@ -33,7 +33,11 @@ class ClusterControl:
         self.shared_by: Optional[str] = None    # the shoal kernel: plain init() gets its cluster
 
     def ensure(self) -> runtime.Runtime:
-        """The runtime, started if needed, its output routed to the notebook."""
+        """The runtime, started if needed, its output routed to the notebook
+        (or the foreign backend, e.g. Ray's, that this process is connected to)."""
+        if backend.active is not None:
+            self.attach()
+            return backend.active
         rt = runtime.current_or_none()
         if rt is not None and rt.client.lost:
             print(f"shoal: the cluster at {rt.address} was lost ({rt.client.lost}); "
@@ -46,12 +50,19 @@ class ClusterControl:
                 self.connect(address)
             else:
                 self.start()
+            if backend.active is not None:
+                return backend.active
             rt = runtime.current()
         self.attach()
         return rt
 
     def attach(self) -> None:
         """Route the current runtime's output here, if there is one."""
+        if backend.active is not None:
+            backend.active.route_output(self.router)
+            if self.shared_by is not None:
+                backend.active.shared_by = self.shared_by
+            return
         rt = runtime.current_or_none()
         if rt is not None and not self.router.attached(rt.client):
             self.router.attach(rt.client)
@@ -77,6 +88,8 @@ class ClusterControl:
 
     def stop(self) -> None:
         """Disconnect; stop the cluster if this process started it."""
+        if backend.active is not None:
+            backend.active.unroute_output(self.router)
         rt = runtime.current_or_none()
         if rt is not None:
             self.router.detach(rt.client)
@@ -98,6 +111,10 @@ class ClusterView:
     """A snapshot of the cluster, shown as text or an HTML table."""
 
     def __init__(self) -> None:
+        self.foreign = backend.active
+        if self.foreign is not None:
+            self.running = True
+            return
         rt = runtime.current_or_none()
         self.running = rt is not None and not rt.client.lost
         if not self.running:
@@ -135,7 +152,23 @@ class ClusterView:
         return [(a.get("name") or a["actor_id"], a["class_name"], a["state"], a.get("engine_id") or "-")
                 for a in self.actors]
 
+    def _foreign_summary(self) -> list:
+        """A foreign backend's cluster: its address, nodes and resources."""
+        bk = self.foreign
+        nodes = [n for n in bk.nodes() if n.get("Alive", True)]
+        total, free = bk.cluster_resources(), bk.available_resources()
+        res = ", ".join(f"{k} {free.get(k, 0):g}/{v:g} free" for k, v in sorted(total.items())
+                        if not implicit_resource(k))
+        lines = [f"{bk.name} cluster at {bk.address}: {len(nodes)} node(s); {res}", "Nodes:"]
+        lines += [f"  {n['NodeID'][:16]:<18} {n.get('NodeManagerAddress', ''):<16} "
+                  + ", ".join(f"{k} {v:g}" for k, v in sorted(n.get("Resources", {}).items())
+                              if not implicit_resource(k))
+                  for n in nodes]
+        return lines
+
     def __repr__(self) -> str:
+        if self.foreign is not None:
+            return "\n".join(self._foreign_summary())
         if not self.running:
             return "No shoal cluster yet: one starts on first use (or `%cluster start [-n N]`)."
         lines = [self._summary(), "Engines:"]
@@ -148,6 +181,8 @@ class ClusterView:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
+        if self.foreign is not None:
+            return f"<pre class='shoal-cluster-view'>{html.escape(repr(self))}</pre>"
         if not self.running:
             return f"<p>{html.escape(repr(self))}</p>"
 

@@ -12,6 +12,8 @@ the cell — and shows "Cell In[N], line M" with the cell's lines.
 """
 from __future__ import annotations
 
+import os
+import re
 import sys
 from typing import Optional
 
@@ -49,7 +51,7 @@ def shown(exc: BaseException, stb: list) -> BaseException:
 
 def remote_exception(shell, err: BaseException, header: Optional[str] = None) -> BaseException:
     """The exception to raise in the notebook for a task's error `err`."""
-    if isinstance(err, TaskError):
+    if isinstance(err, TaskError) and "frames" in vars(err):      # shoal's own
         cause = err.cause if isinstance(err.cause, BaseException) else None
         if cause is None:
             cause = err
@@ -58,12 +60,29 @@ def remote_exception(shell, err: BaseException, header: Optional[str] = None) ->
         if cause is err:                   # no original class: show the remote text
             stb = stb[:-1] + [err.exception_text.rstrip()] if stb else [err.exception_text]
         exc = cause
+    elif isinstance(getattr(err, "cause", None), BaseException) and err.cause is not err:
+        # Another engine's task error (Ray's RayTaskError): the remote traceback
+        # comes as text (its str), the original exception as `cause`.
+        exc = err.cause
+        tb = fake_traceback(text_frames(getattr(err, "traceback_str", None) or str(err)), exc)
+        stb = shell.InteractiveTB.structured_traceback(type(exc), exc, tb, tb_offset=0)
     else:
         stb = short_traceback(shell, err)
         exc = err
     if header:
         stb = [header] + list(stb)
     return shown(exc, stb)
+
+
+_FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<name>.+)$', re.M)
+_SHOAL_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def text_frames(text: str) -> list:
+    """[(filename, lineno, name, None)] of a traceback printed as text, without
+    shoal's own frames (the engine drops them from its tracebacks too)."""
+    return [(m["file"], int(m["line"]), m["name"].strip(), None)
+            for m in _FRAME.finditer(text) if not m["file"].startswith(_SHOAL_DIR)]
 
 
 def short_traceback(shell, exc: BaseException) -> list:

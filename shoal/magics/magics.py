@@ -17,7 +17,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 
 
-from ..core import api, runtime
+from ..core import api, backend, runtime
 from .autoremote import AutoRemote
 from .background import BackgroundCells
 from .cells import RemoteCells
@@ -175,6 +175,8 @@ class ShoalMagics(Magics):
         return None
 
     def _running(self) -> bool:
+        if backend.active is not None:
+            return True
         rt = runtime.current_or_none()
         return rt is not None and not rt.client.lost
 
@@ -188,6 +190,10 @@ class ShoalMagics(Magics):
         """An interrupted cell (KeyboardInterrupt, e.g. in shoal.get or wait)
         cancels the tasks it submitted that are still pending or running."""
         if not isinstance(result.error_in_exec, KeyboardInterrupt):
+            return
+        if backend.active is not None:
+            if backend.active.cancel_cell(self.router):
+                print("shoal: cancelled this cell's tasks on the cluster", file=sys.stderr)
             return
         rt = runtime.current_or_none()
         if rt is not None and not rt.client.lost and self.router.attached(rt.client):

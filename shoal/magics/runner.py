@@ -137,7 +137,9 @@ def _run(spec: dict, ns: dict, byref: dict, values: tuple, token):
     aside = {n: ns.pop(n) for n in spec.get("aside", ()) if n in ns}
     before = {n: ns.get(n, _MISSING) for n in spec.get("absent", ())}
     try:
-        result = _execute(spec, ns)
+        # Another engine's route for the cell's output (shoal.core.backend.output_route).
+        with spec.get("output") or contextlib.nullcontext():
+            result = _execute(spec, ns)
     finally:
         unbound = {n for n in aside if n not in ns}
         for name in unbound:

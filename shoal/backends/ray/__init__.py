@@ -1,0 +1,19 @@
+"""shoal on a Ray cluster: `shoal.init(address="ray" | "ray:auto" | "ray:local" |
+"ray:HOST:PORT" | "ray://HOST:PORT")`.
+
+    backend.py   RayBackend: the interface of shoal.core.backend, delegating to Ray
+    worker.py    what runs in Ray's worker processes: shoal's API there, cell output routing
+    relay.py     the output relay (a Ray actor) and the driver's thread that drains it
+
+Needs Ray (`pip install 'shoal[ray]'`); this package imports it only when used.
+"""
+from __future__ import annotations
+
+
+def connect(address: str, **init_kwargs):
+    """Called by shoal.init() (through shoal.core.backend.connect)."""
+    from .backend import connect as connect_ray
+    return connect_ray(address, **init_kwargs)
+
+
+__all__ = ["connect"]

@@ -1,0 +1,189 @@
+"""What runs in Ray's worker processes for shoal.
+
+`setup()` is the job's worker_process_setup_hook (set by shoal.init on Ray):
+it makes the Ray backend active in each worker, so shoal's API called inside
+a task or actor (nested tasks, `shoal.get`, `shoal.put`, ...) goes to Ray too.
+
+`CellOutput` is what a task's code enters on the worker when it was
+submitted from a notebook cell (a `%%remote` cell's code, a plain task
+through `routed(fn)`, and the tasks those submit, at any depth): while it
+runs, its stdout, stderr and rich displays go to the output relay, tagged
+with the cell they belong to, instead of to the worker's log file (from
+where Ray's log forwarding would print them under whatever cell runs when
+they arrive).  Leaving it sends what is buffered and waits until the relay
+has it, so the notebook can show all of it before the cell's result.
+"""
+from __future__ import annotations
+
+import contextvars
+import inspect
+import io
+import os
+import sys
+import threading
+from typing import Optional
+
+FLUSH_BYTES = 8192          # send a stream's text at a newline, or once this much is buffered
+
+
+def setup() -> None:
+    """Ray's worker_process_setup_hook: shoal's API in this worker talks to Ray."""
+    from ...core import backend
+    from .backend import RayBackend
+    if backend.active is None:
+        backend.set_active(RayBackend("ray", in_worker=True))
+
+
+class _RelayStream(io.TextIOBase):
+    """sys.stdout / sys.stderr while a cell's output is routed."""
+
+    def __init__(self, output: "CellOutput", name: str) -> None:
+        self._output = output
+        self._name = name
+        self._parts: list = []
+        self._size = 0
+        self._lock = threading.Lock()
+
+    @property
+    def encoding(self) -> str:
+        return "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        with self._lock:
+            self._parts.append(text)
+            self._size += len(text)
+            ready = "\n" in text or self._size >= FLUSH_BYTES
+        if ready:
+            self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            text, self._parts, self._size = "".join(self._parts), [], 0
+        if text:
+            self._output.send(self._name, text)
+
+
+_relays: dict = {}          # relay name -> its handle, looked up once per process
+
+
+def _relay(name: str):
+    handle = _relays.get(name)
+    if handle is None:
+        import ray
+        from .relay import RELAY_NAMESPACE
+        handle = _relays[name] = ray.get_actor(name, namespace=RELAY_NAMESPACE)
+    return handle
+
+
+# The route of the task running in this thread: tasks it submits inherit it.
+current: contextvars.ContextVar[Optional["CellOutput"]] = contextvars.ContextVar(
+    "shoal_cell_output", default=None)
+
+
+class CellOutput:
+    """A route for one cell's output: the relay actor's handle and the cell's key
+    (which the notebook side maps back to the cell), the task's name, and
+    whether the task was started by another task (`nested`: its lines get
+    Ray's "(name pid=N)" prefix).  Picklable; entered on the worker around
+    the task's code."""
+
+    def __init__(self, relay: str, key: str, name: str = "", nested: bool = False,
+                 shell: bool = False) -> None:
+        self.relay = relay               # the relay actor's name
+        self.key = key
+        self.name = name
+        self.nested = nested
+        self.shell = shell               # a cell: its displays go through the engine's shell
+        self._last = None
+        self._saved = None
+
+    def __getstate__(self) -> dict:
+        return {"relay": self.relay, "key": self.key, "name": self.name, "nested": self.nested,
+                "shell": self.shell}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)
+
+    def child(self, name: str) -> "CellOutput":
+        """The route of a task this one submits: the same cell."""
+        return CellOutput(self.relay, self.key, name, nested=True)
+
+    def for_cell(self) -> "CellOutput":
+        """This route, for a `%%remote` cell's code (displays through its shell)."""
+        return CellOutput(self.relay, self.key, self.name, self.nested, shell=True)
+
+    def send(self, stream: str, payload) -> None:
+        item = (self.key, stream, os.getpid(), self.name, self.nested, payload)
+        self._last = _relay(self.relay).push.remote([item])
+
+    def _display(self, data: dict, metadata: dict) -> bool:
+        for s in (sys.stdout, sys.stderr):
+            s.flush()
+        self.send("display", {"data": data, "metadata": metadata})
+        return True
+
+    def _engine_shell(self):
+        """The process's engine shell (shoal.engine.display), whose displays
+        this route takes while entered: made for a cell, else if one exists."""
+        if not self.shell and "IPython" not in sys.modules:
+            return None
+        from IPython.core.interactiveshell import InteractiveShell
+        from ...engine import display as engine_display
+        if self.shell or isinstance(InteractiveShell._instance, engine_display.EngineShell):
+            return engine_display.engine_shell()
+        return None
+
+    def __enter__(self) -> "CellOutput":
+        shell = self._engine_shell()
+        self._saved = (sys.stdout, sys.stderr, shell, shell and shell.publisher,
+                       current.set(self))
+        sys.stdout = _RelayStream(self, "stdout")
+        sys.stderr = _RelayStream(self, "stderr")
+        if shell is not None:
+            shell.publisher = self._display
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            sys.stdout, sys.stderr, shell, publisher, token = self._saved
+            if shell is not None:
+                shell.publisher = publisher
+            current.reset(token)
+        if self._last is not None:
+            import ray
+            ray.get(self._last)        # the relay has all of it before the cell's result
+
+
+def routed(fn):
+    """`fn` taking a CellOutput first and running inside it (a generator
+    function stays one, for Ray's streaming returns).  Named as `fn`, so
+    Ray's task names and tracebacks stay the user's."""
+    if inspect.isgeneratorfunction(fn):
+        def run(__shoal_output, *args, **kwargs):
+            with __shoal_output:
+                yield from fn(*args, **kwargs)
+    else:
+        def run(__shoal_output, *args, **kwargs):
+            with __shoal_output:
+                return fn(*args, **kwargs)
+    for attr in ("__name__", "__qualname__", "__module__", "__doc__"):
+        try:
+            setattr(run, attr, getattr(fn, attr))
+        except (AttributeError, TypeError):
+            pass
+    return run
+
+
+__all__ = ["setup", "CellOutput", "current", "routed"]

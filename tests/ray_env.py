@@ -1,0 +1,51 @@
+"""A Python with a real Ray for the tests of the Ray backend and the Ray notebook.
+
+Ray is never a dependency of shoal: `benchmarks/setup-peers.sh` (run by
+.ci/run) makes benchmarks/.venv-peers with Ray and shoal's own runtime
+dependencies, and these tests run shoal from this source tree there
+(PYTHONPATH).  SHOAL_RAY_PYTHON names another interpreter.  Without one the
+tests skip, saying why, unless SHOAL_REQUIRE_RAY_TESTS=1 (CI), where they fail.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@functools.lru_cache(maxsize=None)
+def ray_python(check: str = "import ray, ipykernel") -> str | None:
+    """The first candidate interpreter where `check` runs (with shoal on its path)."""
+    candidates = [os.environ.get("SHOAL_RAY_PYTHON"),
+                  os.path.join(ROOT, "benchmarks", ".venv-peers", "bin", "python")]
+    for python in filter(None, candidates):
+        if os.path.exists(python) and subprocess.run(
+                [python, "-c", check], capture_output=True, env=ray_env(),
+                timeout=120).returncode == 0:
+            return python
+    return None
+
+
+def ray_env(**extra: str) -> dict:
+    """The environment for shoal from this tree in the Ray interpreter."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
+    env.pop("SHOAL_ADDRESS", None)
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    env.update(extra)
+    return env
+
+
+def require_ray_python(check: str = "import ray, ipykernel") -> str:
+    """The Ray interpreter, or skip (fail where SHOAL_REQUIRE_RAY_TESTS is set)."""
+    python = ray_python(check)
+    if python is None:
+        if os.environ.get("SHOAL_REQUIRE_RAY_TESTS"):
+            pytest.fail(f"no Python where `{check}` works: run benchmarks/setup-peers.sh")
+        pytest.skip("Ray is not installed here (shoal does not depend on it; "
+                    "benchmarks/setup-peers.sh installs it in a separate venv)")
+    return python
