@@ -15,7 +15,10 @@ class Adapter(BaseAdapter):
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no prompt/telemetry thread
         import ray
         self.ray = ray
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="warning")
+        # address="local": a Ray of its own, never one already running on the machine
+        # (ray.init() would join it, and measure someone else's cluster).
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 logging_level="warning")
 
     def remote(self, fn):
         return self.ray.remote(fn).remote
