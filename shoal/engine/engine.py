@@ -61,6 +61,7 @@ class TaskOutputStream(io.TextIOBase):
         self.fallback = fallback
         self._bufs: dict = {}          # task id -> (msg, [text])
         self._lock = threading.Lock()
+        self._sending = threading.Lock()
 
     def writable(self) -> bool:
         return True
@@ -76,17 +77,21 @@ class TaskOutputStream(io.TextIOBase):
         return len(text)
 
     def flush(self, task_id: Optional[str] = None) -> None:
-        if task_id is not None and task_id not in self._bufs:
-            return                     # the common case: the call printed nothing
-        with self._lock:
-            if task_id is None:
-                taken, self._bufs = list(self._bufs.values()), {}
-            else:
-                taken = [self._bufs.pop(task_id)] if task_id in self._bufs else []
-        for msg, parts in taken:
-            self.engine.client.send(m.TaskOutput(task_id=msg.task_id, name=msg.name,
-                                                 pid=os.getpid(), stream=self.stream,
-                                                 text="".join(parts)))
+        # Taking and sending are one step under _sending: a call's flush at its end
+        # waits for text the background flusher has taken but not sent yet, so a
+        # call's output always goes out before its result.
+        with self._sending:
+            if task_id is not None and task_id not in self._bufs:
+                return                     # the common case: the call printed nothing
+            with self._lock:
+                if task_id is None:
+                    taken, self._bufs = list(self._bufs.values()), {}
+                else:
+                    taken = [self._bufs.pop(task_id)] if task_id in self._bufs else []
+            for msg, parts in taken:
+                self.engine.client.send(m.TaskOutput(task_id=msg.task_id, name=msg.name,
+                                                     pid=os.getpid(), stream=self.stream,
+                                                     text="".join(parts)))
         self.fallback.flush()
 
 
