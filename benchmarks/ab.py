@@ -1,7 +1,7 @@
 """Interleaved A/B runs of shoal against itself: two source trees, same workloads.
 
     python benchmarks/ab.py --base /tmp/base-tree --rounds 5 \\
-        --workloads latency,throughput,numpy_arg,actor_latency --json benchmarks/results/x.json
+        --workloads latency,throughput,numpy_arg,actor_latency --json benchmarks/runs/ab-DATE.json
 
 Each round runs `run.py --frameworks shoal` once from each tree (the order
 alternates between rounds, so drift in the machine's load hits both alike),
