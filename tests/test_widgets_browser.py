@@ -155,9 +155,9 @@ SNAPSHOTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "browser", 
 
 
 def test_saved_notebook_shows_each_widgets_last_state(lab, tmp_path):
-    """Execute in JupyterLab, save, reopen the saved file without a kernel (nbconvert's
-    HTML in Chromium, as GitHub or a static viewer shows it): the bar is saved finished,
-    the timeline with its runs."""
+    """Execute in JupyterLab, save, reopen the saved file in JupyterLab once its kernel is
+    gone, and without a kernel (nbconvert's HTML in Chromium, as GitHub or a static viewer
+    shows it): the bar is saved finished, the timeline with its runs."""
     import nbformat
     from nbconvert import HTMLExporter
     page = lab.open(SNAPSHOTS)
@@ -178,6 +178,21 @@ def test_saved_notebook_shows_each_widgets_last_state(lab, tmp_path):
                 and "<svg" in timeline else None)
     nb = _poll(saved_outputs, 30, "the saved snapshots to be final")
     lab.api("DELETE", f"/api/sessions/{lab.api('GET', '/api/sessions')[0]['id']}")
+
+    # JupyterLab again, the kernel that made the widgets gone: ipywidgets says the model
+    # is not found and shows the saved fallback beside it, which must be the last state.
+    reopened = page.context.new_page()
+    reopened.goto(f"{lab.base}/lab/tree/{os.path.basename(SNAPSHOTS)}?reset&token={lab.token}")
+    reopened.wait_for_selector(".jp-NotebookPanel", timeout=60_000)
+    in_lab = _poll(lambda: reopened.evaluate("""() => {
+        const bar = document.querySelector('.jp-OutputArea-output .shoal-progress-static');
+        const timeline = document.querySelector('.jp-OutputArea-output .shoal-timeline-static');
+        return bar && timeline && {bar: {...bar.dataset}, runs: timeline.dataset.runs};
+    }"""), 60, "the saved fallbacks in JupyterLab")
+    assert in_lab["bar"]["status"] == "done" and in_lab["bar"]["done"] == "6", in_lab
+    assert int(in_lab["runs"]) >= 6, in_lab
+    reopened.screenshot(path=os.path.join(shots_dir(tmp_path), "reopened-in-lab.png"), full_page=True)
+    reopened.close()
 
     body, _ = HTMLExporter().from_notebook_node(nb)
     static = os.path.join(str(tmp_path), "saved.html")
