@@ -5,8 +5,8 @@ timeline has a bar per task run (finished and failed counted apart, 10,098 in al
 per pixel when drawn), follows the present while tasks run and answers hover, zoom and fit; the automatic progress bar of a long `shoal.wait` ends at its total; a
 background `shoal.progress` bar reaches its total while the kernel is idle; the object
 table lists every object the notebook put.  A second notebook is executed, saved and
-reopened without a kernel (nbconvert's HTML in Chromium): its bar is saved finished and
-its timeline with its runs.  Screenshots go to $SHOAL_SCREENSHOTS (or the
+reopened in JupyterLab once its kernel is gone and without a kernel (nbconvert's HTML in
+Chromium): its bar is saved finished and its timeline with its runs.  Screenshots go to $SHOAL_SCREENSHOTS (or the
 test's tmp dir).
 
 Needs Chromium, playwright and jupyterlab (scripts/system-deps.sh and the test extra install
