@@ -75,14 +75,14 @@ class TaskLifecycle:
 
     def _init_lifecycle(self, strict: Optional[bool]) -> None:
         self.strict = strict_default() if strict is None else strict
-        self.stimulus: tuple = ("start", 0)     # what the scheduler is handling now
+        self.stimulus: tuple = ("start", 0, self.clock())   # the event handled now: kind, id, time
         self._stimuli = 0
         self.ended_stories: dict = {}           # task id -> story, oldest first (bounded)
 
     def _stimulate(self, kind: str) -> None:
         """A new event (a message, a closed connection, a timer) begins."""
         self._stimuli += 1
-        self.stimulus = (kind, self._stimuli)
+        self.stimulus = (kind, self._stimuli, self.clock())
 
     def _to(self, task, state: TaskState, why: str) -> None:
         """Move `task` to `state`, recording why in its story."""
@@ -92,7 +92,7 @@ class TaskLifecycle:
                           f"({why})")
         task.state = state
         story = task.story
-        story.append((self.clock(), self.stimulus, old, state, why, task.engine_id))
+        story.append((self.stimulus, old, state, why, task.engine_id))
         if len(story) > STORY_PER_TASK:        # keep how it began and how it goes now
             del story[1]
         if state in ENDED:
@@ -107,7 +107,7 @@ class TaskLifecycle:
         engine.state = state
 
     def _illegal(self, what: str) -> None:
-        log.error("BUG: illegal transition %s, while handling %s-%d", what, *self.stimulus)
+        log.error("BUG: illegal transition %s, while handling %s-%d", what, *self.stimulus[:2])
         if self.strict:
             raise IllegalTransition(what)
 
@@ -118,17 +118,19 @@ class TaskLifecycle:
         if story is None:
             return None
         return [{"time": t, "stimulus": f"{kind}-{n}", "from": old, "to": new, "why": why,
-                 "engine_id": engine} for t, (kind, n), old, new, why, engine in story]
+                 "engine_id": engine} for (kind, n, t), old, new, why, engine in story]
 
     def _query_story(self, args: dict) -> dict:
-        """Query "story": args task_id, or object_id (the task that makes it)."""
-        task_id = args.get("task_id")
-        if task_id is None:
-            oid = args["object_id"]
-            obj = self.objects.get(oid)
-            task_id = obj.producer if obj is not None and obj.producer else oid.split("/")[0]
-        story = self.story(task_id)
+        """Query "story": args task_id, or object_id (the task that makes it);
+        either may be given the other's kind of id."""
+        ident = args.get("task_id") or args["object_id"]
+        task_id, story = ident, self.story(ident)
         if story is None:
-            raise LookupError(f"no story for task {task_id}: it is not a task of this cluster, "
+            obj = self.objects.get(ident)
+            task_id = (obj.producer if obj is not None and obj.producer
+                       else ident.rpartition("/")[0] or ident)
+            story = self.story(task_id)
+        if story is None:
+            raise LookupError(f"no story for task {ident}: it is not a task of this cluster, "
                               f"or it ended more than {FINISHED_STORIES:,} tasks ago")
         return {"task_id": task_id, "story": story}

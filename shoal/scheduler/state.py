@@ -39,6 +39,8 @@ DEFAULT_HEARTBEAT_TIMEOUT = 6.0    # a silent host is lost well within 10 s
 MAX_DEPARTED_HOSTS = 100     # hosts that left, remembered for nodes() (Alive: False)
 
 
+_ENDED_WHY = {"finished": "it returned", "failed": "it raised an exception",
+              "cancelled": "cancelled"}
 PUSH_BATCH_BYTES = 16 << 20     # inline values per ObjectsReady, well under a frame's limit
 
 
@@ -163,7 +165,7 @@ class Task:
     # Where its output goes when a task started it: (owner, task id) of the
     # first task of the chain, so a cell's nested work prints under the cell.
     origin: Optional[tuple] = None
-    story: list = field(default_factory=list)   # (time, stimulus, from, to, why, engine)
+    story: list = field(default_factory=list)   # ((event, id, time), from, to, why, engine)
 
 
 class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, ActorScheduling,
@@ -600,7 +602,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
                            f"generator task {task.spec.name} ({msg.task_id}), item {msg.index}")
 
     def _complete(self, task: Task, results: list, nested: list, status: str,
-                  why: str = "its engine reported it") -> None:
+                  why: Optional[str] = None) -> None:
         spec = task.spec
         if task.rebuilding:
             self._rebuilt(task, results, nested)
@@ -615,7 +617,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
             if not self._keep_lineage(task, results):
                 for oid in (*spec.deps, *spec.nested):
                     self._unpin(oid)
-        self._to(task, status, why)
+        self._to(task, status, why or _ENDED_WHY[status])
         self._record(task, status)
         self.finished_count[status] = self.finished_count.get(status, 0) + 1
         del self.tasks[spec.task_id]
@@ -755,6 +757,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         peer = self.peers.pop(conn, None)
         if peer is None:
             return
+        self._stimulate(f"Closed:{peer.kind}")
         self.event_subscribers.discard(conn)
         self.changed("cluster")
         engine_id = self.engine_by_conn.pop(conn, None)
@@ -915,6 +918,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
                    "list_actors": self._query_list_actors, "scale": self._query_scale,
                    "placement_groups": self._query_placement_groups,
                    "objects": self._query_objects, "memory": self._query_memory,
+                   "story": self._query_story,
                    }.get(msg.kind)
         try:
             if handler is None:
@@ -991,6 +995,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         """Called every HEARTBEAT_INTERVAL by the I/O shell: beats go to every
         agent; returns the agent connections silent past the timeout, which
         the shell closes (their hosts are then lost as if they had hung up)."""
+        self._stimulate("HeartbeatTimer")
         now = self.clock()
         silent = []
         for host in list(self.hosts.values()):
