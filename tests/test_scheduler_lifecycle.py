@@ -271,3 +271,21 @@ def test_an_actors_calls_and_its_restarted_constructor():
         (None, "waiting"), ("waiting", "ready"), ("ready", "running"), ("running", "finished")]
     assert [r["to"] for r in h.s.story("c1")] == [
         "waiting", "ready", "running", "ready", "running"]
+
+
+def test_a_task_run_again_from_lineage_continues_its_story():
+    h = Harness(cpus=1)
+    h.add_host("h2", 1, resources={"B": 1})
+    t = h.submit(resources={"CPU": 1.0, "B": 1.0})
+    assert h.executes(h.out()) == {t: "h2.e0"}
+    h.s.handle("h2.e0", m.TaskFinished(task_id=t, results=[
+        ObjectEntry(f"{t}/0", host_id="h2", size=10)]))          # stored on h2 only
+    h.add_host("h3", 1, resources={"B": 1})
+    h.out()
+    h.s.connection_closed("agent-h2")                             # h2 is lost, and its store
+    assert h.executes(h.out()) == {t: "h3.e0"}
+    story = h.s.story(t)
+    assert [(r["from"], r["to"]) for r in story] == [
+        (None, "waiting"), ("waiting", "ready"), ("ready", "running"), ("running", "finished"),
+        (None, "waiting"), ("waiting", "ready"), ("ready", "running")]
+    assert "from its lineage" in story[4]["why"] and story[4]["stimulus"].startswith("Closed:agent")

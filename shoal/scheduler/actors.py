@@ -128,8 +128,9 @@ class ActorScheduling:
         actor.state = "creating"
         task = self.tasks.get(actor.creation.task_id)
         if task is None:                 # a restart: the creation runs again
-            task = self._new_task(actor.creation, actor.owner)
-            self._to(task, READY, f"its actor restarts ({actor.restarts} so far)")
+            task = self._new_task(actor.creation, actor.owner,
+                                  again=f"its actor restarts ({actor.restarts} so far)")
+            self._to(task, READY, "its arguments are ready")
         task.engine_id, task.host_id = engine.engine_id, engine.host_id
         task.started_at = self.clock()
         self._to(task, RUNNING, "its actor's engine joined")

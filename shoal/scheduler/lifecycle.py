@@ -1,5 +1,6 @@
 """Every state a task and an engine can be in, the transitions allowed between
-them, and each task's story (what happened to it, when, and why).
+them (engines: idle, busy, stopping), and each task's story (what happened
+to it, when, and why).
 
 A task is in exactly one state; `TaskLifecycle._to` is the only place that
 changes it, and it refuses a transition not in TASK_TRANSITIONS (a bug in the
@@ -50,6 +51,10 @@ TASK_TRANSITIONS = frozenset({
     (CANCELLING, FINISHED), (CANCELLING, FAILED), (CANCELLING, CANCELLED),
 })
 
+# old state -> the states it may go to (a lookup without building a pair per call)
+NEXT_STATES = {old: frozenset(new for o, new in TASK_TRANSITIONS if o == old)
+               for old in (None, *TaskState.__args__)}
+
 EngineState = Literal["idle", "busy", "stopping"]
 IDLE: EngineState = "idle"
 BUSY: EngineState = "busy"
@@ -87,7 +92,7 @@ class TaskLifecycle:
     def _to(self, task, state: TaskState, why: str) -> None:
         """Move `task` to `state`, recording why in its story."""
         old = task.state
-        if (old, state) not in TASK_TRANSITIONS:
+        if state not in NEXT_STATES[old]:
             self._illegal(f"task {task.spec.task_id} ({task.spec.name}): {old} -> {state} "
                           f"({why})")
         task.state = state
@@ -96,8 +101,9 @@ class TaskLifecycle:
         if len(story) > STORY_PER_TASK:        # keep how it began and how it goes now
             del story[1]
         if state in ENDED:
+            # A tuple of tuples of atoms: the garbage collector stops tracking it.
             stories = self.ended_stories
-            stories[task.spec.task_id] = story
+            stories[task.spec.task_id] = tuple(story)
             if len(stories) > FINISHED_STORIES:
                 del stories[next(iter(stories))]
 

@@ -230,7 +230,8 @@ class ObjectTracking:
                     ", ".join(o.object_id for o in objs), spec.name, spec.task_id)
         owner = lineage.owner if lineage.owner in self.peers else next(
             (c for o in objs for c in o.holders), None)
-        task = self._new_task(spec, owner)
+        task = self._new_task(spec, owner, again="run again from its lineage: results of it "
+                                                 "were lost with their host")
         task.rebuilding = True
         task.retries_left = lineage.retries_left
         for oid in spec.deps:
@@ -239,7 +240,7 @@ class ObjectTracking:
                 task.missing.add(oid)
                 self.dependents.setdefault(oid, []).append(spec.task_id)
         if not task.missing:
-            self._make_ready(task, why="re-run to rebuild results lost with a host")
+            self._make_ready(task)
 
     def _rebuilt(self, task, results: list, nested: list) -> None:
         """A rebuild finished: fill in the objects that were lost (only those)."""

@@ -233,7 +233,8 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
             raise ValueError(f"{type(msg).__name__} before hello")
         if conn in self.host_by_conn:
             self.last_heard[conn] = self.clock()
-        self._stimulate(msg.__class__.__name__)
+        self._stimuli += 1                   # (TaskLifecycle._stimulate, inlined: per message)
+        self.stimulus = (msg.__class__.__name__, self._stimuli, self.clock())
         handler(self, conn, msg)
 
     # ------------------------------------------------------------------ joining
@@ -287,12 +288,14 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
     def _on_register_function(self, conn, msg: m.RegisterFunction) -> None:
         self.functions[msg.func_id] = msg
 
-    def _new_task(self, spec: m.SubmitTask, owner) -> Task:
+    def _new_task(self, spec: m.SubmitTask, owner, again: str = "") -> Task:
+        """A task, waiting; `again` says why it runs again (an actor's restart,
+        a lineage rebuild): its story goes on where it ended."""
         task = Task(spec, owner, set(), spec.max_retries, submitted_at=self.clock())
         self.tasks[spec.task_id] = task
-        if self.ended_stories:           # run again (an actor's restart, a rebuild): one story
-            task.story = self.ended_stories.pop(spec.task_id, None) or task.story
-        self._to(task, WAITING, "submitted")
+        if again:
+            task.story = list(self.ended_stories.pop(spec.task_id, ()))
+        self._to(task, WAITING, again or "submitted")
         return task
 
     def _object(self, oid: str) -> Obj:
@@ -459,8 +462,8 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         engine.task_id = task_id
         if task_id is not None:
             self.may_prefetch.add(engine.engine_id)
-        if engine.state != STOPPING:
-            self._engine_to(engine, IDLE if task_id is None else BUSY)
+        if engine.state != STOPPING:         # idle <-> busy: always legal (lifecycle.py)
+            engine.state = IDLE if task_id is None else BUSY
         host = self.hosts.get(engine.host_id)
         if host is not None and engine.actor_id is None:
             if task_id is None and engine.engine_id in host.engines:
