@@ -487,7 +487,9 @@ def format_status(address: str, status: dict) -> str:
     lines.append("Engines:")
     for e in sorted(status["engines"], key=lambda e: e["engine_id"]):
         doing = (f"hosts actor {e['actor_id']}" if e.get("actor_id") else
-                 f"running {e['task_id']}" if e["task_id"] else "idle")
+                 f"running {e['task_id']}" if e["task_id"] else
+                 "stopping (its task was cancelled with force)" if e["state"] == "stopping"
+                 else "idle")
         lines.append(f"  {e['engine_id']:<16} pid {e['pid']:<8} {doing}"
                      + (" (blocked in get)" if e["blocked"] else ""))
     if status.get("actors"):

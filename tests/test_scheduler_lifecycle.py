@@ -4,6 +4,7 @@ import logging
 
 import pytest
 
+from shoal.cli import format_status
 from shoal.exceptions import TaskCancelledError, WorkerCrashedError
 from shoal.protocol import messages as m
 from shoal.protocol.messages import ObjectEntry
@@ -125,6 +126,8 @@ def test_force_cancel_stops_the_engine_and_it_stays_busy_until_replaced(state):
     assert ("agent-h1", m.StopEngine(engine_id="h1.e0", restart=True)) in out
     assert h.s.engines["h1.e0"].state == "stopping" and not h.s.hosts["h1"].idle
     assert h.s.status()["engines"][0]["state"] == "stopping"
+    assert "h1.e0            pid 10       stopping (its task was cancelled with force)" in \
+        format_status("x", h.s.status())
     late = h.submit()                         # nothing runs on a stopping engine
     assert h.executes(h.out()) == {}
     h.finish("h1.e0", t)                      # a late report is stale

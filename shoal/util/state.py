@@ -6,7 +6,8 @@ from ..core.object_ref import ObjectRef
 
 
 def list_engines() -> list[dict]:
-    """Every engine: engine_id, host_id, pid, state (idle, busy, actor), task_id, actor_id."""
+    """Every engine: engine_id, host_id, pid, state (idle, busy, actor, or stopping: its
+    task was cancelled with force and a new engine replaces it), task_id, actor_id."""
     return runtime.current().client.status()["engines"]
 
 
