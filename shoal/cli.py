@@ -435,7 +435,8 @@ def cmd_story(args) -> int:
 def format_story(task_id: str, story: list) -> str:
     lines = [f"task {task_id}: {len(story)} transitions, oldest first"]
     for r in story:
-        stamp = time.strftime("%H:%M:%S", time.localtime(r["time"])) + f"{r['time'] % 1:.3f}"[1:]
+        seconds, ms = divmod(int(r["time"] * 1000), 1000)
+        stamp = time.strftime("%H:%M:%S", time.localtime(seconds)) + f".{ms:03d}"
         lines.append(f"  {stamp}  {r['stimulus']:<22} {r['from'] or '-':>10} -> {r['to']:<10} "
                      f"{r['why']}" + (f" [{r['engine_id']}]" if r["engine_id"] else ""))
     return "\n".join(lines)

@@ -173,3 +173,17 @@ def test_a_tasks_story_from_python_and_from_the_shell(capsys, runtime_dir, fresh
     assert code == 2 and "no story for task no-such-task" in err
     with pytest.raises(TypeError, match="task id, an ObjectRef"):
         task_story(42)
+
+
+def test_a_story_prints_one_line_per_transition_with_milliseconds():
+    t = 1765017599.9996                       # rounds down, never to the next second's .000
+    out = cli.format_story("t1", [
+        {"time": t, "stimulus": "SubmitTask-1", "from": None, "to": "waiting",
+         "why": "submitted", "engine_id": None},
+        {"time": t, "stimulus": "SubmitTask-1", "from": "ready", "to": "running",
+         "why": "dispatched", "engine_id": "h1.e0"}])
+    stamp = time.strftime("%H:%M:%S", time.localtime(int(t))) + ".999"
+    assert out.splitlines() == [
+        "task t1: 2 transitions, oldest first",
+        f"  {stamp}  SubmitTask-1                    - -> waiting    submitted",
+        f"  {stamp}  SubmitTask-1                ready -> running    dispatched [h1.e0]"]
