@@ -7,9 +7,10 @@ here: anything hashable works, which is what the tests pass.
 
 Tasks move through: waiting (for arguments) -> ready -> (queued on a busy
 engine ->) running -> finished, with failed/cancelled as finished variants;
-lifecycle.py lists every state and the transitions allowed between them.  Objects are pending until their
-task finishes or they are put; they are freed once no client holds them, no
-pending task needs them and no live object contains them.
+lifecycle.py lists every state and the transitions allowed between them.
+Objects are pending until their task finishes or they are put; they are freed
+once no client holds them, no pending task needs them and no live object
+contains them.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ MAX_DEPARTED_HOSTS = 100     # hosts that left, remembered for nodes() (Alive: F
 
 
 _ENDED_WHY = {"finished": "it returned", "failed": "it raised an exception",
-              "cancelled": "cancelled"}
+              "cancelled": "cancelled"}          # a task's last story record, by default
 PUSH_BATCH_BYTES = 16 << 20     # inline values per ObjectsReady, well under a frame's limit
 
 
