@@ -292,3 +292,27 @@ def test_a_task_run_again_from_lineage_continues_its_story():
         (None, "waiting"), ("waiting", "ready"), ("ready", "running"), ("running", "finished"),
         (None, "waiting"), ("waiting", "ready"), ("ready", "running")]
     assert "from its lineage" in story[4]["why"] and story[4]["stimulus"].startswith("Closed:agent")
+
+
+def test_an_engine_blocked_in_get_is_in_state_blocked():
+    h = Harness(cpus=1)
+    a = h.submit()
+    h.out()
+    engine = h.s.engines["h1.e0"]
+    h.s.handle("h1.e0", m.EngineBlocked(task_id=a, blocked=True))
+    assert engine.state == "blocked" and h.s.hosts["h1"].available["CPU"] == 1.0  # lent back
+    assert {k: h.s.status()["engines"][0][k] for k in ("state", "blocked")} == {
+        "state": "busy", "blocked": True}                     # as listed before
+    h.s.handle("h1.e0", m.EngineBlocked(task_id=a, blocked=True))   # said twice: no change
+    h.s.handle("h1.e0", m.EngineBlocked(task_id=a, blocked=False))
+    assert engine.state == "busy" and h.s.hosts["h1"].available["CPU"] == 0.0
+    h.s.handle("h1.e0", m.EngineBlocked(task_id=a, blocked=True))
+    h.finish("h1.e0", a)                                  # ends while blocked: idle
+    assert engine.state == "idle" and h.s.hosts["h1"].available["CPU"] == 1.0
+    b = h.submit()
+    h.out()
+    h.s.handle("h1.e0", m.EngineBlocked(task_id=b, blocked=True))
+    h.s.handle("drv", m.CancelTask(object_id=f"{b}/0", force=True, recursive=False))
+    assert engine.state == "stopping"
+    with pytest.raises(IllegalTransition, match="idle -> blocked"):
+        h.s._engine_to(h.s.engines["h1.e0"].__class__("x", "h1", "c", 1), "blocked")

@@ -1,5 +1,5 @@
 """Every state a task and an engine can be in, the transitions allowed between
-them (engines: idle, busy, stopping), and each task's story (what happened
+them (engines: idle, busy, blocked, stopping), and each task's story (what happened
 to it, when, and why).
 
 A task is in exactly one state; `TaskLifecycle._to` is the only place that
@@ -55,12 +55,14 @@ TASK_TRANSITIONS = frozenset({
 NEXT_STATES = {old: frozenset(new for o, new in TASK_TRANSITIONS if o == old)
                for old in (None, *TaskState.__args__)}
 
-EngineState = Literal["idle", "busy", "stopping"]
+EngineState = Literal["idle", "busy", "blocked", "stopping"]
 IDLE: EngineState = "idle"
 BUSY: EngineState = "busy"
+BLOCKED: EngineState = "blocked"     # busy, its task waiting in get (its CPU lent back)
 STOPPING: EngineState = "stopping"   # told to stop (its task was killed); not idle until replaced
 ENGINE_TRANSITIONS = frozenset({(IDLE, BUSY), (BUSY, IDLE), (BUSY, BUSY), (IDLE, IDLE),
-                                (IDLE, STOPPING), (BUSY, STOPPING)})
+                                (BUSY, BLOCKED), (BLOCKED, BUSY), (BLOCKED, IDLE),
+                                (IDLE, STOPPING), (BUSY, STOPPING), (BLOCKED, STOPPING)})
 
 STORY_PER_TASK = 64          # records kept per task (the first and the latest ones)
 FINISHED_STORIES = 10_000    # stories of ended tasks kept for `shoal story`

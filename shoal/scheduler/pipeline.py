@@ -15,7 +15,7 @@ import logging
 from ..exceptions import TaskCancelledError
 from ..protocol import messages as m
 from . import policy
-from .lifecycle import CANCELLING, ON_ENGINE, QUEUED, READY, REVOKING, RUNNING
+from .lifecycle import BLOCKED, CANCELLING, ON_ENGINE, QUEUED, READY, REVOKING, RUNNING
 
 log = logging.getLogger("shoal.scheduler")
 
@@ -32,7 +32,7 @@ class Pipelining:
             for engine_id in candidates:
                 engine = self.engines.get(engine_id)
                 if (engine is None or engine.prefetched is not None or engine.actor_id is not None
-                        or engine.blocked or engine.task_id not in self.tasks):
+                        or engine.state == BLOCKED or engine.task_id not in self.tasks):
                     continue                     # ineligible until its state changes again
                 running = self.tasks[engine.task_id]
                 # Not behind a GPU task, nor on an engine that ran one, nor behind a

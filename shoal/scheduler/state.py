@@ -27,7 +27,7 @@ from ..protocol.serialization import dumps
 from . import policy
 from .actors import ActorScheduling
 from .events import EventStream
-from .lifecycle import (BUSY, CANCELLED, CANCELLING, FAILED, HOLDING, IDLE, ON_ENGINE, QUEUED,
+from .lifecycle import (BLOCKED, BUSY, CANCELLED, CANCELLING, FAILED, HOLDING, IDLE, ON_ENGINE, QUEUED,
                         READY, REVOKING, RUNNING, STOPPING, WAITING, TaskLifecycle)
 from .objects import Obj, ObjectTracking
 from .pipeline import Pipelining
@@ -135,11 +135,10 @@ class Engine:
     conn: Any
     pid: int
     task_id: Optional[str] = None
-    blocked: bool = False
     functions: set = field(default_factory=set)
     actor_id: Optional[str] = None       # an engine dedicated to one actor
     prefetched: Optional[str] = None     # the task queued behind the running one
-    state: str = IDLE                    # pool engines: idle, busy, stopping (lifecycle.py)
+    state: str = IDLE                    # pool engines: idle, busy, blocked, stopping (lifecycle.py)
     ran_gpu: bool = False                # it ran a GPU task: CPU-only tasks go elsewhere (Ray)
     calls: dict = field(default_factory=dict)    # function id -> runs (for max_calls)
 
@@ -463,7 +462,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         engine.task_id = task_id
         if task_id is not None:
             self.may_prefetch.add(engine.engine_id)
-        if engine.state != STOPPING:         # idle <-> busy: always legal (lifecycle.py)
+        if engine.state != STOPPING:         # to idle or busy: always legal (lifecycle.py)
             engine.state = IDLE if task_id is None else BUSY
         host = self.hosts.get(engine.host_id)
         if host is not None and engine.actor_id is None:
@@ -495,7 +494,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
                 # Idle engines that ran GPU tasks make way for fresh ones.
                 for eid in [e for e in host.idle if self.engines[e].ran_gpu][:backlog]:
                     self._retire_engine(host, self.engines[eid])
-                blocked = sum(self.engines[e].blocked for e in host.engines)
+                blocked = sum(self.engines[e].state == BLOCKED for e in host.engines)
                 count = min(backlog, host.base_engines + blocked - len(host.engines)
                             - host.starting)
                 if count > 0:
@@ -548,7 +547,6 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
             host.release(task.held, task.gpu_ids, task.pool)
         if engine is not None and engine.task_id == task.spec.task_id:
             self._assign(engine, None)
-            engine.blocked = False
         task.held, task.gpu_ids = {}, []
 
     def _on_task_finished(self, conn, msg: m.TaskFinished) -> None:
@@ -679,9 +677,9 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         task = self.tasks.get(msg.task_id)
         if engine is None or task is None or engine.task_id != msg.task_id:
             return
-        if engine.blocked == msg.blocked:
+        if (engine.state == BLOCKED) == msg.blocked:
             return
-        engine.blocked = msg.blocked
+        self._engine_to(engine, BLOCKED if msg.blocked else BUSY)
         host = self.hosts[engine.host_id]
         # Lend the CPU back while blocked; taking it again may oversubscribe
         # the host for a while, as in Ray, rather than deadlock.
@@ -905,7 +903,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         host = self.hosts.get(engine.host_id)
         if host is None:
             return
-        blocked = sum(self.engines[e].blocked for e in host.engines)
+        blocked = sum(self.engines[e].state == BLOCKED for e in host.engines)
         if len(host.engines) > host.base_engines + blocked and not any(True for _ in self._all_ready()):
             self._retire_engine(host, engine)
 
@@ -980,8 +978,8 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
             "departed_hosts": list(self.departed_hosts.values()),
             "engines": [{
                 "engine_id": e.engine_id, "host_id": e.host_id, "pid": e.pid,
-                "task_id": e.task_id, "blocked": e.blocked, "actor_id": e.actor_id,
-                "state": "actor" if e.actor_id else e.state,
+                "task_id": e.task_id, "blocked": e.state == BLOCKED, "actor_id": e.actor_id,
+                "state": "actor" if e.actor_id else BUSY if e.state == BLOCKED else e.state,
             } for e in self.engines.values()],
             "actors": [self.actor_info(a) for a in self.actors.values() if a.state != "dead"],
             "clients": [{"kind": p.kind, "client_id": p.client_id, "pid": p.pid,
