@@ -180,6 +180,10 @@ def _parser() -> argparse.ArgumentParser:
          "  shoal status\n  shoal status --json | jq .engines"),
         ("memory", cmd_memory, "show the object store: memory per host and every object "
                                "(like `ray memory`)", "  shoal memory\n  shoal memory --json"),
+        ("story", cmd_story, "show what happened to a task and why: each of its state "
+                             "transitions, with the event that caused it",
+         "  shoal story 3f2a9c...           a task id (or the id of one of its results)\n"
+         "  shoal story 3f2a9c... --json"),
         ("logs", cmd_logs, "print a cluster's log files, or follow them",
          "  shoal logs                     every log of the cluster\n"
          "  shoal logs --tail 20 --follow  the last 20 lines of each, then what is added\n"
@@ -191,7 +195,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="HOST:PORT of the cluster (default: the one started here with "
                             "`shoal start`; if several run, say which)")
         p.set_defaults(func=func)
-        if name in ("status", "memory"):
+        if name == "story":
+            p.add_argument("task_id", metavar="TASK_ID",
+                           help="the task's id (ObjectRef.task_id()), or an id of its results")
+        if name in ("status", "memory", "story"):
             p.add_argument("--json", action="store_true", help="print the raw data as JSON")
         if name == "logs":
             p.add_argument("--engine", default=None, help="only this engine's log")
@@ -404,13 +411,35 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _query(address: str | None, kind: str):
+def _query(address: str | None, kind: str, **args):
     info = _find(address)
     client = Client.connect(info["address"], bytes.fromhex(info["key"]), kind="cli", timeout=5)
     try:
-        return info, client.query(kind)
+        return info, client.query(kind, **args)
     finally:
         client.close()
+
+
+def cmd_story(args) -> int:
+    try:
+        _, reply = _query(args.address, "story", task_id=args.task_id)
+    except ValueError as exc:           # the scheduler knows no such task
+        raise UsageError(str(exc)) from None
+    if args.json:
+        print(json.dumps(reply, indent=1))
+        return 0
+    print(format_story(reply["task_id"], reply["story"]))
+    return 0
+
+
+def format_story(task_id: str, story: list) -> str:
+    lines = [f"task {task_id}: {len(story)} transitions, oldest first"]
+    for r in story:
+        seconds, ms = divmod(int(r["time"] * 1000), 1000)
+        stamp = time.strftime("%H:%M:%S", time.localtime(seconds)) + f".{ms:03d}"
+        lines.append(f"  {stamp}  {r['stimulus']:<22} {r['from'] or '-':>10} -> {r['to']:<10} "
+                     f"{r['why']}" + (f" [{r['engine_id']}]" if r["engine_id"] else ""))
+    return "\n".join(lines)
 
 
 def cmd_memory(args) -> int:
@@ -459,7 +488,9 @@ def format_status(address: str, status: dict) -> str:
     lines.append("Engines:")
     for e in sorted(status["engines"], key=lambda e: e["engine_id"]):
         doing = (f"hosts actor {e['actor_id']}" if e.get("actor_id") else
-                 f"running {e['task_id']}" if e["task_id"] else "idle")
+                 f"running {e['task_id']}" if e["task_id"] else
+                 "stopping (its task was cancelled with force)" if e["state"] == "stopping"
+                 else "idle")
         lines.append(f"  {e['engine_id']:<16} pid {e['pid']:<8} {doing}"
                      + (" (blocked in get)" if e["blocked"] else ""))
     if status.get("actors"):

@@ -1,6 +1,11 @@
+import os
 import time
 
 import pytest
+
+# An illegal task or engine transition in any scheduler the tests start (in this
+# process or a child) raises instead of only being logged (scheduler/lifecycle.py).
+os.environ["SHOAL_STRICT_STATES"] = "1"
 
 import shoal
 

@@ -133,8 +133,8 @@ def test_an_embedded_cluster_is_invisible_without_its_address(capsys, runtime_di
     assert list(runtime_dir.glob("shoal-cluster-*.json"))     # it has a connection file
     code, out, _ = run_cli(capsys, "stop")
     assert code == 0 and "nothing to stop" in out
-    for command in ("status", "memory", "logs"):
-        code, _, err = run_cli(capsys, command)
+    for command in ("status", "memory", "logs", "story t1"):
+        code, _, err = run_cli(capsys, *command.split())
         assert code == 1 and "no shoal cluster started with `shoal start`" in err
     auto = subprocess.run([sys.executable, "-c", "import shoal; shoal.init(address='auto')"],
                           capture_output=True, text=True, timeout=60,
@@ -143,3 +143,47 @@ def test_an_embedded_cluster_is_invisible_without_its_address(capsys, runtime_di
     code, out, _ = run_cli(capsys, "status", "--address", ctx.address)   # by address: yes
     assert code == 0 and ctx.address in out
     assert shoal.get(shoal.put(5)) == 5 and runtime.current().client.lost is None
+
+
+def test_a_tasks_story_from_python_and_from_the_shell(capsys, runtime_dir, fresh_cluster):
+    from shoal.util.state import task_story
+    ctx = fresh_cluster(num_cpus=1)
+
+    @shoal.remote(max_retries=1, retry_exceptions=True)
+    def flaky(marker):
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            raise RuntimeError("first try fails")
+        return 3
+
+    ref = flaky.remote(str(runtime_dir / "tried"))
+    assert shoal.get(ref) == 3
+    story = task_story(ref)
+    assert [r["to"] for r in story] == ["waiting", "ready", "running", "ready", "running",
+                                         "finished"]
+    assert "retryable error; 0 retries left" in story[3]["why"]
+    assert task_story(ref.task_id()) == story
+    code, out, err = run_cli(capsys, "story", "--address", ctx.address, ref.task_id())
+    assert code == 0, err
+    assert out.splitlines()[0] == f"task {ref.task_id()}: 6 transitions, oldest first"
+    assert "running -> ready" in out and "TaskFinished-" in out
+    code, out, _ = run_cli(capsys, "story", "--address", ctx.address, "--json", ref.id)
+    assert code == 0 and json.loads(out)["story"] == story
+    code, _, err = run_cli(capsys, "story", "--address", ctx.address, "no-such-task")
+    assert code == 2 and "no story for task no-such-task" in err
+    with pytest.raises(TypeError, match="task id, an ObjectRef"):
+        task_story(42)
+
+
+def test_a_story_prints_one_line_per_transition_with_milliseconds():
+    t = 1765017599.9996                       # rounds down, never to the next second's .000
+    out = cli.format_story("t1", [
+        {"time": t, "stimulus": "SubmitTask-1", "from": None, "to": "waiting",
+         "why": "submitted", "engine_id": None},
+        {"time": t, "stimulus": "SubmitTask-1", "from": "ready", "to": "running",
+         "why": "dispatched", "engine_id": "h1.e0"}])
+    stamp = time.strftime("%H:%M:%S", time.localtime(int(t))) + ".999"
+    assert out.splitlines() == [
+        "task t1: 2 transitions, oldest first",
+        f"  {stamp}  SubmitTask-1                    - -> waiting    submitted",
+        f"  {stamp}  SubmitTask-1                ready -> running    dispatched [h1.e0]"]

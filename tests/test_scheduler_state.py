@@ -65,7 +65,7 @@ def test_tasks_fill_idle_engines_then_pipeline_one_more_each():
     tids = [h.submit() for _ in range(5)]
     ex = h.executes(h.out())
     assert sorted(ex) == tids[:4]                      # 2 running + 1 queued behind each
-    assert {h.s.tasks[t].prefetched for t in tids[:4]} == {False, True}
+    assert sorted(h.s.tasks[t].state for t in tids[:4]) == ["queued", "queued", "running", "running"]
     assert h.s.tasks[tids[4]].state == "ready"
     engine = ex[tids[0]]
     queued = h.s.engines[engine].prefetched
@@ -88,7 +88,7 @@ def test_an_idle_engine_takes_back_a_queued_task():
     assert revokes == [(holder, m.RevokeTask(task_id=c))]
     h.s.handle(holder, m.TaskRevoked(task_id=c, ok=True))
     assert h.executes(h.out()) == {c: other}
-    assert not h.s.tasks[c].prefetched and h.s.engines[other].task_id == c
+    assert h.s.tasks[c].state == "running" and h.s.engines[other].task_id == c
 
 
 def test_a_refused_revoke_leaves_the_task_where_it_runs():

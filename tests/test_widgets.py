@@ -472,8 +472,8 @@ STATUS = {
                 for i in range(4)] + [{"engine_id": f"h2.e{i}", "host_id": "h2", "state": "idle"}
                                       for i in range(2)],
     "actors": [{"actor_id": "x"}],
-    "tasks": {"waiting": 5, "ready": 7, "running": 3, "finished": 100, "failed": 2,
-              "cancelled": 1},
+    "tasks": {"waiting": 5, "ready": 7, "queued": 2, "revoking": 1, "running": 3,
+              "cancelling": 1, "finished": 100, "failed": 2, "cancelled": 1},
     "memory": [{"host_id": "h1", "used": 10, "limit": 100, "spilled": 0},
                {"host_id": "h2", "used": 20, "limit": 100, "spilled": 5}],
 }
@@ -483,13 +483,13 @@ def test_cluster_model_totals_and_tasks():
     m = ClusterModel("127.0.0.1:1", "embedded local cluster")
     m.update(STATUS, now=T)
     v = m.view()
-    assert v["tasks"] == {"queued": 12, "running": 3, "done": 100, "failed": 2, "cancelled": 1}
+    assert v["tasks"] == {"queued": 15, "running": 4, "done": 100, "failed": 2, "cancelled": 1}
     assert v["totals"]["engines"] == 6 and v["totals"]["busy"] == 3
     assert v["totals"]["cpus"] == 6 and v["totals"]["gpus"] == 1 and v["totals"]["mem_limit"] == 200
     assert v["hosts"][0]["busy"] == 3 and v["hosts"][1]["spilled"] == 5
     assert v["actors"] == 1
     page = cluster_html(v)
-    assert "12 queued" in page and "node-2" in page and 'data-state="live"' in page
+    assert "15 queued" in page and "node-2" in page and 'data-state="live"' in page
     assert 'data-state="stopped"' in cluster_html(v, live=False, reason="gone")
 
 

@@ -356,7 +356,8 @@ class Events:
 
 @message
 class Query:
-    """Ask the scheduler for state: kind is "status", "get_actor" or "list_actors"."""
+    """Ask the scheduler for state: kind is "status", "get_actor", "list_actors", "hosts",
+    "scale", "placement_groups", "objects", "memory" or "story" (a task's transitions)."""
     request_id: int
     kind: str
     args: dict = field(default_factory=dict)

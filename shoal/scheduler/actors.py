@@ -25,6 +25,7 @@ from ..protocol import messages as m
 from ..protocol.messages import ObjectEntry
 from ..protocol.serialization import deserialize
 from . import policy
+from .lifecycle import CANCELLING, FAILED, FINISHED, READY, RUNNING, WAITING
 
 log = logging.getLogger("shoal.scheduler")
 
@@ -127,9 +128,12 @@ class ActorScheduling:
         actor.state = "creating"
         task = self.tasks.get(actor.creation.task_id)
         if task is None:                 # a restart: the creation runs again
-            task = self._new_task(actor.creation, actor.owner)
-        task.state, task.engine_id, task.host_id = "running", engine.engine_id, engine.host_id
+            task = self._new_task(actor.creation, actor.owner,
+                                  again=f"its actor restarts ({actor.restarts} so far)")
+            self._to(task, READY, "its arguments are ready")
+        task.engine_id, task.host_id = engine.engine_id, engine.host_id
         task.started_at = self.clock()
+        self._to(task, RUNNING, "its actor's engine joined")
         self._execute_on(engine, task, actor.gpu_ids)
 
     def _actor_created(self, task, msg: m.TaskFinished) -> None:
@@ -137,6 +141,8 @@ class ActorScheduling:
         del self.tasks[task.spec.task_id]
         for oid in task.spec.return_ids:          # the creation's result object is internal
             self.objects.pop(oid, None)
+        self._to(task, FAILED if msg.failed else FINISHED,
+                 "its constructor raised" if msg.failed else "its actor is alive")
         self._record(task, "failed" if msg.failed else "finished")
         if actor is None or actor.state != "creating":
             return
@@ -175,11 +181,12 @@ class ActorScheduling:
                 if task is None:
                     queue.popleft()
                     continue
-                if task.state != "ready":
+                if task.state != READY:
                     break                  # its arguments are pending: later calls wait
                 queue.popleft()
-                task.state, task.engine_id, task.host_id = "running", actor.engine_id, actor.host_id
+                task.engine_id, task.host_id = actor.engine_id, actor.host_id
                 task.started_at = self.clock()
+                self._to(task, RUNNING, "sent to its actor")
                 actor.inflight[task.spec.task_id] = task
                 self._execute_on(engine, task, actor.gpu_ids)
 
@@ -187,8 +194,9 @@ class ActorScheduling:
         actor = self.actors.get(task.spec.actor_id)
         if actor is not None:
             actor.inflight.pop(task.spec.task_id, None)
-        if task.cancel_requested:           # even if it ran to the end (a plain actor's call)
-            self._finish_with_error(task, self._error_entry("", TaskCancelledError(task.spec.task_id)))
+        if task.state == CANCELLING:        # even if it ran to the end (a plain actor's call)
+            self._finish_with_error(task, self._error_entry("", TaskCancelledError(task.spec.task_id)),
+                                    why="cancelled while it ran")
         else:
             self._complete(task, msg.results, msg.nested, "failed" if msg.failed else "finished")
         if actor is not None and actor.out_of_scope:
@@ -196,9 +204,12 @@ class ActorScheduling:
 
     def _cancel_actor_call(self, task) -> None:
         actor = self.actors.get(task.spec.actor_id)
-        if task.state in ("waiting", "ready"):
-            self._finish_with_error(task, self._error_entry("", TaskCancelledError(task.spec.task_id)))
+        if task.state in (WAITING, READY):
+            self._finish_with_error(task, self._error_entry("", TaskCancelledError(task.spec.task_id)),
+                                    cancelled=True, why="cancelled")
         elif actor is not None and task.spec.task_id in actor.inflight:
+            if task.state == RUNNING:
+                self._to(task, CANCELLING, "cancelled while its actor runs it: interrupted")
             engine = self.engines.get(actor.engine_id)
             if engine is not None:          # the engine cancels it if it has not started, or is async
                 self._send(engine.conn, m.InterruptTask(task_id=task.spec.task_id))
@@ -212,14 +223,18 @@ class ActorScheduling:
         self._release_actor_resources(actor)
         creation = self.tasks.get(actor.creation.task_id)
         if creation is not None and actor.state == "creating":
-            creation.state = "waiting"
+            creation.engine_id = None
+            self._to(creation, READY, f"its actor's engine {engine.engine_id} died while "
+                                      f"creating it")
         retry, fail = [], []
         for task in actor.inflight.values():
-            (retry if task.retries_left != 0 and not task.cancel_requested else fail).append(task)
+            (retry if task.retries_left != 0 and task.state != CANCELLING else fail).append(task)
         actor.inflight.clear()
         for task in reversed(retry):        # back to the front of their queues, in order
             task.retries_left -= 1
-            task.state, task.engine_id = "ready", None
+            task.engine_id = None
+            self._to(task, READY, f"its actor's engine {engine.engine_id} died running it; "
+                                  f"retried, {task.retries_left} retries left")
             actor.queues.setdefault(task.owner, deque()).appendleft(task.spec.task_id)
         if actor.state == "dead":
             return
@@ -260,7 +275,9 @@ class ActorScheduling:
         actor.queues.clear()
         for task in owed:
             self._finish_with_error(task, entry)
-        self.tasks.pop(actor.creation.task_id, None)
+        creation = self.tasks.pop(actor.creation.task_id, None)
+        if creation is not None:
+            self._to(creation, FAILED, f"its actor died: {cause}")
         for oid in actor.creation.return_ids:
             self.objects.pop(oid, None)
         for oid in (*actor.creation.deps, *actor.creation.nested):

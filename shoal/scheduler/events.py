@@ -4,6 +4,7 @@ listens, so the hot path pays nothing for it."""
 from __future__ import annotations
 
 from ..protocol import messages as m
+from .lifecycle import HOLDING
 
 
 class EventStream:
@@ -16,7 +17,7 @@ class EventStream:
         self.event_subscribers.add(conn)
         running = [m.TaskEvent(t.spec.task_id, t.spec.name, "running", t.engine_id, t.host_id,
                                t.started_at, None)
-                   for t in self.tasks.values() if t.state == "running" and not t.prefetched]
+                   for t in self.tasks.values() if t.state in HOLDING]
         self._send(conn, m.Events(tasks=list(self.history) + running, objects_changed=True,
                                   cluster_changed=True, snapshot=True))
 

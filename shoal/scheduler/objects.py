@@ -24,6 +24,7 @@ from typing import Optional
 from ..exceptions import ObjectLostError
 from ..protocol import messages as m
 from ..protocol.messages import ObjectEntry
+from .lifecycle import READY, WAITING
 
 log = logging.getLogger("shoal.scheduler")
 
@@ -132,9 +133,10 @@ class ObjectTracking:
     def _wake_dependents(self, obj: Obj) -> None:
         for tid in self.dependents.pop(obj.object_id, ()):
             task = self.tasks.get(tid)
-            if task is not None and task.state == "waiting" and obj.object_id in task.missing:
+            if task is not None and task.state == WAITING and obj.object_id in task.missing:
                 if obj.entry.error:
-                    self._finish_with_error(task, obj.entry)
+                    self._finish_with_error(task, obj.entry, why=f"its argument {obj.object_id} "
+                                                                 f"is an error")
                     continue
                 task.missing.discard(obj.object_id)
                 if not task.missing:
@@ -228,7 +230,8 @@ class ObjectTracking:
                     ", ".join(o.object_id for o in objs), spec.name, spec.task_id)
         owner = lineage.owner if lineage.owner in self.peers else next(
             (c for o in objs for c in o.holders), None)
-        task = self._new_task(spec, owner)
+        task = self._new_task(spec, owner, again="run again from its lineage: results of it "
+                                                 "were lost with their host")
         task.rebuilding = True
         task.retries_left = lineage.retries_left
         for oid in spec.deps:
@@ -261,11 +264,11 @@ class ObjectTracking:
     def _unready_dependents(self, lost: set) -> None:
         """Queued tasks whose arguments are being rebuilt wait for them again."""
         for task in list(self.tasks.values()):
-            if task.state != "ready" or task.spec.method == "__init__":
+            if task.state != READY or task.spec.method == "__init__":
                 continue
             missing = lost.intersection(task.spec.deps)
             if missing:
-                task.state = "waiting"
+                self._to(task, WAITING, "an argument was lost with a host and is being rebuilt")
                 task.missing |= missing
                 for oid in missing:
                     self.dependents.setdefault(oid, []).append(task.spec.task_id)

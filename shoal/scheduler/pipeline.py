@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 
+from ..exceptions import TaskCancelledError
 from ..protocol import messages as m
 from . import policy
+from .lifecycle import BLOCKED, CANCELLING, ON_ENGINE, QUEUED, READY, REVOKING, RUNNING
 
 log = logging.getLogger("shoal.scheduler")
 
@@ -30,7 +32,7 @@ class Pipelining:
             for engine_id in candidates:
                 engine = self.engines.get(engine_id)
                 if (engine is None or engine.prefetched is not None or engine.actor_id is not None
-                        or engine.blocked or engine.task_id not in self.tasks):
+                        or engine.state == BLOCKED or engine.task_id not in self.tasks):
                     continue                     # ineligible until its state changes again
                 running = self.tasks[engine.task_id]
                 # Not behind a GPU task, nor on an engine that ran one, nor behind a
@@ -60,9 +62,9 @@ class Pipelining:
         queued = False
         while queue:
             task = self.tasks.get(queue.popleft())
-            if task is not None and task.state == "ready":
-                task.state, task.prefetched = "running", True
+            if task is not None and task.state == READY:
                 task.engine_id, task.host_id = engine.engine_id, engine.host_id
+                self._to(task, QUEUED, "queued behind the engine's running task")
                 engine.prefetched = task.spec.task_id
                 self.queued_on.add(engine.engine_id)
                 log.debug("queue %s behind %s on %s", task.spec.task_id, engine.task_id,
@@ -76,21 +78,22 @@ class Pipelining:
 
     def _revoke(self, engine) -> None:
         task = self.tasks.get(engine.prefetched)
-        if task is not None and not task.revoking:
-            task.revoking = True
+        if task is not None and task.state == QUEUED:
+            self._to(task, REVOKING, "asked back from its engine")
             log.debug("revoke %s from %s", task.spec.task_id, engine.engine_id)
             self._send(engine.conn, m.RevokeTask(task_id=task.spec.task_id))
 
     def _on_task_revoked(self, conn, msg: m.TaskRevoked) -> None:
         engine = self.engines.get(self.engine_by_conn.get(conn))
         task = self.tasks.get(msg.task_id)
-        if (engine is None or task is None or task.state != "running"
+        if (engine is None or task is None or task.state not in ON_ENGINE
                 or task.engine_id != engine.engine_id):
             return
-        task.revoking = False
         log.debug("revoke %s from %s: %s", msg.task_id, engine.engine_id, msg.ok)
-        if not msg.ok:
-            return                  # it started: it finishes there
+        if not msg.ok:              # it started: it finishes there
+            if task.state == REVOKING:
+                self._to(task, QUEUED, "its engine refused to give it back")
+            return
         if engine.prefetched == msg.task_id:
             engine.prefetched = None
             self.may_prefetch.add(engine.engine_id)
@@ -98,21 +101,27 @@ class Pipelining:
             # Promoted when its predecessor finished, but the engine had already
             # given it back and skipped it: undo the promotion.
             self._release(task)
-        task.prefetched, task.engine_id, task.host_id = False, None, None
-        self._make_ready(task, front=True)
+            if task.state == CANCELLING:      # cancelled meanwhile, and it never ran
+                self._finish_with_error(task, self._error_entry(
+                    "", TaskCancelledError(task.spec.task_id)), why="cancelled; its engine "
+                    "gave it back before it started")
+                self._schedule()
+                return
+        task.engine_id, task.host_id = None, None
+        self._make_ready(task, front=True, why="its engine gave it back")
         self._schedule()
 
     def _promote(self, engine) -> None:
         """The engine finished its task and started the queued one."""
         task = self.tasks.get(engine.prefetched)
         engine.prefetched = None
-        if task is None or not task.prefetched:
+        if task is None or task.state not in (QUEUED, REVOKING):
             return
         host = self.hosts.get(engine.host_id)
-        task.prefetched = task.revoking = False
         task.held = dict(task.spec.resources)
         host.acquire(task.held)
         task.started_at = self.clock()
         log.debug("promote %s on %s", task.spec.task_id, engine.engine_id)
+        self._to(task, RUNNING, "promoted: the task before it on its engine ended")
         self._assign(engine, task.spec.task_id)
         self._running(task)

@@ -24,6 +24,7 @@ from ..exceptions import TaskPlacementGroupRemoved, TaskUnschedulableError
 from ..protocol import messages as m
 from ..protocol.messages import ObjectEntry
 from . import policy
+from .lifecycle import ON_ENGINE
 
 log = logging.getLogger("shoal.scheduler")
 
@@ -120,16 +121,15 @@ class Placement:
             error = self._error_entry("", TaskPlacementGroupRemoved(
                 f"task {task.spec.name!r} ({task.spec.task_id}) ran in placement group "
                 f"{pg.pg_id}, which was removed"))
-            if task.state == "running":
+            if task.state in ON_ENGINE:
                 engine = self.engines.get(task.engine_id)
-                self._finish_with_error(task, error)
-                host = self.hosts.get(engine.host_id) if engine else None
-                if host is not None:        # Ray kills what runs in a removed group
-                    self._assign(engine, "<killed>")
-                    self._send(host.conn, m.StopEngine(engine_id=engine.engine_id,
-                                                       restart=True))
+                self._finish_with_error(task, error, why=f"its placement group {pg.pg_id} "
+                                                         f"was removed: its engine is stopped")
+                if engine is not None and engine.host_id in self.hosts:
+                    self._stop_engine(engine)     # Ray kills what runs in a removed group
             else:
-                self._finish_with_error(task, error)
+                self._finish_with_error(task, error, why=f"its placement group {pg.pg_id} "
+                                                         f"was removed")
         if created:
             for bundle in pg.bundles:
                 host = self.hosts.get(bundle.host_id)

@@ -5,10 +5,12 @@ what to send goes out through `take_output()` as (conn, message) pairs.  The
 I/O shell (server.py) is the only caller.  Connections are opaque handles
 here: anything hashable works, which is what the tests pass.
 
-Tasks move through: waiting (for arguments) -> ready -> running -> finished,
-with failed/cancelled as finished variants.  Objects are pending until their
-task finishes or they are put; they are freed once no client holds them, no
-pending task needs them and no live object contains them.
+Tasks move through: waiting (for arguments) -> ready -> (queued on a busy
+engine ->) running -> finished, with failed/cancelled as finished variants;
+lifecycle.py lists every state and the transitions allowed between them.
+Objects are pending until their task finishes or they are put; they are freed
+once no client holds them, no pending task needs them and no live object
+contains them.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from ..protocol.serialization import dumps
 from . import policy
 from .actors import ActorScheduling
 from .events import EventStream
+from .lifecycle import (BLOCKED, BUSY, CANCELLED, CANCELLING, FAILED, HOLDING, IDLE, ON_ENGINE, QUEUED,
+                        READY, REVOKING, RUNNING, STOPPING, WAITING, TaskLifecycle)
 from .objects import Obj, ObjectTracking
 from .pipeline import Pipelining
 from .placement import Placement
@@ -36,6 +40,8 @@ DEFAULT_HEARTBEAT_TIMEOUT = 6.0    # a silent host is lost well within 10 s
 MAX_DEPARTED_HOSTS = 100     # hosts that left, remembered for nodes() (Alive: False)
 
 
+_ENDED_WHY = {"finished": "it returned", "failed": "it raised an exception",
+              "cancelled": "cancelled"}          # a task's last story record, by default
 PUSH_BATCH_BYTES = 16 << 20     # inline values per ObjectsReady, well under a frame's limit
 
 
@@ -129,10 +135,10 @@ class Engine:
     conn: Any
     pid: int
     task_id: Optional[str] = None
-    blocked: bool = False
     functions: set = field(default_factory=set)
     actor_id: Optional[str] = None       # an engine dedicated to one actor
-    prefetched: Optional[str] = None     # a task queued behind the running one
+    prefetched: Optional[str] = None     # the task queued behind the running one
+    state: str = IDLE                    # pool engines: idle, busy, blocked, stopping (lifecycle.py)
     ran_gpu: bool = False                # it ran a GPU task: CPU-only tasks go elsewhere (Ray)
     calls: dict = field(default_factory=dict)    # function id -> runs (for max_calls)
 
@@ -143,31 +149,31 @@ class Task:
     owner: Any
     missing: set
     retries_left: int
-    state: str = "waiting"
+    state: Optional[str] = None          # lifecycle.TaskState; None until submitted
     engine_id: Optional[str] = None
     host_id: Optional[str] = None
     held: dict = field(default_factory=dict)
     lent_cpu: float = 0.0                # CPU lent back while blocked in get
     gpu_ids: list = field(default_factory=list)
     children: set = field(default_factory=set)
-    cancel_requested: bool = False
-    rebuilding: bool = False             # re-run to rebuild results lost with a host
-    prefetched: bool = False             # queued on an engine behind its running task
+    rebuilding: bool = False             # what it runs for: results lost with a host
     blocks: bool = False                 # it has waited in get: queue nothing behind it
     pool: Optional[dict] = None          # its placement group bundle's resources, if any
-    revoking: bool = False
     submitted_at: float = 0.0
     started_at: float = 0.0
     warned_infeasible: bool = False
     # Where its output goes when a task started it: (owner, task id) of the
     # first task of the chain, so a cell's nested work prints under the cell.
     origin: Optional[tuple] = None
+    story: list = field(default_factory=list)   # ((event, id, time), from, to, why, engine)
 
 
-class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, Placement):
+class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, ActorScheduling,
+                     Placement):
     def __init__(self, cluster_id: str, session_dir: str,
                  clock: Callable[[], float] = time.time,
-                 heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT) -> None:
+                 heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT,
+                 strict: Optional[bool] = None) -> None:
         self.cluster_id = cluster_id
         self.session_dir = session_dir
         self.clock = clock
@@ -193,6 +199,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
         self.stopping = False
         self.heartbeat_timeout = heartbeat_timeout
         self.last_heard: dict = {}                     # agent conn -> when it last spoke
+        self._init_lifecycle(strict)
         self._init_actors()
         self._init_placement()
         self._out: list = []
@@ -226,6 +233,8 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
             raise ValueError(f"{type(msg).__name__} before hello")
         if conn in self.host_by_conn:
             self.last_heard[conn] = self.clock()
+        self._stimuli += 1                   # (TaskLifecycle._stimulate, inlined: per message)
+        self.stimulus = (msg.__class__.__name__, self._stimuli, self.clock())
         handler(self, conn, msg)
 
     # ------------------------------------------------------------------ joining
@@ -279,9 +288,14 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
     def _on_register_function(self, conn, msg: m.RegisterFunction) -> None:
         self.functions[msg.func_id] = msg
 
-    def _new_task(self, spec: m.SubmitTask, owner) -> Task:
+    def _new_task(self, spec: m.SubmitTask, owner, again: str = "") -> Task:
+        """A task, waiting; `again` says why it runs again (an actor's restart,
+        a lineage rebuild): its story goes on where it ended."""
         task = Task(spec, owner, set(), spec.max_retries, submitted_at=self.clock())
         self.tasks[spec.task_id] = task
+        if again:
+            task.story = list(self.ended_stories.pop(spec.task_id, ()))
+        self._to(task, WAITING, again or "submitted")
         return task
 
     def _object(self, oid: str) -> Obj:
@@ -325,13 +339,14 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
             self._actor_call_submitted(conn, task)
         if spec.task_id in self.tasks:              # else it failed already (actor gone)
             if failed is not None:
-                self._finish_with_error(task, failed)
+                self._finish_with_error(task, failed, why="an argument is an error or is gone")
             elif not task.missing:
                 self._make_ready(task)
         self._schedule()
 
-    def _make_ready(self, task: Task, front: bool = False) -> None:
-        task.state = "ready"
+    def _make_ready(self, task: Task, front: bool = False, why: str = "its arguments are ready"
+                    ) -> None:
+        self._to(task, READY, why)
         if task.spec.method == "__init__":
             self._actor_creation_ready(task)
             return
@@ -356,7 +371,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
         for queue in self.ready.values():
             for tid in queue:
                 task = self.tasks.get(tid)
-                if task is not None and task.state == "ready":
+                if task is not None and task.state == READY:
                     yield task
 
     def _schedule(self) -> None:
@@ -372,7 +387,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
         for shape, queue in list(self.ready.items()):
             while queue:
                 task = self.tasks.get(queue[0])
-                if task is None or task.state != "ready":
+                if task is None or task.state != READY:
                     queue.popleft()
                     continue
                 if not any(h.idle for h in idle_hosts):       # the common case under load
@@ -412,9 +427,9 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
                             f"left the cluster")))
                 continue
             host = self.hosts.get(engine.host_id)
-            while queue and engine.task_id is None and host is not None:
+            while queue and engine.state == IDLE and host is not None:
                 task = self.tasks.get(queue.popleft())
-                if task is not None and task.state == "ready":
+                if task is not None and task.state == READY:
                     self._dispatch(task, host, engine, [])
             if not queue:
                 del self.pinned[engine_id]
@@ -447,6 +462,8 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
         engine.task_id = task_id
         if task_id is not None:
             self.may_prefetch.add(engine.engine_id)
+        if engine.state != STOPPING:         # to idle or busy: always legal (lifecycle.py)
+            engine.state = IDLE if task_id is None else BUSY
         host = self.hosts.get(engine.host_id)
         if host is not None and engine.actor_id is None:
             if task_id is None and engine.engine_id in host.engines:
@@ -477,7 +494,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
                 # Idle engines that ran GPU tasks make way for fresh ones.
                 for eid in [e for e in host.idle if self.engines[e].ran_gpu][:backlog]:
                     self._retire_engine(host, self.engines[eid])
-                blocked = sum(self.engines[e].blocked for e in host.engines)
+                blocked = sum(self.engines[e].state == BLOCKED for e in host.engines)
                 count = min(backlog, host.base_engines + blocked - len(host.engines)
                             - host.starting)
                 if count > 0:
@@ -491,8 +508,9 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
         task.pool = self._pool(spec, request, host)
         host.acquire(request, gpu_ids, task.pool)
         task.held, task.gpu_ids = dict(request), gpu_ids
-        task.state, task.engine_id, task.started_at = "running", engine.engine_id, self.clock()
+        task.engine_id, task.started_at = engine.engine_id, self.clock()
         task.host_id = host.host_id
+        self._to(task, RUNNING, "dispatched")
         engine.ran_gpu = engine.ran_gpu or "GPU" in request
         log.debug("run %s on %s", spec.task_id, engine.engine_id)
         self._assign(engine, spec.task_id)
@@ -529,14 +547,13 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
             host.release(task.held, task.gpu_ids, task.pool)
         if engine is not None and engine.task_id == task.spec.task_id:
             self._assign(engine, None)
-            engine.blocked = False
         task.held, task.gpu_ids = {}, []
 
     def _on_task_finished(self, conn, msg: m.TaskFinished) -> None:
         task = self.tasks.get(msg.task_id)
         engine_id = self.engine_by_conn.get(conn)
         log.debug("finished %s on %s", msg.task_id, engine_id)
-        if task is None or task.state != "running" or task.engine_id != engine_id:
+        if task is None or task.state not in ON_ENGINE or task.engine_id != engine_id:
             return            # stale: the task was cancelled or retried meanwhile
         if task.spec.method == "__init__":
             self._actor_created(task, msg)
@@ -547,11 +564,13 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
             self._schedule()
             return
         self._release(task)
-        if msg.failed and msg.retryable and task.retries_left != 0 and not task.cancel_requested:
+        cancelling = task.state == CANCELLING
+        if msg.failed and msg.retryable and task.retries_left != 0 and not cancelling:
             task.retries_left -= 1
             self._record(task, "retried")
-            self._make_ready(task)
-        elif msg.failed and task.cancel_requested:
+            self._make_ready(task, why=f"it raised a retryable error; {task.retries_left} "
+                                       f"retries left")
+        elif msg.failed and cancelling:
             self._finish_with_error(task, self._error_entry(
                 "", TaskCancelledError(task.spec.task_id)))
         else:
@@ -568,7 +587,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
         """A streaming task yielded: the item is its owner's now, pushed at once."""
         task = self.tasks.get(msg.task_id)
         oid = msg.entry.object_id
-        stale = (task is None or task.state != "running" or task.spec.generator != "streaming"
+        stale = (task is None or task.state not in ON_ENGINE or task.spec.generator != "streaming"
                  or task.engine_id != self.engine_by_conn.get(conn)
                  or oid != f"{msg.task_id}/g{msg.index}")
         obj = self.objects.get(oid)
@@ -584,7 +603,8 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
         self._object_ready(obj, msg.entry, msg.nested,
                            f"generator task {task.spec.name} ({msg.task_id}), item {msg.index}")
 
-    def _complete(self, task: Task, results: list, nested: list, status: str) -> None:
+    def _complete(self, task: Task, results: list, nested: list, status: str,
+                  why: Optional[str] = None) -> None:
         spec = task.spec
         if task.rebuilding:
             self._rebuilt(task, results, nested)
@@ -599,7 +619,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
             if not self._keep_lineage(task, results):
                 for oid in (*spec.deps, *spec.nested):
                     self._unpin(oid)
-        task.state = status
+        self._to(task, status, why or _ENDED_WHY[status])
         self._record(task, status)
         self.finished_count[status] = self.finished_count.get(status, 0) + 1
         del self.tasks[spec.task_id]
@@ -611,24 +631,26 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
             if obj is not None:
                 self._maybe_free(obj)
 
-    def _finish_with_error(self, task: Task, entry: ObjectEntry) -> None:
+    def _finish_with_error(self, task: Task, entry: ObjectEntry, cancelled: bool = False,
+                           why: str = "it failed") -> None:
+        """End a task with `entry` as its results: "cancelled" if asked to
+        (or it was being cancelled), else "failed"."""
         if task.spec.method == "__init__":          # an actor that cannot be created
             actor = self.actors.get(task.spec.actor_id)
             if actor is not None:
                 self._actor_dead(actor, "its creation failed", error=entry.inline)
             return
-        if task.prefetched:
+        if task.state in (QUEUED, REVOKING):
             engine = self.engines.get(task.engine_id)
             if engine is not None and engine.prefetched == task.spec.task_id:
                 engine.prefetched = None
                 self.may_prefetch.add(engine.engine_id)
                 self._send(engine.conn, m.InterruptTask(task_id=task.spec.task_id))   # skip it
-            task.prefetched = False
-        elif task.state == "running":
+        elif task.state in HOLDING:
             self._release(task)
-        status = "cancelled" if task.cancel_requested else "failed"
+        status = CANCELLED if cancelled or task.state == CANCELLING else FAILED
         self._complete(task, [entry._replace(object_id=oid) for oid in task.spec.return_ids],
-                       [], status)
+                       [], status, why)
 
     def _record(self, task: Task, status: str) -> None:
         event = m.TaskEvent(task.spec.task_id, task.spec.name, status, task.engine_id,
@@ -655,9 +677,9 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
         task = self.tasks.get(msg.task_id)
         if engine is None or task is None or engine.task_id != msg.task_id:
             return
-        if engine.blocked == msg.blocked:
+        if (engine.state == BLOCKED) == msg.blocked:
             return
-        engine.blocked = msg.blocked
+        self._engine_to(engine, BLOCKED if msg.blocked else BUSY)
         host = self.hosts[engine.host_id]
         # Lend the CPU back while blocked; taking it again may oversubscribe
         # the host for a while, as in Ray, rather than deadlock.
@@ -701,32 +723,43 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
                     self._cancel(child, force, recursive)
         if task.spec.task_id not in self.tasks:
             return
-        task.cancel_requested = True
         if task.spec.actor_id is not None:
             if task.spec.method != "__init__":
                 self._cancel_actor_call(task)
             return
         cancelled = self._error_entry("", TaskCancelledError(task.spec.task_id))
-        if task.state in ("waiting", "ready"):
-            self._finish_with_error(task, cancelled)
-        elif task.prefetched:
-            self._finish_with_error(task, cancelled)
-        elif task.state == "running":
+        if task.state in (WAITING, READY, QUEUED, REVOKING):
+            self._finish_with_error(task, cancelled, cancelled=True, why="cancelled")
+        elif task.state in HOLDING:
             engine = self.engines.get(task.engine_id)
             if force and engine is not None:
-                host = self.hosts.get(engine.host_id)
-                self._finish_with_error(task, cancelled)
-                self._assign(engine, "<killed>")    # not idle until its replacement registers
-                if host is not None:
-                    self._send(host.conn, m.StopEngine(engine_id=engine.engine_id, restart=True))
-            elif engine is not None:
-                self._send(engine.conn, m.InterruptTask(task_id=task.spec.task_id))
+                self._finish_with_error(task, cancelled, cancelled=True,
+                                        why="cancelled with force: its engine is stopped")
+                self._stop_engine(engine)
+            else:
+                if task.state == RUNNING:
+                    self._to(task, CANCELLING, "cancelled while running: interrupted")
+                if engine is not None:
+                    self._send(engine.conn, m.InterruptTask(task_id=task.spec.task_id))
+
+    def _stop_engine(self, engine: Engine) -> None:
+        """Kill an engine (its task was killed): it is not idle until its
+        replacement registers."""
+        if engine.state == STOPPING:
+            return
+        self._engine_to(engine, STOPPING)
+        engine.task_id = None
+        host = self.hosts.get(engine.host_id)
+        if host is not None:
+            host.idle.discard(engine.engine_id)
+            self._send(host.conn, m.StopEngine(engine_id=engine.engine_id, restart=True))
 
     # ------------------------------------------------------------------ departures
     def connection_closed(self, conn) -> None:
         peer = self.peers.pop(conn, None)
         if peer is None:
             return
+        self._stimulate(f"Closed:{peer.kind}")
         self.event_subscribers.discard(conn)
         self.changed("cluster")
         engine_id = self.engine_by_conn.pop(conn, None)
@@ -827,32 +860,35 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
             host.engines.discard(engine_id)
             host.idle.discard(engine_id)
         queued = self.tasks.get(engine.prefetched) if engine.prefetched else None
-        if queued is not None and queued.prefetched:     # never started: no retry spent
-            queued.prefetched = queued.revoking = False
+        if queued is not None and queued.state in (QUEUED, REVOKING):  # never started: no retry spent
             queued.engine_id = queued.host_id = None
-            self._make_ready(queued, front=True)
+            self._make_ready(queued, front=True,
+                             why=f"engine {engine_id} it was queued on died before it started")
         task = self.tasks.get(engine.task_id) if engine.task_id else None
-        if task is None or task.state != "running":
+        if task is None or task.state not in HOLDING:
             return
         self._release(task)
-        if task.retries_left != 0 and not task.cancel_requested:
+        if task.retries_left != 0 and task.state != CANCELLING:
             task.retries_left -= 1
             log.warning("engine %s died running %s; retrying it", engine_id, task.spec.task_id)
             self._record(task, "crashed")
             task.engine_id = None
-            self._make_ready(task)
+            self._make_ready(task, why=f"engine {engine_id} died running it; retried, "
+                                       f"{task.retries_left} retries left")
         else:
             self._finish_with_error(task, self._error_entry("", WorkerCrashedError(
                 f"the engine running task {task.spec.name!r} ({task.spec.task_id}) died "
                 f"(engine {engine_id}, pid {engine.pid}) and no retries were left "
-                f"(max_retries={task.spec.max_retries})")))
+                f"(max_retries={task.spec.max_retries})")), why=f"engine {engine_id} died "
+                f"running it" + (" while it was being cancelled" if task.state == CANCELLING
+                                 else "; no retries left"))
 
     def _count_call(self, engine: Engine, spec: m.SubmitTask) -> None:
         """max_calls (Ray): an engine that ran a function that many times is
         replaced by a fresh one (a way to shed leaked memory or GPU state)."""
         n = engine.calls[spec.func_id] = engine.calls.get(spec.func_id, 0) + 1
         host = self.hosts.get(engine.host_id)
-        if n >= spec.max_calls and host is not None and engine.task_id is None:
+        if n >= spec.max_calls and host is not None and engine.state == IDLE:
             log.info("engine %s ran %s %d times (max_calls): replacing it", engine.engine_id,
                      spec.name, n)
             self._retire_engine(host, engine)
@@ -862,12 +898,12 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
     def _after_engine_free(self, engine_id: Optional[str]) -> None:
         """Stop an extra engine (started while others were blocked) once it is idle."""
         engine = self.engines.get(engine_id) if engine_id else None
-        if engine is None or engine.task_id is not None:
+        if engine is None or engine.state != IDLE:
             return
         host = self.hosts.get(engine.host_id)
         if host is None:
             return
-        blocked = sum(self.engines[e].blocked for e in host.engines)
+        blocked = sum(self.engines[e].state == BLOCKED for e in host.engines)
         if len(host.engines) > host.base_engines + blocked and not any(True for _ in self._all_ready()):
             self._retire_engine(host, engine)
 
@@ -884,6 +920,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
                    "list_actors": self._query_list_actors, "scale": self._query_scale,
                    "placement_groups": self._query_placement_groups,
                    "objects": self._query_objects, "memory": self._query_memory,
+                   "story": self._query_story,
                    }.get(msg.kind)
         try:
             if handler is None:
@@ -941,8 +978,8 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
             "departed_hosts": list(self.departed_hosts.values()),
             "engines": [{
                 "engine_id": e.engine_id, "host_id": e.host_id, "pid": e.pid,
-                "task_id": e.task_id, "blocked": e.blocked, "actor_id": e.actor_id,
-                "state": "actor" if e.actor_id else "busy" if e.task_id else "idle",
+                "task_id": e.task_id, "blocked": e.state == BLOCKED, "actor_id": e.actor_id,
+                "state": "actor" if e.actor_id else BUSY if e.state == BLOCKED else e.state,
             } for e in self.engines.values()],
             "actors": [self.actor_info(a) for a in self.actors.values() if a.state != "dead"],
             "clients": [{"kind": p.kind, "client_id": p.client_id, "pid": p.pid,
@@ -960,6 +997,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling, P
         """Called every HEARTBEAT_INTERVAL by the I/O shell: beats go to every
         agent; returns the agent connections silent past the timeout, which
         the shell closes (their hosts are then lost as if they had hung up)."""
+        self._stimulate("HeartbeatTimer")
         now = self.clock()
         silent = []
         for host in list(self.hosts.values()):

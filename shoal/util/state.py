@@ -1,10 +1,13 @@
 """Cluster state listings (as in `ray.util.state`)."""
 from ..core import runtime
 from ..core.actor import list_actors
+from ..core.generator import ObjectRefGenerator
+from ..core.object_ref import ObjectRef
 
 
 def list_engines() -> list[dict]:
-    """Every engine: engine_id, host_id, pid, state (idle, busy, actor), task_id, actor_id."""
+    """Every engine: engine_id, host_id, pid, state (idle, busy, actor, or stopping: its
+    task was cancelled with force and a new engine replaces it), task_id, actor_id."""
     return runtime.current().client.status()["engines"]
 
 
@@ -24,4 +27,23 @@ def memory_summary() -> list[dict]:
     return runtime.current().client.query("memory")
 
 
-__all__ = ["list_actors", "list_engines", "list_hosts", "list_objects", "memory_summary"]
+def task_story(task) -> list[dict]:
+    """What happened to a task and why: its state transitions, oldest first, each
+    {time, stimulus, from, to, why, engine_id} (the stimulus is the event the
+    scheduler was handling: a message, a closed connection, a timer).  `task` is
+    a task id, an ObjectRef of its results or an ObjectRefGenerator.  Kept for
+    live tasks and the last 10,000 that ended; raises ValueError otherwise."""
+    if isinstance(task, ObjectRef):
+        args = {"object_id": task.id}
+    elif isinstance(task, ObjectRefGenerator):
+        args = {"task_id": task._task_id}
+    elif isinstance(task, str):
+        args = {"task_id": task}
+    else:
+        raise TypeError(f"task_story() takes a task id, an ObjectRef or an ObjectRefGenerator, "
+                        f"not {type(task).__name__}")
+    return runtime.current().client.query("story", **args)["story"]
+
+
+__all__ = ["list_actors", "list_engines", "list_hosts", "list_objects", "memory_summary",
+           "task_story"]

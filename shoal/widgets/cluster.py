@@ -58,8 +58,12 @@ class ClusterModel:
                 "spilled": mem.get("spilled", 0),
             })
         t = status.get("tasks") or {}
-        self.tasks = {"queued": t.get("waiting", 0) + t.get("ready", 0),
-                      "running": t.get("running", 0), "done": t.get("finished", 0),
+        # (scheduler/lifecycle.py: "queued"/"revoking" wait on a busy engine,
+        # "cancelling" still runs)
+        self.tasks = {"queued": sum(t.get(k, 0) for k in ("waiting", "ready", "queued",
+                                                           "revoking")),
+                      "running": t.get("running", 0) + t.get("cancelling", 0),
+                      "done": t.get("finished", 0),
                       "failed": t.get("failed", 0), "cancelled": t.get("cancelled", 0)}
         self.actors = len(status.get("actors") or [])
         self.engines = len(engines)
