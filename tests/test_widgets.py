@@ -276,6 +276,22 @@ def test_timeline_a_bar_per_run_retries_included():
     assert runs[2]["start"] == T + 1.5 and runs[2]["end"] == T + 2
 
 
+def test_timeline_a_task_started_again_before_it_ran_keeps_one_bar():
+    """The scheduler promoted t1 on e0 (a "running" event), but e0 had given it back:
+    t1 starts again on e1.  Its one run moves there; nothing stays open.  An end whose
+    start was never announced closes the task's open run too."""
+    m = TimelineModel()
+    m.apply([run("t1", "running", 0), run("t1", "running", 0.5, engine="h1.e1")])
+    assert len(m) == 1 and m.open == 1
+    m.apply([run("t1", "finished", 0.5, 1, engine="h1.e1")])
+    assert len(m) == 1 and m.open == 0 and m.counts["finished"] == 1
+    assert [(r["engine_id"], r["start"], r["end"]) for r in m.runs()] == [("h1.e1", T + 0.5, T + 1)]
+    m.apply([run("t2", "running", 2), run("t2", "finished", 2.5, 3)])
+    assert len(m) == 2 and m.open == 0 and m.runs()[1]["start"] == T + 2.5
+    m.apply([run("t2", "running", 2.5)])              # a replay of an ended run opens nothing
+    assert m.open == 0
+
+
 def test_timeline_delta_then_reset_columns_round_trip():
     m = TimelineModel()
     m.apply([run("t1", "running", 1, name="load"), run("t2", "running", 2, name="fit")])

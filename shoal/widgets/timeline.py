@@ -54,6 +54,7 @@ class TimelineModel:
         self.start: list = []
         self.end: list = []
         self._key: dict = {}
+        self._open_row: dict = {}        # task id -> the row of its open run
         self.counts = {"finished": 0, "failed": 0, "cancelled": 0, "retried": 0}
         self.open = 0
         self.dirty: set = set()
@@ -69,6 +70,7 @@ class TimelineModel:
         if snapshot:
             self.clear()
         key_of, status, end, dirty, code_of = self._key, self.status, self.end, self.dirty, CODE.get
+        open_row = self._open_row
         n = 0
         for ev in tasks:                      # the hot loop: ~1 µs an event
             code = code_of(ev.status)
@@ -81,9 +83,16 @@ class TimelineModel:
             key = (ev.task_id, ev.start)
             row = key_of.get(key)
             if row is None:
-                self._add(key, ev, code, None if code == 0 else ev.end)
+                # A task runs once at a time: an open run of it is this run, started
+                # again elsewhere (its engine gave it back before it began).
+                row = open_row.get(ev.task_id)
+                if row is not None:
+                    self._move(row, key, ev)
+            if row is None:
+                row = self._add(key, ev, code, None if code == 0 else ev.end)
                 if code == 0:
                     self.open += 1
+                    open_row[ev.task_id] = row
                     continue
             elif code == 0:
                 continue
@@ -93,6 +102,7 @@ class TimelineModel:
                     continue                    # the same end twice (a replay)
                 if old == 0:
                     self.open -= 1
+                    del open_row[ev.task_id]
                 status[row] = code
                 end[row] = ev.end
                 dirty.add(row)
@@ -106,7 +116,17 @@ class TimelineModel:
         if key in self.counts:
             self.counts[key] += 1
 
-    def _add(self, key, ev, code: int, end: Optional[float]) -> None:
+    def _move(self, row: int, key, ev) -> None:
+        """Give an open run the start and engine of the task's newer start."""
+        del self._key[(self.task_id[row], self.start[row])]
+        self._key[key] = row
+        self.start[row] = ev.start
+        self.engine[row] = self.engine_of(ev.engine_id, ev.host_id)
+        if self.t0 is not None and ev.start < self.t0:
+            self.t0, self.reset = ev.start, True
+        self.dirty.add(row)
+
+    def _add(self, key, ev, code: int, end: Optional[float]) -> int:
         row = len(self.task_id)
         self._key[key] = row
         self.task_id.append(ev.task_id)
@@ -123,6 +143,7 @@ class TimelineModel:
                 self.reset = True            # times are sent relative to t0
             self.t0 = ev.start
         self.dirty.add(row)
+        return row
 
     def _name_of(self, name: str) -> int:
         i = self._name_index.get(name)
@@ -158,6 +179,7 @@ class TimelineModel:
             values = getattr(self, col)
             setattr(self, col, [values[r] for r in keep])
         self._key = {(t, s): i for i, (t, s) in enumerate(zip(self.task_id, self.start))}
+        self._open_row = {t: i for i, (t, c) in enumerate(zip(self.task_id, self.status)) if c == 0}
         self.t0 = min(self.start) if self.start else None
         self.dirty = set()
         self.reset = True
