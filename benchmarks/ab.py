@@ -50,7 +50,7 @@ def main() -> None:
                     samples[name].setdefault(f"{key}:{metric}", []).extend(values)
             print(f"round {i} {name} done (load {load:.2f})", file=sys.stderr)
     medians = {name: {k: statistics.median(v) for k, v in s.items()} for name, s in samples.items()}
-    print(f"| metric | base | new | new/base |\n|---|---|---|---|")
+    print("| metric | base | new | new/base |\n|---|---|---|---|")
     for k in medians["base"]:
         b, n = medians["base"][k], medians["new"].get(k)
         print(f"| {k} | {b:.4g} | {n:.4g} | {n / b:.2f} |" if n is not None else f"| {k} | {b:.4g} | - | |")

@@ -74,3 +74,9 @@ def ipython():
             cls._instance = ip
     yield ip
     type(ip).clear_instance()
+
+
+def ok(run):
+    """A kernel execution (shoal.kernel.testing) that must have succeeded."""
+    assert run.reply["status"] == "ok", run
+    return run

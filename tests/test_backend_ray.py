@@ -17,6 +17,7 @@ import pytest
 from shoal.kernel.kernelspec import write_kernel_spec
 from shoal.kernel.testing import KernelSession, strip_ansi
 
+from conftest import ok
 from ray_env import ray_env, require_ray_python
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -231,11 +232,6 @@ def k(python, cluster):
         yield session
     finally:
         session.shutdown()
-
-
-def ok(run):
-    assert run.reply["status"] == "ok", run
-    return run
 
 
 def test_a_cell_runs_on_ray_with_the_namespace_round_trip(k):

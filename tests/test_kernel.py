@@ -8,6 +8,8 @@ import pytest
 
 from shoal.kernel.testing import KernelSession
 
+from conftest import ok
+
 
 @pytest.fixture(scope="module")
 def k():
@@ -19,11 +21,6 @@ def k():
         yield session
     finally:
         session.shutdown()
-
-
-def ok(run):
-    assert run.reply["status"] == "ok", run
-    return run
 
 
 def test_namespace_round_trip(k):

@@ -7,10 +7,7 @@ import pytest
 
 from shoal.kernel.testing import KernelSession
 
-
-def ok(run):
-    assert run.reply["status"] == "ok", run
-    return run
+from conftest import ok
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 
 from shoal.kernel.testing import KernelSession
 
-from conftest import alive, wait_for
+from conftest import alive, ok, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PIDS_CELL = (
@@ -176,11 +176,6 @@ def test_many_kernel_restarts_leak_nothing():
         assert len(os.listdir("/proc/self/fd")) <= fds + 4
 
 
-def _ok(run):
-    assert run.reply["status"] == "ok", run
-    return run
-
-
 @pytest.mark.slow
 def test_a_background_cell_whose_engine_is_killed_is_retried_and_finishes(tmp_path):
     """The fault matrix's --bg row: SIGKILL of the engine running a background cell
@@ -197,11 +192,11 @@ def test_a_background_cell_whose_engine_is_killed_is_retried_and_finishes(tmp_pa
     def first_pid():
         return os.path.exists(pid_file) and open(pid_file).read().split()
     with KernelSession("shoal", extra_arguments=["--ShoalKernel.num_cpus=2"]) as k:
-        _ok(k.execute(f"pid_file = {pid_file!r}"))
-        bg = _ok(k.execute(cell))
+        ok(k.execute(f"pid_file = {pid_file!r}"))
+        bg = ok(k.execute(cell))
         os.kill(int(k.pump_until(first_pid, 30, "the cell to start")[0]), signal.SIGKILL)
         k.pump_until(lambda: "bg attempt done" in bg.stdout, 30, "the retried cell")
         k.pump_until(lambda: any("done" in m["content"]["data"]["text/plain"]
                                  for m in bg.of_type("update_display_data")), 10, "the status line")
-        assert _ok(k.execute("import shoal\nshoal.get(attempts)")).result == "2"
+        assert ok(k.execute("import shoal\nshoal.get(attempts)")).result == "2"
     assert len(open(pid_file).read().split()) == 2

@@ -5,6 +5,8 @@ import pytest
 
 from shoal.kernel.testing import KernelSession
 
+from conftest import ok
+
 DEFINE = """
 import shoal
 from IPython.display import display, HTML
@@ -45,11 +47,6 @@ def k():
         yield session
     finally:
         session.shutdown()
-
-
-def ok(run):
-    assert run.reply["status"] == "ok", run
-    return run
 
 
 def lines(run) -> list:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, Optional
+from typing import Optional
 
 from ...core.scheduling_strategies import (
     NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy,
