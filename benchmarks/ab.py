@@ -29,6 +29,36 @@ def run_once(tree: Path, workloads: str, repeat: int) -> dict:
         return json.load(open(out.name))["results"]
 
 
+def interleave(trees: dict, rounds: int, run) -> tuple[dict, list]:
+    """run(tree) -> {metric: [samples]} for each tree each round, the order alternating
+    between rounds so drift in the machine's load hits both alike.  Returns the
+    samples per tree and the load average before each run."""
+    samples = {name: {} for name in trees}
+    loads = []
+    for i in range(rounds):
+        for name in (("base", "new") if i % 2 == 0 else ("new", "base")):
+            load = os.getloadavg()[0]
+            loads.append({"round": i, "tree": name, "load1": load})
+            for metric, values in run(trees[name]).items():
+                samples[name].setdefault(metric, []).extend(values)
+            print(f"round {i} {name} done (load {load:.2f})", file=sys.stderr)
+    return samples, loads
+
+
+def report(samples: dict, loads: list, label: str, number: str) -> dict:
+    """Print the medians as a Markdown table (base, new, new/base) and the load; return them."""
+    medians = {name: {k: statistics.median(v) for k, v in s.items()} for name, s in samples.items()}
+    print(f"| {label} | base | new | new/base |\n|---|---|---|---|")
+    for k, b in medians["base"].items():
+        n = medians["new"].get(k)
+        print(f"| {k} | {number.format(b)} | {number.format(n)} | {n / b:.2f} |" if n is not None
+              else f"| {k} | {number.format(b)} | - | |")
+    all_loads = [x["load1"] for x in loads]
+    print(f"load average (1 min) before runs: median {statistics.median(all_loads):.2f}, "
+          f"range {min(all_loads):.2f}-{max(all_loads):.2f}, on {os.cpu_count()} CPUs")
+    return medians
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", required=True, help="the tree to compare against (A)")
@@ -39,24 +69,15 @@ def main() -> None:
     p.add_argument("--json", help="write raw samples, loads and medians here")
     args = p.parse_args()
     trees = {"base": Path(args.base).resolve(), "new": Path(args.new).resolve()}
-    samples = {name: {} for name in trees}
-    loads = []
-    for i in range(args.rounds):
-        for name in (("base", "new") if i % 2 == 0 else ("new", "base")):
-            load = os.getloadavg()[0]
-            loads.append({"round": i, "tree": name, "load1": load})
-            for key, res in run_once(trees[name], args.workloads, args.repeat).items():
-                for metric, values in res.get("samples", {}).items():
-                    samples[name].setdefault(f"{key}:{metric}", []).extend(values)
-            print(f"round {i} {name} done (load {load:.2f})", file=sys.stderr)
-    medians = {name: {k: statistics.median(v) for k, v in s.items()} for name, s in samples.items()}
-    print("| metric | base | new | new/base |\n|---|---|---|---|")
-    for k in medians["base"]:
-        b, n = medians["base"][k], medians["new"].get(k)
-        print(f"| {k} | {b:.4g} | {n:.4g} | {n / b:.2f} |" if n is not None else f"| {k} | {b:.4g} | - | |")
-    all_loads = [x["load1"] for x in loads]
-    print(f"load average (1 min) before runs: median {statistics.median(all_loads):.2f}, "
-          f"range {min(all_loads):.2f}-{max(all_loads):.2f}, on {os.cpu_count()} CPUs")
+
+    def run(tree: Path) -> dict:
+        out = {}
+        for key, res in run_once(tree, args.workloads, args.repeat).items():
+            for metric, values in res.get("samples", {}).items():
+                out[f"{key}:{metric}"] = values
+        return out
+    samples, loads = interleave(trees, args.rounds, run)
+    medians = report(samples, loads, "metric", "{:.4g}")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -13,11 +13,12 @@ Each (tree, round) is a fresh process with that tree first on PYTHONPATH and a
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from ab import interleave, report
 
 CHILD = r'''
 import json, sys, time
@@ -69,20 +70,8 @@ def main() -> None:
     p.add_argument("--json")
     args = p.parse_args()
     trees = {"base": Path(args.base).resolve(), "new": Path(args.new).resolve()}
-    samples = {name: {} for name in trees}
-    loads = []
-    for i in range(args.rounds):
-        for name in (("base", "new") if i % 2 == 0 else ("new", "base")):
-            loads.append({"round": i, "tree": name, "load1": os.getloadavg()[0]})
-            for k, v in run(trees[name], args.repeat).items():
-                samples[name].setdefault(k, []).extend(v)
-    medians = {n: {k: statistics.median(v) for k, v in s.items()} for n, s in samples.items()}
-    print("| workload (tasks/s ↑) | base | new | new/base |\n|---|---|---|---|")
-    for k, b in medians["base"].items():
-        print(f"| {k} | {b:,.0f} | {medians['new'][k]:,.0f} | {medians['new'][k] / b:.2f} |")
-    all_loads = [x["load1"] for x in loads]
-    print(f"load average (1 min): median {statistics.median(all_loads):.2f}, "
-          f"range {min(all_loads):.2f}-{max(all_loads):.2f}, on {os.cpu_count()} CPUs")
+    samples, loads = interleave(trees, args.rounds, lambda tree: run(tree, args.repeat))
+    medians = report(samples, loads, "workload (tasks/s ↑)", "{:,.0f}")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
