@@ -405,28 +405,36 @@ def wait(object_refs: list, *, num_returns: int = 1, timeout: Optional[float] = 
     return ready, [r for r in object_refs if r not in chosen]
 
 
-GENERATOR_WAIT_POLL = 0.005     # seconds between looks while waiting on generators
-
-
 def _wait_with_generators(client: Client, items: list, num_returns: int,
                           timeout: Optional[float]) -> tuple[list, list]:
     """wait() over refs and streaming generators, as Ray's: a generator is
     ready when its next ref can be taken without blocking, or it has ended."""
     refs = [r for r in items if isinstance(r, ObjectRef)]
+    gens = [g for g in items if isinstance(g, ObjectRefGenerator)]
     check_same_cluster(client, refs)
+    arrived = threading.Event()             # set by each arrival; the loop looks again
+    callbacks = [client.when_ready(r.id, lambda entry: arrived.set()) for r in refs]
+    for gen in gens:
+        gen._watch(arrived, True)
     deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        entries = client.wait_entries([r.id for r in refs], len(refs), 0, False)[0] if refs else {}
-        ready = [r for r in items if (r.id in entries if isinstance(r, ObjectRef)
-                                      else r._has_next())][:num_returns]
-        left = None if deadline is None else deadline - time.monotonic()
-        if len(ready) >= num_returns or (left is not None and left <= 0):
-            chosen = set(map(id, ready))
-            return ready, [r for r in items if id(r) not in chosen]
-        if client.lost:
-            raise ClusterLostError(client.lost)
-        with client._blocked():
-            time.sleep(GENERATOR_WAIT_POLL if left is None else min(GENERATOR_WAIT_POLL, left))
+    try:
+        while True:
+            arrived.clear()
+            ready = [r for r in items if (client.ready(r.id) if isinstance(r, ObjectRef)
+                                          else r._has_next())][:num_returns]
+            left = None if deadline is None else deadline - time.monotonic()
+            if len(ready) >= num_returns or (left is not None and left <= 0):
+                chosen = set(map(id, ready))
+                return ready, [r for r in items if id(r) not in chosen]
+            if client.lost:
+                raise ClusterLostError(client.lost)
+            with client._blocked():
+                arrived.wait(left)
+    finally:
+        for cb in callbacks:
+            client.forget(cb)
+        for gen in gens:
+            gen._watch(arrived, False)
 
 
 # A blocking get/wait of at least this many refs that takes longer than this

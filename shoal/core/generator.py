@@ -30,13 +30,14 @@ GENERATOR_MODES = ("streaming", "dynamic")
 class _Stream:
     """What the client's reader thread fills for one streaming task: the
     refs of the items so far, and the end marker's entry once it comes."""
-    __slots__ = ("end_id", "items", "end", "cond")
+    __slots__ = ("end_id", "items", "end", "cond", "watchers")
 
     def __init__(self, end_id: str) -> None:
         self.end_id = end_id
         self.items: deque = deque()
         self.end = None
         self.cond = threading.Condition(threading.Lock())
+        self.watchers: set = set()      # threading.Events of wait() calls over this stream
 
     def deliver(self, client, object_id: str, entry) -> None:
         """Called by the client, under its lock, for each entry of this task."""
@@ -46,10 +47,14 @@ class _Stream:
             else:
                 self.items.append(ObjectRef(object_id, client))   # the client counted it
             self.cond.notify_all()
+            for event in self.watchers:
+                event.set()
 
     def wake(self) -> None:
         with self.cond:
             self.cond.notify_all()
+            for event in self.watchers:
+                event.set()
 
 
 class ObjectRefGenerator:
@@ -110,6 +115,11 @@ class ObjectRefGenerator:
         stream = self._stream
         with stream.cond:
             return bool(stream.items) or stream.end is not None
+
+    def _watch(self, event: threading.Event, on: bool) -> None:
+        """Have `event` set whenever an item or the end arrives (or stop)."""
+        with self._stream.cond:
+            (self._stream.watchers.add if on else self._stream.watchers.discard)(event)
 
     def completed(self) -> ObjectRef:
         """A ref ready once the task has finished (its value: the item count)."""
