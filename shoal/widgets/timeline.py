@@ -56,7 +56,6 @@ class TimelineModel:
         self._key: dict = {}
         self._open_row: dict = {}        # task id -> the row of its open run
         self.counts = {"finished": 0, "failed": 0, "cancelled": 0, "retried": 0}
-        self.open = 0
         self.dirty: set = set()
         self.reset = True
         self.t0: Optional[float] = None
@@ -64,6 +63,11 @@ class TimelineModel:
 
     def __len__(self) -> int:
         return len(self.task_id)
+
+    @property
+    def open(self) -> int:
+        """Runs started and not ended."""
+        return len(self._open_row)
 
     # ------------------------------------------------------------------ events
     def apply(self, tasks: Iterable, snapshot: bool = False) -> None:
@@ -91,7 +95,6 @@ class TimelineModel:
             if row is None:
                 row = self._add(key, ev, code, None if code == 0 else ev.end)
                 if code == 0:
-                    self.open += 1
                     open_row[ev.task_id] = row
                     continue
             elif code == 0:
@@ -101,7 +104,6 @@ class TimelineModel:
                 if old == code:
                     continue                    # the same end twice (a replay)
                 if old == 0:
-                    self.open -= 1
                     del open_row[ev.task_id]
                 status[row] = code
                 end[row] = ev.end
