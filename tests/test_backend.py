@@ -117,3 +117,18 @@ def test_features_of_shoals_scheduler_say_so_on_a_foreign_backend(monkeypatch):
     from shoal.util import state
     with pytest.raises(NotImplementedError, match="other backend at other://x"):
         state.list_engines()
+
+
+def test_the_first_call_that_needs_shoals_scheduler_says_so_when_init_chose_another(monkeypatch):
+    """SHOAL_ADDRESS names another engine and nothing runs yet: the call that would
+    start shoal's own cluster connects there instead and then says what is missing
+    (it once returned None: AttributeError on `.client`)."""
+    class Foreign:
+        name, address = "other", "other://x"
+    import shoal
+    from shoal.core import api, runtime
+    shoal.shutdown()
+    monkeypatch.setattr(backend, "active", None)
+    monkeypatch.setattr(api, "init", lambda **kw: backend.set_active(Foreign()))
+    with pytest.raises(NotImplementedError, match="other backend at other://x"):
+        runtime.current()

@@ -137,9 +137,9 @@ class ActorClass:
 
     def remote(self, *args, **kwargs) -> "ActorHandle":
         check_call(self._signatures["__init__"], self.__name__, args, kwargs)
-        if backend.active is not None or (
-                runtime._current is None and backend.connect_from_env()):
-            return backend.active.create_actor(self, args, kwargs)
+        foreign = backend.foreign()
+        if foreign is not None:
+            return foreign.create_actor(self, args, kwargs)
         rt = runtime.current()
         client = rt.client
         opts = self._options
@@ -390,9 +390,9 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     """A handle to the live actor with this name; ValueError if there is none."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"get_actor needs a non-empty name, got {name!r}")
-    if backend.active is not None or (
-            runtime._current is None and backend.connect_from_env()):
-        return backend.active.get_actor(name, namespace)
+    foreign = backend.foreign()
+    if foreign is not None:
+        return foreign.get_actor(name, namespace)
     rt = runtime.current()
     info = rt.client.query("get_actor", name=name, namespace=namespace or runtime.job()[1])
     rt.client.adopt(info["actor_id"])

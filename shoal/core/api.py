@@ -312,9 +312,9 @@ def put(value: Any) -> ObjectRef:
     """Store a value in the cluster and return a ref to it.  Large values go to
     this host's shared-memory store once; numpy arrays read back from it are
     read-only views."""
-    if backend.active is not None or (
-            runtime._current is None and backend.connect_from_env()):
-        return backend.active.put(value)
+    foreign = backend.foreign()
+    if foreign is not None:
+        return foreign.put(value)
     if isinstance(value, ObjectRef):
         raise TypeError("Calling 'put' on an ObjectRef is not allowed. If you really want to do "
                         "this, you can wrap the ObjectRef in a list and call 'put' on it.")

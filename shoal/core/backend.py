@@ -191,6 +191,17 @@ def connect_from_env() -> bool:
     return active is not None
 
 
+def foreign() -> Optional["Backend"]:
+    """The foreign backend the API delegates to, or None for shoal's own.  On
+    the API's first call with no cluster yet, connects to the engine that
+    SHOAL_ADDRESS names (connect_from_env)."""
+    if active is None:
+        from . import runtime
+        if runtime.current_or_none() is None:
+            connect_from_env()
+    return active
+
+
 def disconnect() -> None:
     """shoal.shutdown() of a foreign backend: closes it (idempotent)."""
     global active

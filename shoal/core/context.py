@@ -112,9 +112,9 @@ class RuntimeContext:
 def get_runtime_context() -> RuntimeContext:
     """The context of this driver, task or actor (starts a local cluster if
     none is running, as Ray does)."""
-    if backend.active is not None or (
-            runtime._current is None and backend.connect_from_env()):
-        return backend.active.runtime_context()
+    foreign = backend.foreign()
+    if foreign is not None:
+        return foreign.runtime_context()
     return RuntimeContext(runtime.current())
 
 
@@ -131,9 +131,9 @@ def nodes() -> list[dict]:
     """Every host as Ray describes a node: NodeID, Alive, NodeManagerAddress,
     NodeManagerHostname, Resources (and a few more).  Hosts that left the
     cluster are listed too, with Alive False, as in Ray."""
-    if backend.active is not None or (
-            runtime._current is None and backend.connect_from_env()):
-        return backend.active.nodes()
+    foreign = backend.foreign()
+    if foreign is not None:
+        return foreign.nodes()
     status = runtime.current().client.status()
     return ([_node(h, True) for h in status["hosts"]]
             + [_node(h, False) for h in status.get("departed_hosts", [])])
@@ -150,17 +150,17 @@ def _node(host: dict, alive: bool) -> dict:
 def cluster_resources() -> dict:
     """Total resources of all hosts, with Ray's keys: CPU, GPU, memory,
     object_store_memory, node:<address>, and custom ones (zero amounts left out)."""
-    if backend.active is not None or (
-            runtime._current is None and backend.connect_from_env()):
-        return backend.active.cluster_resources()
+    foreign = backend.foreign()
+    if foreign is not None:
+        return foreign.cluster_resources()
     return _sum_resources("resources")
 
 
 def available_resources() -> dict:
     """Resources not held by running tasks and actors right now (zero amounts left out)."""
-    if backend.active is not None or (
-            runtime._current is None and backend.connect_from_env()):
-        return backend.active.available_resources()
+    foreign = backend.foreign()
+    if foreign is not None:
+        return foreign.available_resources()
     return _sum_resources("available")
 
 

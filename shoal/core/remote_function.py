@@ -113,9 +113,9 @@ class RemoteFunction:
 
     def remote(self, *args, **kwargs):
         check_call(self._params, self.__name__, args, kwargs)
-        if backend.active is not None or (
-                runtime._current is None and backend.connect_from_env()):
-            return backend.active.submit_task(self, args, kwargs)
+        foreign = backend.foreign()
+        if foreign is not None:
+            return foreign.submit_task(self, args, kwargs)
         client = runtime.current().client
         _, blob = self._ship()
         func_id, policy, resources = self._call_constants()

@@ -59,12 +59,13 @@ def current() -> Runtime:
                   f"cells that made them again.", file=sys.stderr, flush=True)
         elif _current is None:
             from . import backend
-            if backend.active is not None:
+            if backend.active is None:
+                init()           # SHOAL_ADDRESS may name another engine: then still None
+            if _current is None and backend.active is not None:
                 raise NotImplementedError(
                     f"this needs shoal's own scheduler, and this process uses the "
                     f"{backend.active.name} backend at {backend.active.address}: not available "
                     f"on {backend.active.name} yet (see docs/backends.md)")
-            init()
         return _current
 
 
