@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..exceptions import ObjectFromOtherClusterError
+from ..protocol.object_ids import task_of
 from ..protocol.serialization import note_ref
 from . import runtime
 
@@ -27,7 +28,7 @@ class ObjectRef:
         return self._id
 
     def task_id(self) -> str:
-        return self._id.rpartition("/")[0] or self._id
+        return task_of(self._id)
 
     def __reduce__(self):
         note_ref(self._id)

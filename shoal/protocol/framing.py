@@ -180,10 +180,6 @@ class FrameDecoder:
             self._start = self._end = 0
         return None
 
-    @property
-    def pending(self) -> int:
-        return self._end - self._start if self._body is None else self._filled
-
     def take_pending(self) -> bytes:
         """The bytes read past the last frame taken (not parsed as frames)."""
         if self._body is not None:

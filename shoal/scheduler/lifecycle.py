@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from typing import Literal, Optional
+
+from ..protocol.object_ids import task_of
 
 log = logging.getLogger("shoal.scheduler")
 
@@ -84,7 +87,9 @@ class TaskLifecycle:
         self.strict = strict_default() if strict is None else strict
         self.stimulus: tuple = ("start", 0, self.clock())   # the event handled now: kind, id, time
         self._stimuli = 0
-        self.ended_stories: dict = {}           # task id -> story, oldest first (bounded)
+        # task id -> story, oldest first (bounded); an OrderedDict because a dict
+        # deleted from the front makes next(iter()) skip dead slots (~5 µs a task)
+        self.ended_stories: OrderedDict = OrderedDict()
 
     def _stimulate(self, kind: str) -> None:
         """A new event (a message, a closed connection, a timer) begins."""
@@ -107,7 +112,7 @@ class TaskLifecycle:
             stories = self.ended_stories
             stories[task.spec.task_id] = tuple(story)
             if len(stories) > FINISHED_STORIES:
-                del stories[next(iter(stories))]
+                stories.popitem(last=False)
 
     def _engine_to(self, engine, state: EngineState) -> None:
         if (engine.state, state) not in ENGINE_TRANSITIONS:
@@ -136,7 +141,7 @@ class TaskLifecycle:
         if story is None:
             obj = self.objects.get(ident)
             task_id = (obj.producer if obj is not None and obj.producer
-                       else ident.rpartition("/")[0] or ident)
+                       else task_of(ident))
             story = self.story(task_id)
         if story is None:
             raise LookupError(f"no story for task {ident}: it is not a task of this cluster, "

@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional
 from ..exceptions import ObjectLostError, TaskCancelledError, WorkerCrashedError
 from ..protocol import messages as m
 from ..protocol.messages import ObjectEntry
+from ..protocol.object_ids import item_id
 from ..protocol.serialization import dumps
 from . import policy
 from .actors import ActorScheduling
@@ -231,10 +232,11 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
             raise ValueError(f"unexpected message {type(msg).__name__}")
         if conn not in self.peers and type(msg) not in (m.ClientHello, m.RegisterHost):
             raise ValueError(f"{type(msg).__name__} before hello")
+        now = self.clock()
         if conn in self.host_by_conn:
-            self.last_heard[conn] = self.clock()
+            self.last_heard[conn] = now
         self._stimuli += 1                   # (TaskLifecycle._stimulate, inlined: per message)
-        self.stimulus = (msg.__class__.__name__, self._stimuli, self.clock())
+        self.stimulus = (msg.__class__.__name__, self._stimuli, now)
         handler(self, conn, msg)
 
     # ------------------------------------------------------------------ joining
@@ -589,7 +591,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         oid = msg.entry.object_id
         stale = (task is None or task.state not in ON_ENGINE or task.spec.generator != "streaming"
                  or task.engine_id != self.engine_by_conn.get(conn)
-                 or oid != f"{msg.task_id}/g{msg.index}")
+                 or oid != item_id(msg.task_id, msg.index))
         obj = self.objects.get(oid)
         if stale or task.owner not in self.peers or (obj is not None and obj.entry is not None):
             # Nobody will hold it (or a retry made it again): drop this copy.

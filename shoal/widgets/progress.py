@@ -17,6 +17,8 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import traitlets
 
+from ..protocol.object_ids import task_of
+
 from . import html as h
 from .base import LiveWidget, static
 
@@ -36,7 +38,7 @@ class ProgressModel:
             if oid in self.state:
                 continue
             self.state[oid] = "pending"
-            self.by_task.setdefault(oid.rpartition("/")[0] or oid, []).append(oid)
+            self.by_task.setdefault(task_of(oid), []).append(oid)
         self.total = len(self.state)
         self.counts = {"done": 0, "failed": 0, "cancelled": 0}
         self.running: set = set()
