@@ -36,7 +36,7 @@ def unload_ipython_extension(shell) -> None:
     magics = magics_of(shell)
     if magics is None:
         return
-    from ..core import backend, runtime
+    from ..core import backend
     for event, callback in (("pre_run_cell", magics.pre_run_cell),
                             ("post_run_cell", magics.post_run_cell)):
         try:
@@ -44,11 +44,7 @@ def unload_ipython_extension(shell) -> None:
         except ValueError:
             pass
     magics.autoremote_transformer.disable()
-    rt = runtime.current_or_none()
-    if rt is not None:
-        magics.router.detach(rt.client)
-    if backend.active is not None:
-        backend.active.unroute_output(magics.router)
+    backend.current().unroute_output(magics.router)
     for kind, names in (("line", ("remote", "autoremote", "cluster", "timeline", "objects")),
                         ("cell", ("remote",))):
         table = shell.magics_manager.magics[kind]

@@ -58,16 +58,10 @@ class ClusterControl:
 
     def attach(self) -> None:
         """Route the current runtime's output here, if there is one."""
-        if backend.active is not None:
-            backend.active.route_output(self.router)
-            if self.shared_by is not None:
-                backend.active.shared_by = self.shared_by
-            return
-        rt = runtime.current_or_none()
-        if rt is not None and not self.router.attached(rt.client):
-            self.router.attach(rt.client)
-        if rt is not None and self.shared_by is not None:
-            rt.shared_by = self.shared_by
+        backend.current().route_output(self.router)
+        owner = backend.active or runtime.current_or_none()     # the Ray backend, or shoal's runtime
+        if owner is not None and self.shared_by is not None:
+            owner.shared_by = self.shared_by
 
     def start(self, num_cpus: Optional[int] = None, hosts: Optional[list] = None
               ) -> api.ClusterContext:
@@ -88,11 +82,7 @@ class ClusterControl:
 
     def stop(self) -> None:
         """Disconnect; stop the cluster if this process started it."""
-        if backend.active is not None:
-            backend.active.unroute_output(self.router)
-        rt = runtime.current_or_none()
-        if rt is not None:
-            self.router.detach(rt.client)
+        backend.current().unroute_output(self.router)
         api.shutdown()
         for callback in self.on_stop:
             callback()

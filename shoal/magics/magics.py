@@ -191,11 +191,5 @@ class ShoalMagics(Magics):
         cancels the tasks it submitted that are still pending or running."""
         if not isinstance(result.error_in_exec, KeyboardInterrupt):
             return
-        if backend.active is not None:
-            if backend.active.cancel_cell(self.router):
-                print("shoal: cancelled this cell's tasks on the cluster", file=sys.stderr)
-            return
-        rt = runtime.current_or_none()
-        if rt is not None and not rt.client.lost and self.router.attached(rt.client):
-            if self.router.cancel_cell(rt.client):
-                print("shoal: cancelled this cell's tasks on the cluster", file=sys.stderr)
+        if backend.current().cancel_cell(self.router):
+            print("shoal: cancelled this cell's tasks on the cluster", file=sys.stderr)
