@@ -135,7 +135,7 @@ def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
                          object_store_memory=object_store_memory)
         validate_resources({"num_gpus": num_gpus, "resources": resources})
         job_env = runtime_env_module.validate(runtime_env)
-        address = address or os.environ.get("SHOAL_ADDRESS") or None
+        address = target
         _check_address(address)
         if namespace is not None and not isinstance(namespace, str):
             raise TypeError(f"namespace must be a string, got {type(namespace).__name__}")

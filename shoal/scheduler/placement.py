@@ -24,7 +24,7 @@ from ..exceptions import TaskPlacementGroupRemoved, TaskUnschedulableError
 from ..protocol import messages as m
 from ..protocol.messages import ObjectEntry
 from . import policy
-from .lifecycle import ON_ENGINE
+from .lifecycle import HOLDING
 
 log = logging.getLogger("shoal.scheduler")
 
@@ -121,7 +121,7 @@ class Placement:
             error = self._error_entry("", TaskPlacementGroupRemoved(
                 f"task {task.spec.name!r} ({task.spec.task_id}) ran in placement group "
                 f"{pg.pg_id}, which was removed"))
-            if task.state in ON_ENGINE:
+            if task.state in HOLDING:        # queued ones are skipped by their engine
                 engine = self.engines.get(task.engine_id)
                 self._finish_with_error(task, error, why=f"its placement group {pg.pg_id} "
                                                          f"was removed: its engine is stopped")

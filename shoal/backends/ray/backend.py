@@ -92,9 +92,7 @@ def connect(address: Optional[str], *, num_cpus=None, num_gpus=None, resources=N
     kwargs = {k: v for k, v in dict(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
                                      object_store_memory=object_store_memory,
                                      namespace=namespace).items() if v is not None}
-    kwargs.update((k, v) for k, v in others.items() if k in (
-        "include_dashboard", "dashboard_host", "dashboard_port", "log_to_driver",
-        "configure_logging", "logging_level", "logging_format"))
+    kwargs.update(others)       # init() let through only Ray's own arguments it ignores
     env = dict(runtime_env or {})
     if "worker_process_setup_hook" in env:
         raise ValueError("runtime_env['worker_process_setup_hook'] is shoal's on the Ray "
