@@ -1,4 +1,5 @@
 """Level 1: framing, codec, authentication and value serialization, in-process."""
+import itertools
 import pickle
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 
 from shoal.protocol import auth, codec
 from shoal.protocol import messages as m
-from shoal.protocol.framing import FrameDecoder, ProtocolError, encode_frame
+from shoal.protocol.framing import IOV_BATCH, FrameDecoder, ProtocolError, encode_frame, write_gathered
 from shoal.protocol.serialization import (INLINE_LIMIT, SerializationError, deserialize, dumps,
                                           serialize)
 
@@ -208,3 +209,28 @@ def test_decoder_meets_any_bytes_with_frames_or_a_protocol_error(data):
             codec.decode(header, buffers)
         except ProtocolError:
             pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=50), max_size=IOV_BATCH + 40),
+       st.lists(st.one_of(st.integers(0, 400), st.none()), min_size=1, max_size=30))
+def test_gathered_writes_keep_every_byte_in_order(chunks, takes):
+    """Partial writes resume inside a chunk; a stopping error hands back
+    exactly the rest, which a later write finishes (as the transport does)."""
+    written = bytearray()
+    calls = itertools.chain(takes, itertools.repeat(10**6))     # then it takes all
+
+    def writev(batch):
+        assert len(batch) <= IOV_BATCH
+        take = next(calls)
+        if take is None:
+            raise BlockingIOError
+        data = b"".join(bytes(b) for b in batch)[:max(take, 1)]
+        written.extend(data)
+        return len(data)
+
+    rest = write_gathered(writev, list(chunks), stop=BlockingIOError)
+    assert bytes(written) + b"".join(bytes(c) for c in rest) == b"".join(chunks)
+    while rest:
+        rest = write_gathered(writev, rest, stop=BlockingIOError)
+    assert bytes(written) == b"".join(chunks)
