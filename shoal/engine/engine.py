@@ -466,8 +466,9 @@ class Engine:
         if gpu_ids:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
         elif self.base_cuda is None:
-            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-        else:
+            if "CUDA_VISIBLE_DEVICES" in os.environ:     # pop() of a missing key raises inside
+                del os.environ["CUDA_VISIBLE_DEVICES"]
+        elif os.environ.get("CUDA_VISIBLE_DEVICES") != self.base_cuda:
             os.environ["CUDA_VISIBLE_DEVICES"] = self.base_cuda
 
 
