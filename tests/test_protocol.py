@@ -234,3 +234,21 @@ def test_gathered_writes_keep_every_byte_in_order(chunks, takes):
     while rest:
         rest = write_gathered(writev, rest, stop=BlockingIOError)
     assert bytes(written) == b"".join(chunks)
+
+
+def test_a_kept_result_does_not_pin_its_siblings_frame():
+    """The scheduler keeps each result of a task on its own: decoding copies
+    the values of a several-result TaskFinished apart; a lone one stays a view."""
+    from shoal.protocol.messages import ObjectEntry
+    values = [serialize(str(i) * 2000).packed() for i in range(3)]
+
+    def wire(msg):
+        [frame] = FrameDecoder().feed(b"".join(bytes(c) for c in codec.encode(msg)))
+        return codec.decode(*frame)
+    many = wire(m.TaskFinished(task_id="t", results=[
+        ObjectEntry(f"t/{i}", inline=v) for i, v in enumerate(values)]))
+    assert [type(e.inline) for e in many.results] == [bytes] * 3
+    assert [deserialize(e.inline) for e in many.results] == [str(i) * 2000 for i in range(3)]
+    one = wire(m.TaskFinished(task_id="t", results=[ObjectEntry("t/0", inline=values[0])]))
+    assert type(one.results[0].inline) is pickle.PickleBuffer
+    assert deserialize(one.results[0].inline) == "0" * 2000

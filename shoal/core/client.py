@@ -527,7 +527,7 @@ class Client:
 
     def _dispatch(self, msg) -> None:
         if type(msg) is m.ObjectsReady:
-            self._on_ready(_unshared(msg.entries))
+            self._on_ready(msg.entries)     # values of a batch come apart (codec.unshared)
         elif type(msg) is m.TaskOutput:
             self._route_output(msg)
         elif type(msg) is m.QueryReply:
@@ -686,13 +686,3 @@ def print_output(msg: m.TaskOutput, context=None) -> None:
     lines = text.splitlines(keepends=True)
     stream.write("".join(prefix + line for line in lines) + ("" if text.endswith("\n") else "\n"))
     stream.flush()
-
-
-def _unshared(entries: list) -> list:
-    """Values pushed together arrive as views of one frame: one of them kept
-    alone must not keep the whole batch (up to 16 MiB) alive, so each value
-    of a batch gets its own copy.  A single value stays a view."""
-    if len(entries) < 2:
-        return entries
-    return [e._replace(inline=e.inline.raw().tobytes()) if type(e.inline) is pickle.PickleBuffer
-            else e for e in entries]
