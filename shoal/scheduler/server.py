@@ -30,7 +30,6 @@ class SchedulerServer:
         self._socks = socks       # listening sockets: TCP, and a Unix one for local peers
         self._tls_files = tls_files   # a user's (cert, key); else one is made if needed
         self._stopped: asyncio.Event | None = None
-        self._flush_due = False
 
     async def run(self, owner_fd: int | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -63,7 +62,7 @@ class SchedulerServer:
 
     def _factory(self, server_tls):
         return lambda: ServerConnection(self._key, self._on_message, self._on_close,
-                                        self._flush_soon, server_tls)
+                                        self._flush, server_tls)
 
     def stop(self, reason: str = "") -> None:
         if not self.state.stopping:
@@ -101,16 +100,8 @@ class SchedulerServer:
         if not self._stopped.is_set():
             asyncio.get_running_loop().call_later(EVENT_INTERVAL, self._send_events)
 
-    def _flush_soon(self) -> None:
-        """After a read (or close): send what the state machine produced once
-        every connection readable in this turn of the loop has been read, so
-        messages to one peer caused by several reads go out in one write."""
-        if not self._flush_due:
-            self._flush_due = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
     def _flush(self) -> None:
-        self._flush_due = False
+        """After each read (or close): send what the state machine produced."""
         _send_all(self.state.take_output())
 
 
