@@ -276,6 +276,8 @@ def main():
             p.error(f"unknown {name}(s) {bad}; choose from {', '.join(known)}")
 
     become_subreaper()
+    # What ran, and when: read before the run, so a checkout changed meanwhile is not recorded.
+    started = {"commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     medians, raw, notes, versions, ran, loads = {}, {}, [], {}, [], []
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731 progress goes to stderr
     for fw in frameworks:
@@ -300,8 +302,7 @@ def main():
 
     saved = {"versions": versions, "repeat": args.repeat, "frameworks": frameworks,
              "workloads": workloads, "results": raw, "notes": notes, "load": loads,
-             "cpus": os.cpu_count(), "commit": commit(),
-             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+             "cpus": os.cpu_count(), **started}
     report(saved)
     if args.json:
         Path(args.json).write_text(json.dumps(saved, indent=2))
