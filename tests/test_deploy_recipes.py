@@ -6,6 +6,7 @@ no Ray: milliseconds.
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -178,6 +179,20 @@ def test_the_sbatch_script_starts_ray_with_the_token_and_the_documented_client_p
     template = re.search(r"^SHOAL_ADDRESS=(\S+)$", script, re.M).group(1)
     address = template.replace("$head_ip", "10.1.2.17").replace("$CLIENT_PORT", str(CLIENT_PORT))
     assert ray_address(address) == f"ray://10.1.2.17:{CLIENT_PORT}"
+
+
+def test_the_sbatch_script_refuses_a_token_others_can_read(tmp_path):
+    # (tests/test_deploy_slurm_script.py runs it for real, with Ray)
+    token = tmp_path / "auth_token"
+    token.write_text("x" * 64)
+    token.chmod(0o644)
+    venv = tmp_path / "env"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "activate").write_text("")
+    run = subprocess.run(["bash", str(SBATCH)], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, SHOAL_ENV=str(venv), RAY_AUTH_TOKEN_PATH=str(token)))
+    assert run.returncode == 1
+    assert f"chmod 600 {token}" in run.stderr
 
 
 def test_ssh_tunnels_lead_to_the_client_port_and_the_address_used():
