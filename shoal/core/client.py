@@ -1,10 +1,12 @@
 """One process's connection to the scheduler: submissions, references, results.
 
 Drivers and engines both hold one Client.  The user's thread sends directly
-(sends are serialized by a lock); a reader thread receives results, which the
-scheduler pushes to every holder of an object as soon as it is ready, so a
-`get` of an owned ref costs no extra round trip.  A housekeeping thread flushes
-reference-count changes that no other message carried, every few ms.
+(sends are serialized by a lock; a burst of submissions is batched, see
+`submit`); a reader thread receives results, which the scheduler pushes to
+every holder of an object as soon as it is ready, so a `get` of an owned ref
+costs no extra round trip.  A housekeeping thread flushes reference-count
+changes that no other message carried, every few ms, and a batch of
+submissions that nothing else sent within 1 ms.
 
 Reference counting: the scheduler counts holdings per connection.  A ref made
 here by submit or put is counted by the scheduler when it sees that message;
