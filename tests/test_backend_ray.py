@@ -426,3 +426,42 @@ def test_cell_resources_become_ray_task_options(k):
     run = ok(k.execute("%%remote --num-cpus 0.5 --retries 1\nimport ray\n"
                        "ray.get_runtime_context().get_assigned_resources()"))
     assert run.result == "{'CPU': 0.5}"
+
+
+def widget_opens(run, kind: str) -> list:
+    """The comm_open messages of a shoal widget class in a cell's output."""
+    return [m for m in run.messages if m["msg_type"] == "comm_open" and
+            m["content"]["data"]["state"].get("_anywidget_id", "").endswith("." + kind)]
+
+
+def test_a_long_cell_shows_progress_and_the_timeline_and_cluster_widgets_show_ray(k):
+    run = ok(k.execute("%%remote --all --name naps\nimport time\ntime.sleep(3)\n'slept'",
+                       timeout=120))
+    bars = widget_opens(run, "ProgressWidget")
+    assert bars, "a cell waiting 3 s on two nodes shows a progress bar"
+    state = bars[0]["content"]["data"]["state"]
+    assert state["view"]["title"] == "shoal.wait: 2 refs" and state["view"]["total"] == 2
+    comm = bars[0]["content"]["comm_id"]
+
+    def views():
+        return [m["content"]["data"]["state"]["view"] for m in k.iopub[run.msg_id]
+                if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == comm
+                and "view" in m["content"]["data"].get("state", {})]
+    k.pump_until(lambda: any(v["done"] == 2 and v["status"] == "done" for v in views()), 30,
+                 "the bar to reach 2 / 2")
+    run = ok(k.execute(textwrap.dedent("""\
+        import shoal, time
+        tl = shoal.widgets.timeline()
+        display(tl)
+        deadline = time.monotonic() + 30
+        while tl.meta.get("counts", {}).get("finished", 0) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        cw = shoal.widgets.cluster()
+        hosts = {host for _, host, _ in tl.meta["engines"]}
+        (tl.meta["counts"]["finished"] >= 2, len(hosts), len(cw.view["hosts"]),
+         cw.view["totals"]["cpus"], cw.scalable, cw.view["kind"].startswith("Ray "))"""),
+        timeout=60))
+    assert run.result == "(True, 2, 2, 2.0, False, True)"
+    assert widget_opens(run, "TimelineWidget") and widget_opens(run, "ClusterWidget")
+    names = ok(k.execute("sorted({e['name'] for e in shoal.timeline() if e.get('ph') == 'X'})"))
+    assert "'naps'" in names.result, names.result       # the cell's tasks, in the export

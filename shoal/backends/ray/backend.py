@@ -347,6 +347,18 @@ class RayContext:
     def disconnect(self) -> None:
         self.__exit__()
 
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        """In a notebook: the live cluster widget (Ray's nodes, resources, tasks),
+        as for shoal's own ClusterContext; elsewhere: the text."""
+        from ...core import hooks
+        try:
+            show = hooks.get(hooks.CLUSTER_DISPLAY)
+            if show is not None:
+                return show(self, include, exclude)
+        except Exception:
+            log.debug("the cluster widget failed; showing text", exc_info=True)
+        return {"text/plain": repr(self)}
+
     def __repr__(self) -> str:
         ray = self._backend.ray
         if self._backend._closed or not ray.is_initialized():
