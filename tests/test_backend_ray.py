@@ -465,3 +465,36 @@ def test_a_long_cell_shows_progress_and_the_timeline_and_cluster_widgets_show_ra
     assert widget_opens(run, "TimelineWidget") and widget_opens(run, "ClusterWidget")
     names = ok(k.execute("sorted({e['name'] for e in shoal.timeline() if e.get('ph') == 'X'})"))
     assert "'naps'" in names.result, names.result       # the cell's tasks, in the export
+
+
+def test_the_widgets_view_of_the_cluster_through_ray_client(python, cluster):
+    """A Ray Client driver is not connected to the GCS: the widgets' state comes
+    through a probe actor on the cluster (shoal.backends.ray.state)."""
+    port = client_port(cluster)
+    out = run_driver(python, CLIENT_RETRY + textwrap.dedent(f"""
+        import json, time, shoal
+        from shoal import widgets
+        from shoal.core import backend
+        connect(lambda: shoal.init(address="ray://127.0.0.1:{port}"))
+        @shoal.remote
+        def sq(x):
+            return x * x
+        refs = [sq.remote(i) for i in range(6)]
+        bar = shoal.progress(refs)
+        big = shoal.put(b"x" * 300_000)
+        shoal.get(refs)
+        source = backend.current().bind()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            runs = [r for r in widgets.task_runs() if r["name"] == "sq"]
+            if sum(r["status"] == "finished" for r in runs) >= 6 and bar.view["done"] == 6:
+                break
+            time.sleep(0.2)
+        print(json.dumps([len(runs), bar.view["done"], len(source.status()["hosts"]),
+                          any(o["object_id"] == big.hex() and o["size"] >= 300_000
+                              for o in source.list_objects()),
+                          len(source.memory()), source.describe()["scalable"]]))
+        bar.stop()
+        shoal.shutdown()
+        """))
+    assert out == [6, 6, 2, True, 2, False]
