@@ -220,3 +220,29 @@ def test_a_cluster_that_stops_answering_is_lost():
     wait_until(lambda: not stream_threads(), what="the thread to end")
     with pytest.raises(ConnectionError):
         stream.subscribe(lambda b: None)
+
+
+def test_a_running_attempt_waits_until_its_node_and_worker_are_known():
+    early = row("t1", node=None, pid=None, RUNNING=1)
+    assert views.task_events([early]) == {}
+    ended = row("t1", node=None, pid=None, FINISHED=2)           # the owner's report first
+    assert views.task_events([ended], now=T + 3) == {}
+    late = views.task_events([ended], now=T + 2 + views.HOLD_BACK)   # the worker's never came
+    assert late[("t1", 0)].status == "finished" and late[("t1", 0)].start is None
+    both = row("t1", RUNNING=1, FINISHED=2)
+    assert views.task_events([both])[("t1", 0)].start == T + 1
+    never_ran = row("t2", node=None, pid=None, error="TASK_CANCELLED", FAILED=2)
+    assert views.task_events([never_ran])[("t2", 0)].status == "cancelled"
+
+
+def test_a_task_on_a_new_worker_says_the_cluster_changed():
+    gcs = FakeGcs()
+    stream = TaskStream(gcs.read_rows, gcs.read_nodes, min_interval=0.02)
+    got = []
+    sub = stream.subscribe(got.append)
+    wait_until(lambda: got)
+    gcs.rows = [row("t1", pid=333, RUNNING=1)]
+    wait_until(lambda: any(e.task_id == "t1" for b in got for e in b.tasks))
+    batch = next(b for b in got if any(e.task_id == "t1" for e in b.tasks))
+    assert batch.cluster_changed                # the timeline asks for the engines again
+    sub.close()

@@ -11,7 +11,8 @@ backend closes, and turns the differences into shoal's `Events` batches:
 - `objects_changed` when a task ended (its results are new objects), and at
   least every OBJECTS_EVERY seconds while tasks exist (puts make no events);
 - `cluster_changed` when the set of alive nodes changed (checked every
-  NODES_EVERY seconds).
+  NODES_EVERY seconds), or a task ran on a worker not seen before (Ray
+  starts workers as it needs them: the timeline's lanes).
 
 Polling costs what reading the job's task events costs, so the interval is
 at least MIN_INTERVAL and at least BUDGET times the last read: a job with
@@ -70,6 +71,7 @@ class TaskStream:
         self._known: "OrderedDict" = OrderedDict()     # (task id, attempt) -> TaskEvent
         self._waiting = 0
         self._alive_nodes: Optional[frozenset] = None
+        self._engines: set = set()                      # worker (engine) ids seen
         self._polled = False
         self._thread: Optional[threading.Thread] = None
         self._stop = False
@@ -115,7 +117,7 @@ class TaskStream:
             if self._polled:
                 return list(self._known.values()), self._waiting
         rows = self._read_rows()
-        return list(views.task_events(rows).values()), views.queued(rows)
+        return list(views.task_events(rows, time.time()).values()), views.queued(rows)
 
     # ------------------------------------------------------------------ the thread
     def _run(self) -> None:
@@ -160,11 +162,14 @@ class TaskStream:
         """Fold a read into the history and hand out the news (under the lock:
         handlers only queue)."""
         news = []
-        known = self._known
-        for key, ev in views.task_events(rows).items():
+        known, engines = self._known, self._engines
+        for key, ev in views.task_events(rows, time.time()).items():
             if known.get(key) != ev:
                 known[key] = ev
                 news.append(ev)
+                if ev.engine_id is not None and ev.engine_id not in engines:
+                    engines.add(ev.engine_id)         # a worker Ray started: a new lane
+                    cluster_changed = True
         while len(known) > MAX_HISTORY:
             known.popitem(last=False)
         self._waiting = views.queued(rows)

@@ -22,6 +22,7 @@ SHOWN_TYPES = ("NORMAL_TASK", "ACTOR_TASK")
 # shoal's own actors (the output relay, the state probe): not the user's work.
 HIDDEN_PREFIXES = ("OutputRelay.", "StateProbe.")
 ENDED = ("FINISHED", "FAILED")
+HOLD_BACK = 10.0            # seconds an ended attempt waits for its worker's report
 CRASHES = ("WORKER_DIED", "NODE_DIED", "LOCAL_RAYLET_DIED", "OUT_OF_MEMORY")
 
 
@@ -38,11 +39,16 @@ def task_of(object_id: str) -> str:
 
 
 # ---------------------------------------------------------------------- task events
-def task_events(rows: Iterable[dict]) -> dict:
+def task_events(rows: Iterable[dict], now: Optional[float] = None) -> dict:
     """{(task id, attempt): TaskEvent, its latest state} from state.task_rows'
     rows: {"task_id", "attempt", "name", "type", "node_id", "pid", "times":
     {Ray state name: seconds}, "error": Ray ErrorType name or ""}.  Attempts not
-    yet running and not ended (queued) are left out; an attempt that failed
+    yet running and not ended (queued) are left out, as is a running one whose
+    node and worker are not reported yet (the timeline keeps a run in the lane
+    it first saw it in).  Likewise an attempt that ran and ended, while the
+    worker's report (its start, node, pid) has not come yet (the owner reports
+    the end, the worker the start, each about once a second): until HOLD_BACK
+    seconds after its end (`now`; None: until it comes).  An attempt that failed
     while a later one exists was "retried" ("crashed" when its worker died)."""
     rows = [r for r in rows if r.get("type") in SHOWN_TYPES
             and not str(r.get("name", "")).startswith(HIDDEN_PREFIXES)]
@@ -55,13 +61,18 @@ def task_events(rows: Iterable[dict]) -> dict:
         times = r.get("times") or {}
         start = times.get("RUNNING")
         ended = next((s for s in ENDED if s in times), None)
+        node = r.get("node_id")
         if ended is None:
-            if start is None:
-                continue
+            if start is None or not node or not r.get("pid"):
+                continue          # not running yet, or where is not reported yet: wait
             status, end = "running", None
         else:
             end = times[ended]
             error = r.get("error") or ""
+            ran = ended == "FINISHED" or error == "TASK_EXECUTION_EXCEPTION"
+            if ran and (start is None or not node or not r.get("pid")) and \
+                    (now is None or now - end < HOLD_BACK):
+                continue          # the owner's report came first; the worker's follows
             if ended == "FINISHED":
                 status = "finished"
             elif error == "TASK_CANCELLED":
@@ -70,7 +81,6 @@ def task_events(rows: Iterable[dict]) -> dict:
                 status = "crashed" if error in CRASHES else "retried"
             else:
                 status = "failed"
-        node = r.get("node_id")
         out[(r["task_id"], r["attempt"])] = TaskEvent(
             r["task_id"], r.get("name") or "?", status, engine_id(node, r.get("pid")),
             host_id(node), start, end)
