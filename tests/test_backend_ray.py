@@ -465,6 +465,15 @@ def test_a_long_cell_shows_progress_and_the_timeline_and_cluster_widgets_show_ra
     assert widget_opens(run, "TimelineWidget") and widget_opens(run, "ClusterWidget")
     names = ok(k.execute("sorted({e['name'] for e in shoal.timeline() if e.get('ph') == 'X'})"))
     assert "'naps'" in names.result, names.result       # the cell's tasks, in the export
+    run = ok(k.execute(textwrap.dedent("""\
+        @shoal.remote
+        def nap(seconds):
+            time.sleep(seconds)
+        began = time.monotonic()
+        first, _ = shoal.wait([nap.remote(0), nap.remote(8)], num_returns=1)
+        round(time.monotonic() - began) < 2          # the bar's watch does not delay it"""),
+        timeout=60))
+    assert run.result == "True" and not widget_opens(run, "ProgressWidget")
 
 
 def test_the_widgets_view_of_the_cluster_through_ray_client(python, cluster):

@@ -191,7 +191,7 @@ class RayBackend(ClusterView):
         return self.ray.put(value)
 
     def wait(self, refs, *, num_returns, timeout, fetch_local=True):
-        with self._progress(refs, timeout, "wait") as timeout:
+        with self._progress(refs, timeout, "wait", num_returns) as timeout:
             return self.ray.wait(refs, num_returns=num_returns, timeout=timeout,
                                  fetch_local=fetch_local)
 

@@ -133,9 +133,12 @@ class ClusterView:
 
     # ------------------------------------------------------------------ auto progress
     @contextlib.contextmanager
-    def _progress(self, refs, timeout: Optional[float], what: str):
+    def _progress(self, refs, timeout: Optional[float], what: str,
+                  num_returns: Optional[int] = None):
         """Around a blocking get/wait: yields the timeout left; shows a bar once the
-        wait has lasted AUTO_PROGRESS_AFTER seconds in a notebook's main thread."""
+        wait (for `num_returns` of `refs`, default all) has lasted AUTO_PROGRESS_AFTER
+        seconds in a notebook's main thread.  (A get that fails in that time raises
+        when the first AUTO_PROGRESS_AFTER seconds are over or every ref is ready.)"""
         if (not isinstance(refs, list) or len(refs) < AUTO_PROGRESS_MIN_REFS
                 or "ipykernel" not in sys.modules or self.in_worker
                 or (timeout is not None and timeout <= AUTO_PROGRESS_AFTER)
@@ -145,9 +148,10 @@ class ClusterView:
             yield timeout
             return
         began = time.monotonic()
-        _, pending = self.ray.wait(refs, num_returns=len(refs), timeout=AUTO_PROGRESS_AFTER,
-                                   fetch_local=False)
-        if not pending:
+        needed = len(refs) if num_returns is None else num_returns
+        ready, _ = self.ray.wait(refs, num_returns=needed, timeout=AUTO_PROGRESS_AFTER,
+                                 fetch_local=False)
+        if len(ready) >= needed:
             yield timeout
             return
         from ...core import hooks
