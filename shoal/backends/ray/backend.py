@@ -182,8 +182,7 @@ class RayBackend(ClusterView):
     # ---------------------------------------------------------------- objects
     def get(self, refs, *, timeout):
         try:
-            with self._progress(refs, timeout, "get") as timeout:
-                return self.ray.get(refs, timeout=timeout)
+            return self._get_watched(refs, timeout)       # (auto progress: cluster_view.py)
         except self.ray.exceptions.RayError as exc:
             raise as_shoal_error(exc) from None
 
@@ -191,9 +190,7 @@ class RayBackend(ClusterView):
         return self.ray.put(value)
 
     def wait(self, refs, *, num_returns, timeout, fetch_local=True):
-        with self._progress(refs, timeout, "wait", num_returns) as timeout:
-            return self.ray.wait(refs, num_returns=num_returns, timeout=timeout,
-                                 fetch_local=fetch_local)
+        return self._wait_watched(refs, num_returns, timeout, fetch_local)
 
     def cancel(self, ref, *, force=False, recursive=True) -> None:
         self.ray.cancel(ref, force=force, recursive=recursive)

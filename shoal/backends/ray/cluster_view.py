@@ -16,7 +16,6 @@ core's WAIT_PROGRESS hook, the widgets' auto_progress).
 """
 from __future__ import annotations
 
-import contextlib
 import sys
 import threading
 import time
@@ -132,34 +131,55 @@ class ClusterView:
         self._ask("request_cpus", int(others + max(0, count)))
 
     # ------------------------------------------------------------------ auto progress
-    @contextlib.contextmanager
-    def _progress(self, refs, timeout: Optional[float], what: str,
-                  num_returns: Optional[int] = None):
-        """Around a blocking get/wait: yields the timeout left; shows a bar once the
-        wait (for `num_returns` of `refs`, default all) has lasted AUTO_PROGRESS_AFTER
-        seconds in a notebook's main thread.  (A get that fails in that time raises
-        when the first AUTO_PROGRESS_AFTER seconds are over or every ref is ready.)"""
-        if (not isinstance(refs, list) or len(refs) < AUTO_PROGRESS_MIN_REFS
-                or "ipykernel" not in sys.modules or self.in_worker
-                or (timeout is not None and timeout <= AUTO_PROGRESS_AFTER)
-                or threading.current_thread() is not threading.main_thread()
-                or not all(isinstance(r, self.ray.ObjectRef) for r in refs)
-                or len(set(refs)) != len(refs)):
-            yield timeout
-            return
-        began = time.monotonic()
-        needed = len(refs) if num_returns is None else num_returns
-        ready, _ = self.ray.wait(refs, num_returns=needed, timeout=AUTO_PROGRESS_AFTER,
-                                 fetch_local=False)
-        if len(ready) >= needed:
-            yield timeout
-            return
+    def _watched(self, refs, timeout: Optional[float]) -> bool:
+        """Whether a blocking call on `refs` may show a progress bar: 2+ distinct
+        refs, in a notebook's main thread, with time to wait past the watch."""
+        return (isinstance(refs, list) and len(refs) >= AUTO_PROGRESS_MIN_REFS
+                and "ipykernel" in sys.modules and not self.in_worker
+                and (timeout is None or timeout > AUTO_PROGRESS_AFTER)
+                and threading.current_thread() is threading.main_thread()
+                and all(isinstance(r, self.ray.ObjectRef) for r in refs)
+                and len(set(refs)) == len(refs))
+
+    def _show_progress(self, refs, what: str):
         from ...core import hooks
         show = hooks.get(hooks.WAIT_PROGRESS)
-        bar = show(self, refs, what) if show is not None else None
+        return show(self, refs, what) if show is not None else None
+
+    def _get_watched(self, refs, timeout: Optional[float]):
+        """ray.get, showing a bar once it has lasted AUTO_PROGRESS_AFTER seconds (Ray's
+        semantics: a failed ref raises at once, within the watch as after it)."""
+        if not self._watched(refs, timeout):
+            return self.ray.get(refs, timeout=timeout)
+        began = time.monotonic()
+        try:
+            return self.ray.get(refs, timeout=AUTO_PROGRESS_AFTER)
+        except self.ray.exceptions.GetTimeoutError:
+            pass
+        bar = self._show_progress(refs, "get")
         left = None if timeout is None else max(0.0, timeout - (time.monotonic() - began))
         try:
-            yield left
+            return self.ray.get(refs, timeout=left)
+        finally:
+            if bar is not None:
+                bar.settle_ready()
+
+    def _wait_watched(self, refs, num_returns: int, timeout: Optional[float],
+                      fetch_local: bool):
+        """ray.wait, showing a bar once it has lasted AUTO_PROGRESS_AFTER seconds."""
+        if not self._watched(refs, timeout):
+            return self.ray.wait(refs, num_returns=num_returns, timeout=timeout,
+                                 fetch_local=fetch_local)
+        began = time.monotonic()
+        ready, pending = self.ray.wait(refs, num_returns=num_returns,
+                                       timeout=AUTO_PROGRESS_AFTER, fetch_local=fetch_local)
+        if len(ready) >= num_returns:
+            return ready, pending
+        bar = self._show_progress(refs, "wait")
+        left = None if timeout is None else max(0.0, timeout - (time.monotonic() - began))
+        try:
+            return self.ray.wait(refs, num_returns=num_returns, timeout=left,
+                                 fetch_local=fetch_local)
         finally:
             if bar is not None:
                 bar.settle_ready()
