@@ -246,3 +246,63 @@ def test_a_task_on_a_new_worker_says_the_cluster_changed():
     batch = next(b for b in got if any(e.task_id == "t1" for e in b.tasks))
     assert batch.cluster_changed                # the timeline asks for the engines again
     sub.close()
+
+
+# ---------------------------------------------------------------------- scaling
+class FakeReader:
+    """The state queries a RayBackend asks, answered from the tables above."""
+
+    def __init__(self, autoscaler):
+        self.autoscaler, self.requests = autoscaler, []
+
+    def ask(self, name, *args):
+        if name == "request_cpus":
+            self.requests.append(args[0])
+            return None
+        return {"nodes": NODES, "available": {}, "node_stats": STATS, "live_actors": 0,
+                "task_rows": [], "autoscaler": self.autoscaler}[name]
+
+    def close(self):
+        pass
+
+
+def view_with(reader):
+    from shoal.backends.ray.cluster_view import ClusterView
+
+    class Context:
+        def get_job_id(self):
+            return "01000000"
+
+    class FakeRay:
+        __version__ = "2.x"
+
+        def get_runtime_context(self):
+            return Context()
+
+        def is_initialized(self):
+            return True
+
+    view = ClusterView()
+    view.ray, view.address, view.in_worker, view._closed = FakeRay(), "ray:x", False, False
+    view._reader = reader
+    return view
+
+
+def test_scaling_asks_the_autoscaler_for_the_other_nodes_cpus_plus_the_count():
+    reader = FakeReader(autoscaler=True)
+    view = view_with(reader)
+    assert view.describe()["scalable"] is True
+    view.scale(6, "bb22bb22")             # node-2 has 4 CPUs, node-1 2: ask for 2 + 6
+    view.scale(1, "aa11aa11")
+    assert reader.requests == [2 + 6, 4 + 1]
+    view._close_view()
+
+
+def test_without_an_autoscaler_there_is_no_scaling():
+    view = view_with(FakeReader(autoscaler=False))
+    assert view.describe()["scalable"] is False
+    with pytest.raises(NotImplementedError, match="autoscaler"):
+        view.scale(3, "aa11aa11")
+    assert view.lost is None
+    view._closed = True
+    assert "shutdown" in view.lost
