@@ -69,7 +69,7 @@ STATS = {
         {"pid": 101, "type": "WORKER", "actor": "", "job": "01000000", "refs": [
             {"object_id": "o1", "size": 5_000_000, "local": 1, "submitted": 0, "pinned": True,
              "call_site": "", "task_status": "FINISHED"}]},
-        {"pid": 102, "type": "WORKER", "actor": "ff" * 16, "job": "01000000", "refs": []},
+        {"pid": 102, "type": "WORKER", "actor": "ab" * 16, "job": "01000000", "refs": []},
         {"pid": 100, "type": "DRIVER", "actor": "", "job": "01000000", "refs": [
             {"object_id": "o1", "size": 5_000_000, "local": 2, "submitted": 1, "pinned": False,
              "call_site": "x = f.remote()", "task_status": "FINISHED"},
@@ -79,8 +79,8 @@ STATS = {
             {"object_id": "other", "size": 10, "local": 1, "submitted": 0, "pinned": True,
              "call_site": "", "task_status": "FINISHED"}]}],
         "store": {"used": 5_000_000, "available": 15_000_000, "spilled": 7, "objects": 1}},
-    N2: {"workers": [{"pid": 202, "type": "WORKER", "actor": "", "job": "01000000",
-                      "refs": []}],
+    N2: {"workers": [{"pid": 202, "type": "WORKER", "actor": "ff" * 16, "job": "01000000",
+                      "refs": []}],                            # Ray's nil actor id: none
          "store": {"used": 0, "available": 10_000_000, "spilled": 0, "objects": 0}},
 }
 
@@ -102,6 +102,10 @@ def test_nodes_and_raylet_stats_become_the_cluster_status():
     assert st["tasks"] == {"waiting": 3, "running": 1, "finished": 1, "failed": 1,
                            "cancelled": 0}
     assert len(st["actors"]) == 2
+    mine = views.cluster_status(NODES, {}, STATS, events, waiting=0, actors=0,
+                                job_id="01000000")
+    assert [e["engine_id"] for e in mine["engines"]] == ["aa11aa11.101", "aa11aa11.102",
+                                                          "bb22bb22.202"]   # not job 2's
     assert st["memory"][0] == {"host_id": "aa11aa11", "hostname": "node-1", "used": 5_000_000,
                                "limit": 20_000_000, "spilled": 7, "objects": 1}
     from shoal.widgets.cluster import ClusterModel

@@ -91,7 +91,8 @@ def scenario() -> dict:
     out["runs_in_lanes"] = all(lanes.get(r["engine_id"]) == r["host_id"] != "?" for r in runs)
     out["ordered"] = all(r["start"] <= r["end"] for r in runs)
 
-    wait_for(lambda: cw.view.get("tasks", {}).get("done", 0) >= 20, what="cluster task counts")
+    wait_for(lambda: cw.view.get("tasks", {}).get("done", 0) >= 20
+             and cw.view["totals"]["busy"] == 0, what="cluster task counts, every engine idle")
     v = cw.view
     out["cluster"] = {"hosts": len(v["hosts"]), "cpus": v["totals"]["cpus"],
                       "kind": v["kind"], "engines": v["totals"]["engines"] > 0,

@@ -82,7 +82,7 @@ class ClusterView:
         events, waiting = self._task_stream().current()
         nodes = self._ask("nodes")
         return views.cluster_status(nodes, self._ask("available"), self._ask("node_stats", False),
-                                    events, waiting, self._ask("live_actors"))
+                                    events, waiting, self._ask("live_actors"), self._job_id())
 
     def list_objects(self) -> list:
         return views.objects(self._ask("node_stats", True), self._job_id())

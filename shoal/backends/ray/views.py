@@ -22,6 +22,7 @@ SHOWN_TYPES = ("NORMAL_TASK", "ACTOR_TASK")
 # shoal's own actors (the output relay, the state probe): not the user's work.
 HIDDEN_PREFIXES = ("OutputRelay.", "StateProbe.")
 ENDED = ("FINISHED", "FAILED")
+NIL_JOB = "ffffffff"        # the job id of a worker not given to a job yet
 HOLD_BACK = 10.0            # seconds an ended attempt waits for its worker's report
 CRASHES = ("WORKER_DIED", "NODE_DIED", "LOCAL_RAYLET_DIED", "OUT_OF_MEMORY")
 
@@ -96,10 +97,12 @@ def queued(rows: Iterable[dict]) -> int:
 
 # ---------------------------------------------------------------------- cluster
 def cluster_status(nodes: list, available: dict, stats: dict, events: Iterable,
-                   waiting: int, actors: int) -> dict:
+                   waiting: int, actors: int, job_id: Optional[str] = None) -> dict:
     """ClusterStatus from ray.nodes(), available resources per node id, state.node_stats
     (per node id: {"workers": [{"pid", "actor", "job"}], "store": {...}}), the task events
-    known now (for busy engines and counts), the number queued and of live actors."""
+    known now (for busy engines and counts), the number queued and of live actors.
+    Engines are the worker processes of `job_id` (None: of any job) and those not yet
+    given to a job: on a shared cluster, other jobs' workers are theirs."""
     busy: set = set()
     counts = {"waiting": waiting, "running": 0, "finished": 0, "failed": 0, "cancelled": 0}
     for ev in events:
@@ -117,10 +120,12 @@ def cluster_status(nodes: list, available: dict, stats: dict, events: Iterable,
         for w in (stats.get(nid) or {}).get("workers", []):
             if w.get("type", "WORKER") != "WORKER":      # drivers, spill / restore workers
                 continue
+            if job_id is not None and w.get("job") not in (job_id, None, NIL_JOB):
+                continue
             eid = engine_id(nid, w["pid"])
             mine.append(eid)
             engines.append({"engine_id": eid, "host_id": hid, "pid": w["pid"],
-                            "state": "actor" if w.get("actor") else
+                            "state": "actor" if _is_set(w.get("actor")) else
                             "busy" if eid in busy else "idle"})
         hosts.append({"host_id": hid, "node_id": nid,
                       "hostname": node.get("NodeManagerHostname") or
@@ -130,6 +135,11 @@ def cluster_status(nodes: list, available: dict, stats: dict, events: Iterable,
                       "available": _plain(available.get(nid) or {}), "engines": mine})
     return {"hosts": hosts, "engines": engines, "tasks": counts,
             "memory": memory(nodes, stats), "actors": [{}] * actors}
+
+
+def _is_set(hex_id: Optional[str]) -> bool:
+    """Whether a Ray id is one (its nil value is all ff bytes)."""
+    return bool(hex_id) and bool(hex_id.strip("f"))
 
 
 def _plain(resources: dict) -> dict:
