@@ -3,7 +3,9 @@
 What is read, and from where (none of it needs Ray's dashboard):
 
 - task events: the GCS's task event store, the source of `ray.timeline()`
-  and of the state API's `list_tasks` (one record per task attempt: name,
+  and of the state API's `list_tasks`, asked for this job's only (GetTaskEvents
+  with a job filter; where the events live in the dashboard head instead,
+  all of them, filtered here) (one record per task attempt: name,
   type, node, worker pid, the time of each state; kept by the GCS up to
   RAY_task_events_max_num_task_in_gcs tasks).  Workers report them about
   once a second (RAY_task_events_report_interval_ms), so the timeline lags
@@ -28,19 +30,59 @@ PROBE_TIMEOUT = 30.0        # seconds for one answer of the probe actor (Ray Cli
 STATS_TIMEOUT = 10.0        # seconds for one raylet's stats
 
 
+_stubs: dict = {}            # GCS address -> (channel, TaskInfoGcsService stub)
+
+
+def close_channels() -> None:
+    """Close the GCS channels task_rows opened (the backend closes)."""
+    while _stubs:
+        channel, _ = _stubs.popitem()[1]
+        channel.close()
+
+
+def _job_events(job: bytes):
+    """This job's task event records, filtered by the GCS (GetTaskEvents with a job
+    filter, as the state API asks it), or None where that is not possible (the
+    events live in the dashboard head, or an older Ray): the caller reads them all."""
+    import ray
+    config = getattr(ray._config, "enable_task_events_to_dashboard_head", None)
+    if config is not None and config():
+        return None
+    try:
+        from ray._private.grpc_utils import init_grpc_channel
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+        address = ray.get_runtime_context().gcs_address
+        made = _stubs.get(address)
+        if made is None:
+            channel = init_grpc_channel(address, options=[
+                ("grpc.max_receive_message_length", 512 * 1024 * 1024)])
+            made = _stubs[address] = (channel,
+                                      gcs_service_pb2_grpc.TaskInfoGcsServiceStub(channel))
+        stub = made[1]
+        req = gcs_service_pb2.GetTaskEventsRequest
+        filters = req.Filters(job_filters=[req.Filters.JobIdFilter(job_id=job, predicate=0)],
+                              exclude_driver=True)            # predicate 0: EQUAL
+        return stub.GetTaskEvents(req(filters=filters), timeout=STATS_TIMEOUT).events_by_task
+    except Exception:                    # an older Ray's messages: read them all
+        log.debug("the GCS could not filter task events", exc_info=True)
+        return None
+
+
 def task_rows(job_id: str) -> list:
     """This job's task attempts (views.task_events reads them)."""
     from ray._private.state import state
     from ray.core.generated import common_pb2, gcs_pb2
     status_name, type_name = common_pb2.TaskStatus.Name, common_pb2.TaskType.Name
     error_name = common_pb2.ErrorType.Name
-    read = getattr(state, "_get_all_task_events", None)
-    if read is not None:
-        records = read()
-    else:                                # Ray before the dashboard-head task store
-        records = [gcs_pb2.TaskEvents.FromString(b)
-                   for b in state._connect_and_get_accessor().get_task_events()]
     job = bytes.fromhex(job_id)
+    records = _job_events(job)
+    if records is None:
+        read = getattr(state, "_get_all_task_events", None)
+        if read is not None:
+            records = read()
+        else:                            # Ray before the dashboard-head task store
+            records = [gcs_pb2.TaskEvents.FromString(b)
+                       for b in state._connect_and_get_accessor().get_task_events()]
     merged: dict = {}
     for ev in records:
         if ev.job_id != job:
@@ -153,7 +195,7 @@ class LocalReader:
         return QUERIES[name](*args)
 
     def close(self) -> None:
-        pass
+        close_channels()
 
 
 class StateProbe:
