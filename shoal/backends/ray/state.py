@@ -60,8 +60,9 @@ def _job_events(job: bytes):
                                       gcs_service_pb2_grpc.TaskInfoGcsServiceStub(channel))
         stub = made[1]
         req = gcs_service_pb2.GetTaskEventsRequest
-        filters = req.Filters(job_filters=[req.Filters.JobIdFilter(job_id=job, predicate=0)],
-                              exclude_driver=True)            # predicate 0: EQUAL
+        equal = gcs_service_pb2.FilterPredicate.EQUAL
+        filters = req.Filters(job_filters=[req.Filters.JobIdFilter(job_id=job, predicate=equal)],
+                              exclude_driver=True)
         return stub.GetTaskEvents(req(filters=filters), timeout=STATS_TIMEOUT).events_by_task
     except Exception:                    # an older Ray's messages: read them all
         log.debug("the GCS could not filter task events", exc_info=True)
