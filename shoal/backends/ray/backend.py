@@ -27,7 +27,6 @@ from ...core.scheduling_strategies import (
 )
 
 log = logging.getLogger("shoal.backends.ray")
-_MADE = "_ray_made"      # attribute of a RemoteFunction / ActorClass: what Ray made of it
 SETUP_HOOK = "shoal.backends.ray.worker.setup"
 EXTRA_HINT = "pip install 'shoal[ray]'"
 
@@ -119,6 +118,9 @@ class RayBackend:
         self._relay = None                          # relay.DriverRelay, made on first routing
         self._router = None                         # the notebook's OutputRouter, if routed
         self._cell_tasks = CellTasks(self.ray)      # what an interrupt of the cell cancels
+        # What Ray made of each function or class (shoal's copies share it; held
+        # as long as this connection, as Ray holds what it exported).
+        self._made: dict = {}
         self._closed = False
 
     # ---------------------------------------------------------------- tasks and actors
@@ -145,10 +147,13 @@ class RayBackend:
 
     def _ray_function(self, function, routed: bool):
         """ray.remote(fn).options(...) for a shoal RemoteFunction (`routed`: its
-        output goes to a CellOutput given first), made once per options and
-        kept on it (its copies from .options() share what was made)."""
-        options = task_options(function._options)
-        made = function.__dict__.setdefault(_MADE, {})
+        output goes to a CellOutput given first).  What Ray made is kept per
+        underlying function, not per shoal object: the copies `.options()`
+        makes (one per `%%remote` cell) share it, so Ray exports the function
+        once, not once per copy."""
+        made = self._made.get(function._function)
+        if made is None:
+            made = self._made[function._function] = {}
         base = made.get(routed)
         if base is None:
             if routed:
@@ -156,19 +161,21 @@ class RayBackend:
                 base = made[routed] = self.ray.remote(wrap(function._function))
             else:
                 base = made[routed] = self.ray.remote(function._function)
-        key = (routed, repr(sorted(options.items(), key=lambda kv: kv[0])))
-        fn = made.get(key)
-        if fn is None:
-            fn = made[key] = base.options(**options) if options else base
-        return fn
+        options = task_options(function._options)
+        return base.options(**options) if options else base
 
     def create_actor(self, actor_class, args: tuple, kwargs: dict):
-        made = actor_class.__dict__.setdefault(_MADE, {})
-        if "base" not in made:
-            _method_options(self.ray, actor_class._cls, actor_class._methods)
-            made["base"] = self.ray.remote(actor_class._cls)
+        cls = actor_class._cls
+        base = self._made.get(cls)
+        if base is None:
+            _method_options(self.ray, cls, actor_class._methods)
+            if getattr(cls, "__shoal_interruptible__", False):
+                from .worker import interruptible
+                base = self.ray.remote(interruptible(cls))
+            else:
+                base = self.ray.remote(cls)
+            self._made[cls] = base
         options = actor_options(actor_class._options)
-        base = made["base"]
         return (base.options(**options) if options else base).remote(*args, **kwargs)
 
     def get_actor(self, name: str, namespace: Optional[str]):

@@ -21,9 +21,11 @@ import io
 import os
 import sys
 import threading
+import time
 from typing import Optional
 
 FLUSH_BYTES = 8192          # send a stream's text at a newline, or once this much is buffered
+FLUSH_INTERVAL = 0.05       # seconds output waits to go with what follows (one relay call)
 
 
 def setup() -> None:
@@ -84,6 +86,76 @@ def _relay(name: str):
     return handle
 
 
+class _Sender:
+    """This process's sender of routed output.  An item goes at once after a
+    quiet spell; in a burst, items wait up to FLUSH_INTERVAL and go in one push
+    per relay (one actor call for many lines, not one per line); pushes go one at a time, each awaited, so items reach the relay in
+    the order they were written (the relay is an async actor: Ray does not
+    keep the order of concurrent calls to one).  `flush()` sends what waits
+    now and returns once the relay has it (a task's end: its output before
+    its result)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()           # guards _pending and _thread
+        self._sending = threading.Lock()        # one push at a time
+        self._pending: list = []                # (relay name, item), in order
+        self._wake = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def add(self, relay: str, item: tuple) -> None:
+        with self._lock:
+            self._pending.append((relay, item))
+            if self._thread is None:
+                # Owned by this worker process: it lives as long as the process.
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="shoal-ray-output-sender")
+                self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        last = 0.0
+        while True:
+            self._wake.wait()
+            # A line after a quiet spell goes at once; a burst, in one push per interval.
+            pause = last + FLUSH_INTERVAL - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            self._wake.clear()
+            last = time.monotonic()
+            try:
+                self.flush()
+            except Exception:                   # the relay went (its driver left): drop
+                pass
+
+    def flush(self) -> None:
+        import ray
+        with self._sending:
+            with self._lock:
+                items, self._pending = self._pending, []
+            if not items:
+                return
+            batches: dict = {}
+            for relay, item in items:
+                batches.setdefault(relay, []).append(item)
+            ray.get([_relay(relay).push.remote(_coalesced(batch))
+                     for relay, batch in batches.items()])
+
+
+def _coalesced(items: list) -> list:
+    """Consecutive text of one stream of one task as one item."""
+    out: list = []
+    for item in items:
+        last = out[-1] if out else None
+        if last is not None and item[1] != "display" and last[:5] == item[:5]:
+            out[-1] = (*last[:5], last[5] + item[5])
+        else:
+            out.append(item)
+    return out
+
+
+_SENDER = _Sender()
+
+
 # The route of the task running in this thread: tasks it submits inherit it.
 current: contextvars.ContextVar[Optional["CellOutput"]] = contextvars.ContextVar(
     "shoal_cell_output", default=None)
@@ -103,7 +175,6 @@ class CellOutput:
         self.name = name
         self.nested = nested
         self.shell = shell               # a cell: its displays go through the engine's shell
-        self._last = None
         self._saved = None
 
     def __getstate__(self) -> dict:
@@ -122,8 +193,7 @@ class CellOutput:
         return CellOutput(self.relay, self.key, self.name, self.nested, shell=True)
 
     def send(self, stream: str, payload) -> None:
-        item = (self.key, stream, os.getpid(), self.name, self.nested, payload)
-        self._last = _relay(self.relay).push.remote([item])
+        _SENDER.add(self.relay, (self.key, stream, os.getpid(), self.name, self.nested, payload))
 
     def _display(self, data: dict, metadata: dict) -> bool:
         for s in (sys.stdout, sys.stderr):
@@ -161,9 +231,10 @@ class CellOutput:
             if shell is not None:
                 shell.publisher = publisher
             current.reset(token)
-        if self._last is not None:
-            import ray
-            ray.get(self._last)        # the relay has all of it before the cell's result
+        try:
+            _SENDER.flush()            # the relay has all of it before the task's result
+        except Exception:              # the relay went with its driver: nobody to show it to
+            pass
 
 
 def routed(fn):
@@ -186,4 +257,70 @@ def routed(fn):
     return run
 
 
-__all__ = ["setup", "CellOutput", "current", "routed"]
+def interruptible(cls: type) -> type:
+    """`cls` (whose class sets `__shoal_interruptible__`: a kernel interrupt
+    reaches a running call, as the `%%remote --on` namespaces need) as an
+    async Ray actor.  Ray does not interrupt a running call of a sync actor
+    (its state could break); of an async one it cancels the asyncio task.
+    So each public method of `cls` runs in the actor's one call thread, in
+    order, awaited by a coroutine: `ray.cancel` of the call raises
+    KeyboardInterrupt in that thread (at its next Python bytecode: a sleep in
+    C ends first, as for Ray's own tasks) and waits until the call has
+    ended, so the next call finds the state the interrupted one left."""
+    methods = {name: _in_call_thread(fn)
+               for name, fn in inspect.getmembers(cls, inspect.isfunction)
+               if not name.startswith("_") and not inspect.iscoroutinefunction(fn)}
+    return type(cls.__name__, (cls,), {**methods, "__module__": cls.__module__,
+                                       "__qualname__": cls.__qualname__})
+
+
+class _CallThread:
+    """The thread an interruptible actor's calls run in, and which call runs."""
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="shoal-actor-call")
+        self.lock = threading.Lock()
+        self.running: Optional[int] = None     # the id of the thread in a call, if any
+
+    def run(self, fn, args, kwargs):
+        with self.lock:
+            self.running = threading.get_ident()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with self.lock:
+                self.running = None
+
+    def interrupt(self) -> None:
+        """KeyboardInterrupt into the running call (never into the idle thread:
+        `running` is cleared under the lock before the call returns)."""
+        import ctypes
+        with self.lock:
+            if self.running is not None:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(self.running), ctypes.py_object(KeyboardInterrupt))
+
+
+def _in_call_thread(fn):
+    import asyncio
+    import functools
+
+    @functools.wraps(fn)
+    async def call(self, *args, **kwargs):
+        calls = self.__dict__.get("_shoal_call_thread")
+        if calls is None:
+            calls = self.__dict__["_shoal_call_thread"] = _CallThread()
+        started = calls.pool.submit(calls.run, fn, (self, *args), kwargs)
+        done = asyncio.wrap_future(started)
+        try:
+            return await asyncio.shield(done)
+        except asyncio.CancelledError:
+            if not started.cancel():           # running: interrupt it, let it end
+                calls.interrupt()
+                await asyncio.wait([done])
+            raise
+    return call
+
+
+__all__ = ["setup", "CellOutput", "current", "routed", "interruptible"]
