@@ -125,7 +125,7 @@ class RayBackend:
 
     # ---------------------------------------------------------------- tasks and actors
     def submit_task(self, function, args: tuple, kwargs: dict):
-        route = self._task_route(function)
+        route = self.call_route(function._name)
         if route is None:
             return self._ray_function(function, False).remote(*args, **kwargs)
         result = self._ray_function(function, True).remote(route, *args, **kwargs)
@@ -133,16 +133,17 @@ class RayBackend:
             self._cell_tasks.add(self._router, result)
         return result
 
-    def _task_route(self, function):
-        """Where the task's output goes: the notebook cell submitting it (a
-        driver whose output is routed), or the cell of the task submitting it
-        (in a worker); None: Ray's own log forwarding."""
+    def call_route(self, name: str):
+        """Where the output of a task or actor call (named `name`) submitted
+        now goes: the notebook cell submitting it (a driver whose output is
+        routed), or the cell of the task or call submitting it (in a worker);
+        None: Ray's own log forwarding."""
         if self.in_worker:
-            from .worker import current
-            parent = current.get()
-            return parent.child(function._name) if parent is not None else None
+            from .worker import route_now
+            parent = route_now()
+            return parent.child(name) if parent is not None else None
         if self._relay is not None and self._router is not None:
-            return self._relay.route(self._router, function._name)
+            return self._relay.route(self._router, name)
         return None
 
     def _ray_function(self, function, routed: bool):
@@ -169,11 +170,11 @@ class RayBackend:
         base = self._made.get(cls)
         if base is None:
             _method_options(self.ray, cls, actor_class._methods)
-            if getattr(cls, "__shoal_interruptible__", False):
-                from .worker import interruptible
+            from .worker import interruptible, routed_actor
+            if getattr(cls, "__shoal_interruptible__", False):     # routes its own output
                 base = self.ray.remote(interruptible(cls))
             else:
-                base = self.ray.remote(cls)
+                base = self.ray.remote(routed_actor(cls))
             self._made[cls] = base
         options = actor_options(actor_class._options)
         return (base.options(**options) if options else base).remote(*args, **kwargs)

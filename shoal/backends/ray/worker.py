@@ -37,7 +37,7 @@ def setup() -> None:
 
 
 class _RelayStream(io.TextIOBase):
-    """sys.stdout / sys.stderr while a cell's output is routed."""
+    """One stream of one route: lines to the relay (through the sender)."""
 
     def __init__(self, output: "CellOutput", name: str) -> None:
         self._output = output
@@ -72,6 +72,74 @@ class _RelayStream(io.TextIOBase):
             text, self._parts, self._size = "".join(self._parts), [], 0
         if text:
             self._output.send(self._name, text)
+
+
+class _Dispatch(io.TextIOBase):
+    """sys.stdout / sys.stderr of a worker once output was routed here: text
+    goes to the route of the task or actor call writing it (`current` in its
+    context; in a thread the code started, the route entered last), else
+    where it went before (the worker's log, which Ray forwards)."""
+
+    def __init__(self, name: str, fallback) -> None:
+        self._name = name
+        self._fallback = fallback
+
+    @property
+    def encoding(self) -> str:
+        return "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self._fallback.fileno()
+
+    def write(self, text: str) -> int:
+        route = route_now()
+        if route is None:
+            return self._fallback.write(text)
+        return route.streams[self._name].write(text)
+
+    def flush(self) -> None:
+        route = route_now()
+        if route is not None:
+            route.streams[self._name].flush()
+        else:
+            self._fallback.flush()
+
+
+_active: list = []          # the routes entered in this process, oldest first
+_active_lock = threading.Lock()
+
+
+def route_now() -> Optional["CellOutput"]:
+    """The route of the code running here (a thread it started: the route entered last)."""
+    route = current.get()
+    if route is None and _active:
+        try:
+            route = _active[-1]
+        except IndexError:
+            route = None
+    return route
+
+
+def _publish(data: dict, metadata: dict) -> bool:
+    """The engine shell's publisher: a display goes to the route of the code
+    calling display(); False (not sent) where there is none."""
+    route = route_now()
+    return route is not None and route._display(data, metadata)
+
+
+def _install() -> None:
+    """Route this process's streams (once; another stream put in their place is
+    wrapped in turn)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if not isinstance(stream, _Dispatch):
+            setattr(sys, name, _Dispatch(name, stream))
 
 
 _relays: dict = {}          # relay name -> its handle, looked up once per process
@@ -175,7 +243,8 @@ class CellOutput:
         self.name = name
         self.nested = nested
         self.shell = shell               # a cell: its displays go through the engine's shell
-        self._saved = None
+        self.streams: dict = {}
+        self._token = None
 
     def __getstate__(self) -> dict:
         return {"relay": self.relay, "key": self.key, "name": self.name, "nested": self.nested,
@@ -196,41 +265,49 @@ class CellOutput:
         _SENDER.add(self.relay, (self.key, stream, os.getpid(), self.name, self.nested, payload))
 
     def _display(self, data: dict, metadata: dict) -> bool:
-        for s in (sys.stdout, sys.stderr):
-            s.flush()
+        for stream in self.streams.values():
+            stream.flush()
         self.send("display", {"data": data, "metadata": metadata})
         return True
 
     def _engine_shell(self):
         """The process's engine shell (shoal.engine.display), whose displays
-        this route takes while entered: made for a cell, else if one exists."""
+        this route takes while entered: made for a cell, and for a task once
+        IPython is imported (a task that calls display() got it from IPython:
+        its function's globals were loaded before it runs), unless another
+        shell runs here."""
         if not self.shell and "IPython" not in sys.modules:
             return None
         from IPython.core.interactiveshell import InteractiveShell
         from ...engine import display as engine_display
-        if self.shell or isinstance(InteractiveShell._instance, engine_display.EngineShell):
+        if self.shell or InteractiveShell._instance is None \
+                or isinstance(InteractiveShell._instance, engine_display.EngineShell):
             return engine_display.engine_shell()
         return None
 
     def __enter__(self) -> "CellOutput":
         shell = self._engine_shell()
-        self._saved = (sys.stdout, sys.stderr, shell, shell and shell.publisher,
-                       current.set(self))
-        sys.stdout = _RelayStream(self, "stdout")
-        sys.stderr = _RelayStream(self, "stderr")
         if shell is not None:
-            shell.publisher = self._display
+            shell.publisher = _publish
+        self.streams = {"stdout": _RelayStream(self, "stdout"),
+                        "stderr": _RelayStream(self, "stderr")}
+        _install()
+        with _active_lock:
+            _active.append(self)
+        self._token = current.set(self)
         return self
 
     def __exit__(self, *exc) -> None:
         try:
-            sys.stdout.flush()
-            sys.stderr.flush()
+            if not self.shell and "IPython" in sys.modules:
+                from ...engine import display as engine_display
+                engine_display.after_task()       # figures a task left open, as on engines
+            for stream in self.streams.values():
+                stream.flush()
         finally:
-            sys.stdout, sys.stderr, shell, publisher, token = self._saved
-            if shell is not None:
-                shell.publisher = publisher
-            current.reset(token)
+            current.reset(self._token)
+            with _active_lock:
+                _active.remove(self)
         try:
             _SENDER.flush()            # the relay has all of it before the task's result
         except Exception:              # the relay went with its driver: nobody to show it to
@@ -255,6 +332,73 @@ def routed(fn):
         except (AttributeError, TypeError):
             pass
     return run
+
+
+ROUTE_KEYWORD = "__shoal_output__"     # the hidden argument of a routed actor call
+
+
+def routed_actor(cls: type) -> type:
+    """`cls` with each public method taking its caller's route: the caller
+    side (Ray's `__ray_invocation_decorator__`, kept in every handle of the
+    actor, wherever it travels) adds the route of the cell or task that
+    calls, as a hidden keyword; the actor side runs the call inside it.  So
+    what an actor method prints or displays lands under the calling cell,
+    as on shoal's own engines.  A call from where nothing is routed (a
+    plain script) carries nothing and runs as it is."""
+    methods = {name: _routed_method(cls.__name__, fn)
+               for name, fn in inspect.getmembers(cls, inspect.isfunction)
+               if not name.startswith("_") and not inspect.isasyncgenfunction(fn)}
+    return type(cls.__name__, (cls,), {**methods, "__module__": cls.__module__,
+                                       "__qualname__": cls.__qualname__})
+
+
+def _routed_method(owner: str, fn):
+    import functools
+    if inspect.iscoroutinefunction(fn):
+        async def call(self, *args, **kwargs):
+            route = kwargs.pop(ROUTE_KEYWORD, None)
+            if route is None:
+                return await fn(self, *args, **kwargs)
+            with route:
+                return await fn(self, *args, **kwargs)
+    elif inspect.isgeneratorfunction(fn):
+        def call(self, *args, **kwargs):
+            route = kwargs.pop(ROUTE_KEYWORD, None)
+            if route is None:
+                return (yield from fn(self, *args, **kwargs))
+            with route:
+                return (yield from fn(self, *args, **kwargs))
+    else:
+        def call(self, *args, **kwargs):
+            route = kwargs.pop(ROUTE_KEYWORD, None)
+            if route is None:
+                return fn(self, *args, **kwargs)
+            with route:
+                return fn(self, *args, **kwargs)
+    functools.wraps(fn)(call)
+    del call.__wrapped__       # Ray unwraps methods: it must read this one's attributes
+    # Ray checks a call's arguments against this on the caller side: the user's
+    # signature, plus the hidden keyword.
+    signature = inspect.signature(fn)
+    params = list(signature.parameters.values())
+    at = next((i for i, p in enumerate(params) if p.kind is p.VAR_KEYWORD), len(params))
+    params.insert(at, inspect.Parameter(ROUTE_KEYWORD, inspect.Parameter.KEYWORD_ONLY,
+                                        default=None))
+    call.__signature__ = signature.replace(parameters=params)
+    call.__ray_invocation_decorator__ = functools.partial(_with_route, owner)
+    return call
+
+
+def _with_route(owner: str, invocation):
+    """Ray's invocation decorator of a routed actor's methods (caller side)."""
+    def invoke(args, kwargs):
+        from ...core import backend
+        route_of = getattr(backend.active, "call_route", None)
+        route = route_of(owner) if route_of is not None else None
+        if route is not None:
+            kwargs = {**kwargs, ROUTE_KEYWORD: route}
+        return invocation(args, kwargs)
+    return invoke
 
 
 def interruptible(cls: type) -> type:
@@ -323,4 +467,4 @@ def _in_call_thread(fn):
     return call
 
 
-__all__ = ["setup", "CellOutput", "current", "routed", "interruptible"]
+__all__ = ["setup", "CellOutput", "current", "routed", "routed_actor", "interruptible"]
