@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Optional
 
 from ...core.scheduling_strategies import (
@@ -28,6 +29,7 @@ from ...core.scheduling_strategies import (
 
 log = logging.getLogger("shoal.backends.ray")
 SETUP_HOOK = "shoal.backends.ray.worker.setup"
+INTERRUPT_CHECK = 0.1    # seconds between the driver's looks for Ctrl-C while it waits on Ray
 EXTRA_HINT = "pip install 'shoal[ray]'"
 
 # The options Ray's ray.remote / .options take, of those shoal validates.
@@ -117,6 +119,7 @@ class RayBackend:
         self.shared_by: Optional[str] = None      # the shoal kernel, as for shoal's runtime
         self._relay = None                          # relay.DriverRelay, made on first routing
         self._router = None                         # the notebook's OutputRouter, if routed
+        self._unflushed = False                     # routed work went out since flush_output
         self._cell_tasks = CellTasks(self.ray)      # what an interrupt of the cell cancels
         # What Ray made of each function or class (shoal's copies share it; held
         # as long as this connection, as Ray holds what it exported).
@@ -143,6 +146,7 @@ class RayBackend:
             parent = route_now()
             return parent.child(name) if parent is not None else None
         if self._relay is not None and self._router is not None:
+            self._unflushed = True
             return self._relay.route(self._router, name)
         return None
 
@@ -188,6 +192,8 @@ class RayBackend:
     # ---------------------------------------------------------------- objects
     def get(self, refs, *, timeout):
         try:
+            if self._interruptible():
+                timeout = self._until_ready(refs, timeout)
             return self.ray.get(refs, timeout=timeout)
         except self.ray.exceptions.RayError as exc:
             raise as_shoal_error(exc) from None
@@ -196,8 +202,41 @@ class RayBackend:
         return self.ray.put(value)
 
     def wait(self, refs, *, num_returns, timeout, fetch_local=True):
-        return self.ray.wait(refs, num_returns=num_returns, timeout=timeout,
-                             fetch_local=fetch_local)
+        if not self._interruptible() or (timeout is not None and timeout <= INTERRUPT_CHECK):
+            return self.ray.wait(refs, num_returns=num_returns, timeout=timeout,
+                                 fetch_local=fetch_local)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            step = INTERRUPT_CHECK if left is None else min(INTERRUPT_CHECK, left)
+            ready, rest = self.ray.wait(refs, num_returns=num_returns, timeout=step,
+                                        fetch_local=fetch_local)
+            if len(ready) >= num_returns or left is not None and left <= step:
+                return ready, rest
+
+    # Ray's get and wait notice a KeyboardInterrupt about once a second
+    # (RAY_get_check_signal_interval_milliseconds); a notebook's Ctrl-C should
+    # stop them at once, as on shoal's own scheduler.  So the driver's main
+    # thread waits in slices of INTERRUPT_CHECK, in Python between them.
+    def _interruptible(self) -> bool:
+        return not self.in_worker and threading.current_thread() is threading.main_thread()
+
+    def _until_ready(self, refs, timeout):
+        """Wait, in slices, until `refs` (a ref or a list of refs) are ready or
+        `timeout` passes; the timeout left for ray.get."""
+        flat = refs if isinstance(refs, list) else [refs]
+        if not flat or not all(isinstance(r, self.ray.ObjectRef) for r in flat):
+            return timeout
+        pending = list(dict.fromkeys(flat))         # ray.wait refuses duplicates
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while pending:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return 0
+            step = INTERRUPT_CHECK if left is None else min(INTERRUPT_CHECK, left)
+            _, pending = self.ray.wait(pending, num_returns=len(pending), timeout=step,
+                                       fetch_local=False)
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def cancel(self, ref, *, force=False, recursive=True) -> None:
         self.ray.cancel(ref, force=force, recursive=recursive)
@@ -251,9 +290,11 @@ class RayBackend:
         return self._driver_relay().route(router).for_cell()
 
     def flush_output(self, timeout: float = 5.0) -> None:
-        """The relay thread has delivered what the relay holds (finished cells'
-        code waited for the relay before returning)."""
-        if self._relay is not None:
+        """The relay thread has delivered what the relay holds (finished tasks
+        and calls waited for the relay before returning): one relay call, made
+        only if routed work went out since the last flush."""
+        if self._relay is not None and self._unflushed:
+            self._unflushed = False
             self._relay.flush(timeout)
 
     def cancel_cell(self, router) -> int:
