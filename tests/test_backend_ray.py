@@ -277,3 +277,58 @@ def test_cell_resources_become_ray_task_options(k):
     run = ok(k.execute("%%remote --num-cpus 0.5 --retries 1\nimport ray\n"
                        "ray.get_runtime_context().get_assigned_resources()"))
     assert run.result == "{'CPU': 0.5}"
+
+
+def test_placement_groups_and_util_helpers_are_rays_own(python, cluster):
+    """`import shoal as ray` code using ray.util on the Ray backend gets Ray's
+    placement groups and multiprocessing Pool; shoal's Queue, ActorPool,
+    Executor and joblib backend run on Ray's tasks and actors."""
+    out = run_driver(python, """
+        import json, joblib
+        import shoal as ray
+        from shoal.util import ActorPool, Executor
+        from shoal.util.joblib import register_shoal
+        from shoal.util.multiprocessing import Pool
+        from shoal.util.queue import Queue
+        from shoal.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+        ray.init()
+        out = {}
+        g = ray.util.placement_group([{"CPU": 1}, {"CPU": 1}], strategy="STRICT_SPREAD")
+        ray.get(g.ready(), timeout=60)
+        @ray.remote
+        def where():
+            return (ray.util.get_current_placement_group() is not None,
+                    ray.get_runtime_context().get_node_id())
+        placed = ray.get([where.options(scheduling_strategy=PlacementGroupSchedulingStrategy(
+            g, i)).remote() for i in range(2)] + [where.options(placement_group=g).remote()])
+        out["pg"] = [type(g).__module__, [p[0] for p in placed], len({p[1] for p in placed[:2]}),
+                     ray.util.placement_group_table(g)["state"]]
+        ray.util.remove_placement_group(g)
+        q = Queue()
+        @ray.remote
+        def produce(q):
+            for i in range(3):
+                q.put(i)
+        done = produce.remote(q)
+        out["queue"] = [q.get(timeout=30) for _ in range(3)]
+        ray.get(done)
+        @ray.remote
+        class Twice:
+            def of(self, v):
+                return 2 * v
+        out["actor_pool"] = list(ActorPool([Twice.remote(), Twice.remote()]).map(
+            lambda a, v: a.of.remote(v), range(4)))
+        with Pool(2) as pool:
+            out["pool"] = [type(pool).__module__, pool.map(abs, [-1, -2]), pool.apply(pow, (2, 5))]
+        with Executor(max_workers=2) as ex:
+            out["executor"] = list(ex.map(abs, [-3, 4]))
+        register_shoal()
+        with joblib.parallel_backend("shoal"):
+            out["joblib"] = joblib.Parallel(n_jobs=2)(joblib.delayed(abs)(-i) for i in range(3))
+        ray.shutdown()
+        print(json.dumps(out))
+        """, SHOAL_ADDRESS=f"ray:{cluster[0]}")
+    assert out == {"pg": ["ray.util.placement_group", [True, True, True], 2, "CREATED"],
+                   "queue": [0, 1, 2], "actor_pool": [0, 2, 4, 6],
+                   "pool": ["ray.util.multiprocessing.pool", [1, 2], 32],
+                   "executor": [3, 4], "joblib": [0, 1, 2]}

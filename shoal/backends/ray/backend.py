@@ -17,6 +17,7 @@ so shoal's API works inside tasks and actors too (nested tasks).
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
@@ -161,11 +162,13 @@ class RayBackend:
             made = self._made[function._function] = {}
         base = made.get(routed)
         if base is None:
+            fn = function._function
+            if not inspect.isfunction(fn):          # a builtin, a partial: Ray takes functions
+                fn = _as_function(fn)
             if routed:
                 from .worker import routed as wrap
-                base = made[routed] = self.ray.remote(wrap(function._function))
-            else:
-                base = made[routed] = self.ray.remote(function._function)
+                fn = wrap(fn)
+            base = made[routed] = self.ray.remote(fn)
         options = task_options(function._options)
         return base.options(**options) if options else base
 
@@ -269,6 +272,29 @@ class RayBackend:
     def pin(self, worker: dict) -> dict:
         return {"scheduling_strategy": NodeAffinitySchedulingStrategy(worker["id"], soft=False)}
 
+    # ---------------------------------------------------------------- placement groups
+    # Ray's own (shoal.util.placement_group's functions hand their calls here).
+    def placement_group(self, bundles, strategy="PACK", name="", lifetime=None, **more):
+        from ray.util import placement_group
+        return placement_group(bundles, strategy=strategy, name=name, lifetime=lifetime, **more)
+
+    def remove_placement_group(self, placement_group) -> None:
+        from ray.util import remove_placement_group
+        remove_placement_group(placement_group)
+
+    def placement_group_table(self, placement_group=None) -> dict:
+        from ray.util import placement_group_table
+        return placement_group_table(placement_group)
+
+    def get_current_placement_group(self):
+        from ray.util import get_current_placement_group
+        return get_current_placement_group()
+
+    def multiprocessing_pool(self, **kwargs):
+        """Ray's own multiprocessing.Pool (shoal.util.multiprocessing.Pool's, on Ray)."""
+        from ray.util.multiprocessing import Pool
+        return Pool(**kwargs)
+
     # ---------------------------------------------------------------- the notebook layer
     def _driver_relay(self):
         if self._relay is None:
@@ -323,6 +349,15 @@ class RayBackend:
             self._relay = None
         if not self.in_worker and self.ray.is_initialized():
             self.ray.shutdown()
+
+
+def _as_function(fn):
+    """A Python function calling `fn` (a builtin, a partial, a callable object),
+    named as it, for ray.remote."""
+    def call(*args, **kwargs):
+        return fn(*args, **kwargs)
+    call.__name__ = call.__qualname__ = getattr(fn, "__name__", type(fn).__name__)
+    return call
 
 
 class CellTasks:
@@ -451,25 +486,38 @@ def task_options(options: dict) -> dict:
     if options.get("_engine_id") is not None:
         raise NotImplementedError("_engine_id is shoal's own scheduler's; on Ray use "
                                   "scheduling_strategy=NodeAffinitySchedulingStrategy(...)")
-    return _strategy(out)
+    return _strategy(out, options)
 
 
 def actor_options(options: dict) -> dict:
     out = {k: v for k, v in options.items() if k in ACTOR_OPTIONS and v is not None}
     if out.get("get_if_exists") is False:
         del out["get_if_exists"]
-    return _strategy(out)
+    return _strategy(out, options)
 
 
-def _strategy(out: dict) -> dict:
-    """shoal's scheduling strategy objects as Ray's."""
+def _strategy(out: dict, options: dict) -> dict:
+    """shoal's scheduling strategy objects (and the older `placement_group=`
+    options, which Ray no longer takes) as Ray's."""
     strategy = out.get("scheduling_strategy")
+    if strategy is None and options.get("placement_group") not in (None, "default"):
+        index = options.get("placement_group_bundle_index")
+        strategy = PlacementGroupSchedulingStrategy(
+            options["placement_group"], -1 if index is None else index,
+            options.get("placement_group_capture_child_tasks"))
     if isinstance(strategy, NodeAffinitySchedulingStrategy):
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy as RayAffinity
         out["scheduling_strategy"] = RayAffinity(strategy.node_id, soft=strategy.soft)
-    elif isinstance(strategy, PlacementGroupSchedulingStrategy) or "placement_group" in out:
-        raise NotImplementedError("placement groups are not available on the Ray backend yet "
-                                  "(use ray.util.placement_group directly)")
+    elif isinstance(strategy, PlacementGroupSchedulingStrategy):
+        from ray.util.placement_group import PlacementGroup as RayGroup
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy as RayInGroup
+        if not isinstance(strategy.placement_group, RayGroup):
+            raise ValueError(f"{strategy.placement_group!r} is not a Ray placement group: on "
+                             f"the Ray backend, make it with shoal.util.placement_group "
+                             f"(ray.util.placement_group) while connected to Ray")
+        out["scheduling_strategy"] = RayInGroup(
+            strategy.placement_group, strategy.placement_group_bundle_index,
+            strategy.placement_group_capture_child_tasks)
     return out
 
 
