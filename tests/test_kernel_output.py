@@ -26,6 +26,9 @@ def mid(n):
 
 @shoal.remote
 class Boss:
+    def __init__(self):
+        print("hired")
+
     def delegate(self):
         print("boss")
         return shoal.get(mid.remote(2))
@@ -65,7 +68,9 @@ def test_nested_task_output_lands_under_the_cell_with_ray_prefixes(k):
 
 
 def test_an_actor_and_the_tasks_it_submits_print_under_the_calling_cell(k):
-    ok(k.execute("boss = Boss.remote()"))
+    made = ok(k.execute("boss = Boss.remote()\nshoal.get(boss.delegate.remote()) and None"))
+    assert sorted(ln.split(") ", 1)[1] for ln in lines(made) if ln.startswith("(Boss")) == \
+        ["boss", "hired"]                        # its constructor's too, under the creating cell
     run = ok(k.execute("shoal.get(boss.delegate.remote())"))
     assert run.result == "1"
     texts = [ln.split(") ", 1)[1] for ln in lines(run)]

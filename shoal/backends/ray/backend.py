@@ -184,6 +184,11 @@ class RayBackend:
                 base = self.ray.remote(routed_actor(cls))
             self._made[cls] = base
         options = actor_options(actor_class._options)
+        from .worker import ROUTE_KEYWORD, routes_init
+        if routes_init(cls) and not getattr(cls, "__shoal_interruptible__", False):
+            route = self.call_route(cls.__name__)      # __init__'s output: the creating cell
+            if route is not None:
+                kwargs = {**kwargs, ROUTE_KEYWORD: route}
         return (base.options(**options) if options else base).remote(*args, **kwargs)
 
     def get_actor(self, name: str, namespace: Optional[str]):

@@ -348,11 +348,18 @@ def routed_actor(cls: type) -> type:
     methods = {name: _routed_method(cls.__name__, fn)
                for name, fn in inspect.getmembers(cls, inspect.isfunction)
                if not name.startswith("_") and not inspect.isasyncgenfunction(fn)}
+    if routes_init(cls):                   # the creator passes its route (create_actor)
+        methods["__init__"] = _routed_method(cls.__name__, cls.__init__, called=False)
     return type(cls.__name__, (cls,), {**methods, "__module__": cls.__module__,
                                        "__qualname__": cls.__qualname__})
 
 
-def _routed_method(owner: str, fn):
+def routes_init(cls: type) -> bool:
+    """Whether routed_actor(cls)'s constructor takes its creator's route."""
+    return inspect.isfunction(getattr(cls, "__init__", None))
+
+
+def _routed_method(owner: str, fn, called: bool = True):
     import functools
     if inspect.iscoroutinefunction(fn):
         async def call(self, *args, **kwargs):
@@ -385,7 +392,8 @@ def _routed_method(owner: str, fn):
     params.insert(at, inspect.Parameter(ROUTE_KEYWORD, inspect.Parameter.KEYWORD_ONLY,
                                         default=None))
     call.__signature__ = signature.replace(parameters=params)
-    call.__ray_invocation_decorator__ = functools.partial(_with_route, owner)
+    if called:                 # a method: its callers add their route
+        call.__ray_invocation_decorator__ = functools.partial(_with_route, owner)
     return call
 
 
@@ -467,4 +475,5 @@ def _in_call_thread(fn):
     return call
 
 
-__all__ = ["setup", "CellOutput", "current", "routed", "routed_actor", "interruptible"]
+__all__ = ["setup", "CellOutput", "current", "routed", "routed_actor", "routes_init",
+           "interruptible", "ROUTE_KEYWORD"]
