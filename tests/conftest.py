@@ -80,3 +80,8 @@ def ok(run):
     """A kernel execution (shoal.kernel.testing) that must have succeeded."""
     assert run.reply["status"] == "ok", run
     return run
+
+
+# The Ray interpreter and the two-node Ray cluster, one for the whole session:
+# shared by the %%remote suite over backends and tests/test_backend_ray.py.
+from remote_kernels import ray_cluster, ray_python  # noqa: E402,F401

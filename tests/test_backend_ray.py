@@ -1,9 +1,11 @@
 """shoal's API and `%%remote` on a real Ray (the Ray backend, shoal.backends.ray).
 
-They run in the Ray interpreter (tests/ray_env.py) against a two-node Ray
-cluster (`ray.cluster_utils.Cluster`) that a helper process owns for this
-module: the API as a driver script (`import shoal as ray`), and the magics in
-a real shoal kernel, both reaching the cluster by its address.
+They run in the Ray interpreter (tests/ray_env.py) against the session's
+two-node Ray cluster (`ray.cluster_utils.Cluster`, owned by a helper process:
+tests/remote_kernels.py): the API as a driver script (`import shoal as ray`),
+Ray Client, and what only Ray's notebook has, in a real shoal kernel.  What
+`%%remote` does on every backend is tested once, over all of them, in
+test_kernel.py, test_kernel_output.py and test_remote_semantics.py.
 """
 from __future__ import annotations
 
@@ -15,57 +17,23 @@ import textwrap
 import pytest
 
 from shoal.kernel.kernelspec import write_kernel_spec
-from shoal.kernel.testing import KernelSession, strip_ansi
+from shoal.kernel.testing import KernelSession
 
 from conftest import ok
-from ray_env import ray_env, require_ray_python
+from ray_env import ray_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-CHECK = "import ray, ipykernel, shoal.magics, shoal.kernel, ray.cluster_utils"
-
-CLUSTER = """
-import socket, sys
-from ray.cluster_utils import Cluster
-import importlib.util
-head = {"num_cpus": 1, "include_dashboard": False}
-client_port = 0
-if importlib.util.find_spec("grpc"):        # ray[client]: a Ray Client server too
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    client_port = s.getsockname()[1]
-    s.close()
-    head["ray_client_server_port"] = client_port
-cluster = Cluster(initialize_head=True, head_node_args=head)
-cluster.add_node(num_cpus=1)
-cluster.wait_for_nodes()
-print(cluster.address, client_port, flush=True)
-sys.stdin.read()            # the test closes our stdin: stop the cluster
-cluster.shutdown()
-"""
 
 
 @pytest.fixture(scope="module")
-def python():
-    return require_ray_python(CHECK)
+def python(ray_python):
+    return ray_python
 
 
 @pytest.fixture(scope="module")
-def cluster(python):
-    """A two-node Ray cluster (1 CPU each) that lives for this module: (its
-    address, the port of its Ray Client server or 0 without ray[client])."""
-    proc = subprocess.Popen([python, "-c", CLUSTER], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=ray_env())
-    try:
-        line = proc.stdout.readline().split()
-        assert line, "the Ray cluster did not start"
-        yield line[0], int(line[1])
-    finally:
-        proc.stdin.close()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def cluster(ray_cluster):
+    """The session's two-node Ray cluster (tests/remote_kernels.py)."""
+    return ray_cluster
 
 
 def run_driver(python, code: str, timeout: float = 240, **env) -> dict:
@@ -234,32 +202,6 @@ def k(python, cluster):
         session.shutdown()
 
 
-def test_a_cell_runs_on_ray_with_the_namespace_round_trip(k):
-    ok(k.execute("data = list(range(10))"))
-    run = ok(k.execute("%%remote\nimport ray\ntotal = sum(data)\n"
-                       "node = ray.get_runtime_context().get_node_id()\n"
-                       "print('printed remotely', total)\ntotal * 2"))
-    assert run.result == "90"
-    assert run.stdout == "printed remotely 45\n"
-    assert ok(k.execute("total, len(node) > 8")).result == "(45, True)"
-
-
-def test_refs_travel_by_reference_and_displays_come_to_the_cell(k):
-    ok(k.execute("import shoal\nr = shoal.put(41)"))
-    run = ok(k.execute("%%remote\nfrom IPython.display import display, HTML\n"
-                       "display(HTML('<b>shown remotely</b>'))\n"
-                       "import shoal\nv = shoal.get(r) + 1\n(type(r).__name__, v)"))
-    assert run.result == "('ObjectRef', 42)"
-    assert [d["data"].get("text/html") for d in run.displays] == ["<b>shown remotely</b>"]
-
-
-def test_a_remote_error_shows_the_cells_own_lines(k):
-    run = k.execute("%%remote\nx = 1\n1 / 0")
-    assert run.reply["status"] == "error" and run.error["ename"] == "ZeroDivisionError"
-    text = strip_ansi("\n".join(run.error["traceback"]))
-    assert "----> 3 1 / 0" in text and "runner.py" not in text
-
-
 def test_a_namespace_is_a_named_ray_actor(k):
     ok(k.execute("%%remote --on keep\ncount = 1\nimport os\npid = os.getpid()"))
     run = ok(k.execute("%%remote --on keep\ncount += 1\nimport os\n(count, os.getpid() == pid)"))
@@ -267,29 +209,6 @@ def test_a_namespace_is_a_named_ray_actor(k):
     run = ok(k.execute("import ray\nh = ray.get_actor('keep', namespace='shoal.remote')\n"
                        "type(h).__name__"))
     assert run.result == "'ActorHandle'"
-
-
-def test_background_output_lands_under_its_own_cell(k):
-    bg = ok(k.execute("%%remote --bg\nimport time\nprint('bg started')\ntime.sleep(2)\n"
-                      "print('bg finished')\nlate = 5"))
-    other = ok(k.execute("import time\ntime.sleep(4)\nprint('the other cell')", timeout=60))
-    k.pump_until(lambda: "bg finished" in bg.stdout, 30, "the --bg cell's output")
-    assert bg.stdout == "bg started\nbg finished\n"
-    assert other.stdout == "the other cell\n"
-    assert ok(k.execute("import shoal\nshoal.get(late)")).result == "5"
-
-
-def test_all_runs_once_per_node(k):
-    run = ok(k.execute("%%remote --all\nimport ray\nprint('here')\n"
-                       "ray.get_runtime_context().get_node_id()"))
-    nodes = eval(run.result)
-    assert len(nodes) == 2 and len(set(nodes)) == 2
-    assert sorted(line.split("] ")[1] for line in run.stdout.splitlines()) == ["here", "here"]
-
-
-def test_cluster_shows_the_ray_nodes(k):
-    run = ok(k.execute("%cluster"))
-    assert "ray cluster at ray:" in run.result and "2 node(s)" in run.result
 
 
 def client_port(cluster) -> int:
@@ -352,74 +271,6 @@ def test_cluster_connect_to_ray_client_in_a_kernel(python, cluster):
         assert ok(session.execute("answer")).result == "42"
     finally:
         session.shutdown()
-
-
-def test_timeout_cancels_and_line_magics_work(k):
-    run = k.execute("%%remote --timeout 1\nimport time\ntime.sleep(20)", timeout=60)
-    assert run.reply["status"] == "error" and run.error["ename"] == "GetTimeoutError"
-    assert "was cancelled on the cluster" in run.error["evalue"]
-    assert ok(k.execute("%remote line = 'one statement'\nline")).result == "'one statement'"
-    ok(k.execute("%autoremote on"))
-    try:
-        run = ok(k.execute("import os\nprint('auto')\nauto_pid = os.getpid()\nauto_pid > 0"))
-        assert run.result == "True" and run.stdout == "auto\n"
-    finally:
-        ok(k.execute("%autoremote off"))
-    assert ok(k.execute("import os\nauto_pid != os.getpid()")).result == "True"
-
-
-def test_plain_tasks_print_under_the_cell_that_submitted_them_at_any_depth(k):
-    ok(k.execute(textwrap.dedent("""\
-        import shoal, time
-        @shoal.remote
-        def leaf(i):
-            print("leaf", i)
-            return i
-        @shoal.remote
-        def late():
-            time.sleep(2)
-            print("late line")
-            return shoal.get([leaf.remote(i) for i in range(2)])
-        """)))
-    first = ok(k.execute("ref = late.remote()"))           # returns at once
-    second = ok(k.execute("time.sleep(4)\nprint('second cell')"))
-    assert ok(k.execute("shoal.get(ref)")).result == "[0, 1]"
-    k.pump_until(lambda: ") leaf 0" in first.stdout and ") leaf 1" in first.stdout, 30,
-                 "the nested tasks' output")
-    lines = sorted(strip_ansi(first.stdout).splitlines())
-    assert sorted(ln.split(") ", 1)[1] for ln in lines) == ["late line", "leaf 0", "leaf 1"]
-    assert all(ln.startswith(("(late pid=", "(leaf pid=")) for ln in lines), lines
-    assert second.stdout == "second cell\n"
-
-
-def test_an_interrupt_cancels_the_cells_plain_tasks(k):
-    ok(k.execute(textwrap.dedent("""\
-        import shoal, time
-        @shoal.remote
-        def spin(seconds):
-            print("spinning")
-            end = time.monotonic() + seconds
-            while time.monotonic() < end:      # Ray interrupts a task between sleeps
-                time.sleep(0.05)
-            return seconds
-        elsewhere = spin.remote(3)             # another cell's task: not cancelled
-        """)))
-    run = k.submit("mine = [spin.remote(60), spin.remote(60)]\nshoal.get(mine)")
-    k.pump_until(lambda: "spinning" in run.stdout, 60, "the cell's tasks to start")
-    k.interrupt()
-    k.wait(run, timeout=30)
-    assert run.error["ename"] == "KeyboardInterrupt"
-    assert "cancelled this cell's tasks" in run.stderr
-    check = ok(k.execute(textwrap.dedent("""\
-        outcomes = []
-        for ref in mine:
-            try:
-                shoal.get(ref, timeout=30)
-                outcomes.append("finished")
-            except shoal.exceptions.TaskCancelledError:
-                outcomes.append("cancelled")
-        outcomes, shoal.get(elsewhere)"""), timeout=60))
-    assert check.result == "(['cancelled', 'cancelled'], 3)"
 
 
 def test_cell_resources_become_ray_task_options(k):
@@ -516,3 +367,58 @@ def test_the_widgets_view_of_the_cluster_through_ray_client(python, cluster):
         shoal.shutdown()
         """))
     assert out == [6, 6, 2, True, 2, False]
+
+
+def test_placement_groups_and_util_helpers_are_rays_own(python, cluster):
+    """`import shoal as ray` code using ray.util on the Ray backend gets Ray's
+    placement groups and multiprocessing Pool; shoal's Queue, ActorPool,
+    Executor and joblib backend run on Ray's tasks and actors."""
+    out = run_driver(python, """
+        import json, joblib
+        import shoal as ray
+        from shoal.util import ActorPool, Executor
+        from shoal.util.joblib import register_shoal
+        from shoal.util.multiprocessing import Pool
+        from shoal.util.queue import Queue
+        from shoal.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+        ray.init()
+        out = {}
+        g = ray.util.placement_group([{"CPU": 1}, {"CPU": 1}], strategy="STRICT_SPREAD")
+        ray.get(g.ready(), timeout=60)
+        @ray.remote
+        def where():
+            return (ray.util.get_current_placement_group() is not None,
+                    ray.get_runtime_context().get_node_id())
+        placed = ray.get([where.options(scheduling_strategy=PlacementGroupSchedulingStrategy(
+            g, i)).remote() for i in range(2)] + [where.options(placement_group=g).remote()])
+        out["pg"] = [type(g).__module__, [p[0] for p in placed], len({p[1] for p in placed[:2]}),
+                     ray.util.placement_group_table(g)["state"]]
+        ray.util.remove_placement_group(g)
+        q = Queue()
+        @ray.remote
+        def produce(q):
+            for i in range(3):
+                q.put(i)
+        done = produce.remote(q)
+        out["queue"] = [q.get(timeout=30) for _ in range(3)]
+        ray.get(done)
+        @ray.remote
+        class Twice:
+            def of(self, v):
+                return 2 * v
+        out["actor_pool"] = list(ActorPool([Twice.remote(), Twice.remote()]).map(
+            lambda a, v: a.of.remote(v), range(4)))
+        with Pool(2) as pool:
+            out["pool"] = [type(pool).__module__, pool.map(abs, [-1, -2]), pool.apply(pow, (2, 5))]
+        with Executor(max_workers=2) as ex:
+            out["executor"] = list(ex.map(abs, [-3, 4]))
+        register_shoal()
+        with joblib.parallel_backend("shoal"):
+            out["joblib"] = joblib.Parallel(n_jobs=2)(joblib.delayed(abs)(-i) for i in range(3))
+        ray.shutdown()
+        print(json.dumps(out))
+        """, SHOAL_ADDRESS=f"ray:{cluster[0]}")
+    assert out == {"pg": ["ray.util.placement_group", [True, True, True], 2, "CREATED"],
+                   "queue": [0, 1, 2], "actor_pool": [0, 2, 4, 6],
+                   "pool": ["ray.util.multiprocessing.pool", [1, 2], 32],
+                   "executor": [3, 4], "joblib": [0, 1, 2]}

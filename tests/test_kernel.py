@@ -1,26 +1,20 @@
 """Level 3: the `shoal` kernel driven through jupyter_client, cells with
-magics executed, iopub read.  One kernel (and its 2-engine cluster) serves
-the whole module; tests that break things have their own in
-test_kernel_lifecycle.py."""
+magics executed, iopub read.  One kernel per backend (tests/remote_kernels.py:
+shoal's own 2-engine cluster, a local Ray, a two-node Ray cluster) serves the
+whole module, and every test runs on each; tests that break things have their
+own in test_kernel_lifecycle.py."""
 import time
 
 import pytest
 
-from shoal.kernel.testing import KernelSession
-
 from conftest import ok
+from remote_kernels import BACKENDS, on_ray, remote_kernel
 
 
-@pytest.fixture(scope="module")
-def k():
-    session = KernelSession("shoal", extra_arguments=["--ShoalKernel.num_cpus=2"])
-    try:
-        session.start()
-        first = session.execute("%%remote\n1", timeout=60)       # the cluster starts here
-        assert first.result == "1", first
+@pytest.fixture(scope="module", params=BACKENDS)
+def k(request):
+    with remote_kernel(request) as session:
         yield session
-    finally:
-        session.shutdown()
 
 
 def test_namespace_round_trip(k):
@@ -48,11 +42,12 @@ def test_top_level_await_and_builtin_display(k):
 def test_resources_retries_and_name(k, tmp_path):
     flag = str(tmp_path / "failed-once")
     ok(k.execute(f"flag = {flag!r}"))
-    run = ok(k.execute("%%remote --retries 1 --num-cpus 2\nimport os\n"
+    cpus = k.worker_cpus                  # all of one engine's (node's) CPUs
+    run = ok(k.execute(f"%%remote --retries 1 --num-cpus {cpus}\nimport os\n"
                        "if not os.path.exists(flag):\n    open(flag, 'w').close()\n"
                        "    raise RuntimeError('flaky')\n'second try'", timeout=60))
     assert run.result == "'second try'"
-    once = k.execute("%%remote --num-cpus 2\nraise RuntimeError('no retries')")
+    once = k.execute(f"%%remote --num-cpus {cpus}\nraise RuntimeError('no retries')")
     assert once.error["ename"] == "RuntimeError"
     bg = ok(k.execute("%%remote --bg --name training\nimport time\ntime.sleep(0.2)"))
     assert "training" in bg.displays[0]["data"]["text/plain"]
@@ -106,7 +101,9 @@ def test_stderr_and_rich_display_land_in_the_cell(k):
 
 
 def test_matplotlib_figure_made_remotely_is_shown(k):
-    pytest.importorskip("matplotlib")
+    if ok(k.execute("%%remote\nimport importlib.util\n"
+                    "importlib.util.find_spec('matplotlib')")).result is None:
+        pytest.skip("matplotlib is not installed in this kernel's Python")
     run = ok(k.execute("%%remote\nimport matplotlib.pyplot as plt\nfig, ax = plt.subplots()\n"
                        "ax.plot([1, 3, 2]);", timeout=60))
     pngs = [d for d in run.displays if "image/png" in d["data"]]
@@ -164,19 +161,56 @@ def test_interrupt_cancels_the_remote_cell(k):
     t0 = time.monotonic()
     k.interrupt()
     k.wait(run, timeout=10)
-    assert run.idle_at - t0 < 2.0
+    # Ray cannot interrupt a sleep in C: the cell's worker is stopped after the grace.
+    assert run.idle_at - t0 < (3.0 if on_ray(k) else 2.0)
     assert run.error["ename"] == "KeyboardInterrupt"
     assert "cancelled" in run.error["traceback_text"]
     assert len(run.error["traceback"]) == 1                      # short
     # the cluster is usable, and both engines are free again (the sleep stopped)
     again = ok(k.execute("%%remote --all --timeout 20\n'free'", timeout=30))
-    assert again.result == "['free', 'free']"
+    assert again.result == repr(["free"] * k.copies)
+
+
+def test_interrupting_get_cancels_only_this_cells_tasks(k, tmp_path):
+    ok(k.execute(f"import shoal, time, os\nmarks = {str(tmp_path)!r}\n"
+                 "@shoal.remote\ndef slow(name, seconds):\n"
+                 "    open(os.path.join(marks, name), 'w').close()\n"
+                 "    end = time.monotonic() + seconds\n"
+                 "    while time.monotonic() < end:     # Ray interrupts between sleeps\n"
+                 "        time.sleep(0.05)\n"
+                 "    return name"))
+    ok(k.execute("other = slow.remote('other', 4)"))              # another cell's task
+    run = k.submit("mine = [slow.remote('mine', 60), slow.remote('queued', 60)]\n"
+                   "open(os.path.join(marks, 'bound'), 'w').close()\n"
+                   "shoal.get(mine)")
+    # the interrupt must come while the cell waits, after it has bound `mine`
+    k.pump_until(lambda: (tmp_path / "mine").exists() and (tmp_path / "bound").exists(), 30,
+                 "the cell's task to start")
+    t0 = time.monotonic()
+    k.interrupt()
+    k.wait(run, timeout=10)
+    assert run.error["ename"] == "KeyboardInterrupt"
+    # 1 s is the aim (0.28-0.87 s measured at load average 8 on 2 cores); 2 s allows for worse,
+    # as the %%remote interrupt tests do
+    assert run.idle_at - t0 < 2.0, run.idle_at - t0
+    assert "cancelled this cell's tasks" in run.stderr
+    check = ok(k.execute("from shoal.exceptions import TaskCancelledError\ndef fate(r):\n"
+                         "    try:\n        return shoal.get(r, timeout=20)\n"
+                         "    except TaskCancelledError:\n        return 'cancelled'\n"
+                         "[fate(r) for r in [other, *mine]]", timeout=30))
+    assert check.result == "['other', 'cancelled', 'cancelled']"
+    assert not (tmp_path / "queued").exists()                     # never started
+    # the engines (nodes) are free again
+    assert ok(k.execute("shoal.get([slow.remote(n, 0) for n in 'ab'], timeout=20)",
+                        timeout=30)).result == "['a', 'b']"
 
 
 def test_interrupt_in_a_namespace_keeps_its_state(k):
     ok(k.execute("%%remote --on keeper\nkept = 'still here'"))
-    run = k.submit("%%remote --on keeper\nimport time\nprint('go', flush=True)\n"
-                   "time.sleep(120)")
+    # Ray interrupts a namespace's cell (an actor call) between bytecodes, as its
+    # own tasks: a sleep in C would end first.
+    wait = "for _ in range(2400):\n    time.sleep(0.05)" if on_ray(k) else "time.sleep(120)"
+    run = k.submit(f"%%remote --on keeper\nimport time\nprint('go', flush=True)\n{wait}")
     k.pump_until(lambda: "go" in run.stdout, 30, "the namespace cell to start")
     t0 = time.monotonic()
     k.interrupt()
@@ -193,10 +227,15 @@ def test_timeout_cancels(k):
 
 def test_all_runs_on_every_engine(k):
     run = ok(k.execute("%%remote --all\nimport os\npid = os.getpid()\nprint('hello')"))
-    assert sorted(run.stdout.splitlines()) == ["[e0] hello", "[e1] hello"]
+    lines = sorted(run.stdout.splitlines())
+    if on_ray(k):           # one copy per node, labelled by the node's id
+        labels = {ln.split("] ")[0] for ln in lines}
+        assert len(labels) == k.copies and all(ln.endswith("] hello") for ln in lines)
+    else:
+        assert lines == ["[e0] hello", "[e1] hello"]
     check = ok(k.execute("print(len(pid), len(set(pid)), os.getpid() not in pid, "
                          "type(os).__name__)"))
-    assert check.stdout == "2 2 True module\n"
+    assert check.stdout == f"{k.copies} {k.copies} True module\n"
 
 
 def test_on_keeps_a_namespace_between_cells(k):
@@ -245,6 +284,10 @@ def test_autoremote(k):
 def test_cluster_magic_shows_and_scales(k):
     run = ok(k.execute("%cluster"))
     shown = run.of_type("execute_result")[0]["content"]["data"]
+    if on_ray(k):           # Ray's nodes; Ray scales through its autoscaler, not %cluster
+        assert "ray cluster at ray:" in shown["text/plain"]
+        assert f"{k.copies} node(s)" in shown["text/plain"]
+        return
     assert "2 engine(s)" in shown["text/plain"] and "<table" in shown["text/html"]
     assert "already running" in k.execute("%cluster start").stderr
     engines = "from shoal.util import state\n" \

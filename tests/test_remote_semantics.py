@@ -3,13 +3,13 @@
 Property (hypothesis): for generated cells over picklable values
 (tests/cellgen.py), running a cell locally and with `%%remote` (and
 `%%remote --on`) from the same notebook namespace leaves the same namespace
-and prints the same output and result.  Through a real shoal kernel."""
+and prints the same output and result.  Through a real shoal kernel, on each
+backend (tests/remote_kernels.py)."""
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from shoal.kernel.testing import KernelSession
-
 from cellgen import cells
+from remote_kernels import BACKENDS, remote_kernel
 
 SETUP = """
 import types as _types
@@ -34,16 +34,10 @@ def _dump():
 """
 
 
-@pytest.fixture(scope="module")
-def k():
-    session = KernelSession("shoal", extra_arguments=["--ShoalKernel.num_cpus=2"])
-    try:
-        session.start()
-        assert session.execute("%%remote\n1", timeout=60).result == "1"
-        assert session.execute(SETUP).reply["status"] == "ok"
+@pytest.fixture(scope="module", params=BACKENDS)
+def k(request):
+    with remote_kernel(request, SETUP) as session:
         yield session
-    finally:
-        session.shutdown()
 
 
 def run_cell(k, initial: dict, source: str) -> tuple:

@@ -33,6 +33,12 @@ Contract for an implementation (see docs/backends.md for the Ray one):
   (a local cluster it launched, threads, connections); it is idempotent.
 - A backend that cannot do something raises NotImplementedError naming the
   feature and the backend, never silently does less.
+
+Optional methods, for an engine that has its own (shoal.util hands the
+calls over; without them, NotImplementedError names the feature and the
+backend): `placement_group(bundles, strategy=, name=, lifetime=, **more)`,
+`remove_placement_group(pg)`, `placement_group_table(pg)`,
+`get_current_placement_group()`, `multiprocessing_pool(**pool_args)`.
 """
 from __future__ import annotations
 

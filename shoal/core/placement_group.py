@@ -88,11 +88,31 @@ def _check_bundles(bundles) -> list:
     return out
 
 
+def _foreign(feature: str):
+    """The foreign backend's `feature` (its own placement groups), or None on
+    shoal's own scheduler; NotImplementedError where that backend has none."""
+    from . import backend
+    made = backend.foreign()
+    if made is None:
+        return None
+    call = getattr(made, feature, None)
+    if call is None:
+        raise NotImplementedError(f"{feature} is not available on the {made.name} backend")
+    return call
+
+
 def placement_group(bundles: list, strategy: str = "PACK", name: str = "",
                     lifetime: Optional[str] = None, _soft_target_node_id=None,
                     bundle_label_selector=None) -> PlacementGroup:
     """Reserve `bundles` of resources on hosts, placed by `strategy` (PACK,
-    SPREAD, STRICT_PACK or STRICT_SPREAD); returns at once (see `ready()`)."""
+    SPREAD, STRICT_PACK or STRICT_SPREAD); returns at once (see `ready()`).
+    On another engine (Ray), that engine's own placement group."""
+    foreign = _foreign("placement_group")
+    if foreign is not None:
+        more = {k: v for k, v in dict(_soft_target_node_id=_soft_target_node_id,
+                                      bundle_label_selector=bundle_label_selector).items()
+                if v is not None}
+        return foreign(bundles, strategy=strategy, name=name, lifetime=lifetime, **more)
     specs = _check_bundles(bundles)
     if strategy not in STRATEGIES:
         raise ValueError(f"Invalid placement group strategy {strategy!r}: use one of "
@@ -114,6 +134,9 @@ def placement_group(bundles: list, strategy: str = "PACK", name: str = "",
 
 def remove_placement_group(placement_group: PlacementGroup) -> None:
     """Give the group's reservation back; what runs in it is stopped (Ray)."""
+    foreign = _foreign("remove_placement_group")
+    if foreign is not None:
+        return foreign(placement_group)
     if not isinstance(placement_group, PlacementGroup):
         raise TypeError(f"remove_placement_group expects a PlacementGroup, got "
                         f"{type(placement_group).__name__}")
@@ -122,6 +145,9 @@ def remove_placement_group(placement_group: PlacementGroup) -> None:
 
 def placement_group_table(placement_group: Optional[PlacementGroup] = None) -> dict:
     """Live groups by hex id: name, strategy, state, bundles, bundles_to_node_id."""
+    foreign = _foreign("placement_group_table")
+    if foreign is not None:
+        return foreign(placement_group)
     rows = runtime.current().client.query("placement_groups")
     table = {}
     for row in rows:
@@ -136,6 +162,9 @@ def placement_group_table(placement_group: Optional[PlacementGroup] = None) -> d
 
 def get_current_placement_group() -> Optional[PlacementGroup]:
     """The group the calling task runs in, if any (None in the driver)."""
+    foreign = _foreign("get_current_placement_group")
+    if foreign is not None:
+        return foreign()
     from .client import current_task
     msg = current_task.get()
     if msg is None:

@@ -234,7 +234,7 @@ class RemoteCells:
             try:
                 self._launch(job, byref, values)
                 return job
-            except SerializationError:
+            except TypeError:        # shoal's SerializationError, or Ray's for an argument
                 bad = [n for n, v in zip(names, values) if not _serializes(v)]
                 if not bad:
                     raise

@@ -76,7 +76,10 @@ class ClusterControl:
     def connect(self, address: str) -> api.ClusterContext:
         if api.is_initialized():
             self.stop()
-        ctx = api.init(address=address)
+        # An address that always starts a cluster of its own (a local Ray) takes
+        # the kernel's CPU count, as the embedded cluster does.
+        own = address == "ray:local" and self.num_cpus is not None
+        ctx = api.init(address=address, **({"num_cpus": self.num_cpus} if own else {}))
         self.attach()
         return ctx
 

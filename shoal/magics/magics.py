@@ -187,8 +187,15 @@ class ShoalMagics(Magics):
         self.cluster.attach()
 
     def post_run_cell(self, result) -> None:
-        """An interrupted cell (KeyboardInterrupt, e.g. in shoal.get or wait)
+        """The output of the work the cell waited for is shown before the cell
+        ends (a backend that routes it apart from results hands it over now).
+        An interrupted cell (KeyboardInterrupt, e.g. in shoal.get or wait)
         cancels the tasks it submitted that are still pending or running."""
+        if backend.active is not None:
+            try:
+                backend.active.flush_output()
+            except Exception as exc:          # the cluster went: its output with it
+                print(f"shoal: cell output may be incomplete: {exc}", file=sys.stderr)
         if not isinstance(result.error_in_exec, KeyboardInterrupt):
             return
         if backend.current().cancel_cell(self.router):

@@ -3,6 +3,10 @@ from ..core.context import get_node_ip_address
 from .actor_pool import ActorPool
 from .completion import as_completed
 from .executor import Executor
+# As in `ray.util`: the functions, under the names of their module.
+from .placement_group import (  # noqa: E402
+    get_current_placement_group, placement_group, placement_group_table, remove_placement_group,
+)
 
 
 def list_named_actors(all_namespaces: bool = False) -> list:
@@ -17,4 +21,6 @@ def list_named_actors(all_namespaces: bool = False) -> list:
     return [a["name"] for a in named if a["namespace"] == namespace]
 
 
-__all__ = ["ActorPool", "Executor", "as_completed", "get_node_ip_address", "list_named_actors"]
+__all__ = ["ActorPool", "Executor", "as_completed", "get_node_ip_address", "list_named_actors",
+           "placement_group", "remove_placement_group", "placement_group_table",
+           "get_current_placement_group"]

@@ -17,9 +17,11 @@ so shoal's API works inside tasks and actors too (nested tasks).
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
+import time
 from typing import Optional
 
 from ...core.scheduling_strategies import (
@@ -28,8 +30,8 @@ from ...core.scheduling_strategies import (
 from .cluster_view import ClusterView
 
 log = logging.getLogger("shoal.backends.ray")
-_MADE = "_ray_made"      # attribute of a RemoteFunction / ActorClass: what Ray made of it
 SETUP_HOOK = "shoal.backends.ray.worker.setup"
+INTERRUPT_CHECK = 0.1    # seconds between the driver's looks for Ctrl-C while it waits on Ray
 EXTRA_HINT = "pip install 'shoal[ray]'"
 
 # The options Ray's ray.remote / .options take, of those shoal validates.
@@ -120,12 +122,16 @@ class RayBackend(ClusterView):
         self.shared_by: Optional[str] = None      # the shoal kernel, as for shoal's runtime
         self._relay = None                          # relay.DriverRelay, made on first routing
         self._router = None                         # the notebook's OutputRouter, if routed
+        self._unflushed = False                     # routed work went out since flush_output
         self._cell_tasks = CellTasks(self.ray)      # what an interrupt of the cell cancels
+        # What Ray made of each function or class (shoal's copies share it; held
+        # as long as this connection, as Ray holds what it exported).
+        self._made: dict = {}
         self._closed = False
 
     # ---------------------------------------------------------------- tasks and actors
     def submit_task(self, function, args: tuple, kwargs: dict):
-        route = self._task_route(function)
+        route = self.call_route(function._name)
         if route is None:
             return self._ray_function(function, False).remote(*args, **kwargs)
         result = self._ray_function(function, True).remote(route, *args, **kwargs)
@@ -133,44 +139,58 @@ class RayBackend(ClusterView):
             self._cell_tasks.add(self._router, result)
         return result
 
-    def _task_route(self, function):
-        """Where the task's output goes: the notebook cell submitting it (a
-        driver whose output is routed), or the cell of the task submitting it
-        (in a worker); None: Ray's own log forwarding."""
+    def call_route(self, name: str):
+        """Where the output of a task or actor call (named `name`) submitted
+        now goes: the notebook cell submitting it (a driver whose output is
+        routed), or the cell of the task or call submitting it (in a worker);
+        None: Ray's own log forwarding."""
         if self.in_worker:
-            from .worker import current
-            parent = current.get()
-            return parent.child(function._name) if parent is not None else None
+            from .worker import route_now
+            parent = route_now()
+            return parent.child(name) if parent is not None else None
         if self._relay is not None and self._router is not None:
-            return self._relay.route(self._router, function._name)
+            self._unflushed = True
+            return self._relay.route(self._router, name)
         return None
 
     def _ray_function(self, function, routed: bool):
         """ray.remote(fn).options(...) for a shoal RemoteFunction (`routed`: its
-        output goes to a CellOutput given first), made once per options and
-        kept on it (its copies from .options() share what was made)."""
-        options = task_options(function._options)
-        made = function.__dict__.setdefault(_MADE, {})
+        output goes to a CellOutput given first).  What Ray made is kept per
+        underlying function, not per shoal object: the copies `.options()`
+        makes (one per `%%remote` cell) share it, so Ray exports the function
+        once, not once per copy."""
+        made = self._made.get(function._function)
+        if made is None:
+            made = self._made[function._function] = {}
         base = made.get(routed)
         if base is None:
+            fn = function._function
+            if not inspect.isfunction(fn):          # a builtin, a partial: Ray takes functions
+                fn = _as_function(fn)
             if routed:
                 from .worker import routed as wrap
-                base = made[routed] = self.ray.remote(wrap(function._function))
-            else:
-                base = made[routed] = self.ray.remote(function._function)
-        key = (routed, repr(sorted(options.items(), key=lambda kv: kv[0])))
-        fn = made.get(key)
-        if fn is None:
-            fn = made[key] = base.options(**options) if options else base
-        return fn
+                fn = wrap(fn)
+            base = made[routed] = self.ray.remote(fn)
+        options = task_options(function._options)
+        return base.options(**options) if options else base
 
     def create_actor(self, actor_class, args: tuple, kwargs: dict):
-        made = actor_class.__dict__.setdefault(_MADE, {})
-        if "base" not in made:
-            _method_options(self.ray, actor_class._cls, actor_class._methods)
-            made["base"] = self.ray.remote(actor_class._cls)
+        cls = actor_class._cls
+        base = self._made.get(cls)
+        if base is None:
+            _method_options(self.ray, cls, actor_class._methods)
+            from .worker import interruptible, routed_actor
+            if getattr(cls, "__shoal_interruptible__", False):     # routes its own output
+                base = self.ray.remote(interruptible(cls))
+            else:
+                base = self.ray.remote(routed_actor(cls))
+            self._made[cls] = base
         options = actor_options(actor_class._options)
-        base = made["base"]
+        from .worker import ROUTE_KEYWORD, routes_init
+        if routes_init(cls) and not getattr(cls, "__shoal_interruptible__", False):
+            route = self.call_route(cls.__name__)      # __init__'s output: the creating cell
+            if route is not None:
+                kwargs = {**kwargs, ROUTE_KEYWORD: route}
         return (base.options(**options) if options else base).remote(*args, **kwargs)
 
     def get_actor(self, name: str, namespace: Optional[str]):
@@ -191,6 +211,52 @@ class RayBackend(ClusterView):
 
     def wait(self, refs, *, num_returns, timeout, fetch_local=True):
         return self._wait_watched(refs, num_returns, timeout, fetch_local)
+
+    def _ray_get(self, refs, timeout):
+        """ray.get, interruptible from the notebook (see _interruptible)."""
+        if self._interruptible():
+            timeout = self._until_ready(refs, timeout)
+        return self.ray.get(refs, timeout=timeout)
+
+    def _ray_wait(self, refs, num_returns, timeout, fetch_local):
+        """ray.wait, interruptible from the notebook (see _interruptible)."""
+        if not self._interruptible() or (timeout is not None and timeout <= INTERRUPT_CHECK):
+            return self.ray.wait(refs, num_returns=num_returns, timeout=timeout,
+                                 fetch_local=fetch_local)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            step = INTERRUPT_CHECK if left is None else min(INTERRUPT_CHECK, left)
+            ready, rest = self.ray.wait(refs, num_returns=num_returns, timeout=step,
+                                        fetch_local=fetch_local)
+            if len(ready) >= num_returns or left is not None and left <= step:
+                return ready, rest
+
+    # Ray's get and wait notice a KeyboardInterrupt about once a second
+    # (RAY_get_check_signal_interval_milliseconds); a notebook's Ctrl-C should
+    # stop them at once, as on shoal's own scheduler.  So the driver's main
+    # thread waits in slices of INTERRUPT_CHECK, in Python between them.
+    def _interruptible(self) -> bool:
+        return not self.in_worker and threading.current_thread() is threading.main_thread()
+
+    def _until_ready(self, refs, timeout):
+        """Wait, in slices, until `refs` (a ref or a list of refs) are ready or
+        `timeout` passes; the timeout left for ray.get."""
+        flat = refs if isinstance(refs, list) else [refs]
+        if not flat or not all(isinstance(r, self.ray.ObjectRef) for r in flat):
+            return timeout
+        pending = list(dict.fromkeys(flat))         # ray.wait refuses duplicates
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while pending:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return 0
+            step = INTERRUPT_CHECK if left is None else min(INTERRUPT_CHECK, left)
+            ready, pending = self.ray.wait(pending, num_returns=len(pending), timeout=step,
+                                           fetch_local=False)
+            if ready and pending:
+                self.ray.get(ready)     # Ray's get raises at the first failure: so do we
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def cancel(self, ref, *, force=False, recursive=True) -> None:
         self.ray.cancel(ref, force=force, recursive=recursive)
@@ -223,6 +289,29 @@ class RayBackend(ClusterView):
     def pin(self, worker: dict) -> dict:
         return {"scheduling_strategy": NodeAffinitySchedulingStrategy(worker["id"], soft=False)}
 
+    # ---------------------------------------------------------------- placement groups
+    # Ray's own (shoal.util.placement_group's functions hand their calls here).
+    def placement_group(self, bundles, strategy="PACK", name="", lifetime=None, **more):
+        from ray.util import placement_group
+        return placement_group(bundles, strategy=strategy, name=name, lifetime=lifetime, **more)
+
+    def remove_placement_group(self, placement_group) -> None:
+        from ray.util import remove_placement_group
+        remove_placement_group(placement_group)
+
+    def placement_group_table(self, placement_group=None) -> dict:
+        from ray.util import placement_group_table
+        return placement_group_table(placement_group)
+
+    def get_current_placement_group(self):
+        from ray.util import get_current_placement_group
+        return get_current_placement_group()
+
+    def multiprocessing_pool(self, **kwargs):
+        """Ray's own multiprocessing.Pool (shoal.util.multiprocessing.Pool's, on Ray)."""
+        from ray.util.multiprocessing import Pool
+        return Pool(**kwargs)
+
     # ---------------------------------------------------------------- the notebook layer
     def _driver_relay(self):
         if self._relay is None:
@@ -244,9 +333,11 @@ class RayBackend(ClusterView):
         return self._driver_relay().route(router).for_cell()
 
     def flush_output(self, timeout: float = 5.0) -> None:
-        """The relay thread has delivered what the relay holds (finished cells'
-        code waited for the relay before returning)."""
-        if self._relay is not None:
+        """The relay thread has delivered what the relay holds (finished tasks
+        and calls waited for the relay before returning): one relay call, made
+        only if routed work went out since the last flush."""
+        if self._relay is not None and self._unflushed:
+            self._unflushed = False
             self._relay.flush(timeout)
 
     def cancel_cell(self, router) -> int:
@@ -272,6 +363,15 @@ class RayBackend(ClusterView):
             self._relay = None
         if not self.in_worker and self.ray.is_initialized():
             self.ray.shutdown()
+
+
+def _as_function(fn):
+    """A Python function calling `fn` (a builtin, a partial, a callable object),
+    named as it, for ray.remote."""
+    def call(*args, **kwargs):
+        return fn(*args, **kwargs)
+    call.__name__ = call.__qualname__ = getattr(fn, "__name__", type(fn).__name__)
+    return call
 
 
 class CellTasks:
@@ -412,25 +512,38 @@ def task_options(options: dict) -> dict:
     if options.get("_engine_id") is not None:
         raise NotImplementedError("_engine_id is shoal's own scheduler's; on Ray use "
                                   "scheduling_strategy=NodeAffinitySchedulingStrategy(...)")
-    return _strategy(out)
+    return _strategy(out, options)
 
 
 def actor_options(options: dict) -> dict:
     out = {k: v for k, v in options.items() if k in ACTOR_OPTIONS and v is not None}
     if out.get("get_if_exists") is False:
         del out["get_if_exists"]
-    return _strategy(out)
+    return _strategy(out, options)
 
 
-def _strategy(out: dict) -> dict:
-    """shoal's scheduling strategy objects as Ray's."""
+def _strategy(out: dict, options: dict) -> dict:
+    """shoal's scheduling strategy objects (and the older `placement_group=`
+    options, which Ray no longer takes) as Ray's."""
     strategy = out.get("scheduling_strategy")
+    if strategy is None and options.get("placement_group") not in (None, "default"):
+        index = options.get("placement_group_bundle_index")
+        strategy = PlacementGroupSchedulingStrategy(
+            options["placement_group"], -1 if index is None else index,
+            options.get("placement_group_capture_child_tasks"))
     if isinstance(strategy, NodeAffinitySchedulingStrategy):
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy as RayAffinity
         out["scheduling_strategy"] = RayAffinity(strategy.node_id, soft=strategy.soft)
-    elif isinstance(strategy, PlacementGroupSchedulingStrategy) or "placement_group" in out:
-        raise NotImplementedError("placement groups are not available on the Ray backend yet "
-                                  "(use ray.util.placement_group directly)")
+    elif isinstance(strategy, PlacementGroupSchedulingStrategy):
+        from ray.util.placement_group import PlacementGroup as RayGroup
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy as RayInGroup
+        if not isinstance(strategy.placement_group, RayGroup):
+            raise ValueError(f"{strategy.placement_group!r} is not a Ray placement group: on "
+                             f"the Ray backend, make it with shoal.util.placement_group "
+                             f"(ray.util.placement_group) while connected to Ray")
+        out["scheduling_strategy"] = RayInGroup(
+            strategy.placement_group, strategy.placement_group_bundle_index,
+            strategy.placement_group_capture_child_tasks)
     return out
 
 

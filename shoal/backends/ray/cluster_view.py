@@ -150,16 +150,16 @@ class ClusterView:
         """ray.get, showing a bar once it has lasted AUTO_PROGRESS_AFTER seconds (Ray's
         semantics: a failed ref raises at once, within the watch as after it)."""
         if not self._watched(refs, timeout):
-            return self.ray.get(refs, timeout=timeout)
+            return self._ray_get(refs, timeout)
         began = time.monotonic()
         try:
-            return self.ray.get(refs, timeout=AUTO_PROGRESS_AFTER)
+            return self._ray_get(refs, AUTO_PROGRESS_AFTER)
         except self.ray.exceptions.GetTimeoutError:
             pass
         bar = self._show_progress(refs, "get")
         left = None if timeout is None else max(0.0, timeout - (time.monotonic() - began))
         try:
-            return self.ray.get(refs, timeout=left)
+            return self._ray_get(refs, left)
         finally:
             if bar is not None:
                 bar.settle_ready()
@@ -168,18 +168,15 @@ class ClusterView:
                       fetch_local: bool):
         """ray.wait, showing a bar once it has lasted AUTO_PROGRESS_AFTER seconds."""
         if not self._watched(refs, timeout):
-            return self.ray.wait(refs, num_returns=num_returns, timeout=timeout,
-                                 fetch_local=fetch_local)
+            return self._ray_wait(refs, num_returns, timeout, fetch_local)
         began = time.monotonic()
-        ready, pending = self.ray.wait(refs, num_returns=num_returns,
-                                       timeout=AUTO_PROGRESS_AFTER, fetch_local=fetch_local)
+        ready, pending = self._ray_wait(refs, num_returns, AUTO_PROGRESS_AFTER, fetch_local)
         if len(ready) >= num_returns:
             return ready, pending
         bar = self._show_progress(refs, "wait")
         left = None if timeout is None else max(0.0, timeout - (time.monotonic() - began))
         try:
-            return self.ray.wait(refs, num_returns=num_returns, timeout=left,
-                                 fetch_local=fetch_local)
+            return self._ray_wait(refs, num_returns, left, fetch_local)
         finally:
             if bar is not None:
                 bar.settle_ready()

@@ -8,7 +8,7 @@ from joblib._parallel_backends import (
     AutoBatchingMixin, FallbackToBackend, ParallelBackendBase, SequentialBackend,
 )
 
-from ...core import runtime
+from ...core import backend, runtime
 from ...core.api import cancel
 from ...core.context import cluster_resources
 from ...core.remote_function import RemoteFunction
@@ -58,7 +58,8 @@ class ShoalBackend(AutoBatchingMixin, ParallelBackendBase):
         return n_jobs
 
     def configure(self, n_jobs=1, parallel=None, prefer=None, require=None, **backend_kwargs):
-        runtime.current()                 # connect (or start a cluster) before counting CPUs
+        if backend.foreign() is None:     # connect (or start a cluster) before counting CPUs
+            runtime.current()
         n_jobs = self.effective_n_jobs(n_jobs)
         if n_jobs == 1:
             raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))

@@ -83,6 +83,23 @@ class Pool:
     every worker actor.
     """
 
+    def __new__(cls, processes: Optional[int] = None, initializer: Optional[Callable] = None,
+                initargs: Optional[Iterable] = (), maxtasksperchild: Optional[int] = None,
+                context: Any = None, actor_options: Optional[dict] = None,
+                ray_remote_args: Optional[dict] = None):
+        """On another engine (Ray), that engine's own Pool (its `multiprocessing_pool`)."""
+        from ...core import backend
+        foreign = backend.foreign()
+        if foreign is None:
+            return super().__new__(cls)
+        make = getattr(foreign, "multiprocessing_pool", None)
+        if make is None:
+            raise NotImplementedError(f"multiprocessing.Pool is not available on the "
+                                      f"{foreign.name} backend")
+        return make(processes=processes, initializer=initializer, initargs=initargs,
+                    maxtasksperchild=maxtasksperchild, context=context,
+                    ray_remote_args=actor_options or ray_remote_args)
+
     def __init__(self, processes: Optional[int] = None, initializer: Optional[Callable] = None,
                  initargs: Optional[Iterable] = (), maxtasksperchild: Optional[int] = None,
                  context: Any = None, actor_options: Optional[dict] = None,
