@@ -76,6 +76,19 @@ def test_shoal_only_init_arguments_are_refused_on_ray():
         shoal.init(address="ray", hosts=["h1"])
 
 
+def test_a_foreign_backends_own_init_arguments_go_to_it_and_shoals_refuses_them(monkeypatch):
+    """Ray's own ray.init arguments (an ingress's TLS `_credentials=`) reach the
+    Ray backend; shoal's own cluster refuses what it does not know."""
+    seen = {}
+    monkeypatch.setattr(backend, "connect", lambda target, **kw: seen.update(kw, target=target))
+    creds = object()
+    shoal.init(address="ray://h:443", _credentials=creds)
+    assert seen["target"] == "ray://h:443" and seen["_credentials"] is creds
+    with pytest.raises(TypeError, match="unexpected keyword argument.*'_credentials'"):
+        shoal.init(_credentials=creds)
+    assert not shoal.is_initialized()
+
+
 def test_shoals_own_backend_never_imports_ray():
     code = ("import sys, shoal\n"
             "shoal.init(num_cpus=1)\n"

@@ -108,17 +108,19 @@ def init(address: Optional[str] = None, *, num_cpus: Optional[int] = None,
         raise ValueError("local_mode=True is not supported by shoal (Ray deprecated it too): "
                          "tasks always run on engines; use a 1-CPU cluster, init(num_cpus=1), "
                          "to run them one at a time")
-    unknown = sorted(set(kwargs) - _IGNORED_RAY_ARGS)
-    if unknown:
-        raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(map(repr, unknown))}")
     target = address or os.environ.get("SHOAL_ADDRESS") or None
     if backend.active is not None or backend.is_foreign(target):
-        # Another engine (address="ray..."): see shoal.core.backend.
+        # Another engine (address="ray..."): see shoal.core.backend.  Its own
+        # arguments (Ray's _credentials=, _temp_dir=, ...) go to it unchecked here:
+        # ray.init rejects what it does not know.
         return backend.connect(target, num_cpus=num_cpus, num_gpus=num_gpus,
                                resources=resources, object_store_memory=object_store_memory,
                                ignore_reinit_error=ignore_reinit_error, namespace=namespace,
                                hosts=hosts, remote_python=remote_python,
                                runtime_env=runtime_env, **kwargs)
+    unknown = sorted(set(kwargs) - _IGNORED_RAY_ARGS)
+    if unknown:
+        raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(map(repr, unknown))}")
     with runtime._lock:
         rt = runtime.current_or_none()
         if rt is not None:
