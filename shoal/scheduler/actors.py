@@ -106,7 +106,7 @@ class ActorScheduling:
                 if not policy.feasible_anywhere(request, hosts) and hosts \
                         and not actor.warned_infeasible and actor.owner in self.peers:
                     actor.warned_infeasible = True
-                    self._send(actor.owner, m.Notice(text=(
+                    self.out.send(actor.owner, m.Notice(text=(
                         f"actor {actor.options.get('class_name')} ({actor.actor_id}) needs "
                         f"{request}, which no host in the cluster has; it waits until a host "
                         f"that can run it joins.")))
@@ -115,14 +115,14 @@ class ActorScheduling:
             host.acquire(held, gpus, actor.pool)
             actor.held, actor.gpu_ids, actor.host_id = dict(held), gpus, host.host_id
             actor.state = "starting"
-            self._send(host.conn, m.StartEngines(count=1, actor_id=actor.actor_id))
+            self.out.send(host.conn, m.StartEngines(count=1, actor_id=actor.actor_id))
 
     def _actor_engine_joined(self, engine) -> None:
         actor = self.actors.get(engine.actor_id)
         if actor is None or actor.state != "starting":
             host = self.hosts.get(engine.host_id)
             if host is not None:         # a leftover: the actor died meanwhile
-                self._send(host.conn, m.StopEngine(engine_id=engine.engine_id))
+                self.out.send(host.conn, m.StopEngine(engine_id=engine.engine_id))
             return
         actor.engine_id = engine.engine_id
         actor.state = "creating"
@@ -151,7 +151,7 @@ class ActorScheduling:
             self._actor_dead(actor, "its constructor raised an exception", error=entry.inline)
             return
         actor.state = "alive"
-        self.changed("cluster")
+        self.out.mark("cluster")
         log.info("actor %s (%s) is alive on engine %s", actor.actor_id,
                  actor.options.get("class_name"), actor.engine_id)
         self._pump(actor)
@@ -212,7 +212,7 @@ class ActorScheduling:
                 self._to(task, CANCELLING, "cancelled while its actor runs it: interrupted")
             engine = self.engines.get(actor.engine_id)
             if engine is not None:          # the engine cancels it if it has not started, or is async
-                self._send(engine.conn, m.InterruptTask(task_id=task.spec.task_id))
+                self.out.send(engine.conn, m.InterruptTask(task_id=task.spec.task_id))
 
     # ------------------------------------------------------------------ endings
     def _actor_engine_lost(self, engine) -> None:
@@ -260,14 +260,14 @@ class ActorScheduling:
         if actor.state == "dead":
             return
         actor.state, actor.death_cause, actor.death_error = "dead", cause, error
-        self.changed("cluster")
+        self.out.mark("cluster")
         log.info("actor %s is dead: %s", actor.actor_id, cause)
         self._release_actor_resources(actor)
         if actor.engine_id is not None:
             engine = self.engines.get(actor.engine_id)
             host = self.hosts.get(engine.host_id) if engine else None
             if host is not None:
-                self._send(host.conn, m.StopEngine(engine_id=actor.engine_id))
+                self.out.send(host.conn, m.StopEngine(engine_id=actor.engine_id))
         entry = self._actor_died_entry(actor, actor.actor_id)
         owed = list(actor.inflight.values())
         owed += [self.tasks[t] for q in actor.queues.values() for t in q if t in self.tasks]
@@ -342,7 +342,7 @@ class ActorScheduling:
             engine = self.engines.get(actor.engine_id)
             host = self.hosts.get(engine.host_id) if engine else None
             if host is not None:
-                self._send(host.conn, m.StopEngine(engine_id=actor.engine_id, restart=True))
+                self.out.send(host.conn, m.StopEngine(engine_id=actor.engine_id, restart=True))
 
     # ------------------------------------------------------------------ state
     def actor_info(self, actor: Actor) -> dict:

@@ -61,7 +61,7 @@ class ObjectTracking:
         obj.entry = entry
         obj.created_by = created_by
         obj.last_used = self.clock()
-        self.changed("objects")
+        self.out.mark("objects")
         if nested:
             obj.nested = list(nested)
             for nid in obj.nested:
@@ -97,10 +97,10 @@ class ObjectTracking:
         for oid in msg.object_ids:
             obj = self.objects.get(oid)
             if obj is None:
-                self._push(conn, self._lost_entry(oid))
+                self.out.push(conn, self._lost_entry(oid))
             elif obj.entry is not None:
                 obj.last_used = self.clock()
-                self._push(conn, obj.entry)
+                self.out.push(conn, obj.entry)
             else:
                 obj.subscribers.add(conn)
 
@@ -123,10 +123,10 @@ class ObjectTracking:
         """Push a newly ready object to whoever waits for it."""
         for conn in obj.holders:
             if conn in self.peers and self.peers[conn].kind != "agent":
-                self._push(conn, obj.entry)
+                self.out.push(conn, obj.entry)
         for conn in obj.subscribers:
             if conn not in obj.holders:
-                self._push(conn, obj.entry)
+                self.out.push(conn, obj.entry)
         obj.subscribers.clear()
         self._wake_dependents(obj)
 
@@ -142,9 +142,6 @@ class ObjectTracking:
                 if not task.missing:
                     self._make_ready(task)
 
-    def _push(self, conn, entry: ObjectEntry) -> None:
-        self._pushes.setdefault(conn, []).append(entry)
-
     def _unpin(self, oid: str) -> None:
         obj = self.objects.get(oid)
         if obj is not None:
@@ -155,7 +152,7 @@ class ObjectTracking:
         if obj.holders or obj.pins > 0 or obj.entry is None:
             return
         del self.objects[obj.object_id]
-        self.changed("objects")
+        self.out.mark("objects")
         if obj.object_id in self.actors:
             self._actor_handles_gone(obj.object_id)
             return
@@ -165,7 +162,7 @@ class ObjectTracking:
                 host.spilled_bytes -= obj.entry.size
             else:
                 host.store_used -= obj.entry.size
-            self._frees.setdefault(host.host_id, []).append(obj.object_id)
+            self.out.free(host.host_id, obj.object_id)
         if obj.lineage is not None:
             obj.lineage.live -= 1
             if obj.lineage.live == 0:
@@ -175,7 +172,7 @@ class ObjectTracking:
             copy_host = self.hosts.get(host_id)
             if copy_host is not None:
                 copy_host.store_used -= obj.entry.size
-                self._frees.setdefault(host_id, []).append(obj.object_id)
+                self.out.free(host_id, obj.object_id)
         for nid in obj.nested:
             self._unpin(nid)
 
@@ -249,7 +246,7 @@ class ObjectTracking:
             obj = self.objects.get(spec.return_ids[i])
             if obj is None or obj.entry is not None:
                 if entry.host_id and (obj is None or obj.entry.host_id != entry.host_id):
-                    self._frees.setdefault(entry.host_id, []).append(spec.return_ids[i])
+                    self.out.free(entry.host_id, spec.return_ids[i])
                 continue
             lineage = obj.lineage
             self._object_ready(obj, entry, [], obj.created_by)
@@ -288,7 +285,7 @@ class ObjectTracking:
             host.spilled_bytes += obj.entry.size
             chosen.append(obj.object_id)
         if chosen:
-            self._send(host.conn, m.SpillObjects(object_ids=chosen))
+            self.out.send(host.conn, m.SpillObjects(object_ids=chosen))
 
     def _describe_holder(self, conn) -> str:
         peer = self.peers.get(conn)

@@ -81,7 +81,7 @@ class Pipelining:
         if task is not None and task.state == QUEUED:
             self._to(task, REVOKING, "asked back from its engine")
             log.debug("revoke %s from %s", task.spec.task_id, engine.engine_id)
-            self._send(engine.conn, m.RevokeTask(task_id=task.spec.task_id))
+            self.out.send(engine.conn, m.RevokeTask(task_id=task.spec.task_id))
 
     def _on_task_revoked(self, conn, msg: m.TaskRevoked) -> None:
         engine = self.engines.get(self.engine_by_conn.get(conn))

@@ -82,7 +82,7 @@ class Placement:
                 if hosts and not pg.warned_infeasible and pg.owner in self.peers and \
                         not policy.bundles_feasible(requests, pg.strategy, hosts):
                     pg.warned_infeasible = True
-                    self._send(pg.owner, m.Notice(text=(
+                    self.out.send(pg.owner, m.Notice(text=(
                         f"placement group {pg.name or pg.pg_id} ({pg.strategy}, bundles "
                         f"{requests}) cannot be placed on the hosts of this cluster; it "
                         f"stays pending until hosts that can hold it join.")))
@@ -98,7 +98,7 @@ class Placement:
                 self._object_ready(obj, ObjectEntry(pg.ready_id, inline=pg.ready_value,
                                                     size=len(pg.ready_value)), [],
                                    f"placement group {pg_id}")
-            self.changed("cluster")
+            self.out.mark("cluster")
 
     def _on_remove_placement_group(self, conn, msg: m.RemovePlacementGroup) -> None:
         pg = self.placement_groups.get(msg.pg_id)
@@ -139,7 +139,7 @@ class Placement:
         if obj is not None and obj.entry is None:
             self._object_ready(obj, self._error_entry(pg.ready_id, TaskPlacementGroupRemoved(
                 f"placement group {pg.pg_id} was removed before it was placed")), [], "")
-        self.changed("cluster")
+        self.out.mark("cluster")
 
     def _groups_owner_gone(self, conn) -> None:
         for pg in list(self.placement_groups.values()):

@@ -31,6 +31,7 @@ from .events import EventStream
 from .lifecycle import (BLOCKED, BUSY, CANCELLED, CANCELLING, FAILED, HOLDING, IDLE, ON_ENGINE, QUEUED,
                         READY, REVOKING, RUNNING, STOPPING, WAITING, TaskLifecycle)
 from .objects import Obj, ObjectTracking
+from .outbox import AwaitingAgent, Outbox
 from .pipeline import Pipelining
 from .placement import Placement
 
@@ -43,37 +44,6 @@ MAX_DEPARTED_HOSTS = 100     # hosts that left, remembered for nodes() (Alive: F
 
 _ENDED_WHY = {"finished": "it returned", "failed": "it raised an exception",
               "cancelled": "cancelled"}          # a task's last story record, by default
-PUSH_BATCH_BYTES = 16 << 20     # inline values per ObjectsReady, well under a frame's limit
-
-
-def _batches(entries: list) -> list:
-    """Entries split so that no message carries more than PUSH_BATCH_BYTES inline."""
-    batches, batch, size = [], [], 0
-    for e in entries:
-        n = memoryview(e.inline).nbytes if e.inline is not None else 0
-        if batch and size + n > PUSH_BATCH_BYTES:
-            batches.append(batch)
-            batch, size = [], 0
-        batch.append(e)
-        size += n
-    return batches + [batch] if batch else batches
-
-
-class AwaitingAgent:
-    """The connection of a host whose agent is being restarted: it keeps what
-    is sent until the new agent registers (see SchedulerState._await_agent)."""
-
-    def __init__(self) -> None:
-        self.queued: list = []
-
-    def send(self, msg) -> None:
-        self.queued.append(msg)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass(eq=False, slots=True)
@@ -193,9 +163,8 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         self.objects: dict[str, Obj] = {}
         self.dependents: dict[str, list] = {}          # pending object id -> waiting task ids
         self.history: deque = deque(maxlen=HISTORY)    # TaskEvents of ended runs
-        self.event_subscribers: set = set()
-        self._task_events: list = []
-        self._changed: set = set()                     # "objects", "cluster"
+        self.out = Outbox()                            # all that leaves the state machine
+        self.event_subscribers: set = self.out.subscribers
         self.finished_count = {"finished": 0, "failed": 0, "cancelled": 0}
         self.stopping = False
         self.heartbeat_timeout = heartbeat_timeout
@@ -203,28 +172,12 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         self._init_lifecycle(strict)
         self._init_actors()
         self._init_placement()
-        self._out: list = []
-        self._pushes: dict[Any, list] = {}
-        self._frees: dict[str, list] = {}
 
     # ------------------------------------------------------------------ I/O seam
     def take_output(self) -> list:
-        """Messages to send, as (conn, msg), in order; clears the queue."""
-        out = self._out
-        for conn, entries in self._pushes.items():
-            out.extend((conn, m.ObjectsReady(entries=batch)) for batch in _batches(entries))
-        for host_id, ids in self._frees.items():
-            host = self.hosts.get(host_id)
-            if host is not None:
-                self._send(host.conn, m.FreeObjects(object_ids=ids))
-        self._out, self._pushes, self._frees = [], {}, {}
-        return out
-
-    def _send(self, conn, msg) -> None:
-        if type(conn) is AwaitingAgent:     # held here for the host's next agent
-            conn.send(msg)
-        else:
-            self._out.append((conn, msg))
+        """Messages to send, as (conn, msg), in order; clears the outbox."""
+        hosts = self.hosts
+        return self.out.take(lambda host_id: hosts[host_id].conn if host_id in hosts else None)
 
     def handle(self, conn, msg) -> None:
         handler = self._HANDLERS.get(type(msg))
@@ -243,7 +196,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
     def _on_hello(self, conn, msg: m.ClientHello) -> None:
         self.peers[conn] = Peer(msg.kind, msg.client_id, msg.pid, msg.hostname,
                                 msg.host_id, msg.engine_id, msg.actor_id)
-        self._send(conn, m.Welcome(
+        self.out.send(conn, m.Welcome(
             cluster_id=self.cluster_id, session_dir=self.session_dir,
             hosts=[self._host_info(h) for h in self.hosts.values()]))
         if msg.kind == "engine":
@@ -259,7 +212,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
                 return
             host.engines.add(msg.engine_id)
             host.idle.add(msg.engine_id)
-            self.changed("cluster")
+            self.out.mark("cluster")
             host.starting = max(0, host.starting - 1)
         self._schedule()
 
@@ -481,7 +434,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
             if not task.warned_infeasible and hosts:
                 task.warned_infeasible = True
                 totals = "; ".join(f"{h.host_id}: {h.total}" for h in hosts)
-                self._send(task.owner, m.Notice(text=(
+                self.out.send(task.owner, m.Notice(text=(
                     f"task {task.spec.name!r} ({task.spec.task_id}) needs {request}, which no host "
                     f"in the cluster has ({totals}). It stays queued until a host that can run "
                     f"it joins; cancel it with shoal.cancel().")))
@@ -502,7 +455,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
                 if count > 0:
                     host.starting += count
                     backlog -= count
-                    self._send(host.conn, m.StartEngines(count=count))
+                    self.out.send(host.conn, m.StartEngines(count=count))
 
     def _dispatch(self, task: Task, host: Host, engine: Engine, gpu_ids: list) -> None:
         spec = task.spec
@@ -533,7 +486,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         actor = self.actors.get(spec.actor_id) if spec.actor_id else None
         if actor is not None:            # an actor's calls belong to its creator's job
             job, held = actor.creation.job, actor.held
-        self._send(engine.conn, m.ExecuteTask(
+        self.out.send(engine.conn, m.ExecuteTask(
             task_id=spec.task_id, func_id=spec.func_id, func_blob=blob, name=spec.name,
             args=spec.args, dep_values=[self.objects[d].entry for d in spec.deps],
             return_ids=spec.return_ids, gpu_ids=gpu_ids, func_retry=retry,
@@ -597,7 +550,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
             # Nobody will hold it (or a retry made it again): drop this copy.
             if msg.entry.host_id and (obj is None or obj.entry is None
                                       or obj.entry.host_id != msg.entry.host_id):
-                self._frees.setdefault(msg.entry.host_id, []).append(oid)
+                self.out.free(msg.entry.host_id, oid)
             return
         obj = self._object(oid)
         obj.producer = msg.task_id
@@ -647,7 +600,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
             if engine is not None and engine.prefetched == task.spec.task_id:
                 engine.prefetched = None
                 self.may_prefetch.add(engine.engine_id)
-                self._send(engine.conn, m.InterruptTask(task_id=task.spec.task_id))   # skip it
+                self.out.send(engine.conn, m.InterruptTask(task_id=task.spec.task_id))   # skip it
         elif task.state in HOLDING:
             self._release(task)
         status = CANCELLED if cancelled or task.state == CANCELLING else FAILED
@@ -658,14 +611,12 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         event = m.TaskEvent(task.spec.task_id, task.spec.name, status, task.engine_id,
                             task.host_id, task.started_at or None, self.clock())
         self.history.append(event)
-        if self.event_subscribers:
-            self._task_events.append(event)
+        self.out.event(event)
 
     def _running(self, task: Task) -> None:
-        if self.event_subscribers:
-            self._task_events.append(m.TaskEvent(
-                task.spec.task_id, task.spec.name, "running", task.engine_id, task.host_id,
-                task.started_at, None))
+        if self.out.subscribers:
+            self.out.event(m.TaskEvent(task.spec.task_id, task.spec.name, "running",
+                                       task.engine_id, task.host_id, task.started_at, None))
 
     def _error_entry(self, object_id: str, error: BaseException) -> ObjectEntry:
         return ObjectEntry(object_id, error=True, inline=dumps(error))
@@ -704,11 +655,11 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         if task is not None and task.origin is not None:
             owner, root = task.origin
             if owner in self.peers:
-                self._send(owner, m.TaskOutput(task_id=msg.task_id, name=msg.name, pid=msg.pid,
+                self.out.send(owner, m.TaskOutput(task_id=msg.task_id, name=msg.name, pid=msg.pid,
                                                stream=msg.stream, text=msg.text, data=msg.data,
                                                origin=root))
         elif task is not None and task.owner in self.peers:
-            self._send(task.owner, msg)
+            self.out.send(task.owner, msg)
 
     def _on_cancel(self, conn, msg: m.CancelTask) -> None:
         obj = self.objects.get(msg.object_id)
@@ -742,7 +693,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
                 if task.state == RUNNING:
                     self._to(task, CANCELLING, "cancelled while running: interrupted")
                 if engine is not None:
-                    self._send(engine.conn, m.InterruptTask(task_id=task.spec.task_id))
+                    self.out.send(engine.conn, m.InterruptTask(task_id=task.spec.task_id))
 
     def _stop_engine(self, engine: Engine) -> None:
         """Kill an engine (its task was killed): it is not idle until its
@@ -754,7 +705,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         host = self.hosts.get(engine.host_id)
         if host is not None:
             host.idle.discard(engine.engine_id)
-            self._send(host.conn, m.StopEngine(engine_id=engine.engine_id, restart=True))
+            self.out.send(host.conn, m.StopEngine(engine_id=engine.engine_id, restart=True))
 
     # ------------------------------------------------------------------ departures
     def connection_closed(self, conn) -> None:
@@ -763,7 +714,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
             return
         self._stimulate(f"Closed:{peer.kind}")
         self.event_subscribers.discard(conn)
-        self.changed("cluster")
+        self.out.mark("cluster")
         engine_id = self.engine_by_conn.pop(conn, None)
         if engine_id is not None:
             self._engine_lost(engine_id)
@@ -826,7 +777,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         for eid in [e.engine_id for e in self.engines.values() if e.host_id == host.host_id]:
             self._engine_lost(eid)
         for actor in self._actors_starting_on(host.host_id):   # the new agent starts them
-            self._send(stand_in, m.StartEngines(count=1, actor_id=actor.actor_id))
+            self.out.send(stand_in, m.StartEngines(count=1, actor_id=actor.actor_id))
 
     def _actors_starting_on(self, host_id: str) -> list:
         """Actors placed on a host whose engine has not joined yet."""
@@ -846,8 +797,8 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         for queued in stand_in.queued:       # pool engines it starts anyway; actors' it must
             if not isinstance(queued, (m.Heartbeat, m.StopEngine)) and not (
                     isinstance(queued, m.StartEngines) and queued.actor_id is None):
-                self._send(conn, queued)
-        self.changed("cluster")
+                self.out.send(conn, queued)
+        self.out.mark("cluster")
         self._schedule()
 
     def _engine_lost(self, engine_id: str) -> None:
@@ -895,7 +846,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
                      spec.name, n)
             self._retire_engine(host, engine)
             host.starting += 1
-            self._send(host.conn, m.StartEngines(count=1))
+            self.out.send(host.conn, m.StartEngines(count=1))
 
     def _after_engine_free(self, engine_id: Optional[str]) -> None:
         """Stop an extra engine (started while others were blocked) once it is idle."""
@@ -930,7 +881,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
             reply = m.QueryReply(request_id=msg.request_id, value=handler(msg.args))
         except (LookupError, KeyError, TypeError) as exc:
             reply = m.QueryReply(request_id=msg.request_id, error=str(exc).strip("'\""))
-        self._send(conn, reply)
+        self.out.send(conn, reply)
 
     def _query_scale(self, args: dict) -> dict:
         """Set a host's engine count (and its CPUs to match), as ipyparallel scales engines."""
@@ -948,7 +899,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         want = max(0, count - len(host.engines) - host.starting)
         if want:
             host.starting += want
-            self._send(host.conn, m.StartEngines(count=want))
+            self.out.send(host.conn, m.StartEngines(count=want))
         for eid in list(host.idle):              # busy extras stop when they finish
             if len(host.engines) <= max(count, 1):
                 break
@@ -961,7 +912,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         host.idle.discard(engine.engine_id)
         self.engines.pop(engine.engine_id)
         self.engine_by_conn.pop(engine.conn, None)
-        self._send(host.conn, m.StopEngine(engine_id=engine.engine_id))
+        self.out.send(host.conn, m.StopEngine(engine_id=engine.engine_id))
 
     def _host_status(self, h: Host) -> dict:
         return {"host_id": h.host_id, "hostname": h.hostname, "pid": h.pid,
@@ -1015,7 +966,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
                             host.host_id, now - heard)
                 silent.append(host.conn)
             else:
-                self._send(host.conn, m.Heartbeat())
+                self.out.send(host.conn, m.Heartbeat())
         return silent
 
     def _on_heartbeat(self, conn, msg: m.Heartbeat) -> None:
@@ -1030,7 +981,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         for host in list(self.hosts.values()):
             if isinstance(host.conn, AwaitingAgent):
                 del self.hosts[host.host_id]        # no agent there to stop
-            self._send(host.conn, m.Shutdown(reason=reason))
+            self.out.send(host.conn, m.Shutdown(reason=reason))
 
     _HANDLERS = {
         m.ClientHello: _on_hello,
