@@ -46,8 +46,8 @@ class Pipelining:
                     self.may_prefetch.add(engine_id)   # nothing of its shape yet: look again later
         if not self.queued_on:
             return
-        idle_hosts = [h for h in self.hosts.values() if h.idle]
-        if idle_hosts:
+        if self.members.idle:
+            idle_hosts = self.members.idle_hosts()
             for engine_id in list(self.queued_on):
                 engine = self.engines.get(engine_id)
                 task = self.tasks.get(engine.prefetched) if engine and engine.prefetched else None

@@ -30,6 +30,7 @@ from .actors import ActorScheduling
 from .events import EventStream
 from .lifecycle import (BLOCKED, BUSY, CANCELLED, CANCELLING, FAILED, HOLDING, IDLE, ON_ENGINE, QUEUED,
                         READY, REVOKING, RUNNING, STOPPING, WAITING, TaskLifecycle)
+from .membership import Engine, Host, Membership, Peer
 from .objects import Obj, ObjectTracking
 from .outbox import AwaitingAgent, Outbox
 from .pipeline import Pipelining
@@ -39,79 +40,10 @@ log = logging.getLogger("shoal.scheduler")
 HISTORY = 20_000          # finished tasks remembered for the timeline and status
 HEARTBEAT_INTERVAL = 1.0
 DEFAULT_HEARTBEAT_TIMEOUT = 6.0    # a silent host is lost well within 10 s
-MAX_DEPARTED_HOSTS = 100     # hosts that left, remembered for nodes() (Alive: False)
 
 
 _ENDED_WHY = {"finished": "it returned", "failed": "it raised an exception",
               "cancelled": "cancelled"}          # a task's last story record, by default
-
-
-@dataclass(eq=False, slots=True)
-class Peer:
-    kind: str
-    client_id: str
-    pid: int
-    hostname: str
-    host_id: Optional[str] = None
-    engine_id: Optional[str] = None
-    actor_id: Optional[str] = None
-
-
-@dataclass(eq=False, slots=True)
-class Host:
-    host_id: str
-    conn: Any
-    hostname: str
-    total: dict
-    available: dict
-    gpus: dict                       # gpu id -> free fraction
-    store_dir: str
-    spill_dir: str
-    store_limit: int
-    object_address: str
-    pid: int
-    store_used: int = 0              # bytes of objects in its shared memory
-    spilled_bytes: int = 0           # bytes of objects spilled to its disk
-    engines: set = field(default_factory=set)      # pool engines (not actors')
-    idle: set = field(default_factory=set)         # those of them with no task
-    starting: int = 0                # engines asked for but not yet registered
-    restartable: bool = False        # its owner restarts its agent if that dies
-
-    @property
-    def base_engines(self) -> int:
-        return max(1, int(self.total.get("CPU", 0)))
-
-    def acquire(self, request: dict, gpu_ids: list = (), pool: Optional[dict] = None) -> None:
-        """Take resources (and GPU shares) for a task or an actor, from the
-        host's available resources or a placement group bundle's `pool`."""
-        self._add(request, gpu_ids, -1, pool)
-
-    def release(self, held: dict, gpu_ids: list = (), pool: Optional[dict] = None) -> None:
-        self._add(held, gpu_ids, +1, pool)
-
-    def _add(self, amounts: dict, gpu_ids, sign: int, pool: Optional[dict] = None) -> None:
-        target = self.available if pool is None else pool
-        for k, v in amounts.items():
-            target[k] = target.get(k, 0.0) + sign * v
-        share = amounts.get("GPU", 0)
-        for gpu in gpu_ids:
-            if gpu in self.gpus:         # a fraction shares one GPU; whole ones take it all
-                self.gpus[gpu] += sign * (min(1.0, share) if share < 1 else 1.0)
-
-
-@dataclass(eq=False, slots=True)
-class Engine:
-    engine_id: str
-    host_id: str
-    conn: Any
-    pid: int
-    task_id: Optional[str] = None
-    functions: set = field(default_factory=set)
-    actor_id: Optional[str] = None       # an engine dedicated to one actor
-    prefetched: Optional[str] = None     # the task queued behind the running one
-    state: str = IDLE                    # pool engines: idle, busy, blocked, stopping (lifecycle.py)
-    ran_gpu: bool = False                # it ran a GPU task: CPU-only tasks go elsewhere (Ray)
-    calls: dict = field(default_factory=dict)    # function id -> runs (for max_calls)
 
 
 @dataclass(eq=False, slots=True)
@@ -148,12 +80,12 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         self.cluster_id = cluster_id
         self.session_dir = session_dir
         self.clock = clock
-        self.peers: dict[Any, Peer] = {}
-        self.hosts: dict[str, Host] = {}
-        self.departed_hosts: dict = {}   # host id -> its last status (bounded), for nodes()
-        self.host_by_conn: dict[Any, str] = {}
-        self.engines: dict[str, Engine] = {}
-        self.engine_by_conn: dict[Any, str] = {}
+        self.out = Outbox()                            # all that leaves the state machine
+        self.members = members = Membership(self.out, self._illegal)
+        # Membership owns these tables; the names are for reading them.
+        self.peers, self.hosts, self.engines = members.peers, members.hosts, members.engines
+        self.host_by_conn, self.engine_by_conn = members.host_by_conn, members.engine_by_conn
+        self.departed_hosts, self.last_heard = members.departed_hosts, members.last_heard
         self.functions: dict[str, m.RegisterFunction] = {}
         self.tasks: dict[str, Task] = {}
         self.ready: dict[tuple, deque] = {}            # resource shape -> ready task ids
@@ -163,12 +95,10 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         self.objects: dict[str, Obj] = {}
         self.dependents: dict[str, list] = {}          # pending object id -> waiting task ids
         self.history: deque = deque(maxlen=HISTORY)    # TaskEvents of ended runs
-        self.out = Outbox()                            # all that leaves the state machine
         self.event_subscribers: set = self.out.subscribers
         self.finished_count = {"finished": 0, "failed": 0, "cancelled": 0}
         self.stopping = False
         self.heartbeat_timeout = heartbeat_timeout
-        self.last_heard: dict = {}                     # agent conn -> when it last spoke
         self._init_lifecycle(strict)
         self._init_actors()
         self._init_placement()
@@ -191,6 +121,8 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         self._stimuli += 1                   # (TaskLifecycle._stimulate, inlined: per message)
         self.stimulus = (msg.__class__.__name__, self._stimuli, now)
         handler(self, conn, msg)
+        if self.strict:
+            self.members.check()
 
     # ------------------------------------------------------------------ joining
     def _on_hello(self, conn, msg: m.ClientHello) -> None:
@@ -204,16 +136,12 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
             if host is None:
                 raise ValueError(f"engine {msg.engine_id} names unknown host {msg.host_id}")
             engine = Engine(msg.engine_id, msg.host_id, conn, msg.pid, actor_id=msg.actor_id)
-            self.engines[msg.engine_id] = engine
-            self.engine_by_conn[conn] = msg.engine_id
+            self.members.add_engine(engine)
             log.info("engine %s (pid %s) joined on host %s", msg.engine_id, msg.pid, msg.host_id)
             if msg.actor_id is not None:
                 self._actor_engine_joined(engine)
                 return
-            host.engines.add(msg.engine_id)
-            host.idle.add(msg.engine_id)
             self.out.mark("cluster")
-            host.starting = max(0, host.starting - 1)
         self._schedule()
 
     def _host_info(self, h: Host) -> m.HostInfo:
@@ -230,10 +158,9 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         host = Host(msg.host_id, conn, msg.hostname, dict(resources), dict(resources),
                     {gpu: 1.0 for gpu in msg.gpu_ids}, msg.store_dir, msg.spill_dir,
                     msg.store_limit, msg.object_address, msg.pid)
-        host.starting = host.base_engines
+        host.starting = host.base_engines          # its agent starts them by itself
         host.restartable = msg.restartable
-        self.hosts[msg.host_id] = host
-        self.host_by_conn[conn] = msg.host_id
+        self.members.add_host(conn, host)
         log.info("host %s (%s) joined with %s", msg.host_id, msg.hostname, resources)
         for task in self._all_ready():
             task.warned_infeasible = False
@@ -338,14 +265,14 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
             self._schedule_pinned()
         # Only hosts with an idle engine can take a task now: under load that is
         # few of them, so placement costs O(idle hosts), not O(hosts).
-        idle_hosts = [h for h in self.hosts.values() if h.idle]
+        idle_hosts = self.members.idle_hosts()
         for shape, queue in list(self.ready.items()):
             while queue:
                 task = self.tasks.get(queue[0])
                 if task is None or task.state != READY:
                     queue.popleft()
                     continue
-                if not any(h.idle for h in idle_hosts):       # the common case under load
+                if not self.members.idle:       # the common case under load
                     self._cannot_place(task, len(queue))
                     break
                 request = task.spec.resources
@@ -400,37 +327,26 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         return where
 
     def _idle_engine(self, host: Host, gpu: bool = False) -> Optional[Engine]:
-        """An idle engine for a task: one that never ran a GPU task for a
-        CPU-only task (Ray isolates them by resource shape); a GPU task takes
-        any, one that ran GPU tasks first."""
-        other = None
-        for eid in host.idle:
-            engine = self.engines[eid]
-            if engine.ran_gpu == gpu:
-                return engine
-            if gpu:
-                other = engine
-        return other
+        return self.members.idle_engine(host, gpu)
 
     def _assign(self, engine: Engine, task_id: Optional[str]) -> None:
-        """Set what an engine runs, keeping its host's idle set true."""
-        engine.task_id = task_id
+        """Set what an engine runs (Membership.assign); one that got a task may
+        take a queued one behind it."""
+        self.members.assign(engine, task_id)
         if task_id is not None:
             self.may_prefetch.add(engine.engine_id)
-        if engine.state != STOPPING:         # to idle or busy: always legal (lifecycle.py)
-            engine.state = IDLE if task_id is None else BUSY
-        host = self.hosts.get(engine.host_id)
-        if host is not None and engine.actor_id is None:
-            if task_id is None and engine.engine_id in host.engines:
-                host.idle.add(engine.engine_id)
-            else:
-                host.idle.discard(engine.engine_id)
 
     def _cannot_place(self, task: Task, backlog: int = 1) -> None:
         request = task.spec.resources
-        hosts = self._candidates(task.spec, list(self.hosts.values()))
-        in_group = bool(task.spec.placement) and task.spec.placement["kind"] == "pg"
-        if not in_group and not policy.feasible_anywhere(request, hosts):
+        where = task.spec.placement
+        in_group = bool(where) and where["kind"] == "pg"
+        if not where:
+            feasible = self.members.feasible(request, policy.shape_of(request))
+        else:
+            feasible = in_group or policy.feasible_anywhere(
+                request, self._candidates(task.spec, list(self.hosts.values())))
+        if not feasible:
+            hosts = self._candidates(task.spec, list(self.hosts.values()))
             if not task.warned_infeasible and hosts:
                 task.warned_infeasible = True
                 totals = "; ".join(f"{h.host_id}: {h.total}" for h in hosts)
@@ -442,20 +358,18 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         # Resources are there but every engine is busy (some blocked in get): start
         # engines for the queued tasks, as many as blocked engines lend CPUs for.
         gpu = "GPU" in request
-        for host in hosts:
+        for host in self._candidates(task.spec, self.members.hosts_that_may_start()):
             free = (self._bundle_for(task.spec, request, host) is not None if in_group
                     else policy.fits(request, host.available))
             if backlog > 0 and free and self._idle_engine(host, gpu) is None:
                 # Idle engines that ran GPU tasks make way for fresh ones.
                 for eid in [e for e in host.idle if self.engines[e].ran_gpu][:backlog]:
                     self._retire_engine(host, self.engines[eid])
-                blocked = sum(self.engines[e].state == BLOCKED for e in host.engines)
-                count = min(backlog, host.base_engines + blocked - len(host.engines)
+                count = min(backlog, host.base_engines + len(host.blocked) - len(host.engines)
                             - host.starting)
                 if count > 0:
-                    host.starting += count
                     backlog -= count
-                    self.out.send(host.conn, m.StartEngines(count=count))
+                    self.members.start_engines(host, count)
 
     def _dispatch(self, task: Task, host: Host, engine: Engine, gpu_ids: list) -> None:
         spec = task.spec
@@ -698,14 +612,8 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
     def _stop_engine(self, engine: Engine) -> None:
         """Kill an engine (its task was killed): it is not idle until its
         replacement registers."""
-        if engine.state == STOPPING:
-            return
-        self._engine_to(engine, STOPPING)
-        engine.task_id = None
-        host = self.hosts.get(engine.host_id)
-        if host is not None:
-            host.idle.discard(engine.engine_id)
-            self.out.send(host.conn, m.StopEngine(engine_id=engine.engine_id, restart=True))
+        if engine.state != STOPPING:
+            self.members.stop(engine)
 
     # ------------------------------------------------------------------ departures
     def connection_closed(self, conn) -> None:
@@ -723,11 +631,9 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         if host_id is not None and self.hosts[host_id].restartable and not self.stopping:
             self._await_agent(self.hosts[host_id])
         elif host_id is not None:
-            host = self.hosts.pop(host_id)
+            host = self.members.remove_host(
+                host_id, {**self._host_status(self.hosts[host_id]), "engines": []})
             log.warning("host %s left the cluster", host_id)
-            self.departed_hosts[host_id] = {**self._host_status(host), "engines": []}
-            while len(self.departed_hosts) > MAX_DEPARTED_HOSTS:
-                del self.departed_hosts[next(iter(self.departed_hosts))]
             for eid in list(host.engines):
                 self._engine_lost(eid)
             for eid in [e.engine_id for e in self.engines.values() if e.host_id == host_id]:
@@ -752,6 +658,8 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
             if conn in obj.holders:
                 self._hold(obj, conn, -obj.holders[conn])
         self._schedule()
+        if self.strict:
+            self.members.check()
 
     def _wanted_by_others(self, task: Task, conn) -> bool:
         """Whether a result of `task` is held by a peer other than `conn`, or
@@ -770,7 +678,8 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         does within the heartbeat timeout, the host is lost for good."""
         log.warning("host %s lost its agent; waiting for its owner to restart it", host.host_id)
         stand_in = AwaitingAgent()
-        host.conn, host.restartable, host.starting = stand_in, False, 0
+        host.conn, host.restartable = stand_in, False
+        self.members.expect_engines(host, 0)
         self.peers[stand_in] = Peer("agent", host.host_id, 0, host.hostname, host.host_id)
         self.host_by_conn[stand_in] = host.host_id
         self.last_heard[stand_in] = self.clock()
@@ -791,7 +700,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
             table.pop(stand_in, None)
         host.conn, host.pid, host.object_address = conn, msg.pid, msg.object_address
         host.restartable = msg.restartable
-        host.starting = host.base_engines           # it starts its engines by itself
+        self.members.expect_engines(host, host.base_engines)   # it starts them by itself
         self.host_by_conn[conn] = host.host_id
         log.info("host %s is back with a new agent (pid %s)", host.host_id, msg.pid)
         for queued in stand_in.queued:       # pool engines it starts anyway; actors' it must
@@ -802,16 +711,12 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         self._schedule()
 
     def _engine_lost(self, engine_id: str) -> None:
-        engine = self.engines.pop(engine_id, None)
+        engine = self.members.engine_gone(engine_id)
         if engine is None:
             return
         if engine.actor_id is not None:
             self._actor_engine_lost(engine)
             return
-        host = self.hosts.get(engine.host_id)
-        if host is not None:
-            host.engines.discard(engine_id)
-            host.idle.discard(engine_id)
         queued = self.tasks.get(engine.prefetched) if engine.prefetched else None
         if queued is not None and queued.state in (QUEUED, REVOKING):  # never started: no retry spent
             queued.engine_id = queued.host_id = None
@@ -845,8 +750,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
             log.info("engine %s ran %s %d times (max_calls): replacing it", engine.engine_id,
                      spec.name, n)
             self._retire_engine(host, engine)
-            host.starting += 1
-            self.out.send(host.conn, m.StartEngines(count=1))
+            self.members.start_engines(host, 1)
 
     def _after_engine_free(self, engine_id: Optional[str]) -> None:
         """Stop an extra engine (started while others were blocked) once it is idle."""
@@ -856,8 +760,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         host = self.hosts.get(engine.host_id)
         if host is None:
             return
-        blocked = sum(self.engines[e].state == BLOCKED for e in host.engines)
-        if len(host.engines) > host.base_engines + blocked and not any(True for _ in self._all_ready()):
+        if len(host.engines) > host.base_engines + len(host.blocked) and not any(True for _ in self._all_ready()):
             self._retire_engine(host, engine)
 
     def _on_engine_exited(self, conn, msg: m.EngineExited) -> None:
@@ -893,13 +796,10 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         if host is None:
             raise LookupError("say which host to scale (host_id): "
                               + ", ".join(self.hosts) if self.hosts else "no hosts")
-        delta = count - host.total.get("CPU", 0)
-        host.total["CPU"] = float(count)
-        host.available["CPU"] = host.available.get("CPU", 0.0) + delta
+        self.members.set_cpus(host, count)
         want = max(0, count - len(host.engines) - host.starting)
         if want:
-            host.starting += want
-            self.out.send(host.conn, m.StartEngines(count=want))
+            self.members.start_engines(host, want)
         for eid in list(host.idle):              # busy extras stop when they finish
             if len(host.engines) <= max(count, 1):
                 break
@@ -908,11 +808,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         return {"host_id": host.host_id, "engines": count}
 
     def _retire_engine(self, host: Host, engine: Engine) -> None:
-        host.engines.discard(engine.engine_id)
-        host.idle.discard(engine.engine_id)
-        self.engines.pop(engine.engine_id)
-        self.engine_by_conn.pop(engine.conn, None)
-        self.out.send(host.conn, m.StopEngine(engine_id=engine.engine_id))
+        self.members.retire(host, engine)
 
     def _host_status(self, h: Host) -> dict:
         return {"host_id": h.host_id, "hostname": h.hostname, "pid": h.pid,
@@ -967,6 +863,8 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
                 silent.append(host.conn)
             else:
                 self.out.send(host.conn, m.Heartbeat())
+        if self.strict:
+            self.members.check()
         return silent
 
     def _on_heartbeat(self, conn, msg: m.Heartbeat) -> None:
