@@ -125,6 +125,7 @@ class Membership:
         self.idle: dict[str, Host] = {}  # host id -> host with an idle pool engine
         self.short: dict[str, Host] = {}   # host id -> host that may start engines
         self._seq = count()
+        self._in_order: dict = {}        # "idle"/"start" -> those hosts in join order (cached)
         self._feasible: dict = {}        # resource shape -> some host could ever run it
 
     # ------------------------------------------------------------------ hosts
@@ -140,6 +141,7 @@ class Membership:
         host = self.hosts.pop(host_id)
         self.idle.pop(host_id, None)
         self.short.pop(host_id, None)
+        self._in_order.clear()
         self._feasible.clear()
         self.departed_hosts[host_id] = status
         while len(self.departed_hosts) > MAX_DEPARTED_HOSTS:
@@ -262,32 +264,43 @@ class Membership:
     # ------------------------------------------------------------------ indexes
     def reindex(self, host: Host) -> None:
         """Put `host` in (or out of) the idle and short indexes."""
-        if host.host_id not in self.hosts:
+        host_id = host.host_id
+        if host_id not in self.hosts:
             return
+        # Only a host entering or leaving an index drops the cached orders:
+        # under load that is rare (a host with ten engines stays idle while any is).
         if host.idle:
-            self.idle[host.host_id] = host
-        else:
-            self.idle.pop(host.host_id, None)
+            if host_id not in self.idle:
+                self.idle[host_id] = host
+                self._in_order.clear()
+        elif self.idle.pop(host_id, None) is not None:
+            self._in_order.clear()
         if host.short_of_engines:
-            self.short[host.host_id] = host
-        else:
-            self.short.pop(host.host_id, None)
+            if host_id not in self.short:
+                self.short[host_id] = host
+                self._in_order.clear()
+        elif self.short.pop(host_id, None) is not None:
+            self._in_order.clear()
 
     def idle_hosts(self) -> list:
-        """The hosts with an idle pool engine, in the order they joined."""
-        idle = self.idle
-        if len(idle) < 2:
-            return list(idle.values())
-        return sorted(idle.values(), key=_by_seq)
+        """The hosts with an idle pool engine, in the order they joined (a
+        cached list: read it, do not change it)."""
+        hosts = self._in_order.get("idle")
+        if hosts is None:
+            hosts = self._in_order["idle"] = sorted(self.idle.values(), key=_by_seq)
+        return hosts
 
     def hosts_that_may_start(self) -> list:
         """The hosts with an idle engine or short of engines, in the order they
         joined: the only ones where a backlog can start engines (or retire an
-        idle one that ran GPU tasks to make way)."""
+        idle one that ran GPU tasks to make way).  Cached, like idle_hosts."""
         if not self.short:
             return self.idle_hosts()
-        both = {**self.idle, **self.short}
-        return sorted(both.values(), key=_by_seq)
+        hosts = self._in_order.get("start")
+        if hosts is None:
+            hosts = self._in_order["start"] = sorted({**self.idle, **self.short}.values(),
+                                                     key=_by_seq)
+        return hosts
 
     def check(self) -> None:
         """Raise AssertionError if the indexes or a host's sets are not what
@@ -298,6 +311,9 @@ class Membership:
             assert host.blocked == {e.engine_id for e in pool if e.state == BLOCKED}, host.host_id
         assert self.idle == {h.host_id: h for h in self.hosts.values() if h.idle}
         assert self.short == {h.host_id: h for h in self.hosts.values() if h.short_of_engines}
+        for name, hosts in self._in_order.items():
+            index = self.idle if name == "idle" else {**self.idle, **self.short}
+            assert hosts == sorted(index.values(), key=_by_seq), name
 
 
 def _by_seq(host: Host) -> int:

@@ -27,11 +27,14 @@ def choose_host(request: dict, hosts: list, has_idle_engine,
     """
     best, best_key = None, None
     for host in hosts:
+        key = (local_bytes.get(host.host_id, 0) if local_bytes else 0,
+               host.available.get("CPU", 0))
+        # The key first: a host that cannot beat the best so far is not checked
+        # further (the same choice, without a fits/idle check per host).
+        if best is not None and not key > best_key:
+            continue
         if fits(request, host.available) and has_idle_engine(host):
-            key = (local_bytes.get(host.host_id, 0) if local_bytes else 0,
-                   host.available.get("CPU", 0))
-            if best is None or key > best_key:
-                best, best_key = host, key
+            best, best_key = host, key
     return best
 
 
