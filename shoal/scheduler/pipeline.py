@@ -99,7 +99,9 @@ class Pipelining:
             self.may_prefetch.add(engine.engine_id)
         elif engine.task_id == msg.task_id:
             # Promoted when its predecessor finished, but the engine had already
-            # given it back and skipped it: undo the promotion.
+            # given it back and skipped it: undo the promotion, and tell the views
+            # that the run its "running" event announced did not happen.
+            self._revoked(task)
             self._release(task)
             if task.state == CANCELLING:      # cancelled meanwhile, and it never ran
                 self._finish_with_error(task, self._error_entry(

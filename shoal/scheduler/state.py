@@ -532,6 +532,14 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
             self.out.event(m.TaskEvent(task.spec.task_id, task.spec.name, "running",
                                        task.engine_id, task.host_id, task.started_at, None))
 
+    def _revoked(self, task: Task) -> None:
+        """The run announced by `_running` never began (a promotion undone):
+        views drop it; it is not a run, so it is not kept in the history."""
+        if self.out.subscribers:
+            self.out.event(m.TaskEvent(task.spec.task_id, task.spec.name, "revoked",
+                                       task.engine_id, task.host_id, task.started_at,
+                                       self.clock()))
+
     def _error_entry(self, object_id: str, error: BaseException) -> ObjectEntry:
         return ObjectEntry(object_id, error=True, inline=dumps(error))
 
