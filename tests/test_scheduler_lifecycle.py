@@ -9,7 +9,7 @@ from shoal.exceptions import TaskCancelledError, WorkerCrashedError
 from shoal.protocol import messages as m
 from shoal.protocol.messages import ObjectEntry
 from shoal.protocol.serialization import deserialize
-from shoal.scheduler import lifecycle
+from shoal.scheduler import lifecycle, tasks
 from shoal.scheduler.lifecycle import TASK_TRANSITIONS, IllegalTransition
 from test_scheduler_state import Harness
 
@@ -244,8 +244,8 @@ def test_the_story_of_a_retried_task():
 
 
 def test_stories_are_bounded(monkeypatch):
-    monkeypatch.setattr(lifecycle, "FINISHED_STORIES", 3)
-    monkeypatch.setattr(lifecycle, "STORY_PER_TASK", 4)
+    monkeypatch.setattr(tasks, "FINISHED_STORIES", 3)
+    monkeypatch.setattr(tasks, "STORY_PER_TASK", 4)
     h = Harness(cpus=1)
     done = []
     for _ in range(5):

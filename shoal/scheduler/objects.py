@@ -131,9 +131,8 @@ class ObjectTracking:
         self._wake_dependents(obj)
 
     def _wake_dependents(self, obj: Obj) -> None:
-        for tid in self.dependents.pop(obj.object_id, ()):
-            task = self.tasks.get(tid)
-            if task is not None and task.state == WAITING and obj.object_id in task.missing:
+        for task in self.task_table.waiting_on(obj.object_id):
+            if task.state == WAITING and obj.object_id in task.missing:
                 if obj.entry.error:
                     self._finish_with_error(task, obj.entry, why=f"its argument {obj.object_id} "
                                                                  f"is an error")
@@ -234,8 +233,7 @@ class ObjectTracking:
         for oid in spec.deps:
             dep = self.objects.get(oid)
             if dep is not None and dep.entry is None:
-                task.missing.add(oid)
-                self.dependents.setdefault(oid, []).append(spec.task_id)
+                self.task_table.wait_for(task, oid)
         if not task.missing:
             self._make_ready(task)
 
@@ -266,9 +264,8 @@ class ObjectTracking:
             missing = lost.intersection(task.spec.deps)
             if missing:
                 self._to(task, WAITING, "an argument was lost with a host and is being rebuilt")
-                task.missing |= missing
                 for oid in missing:
-                    self.dependents.setdefault(oid, []).append(task.spec.task_id)
+                    self.task_table.wait_for(task, oid)
 
     # ------------------------------------------------------------------ memory
     def _spill(self, host) -> None:

@@ -16,28 +16,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from ..exceptions import ObjectLostError, TaskCancelledError, WorkerCrashedError
 from ..protocol import messages as m
 from ..protocol.messages import ObjectEntry
-from ..protocol.object_ids import item_id
+from ..protocol.object_ids import item_id, task_of
 from ..protocol.serialization import dumps
-from . import policy
+from . import policy, tasks
 from .actors import ActorScheduling
 from .events import EventStream
 from .lifecycle import (BLOCKED, BUSY, CANCELLED, CANCELLING, FAILED, HOLDING, IDLE, ON_ENGINE, QUEUED,
-                        READY, REVOKING, RUNNING, STOPPING, WAITING, TaskLifecycle)
+                        READY, REVOKING, RUNNING, STOPPING, WAITING, strict_default)
 from .membership import Engine, Host, Membership, Peer
 from .objects import Obj, ObjectTracking
 from .outbox import AwaitingAgent, Outbox
 from .pipeline import Pipelining
 from .placement import Placement
+from .tasks import Task, TaskTable
 
 log = logging.getLogger("shoal.scheduler")
-HISTORY = 20_000          # finished tasks remembered for the timeline and status
 HEARTBEAT_INTERVAL = 1.0
 DEFAULT_HEARTBEAT_TIMEOUT = 6.0    # a silent host is lost well within 10 s
 
@@ -46,32 +44,7 @@ _ENDED_WHY = {"finished": "it returned", "failed": "it raised an exception",
               "cancelled": "cancelled"}          # a task's last story record, by default
 
 
-@dataclass(eq=False, slots=True)
-class Task:
-    spec: m.SubmitTask
-    owner: Any
-    missing: set
-    retries_left: int
-    state: Optional[str] = None          # lifecycle.TaskState; None until submitted
-    engine_id: Optional[str] = None
-    host_id: Optional[str] = None
-    held: dict = field(default_factory=dict)
-    lent_cpu: float = 0.0                # CPU lent back while blocked in get
-    gpu_ids: list = field(default_factory=list)
-    children: set = field(default_factory=set)
-    rebuilding: bool = False             # what it runs for: results lost with a host
-    blocks: bool = False                 # it has waited in get: queue nothing behind it
-    pool: Optional[dict] = None          # its placement group bundle's resources, if any
-    submitted_at: float = 0.0
-    started_at: float = 0.0
-    warned_infeasible: bool = False
-    # Where its output goes when a task started it: (owner, task id) of the
-    # first task of the chain, so a cell's nested work prints under the cell.
-    origin: Optional[tuple] = None
-    story: list = field(default_factory=list)   # ((event, id, time), from, to, why, engine)
-
-
-class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, ActorScheduling,
+class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling,
                      Placement):
     def __init__(self, cluster_id: str, session_dir: str,
                  clock: Callable[[], float] = time.time,
@@ -81,27 +54,66 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         self.session_dir = session_dir
         self.clock = clock
         self.out = Outbox()                            # all that leaves the state machine
-        self.members = members = Membership(self.out, self._illegal)
+        self.task_table = table = TaskTable(self.out, clock,
+                                            strict_default() if strict is None else strict)
+        self._to = table.to                            # (bound once: called per transition)
+        self.members = members = Membership(self.out, table.illegal)
         # Membership owns these tables; the names are for reading them.
         self.peers, self.hosts, self.engines = members.peers, members.hosts, members.engines
         self.host_by_conn, self.engine_by_conn = members.host_by_conn, members.engine_by_conn
         self.departed_hosts, self.last_heard = members.departed_hosts, members.last_heard
+        # TaskTable owns these; the names are for reading them.
+        self.tasks, self.ready, self.pinned = table.live, table.ready, table.pinned
+        self.dependents, self.history = table.dependents, table.history
+        self.ended_stories = table.ended_stories
         self.functions: dict[str, m.RegisterFunction] = {}
-        self.tasks: dict[str, Task] = {}
-        self.ready: dict[tuple, deque] = {}            # resource shape -> ready task ids
         self.may_prefetch: set = set()                 # engines that may take a queued task
         self.queued_on: set = set()                    # engines with a task queued (may be stale)
-        self.pinned: dict[str, deque] = {}             # engine id -> ready tasks for it alone
         self.objects: dict[str, Obj] = {}
-        self.dependents: dict[str, list] = {}          # pending object id -> waiting task ids
-        self.history: deque = deque(maxlen=HISTORY)    # TaskEvents of ended runs
         self.event_subscribers: set = self.out.subscribers
-        self.finished_count = {"finished": 0, "failed": 0, "cancelled": 0}
         self.stopping = False
         self.heartbeat_timeout = heartbeat_timeout
-        self._init_lifecycle(strict)
         self._init_actors()
         self._init_placement()
+
+    @property
+    def strict(self) -> bool:
+        """Illegal transitions raise (SHOAL_STRICT_STATES=1), and the indexes
+        are checked after every event; else they are logged as bugs."""
+        return self.task_table.strict
+
+    @strict.setter
+    def strict(self, value: bool) -> None:
+        self.task_table.strict = value
+
+    @property
+    def stimulus(self) -> tuple:
+        return self.task_table.stimulus
+
+    def _stimulate(self, kind: str) -> None:
+        self.task_table.stimulate(kind)
+
+    def _engine_to(self, engine: Engine, state: str) -> None:
+        self.members.engine_to(engine, state)
+
+    def story(self, task_id: str) -> Optional[list]:
+        """The story of a live or recently ended task, as records, or None."""
+        return self.task_table.story(task_id)
+
+    def _query_story(self, args: dict) -> dict:
+        """Query "story": args task_id, or object_id (the task that makes it);
+        either may be given the other's kind of id."""
+        ident = args.get("task_id") or args["object_id"]
+        task_id, story = ident, self.story(ident)
+        if story is None:
+            obj = self.objects.get(ident)
+            task_id = (obj.producer if obj is not None and obj.producer
+                       else task_of(ident))
+            story = self.story(task_id)
+        if story is None:
+            raise LookupError(f"no story for task {ident}: it is not a task of this cluster, "
+                              f"or it ended more than {tasks.FINISHED_STORIES:,} tasks ago")
+        return {"task_id": task_id, "story": story}
 
     # ------------------------------------------------------------------ I/O seam
     def take_output(self) -> list:
@@ -118,8 +130,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         now = self.clock()
         if conn in self.host_by_conn:
             self.last_heard[conn] = now
-        self._stimuli += 1                   # (TaskLifecycle._stimulate, inlined: per message)
-        self.stimulus = (msg.__class__.__name__, self._stimuli, now)
+        self.task_table.stimulate(msg.__class__.__name__, now)
         handler(self, conn, msg)
         if self.strict:
             self.members.check()
@@ -171,14 +182,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         self.functions[msg.func_id] = msg
 
     def _new_task(self, spec: m.SubmitTask, owner, again: str = "") -> Task:
-        """A task, waiting; `again` says why it runs again (an actor's restart,
-        a lineage rebuild): its story goes on where it ended."""
-        task = Task(spec, owner, set(), spec.max_retries, submitted_at=self.clock())
-        self.tasks[spec.task_id] = task
-        if again:
-            task.story = list(self.ended_stories.pop(spec.task_id, ()))
-        self._to(task, WAITING, again or "submitted")
-        return task
+        return self.task_table.new(spec, owner, again)
 
     def _object(self, oid: str) -> Obj:
         obj = self.objects.get(oid)
@@ -211,8 +215,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
             if obj is None:
                 continue
             if obj.entry is None:
-                task.missing.add(oid)
-                self.dependents.setdefault(oid, []).append(spec.task_id)
+                self.task_table.wait_for(task, oid)
             elif obj.entry.error and failed is None:
                 failed = obj.entry
         if spec.method == "__init__":
@@ -241,20 +244,12 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
                     f"task {task.spec.name!r} is pinned to engine {task.spec.engine_id}, "
                     f"which is not in the cluster")))
                 return
-            self.pinned.setdefault(task.spec.engine_id, deque()).append(task.spec.task_id)
+            self.task_table.pin(task)
             return
-        shape = policy.shape_of(task.spec.resources)
-        if task.spec.placement:          # a queue of its own: never pipelined, never in the way
-            shape += (("@placement", tuple(sorted(task.spec.placement.items()))),)
-        queue = self.ready.setdefault(shape, deque())
-        queue.appendleft(task.spec.task_id) if front else queue.append(task.spec.task_id)
+        self.task_table.enqueue(task, front)
 
     def _all_ready(self):
-        for queue in self.ready.values():
-            for tid in queue:
-                task = self.tasks.get(tid)
-                if task is not None and task.state == READY:
-                    yield task
+        return self.task_table.all_ready()
 
     def _schedule(self) -> None:
         if self.pending_groups:
@@ -488,13 +483,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
             if not self._keep_lineage(task, results):
                 for oid in (*spec.deps, *spec.nested):
                     self._unpin(oid)
-        self._to(task, status, why or _ENDED_WHY[status])
-        self._record(task, status)
-        self.finished_count[status] = self.finished_count.get(status, 0) + 1
-        del self.tasks[spec.task_id]
-        parent = self.tasks.get(spec.parent_task_id) if spec.parent_task_id else None
-        if parent is not None:
-            parent.children.discard(spec.task_id)
+        self.task_table.end(task, status, why or _ENDED_WHY[status])
         for oid in spec.return_ids:
             obj = self.objects.get(oid)
             if obj is not None:
@@ -522,23 +511,13 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
                        [], status, why)
 
     def _record(self, task: Task, status: str) -> None:
-        event = m.TaskEvent(task.spec.task_id, task.spec.name, status, task.engine_id,
-                            task.host_id, task.started_at or None, self.clock())
-        self.history.append(event)
-        self.out.event(event)
+        self.task_table.record(task, status)
 
     def _running(self, task: Task) -> None:
-        if self.out.subscribers:
-            self.out.event(m.TaskEvent(task.spec.task_id, task.spec.name, "running",
-                                       task.engine_id, task.host_id, task.started_at, None))
+        self.task_table.running(task)
 
     def _revoked(self, task: Task) -> None:
-        """The run announced by `_running` never began (a promotion undone):
-        views drop it; it is not a run, so it is not kept in the history."""
-        if self.out.subscribers:
-            self.out.event(m.TaskEvent(task.spec.task_id, task.spec.name, "revoked",
-                                       task.engine_id, task.host_id, task.started_at,
-                                       self.clock()))
+        self.task_table.revoked(task)
 
     def _error_entry(self, object_id: str, error: BaseException) -> ObjectEntry:
         return ObjectEntry(object_id, error=True, inline=dumps(error))
@@ -825,9 +804,6 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
                 "address": h.object_address.rsplit(":", 1)[0].strip("[]")}
 
     def status(self) -> dict:
-        states: dict = {}
-        for task in self.tasks.values():
-            states[task.state] = states.get(task.state, 0) + 1
         return {
             "cluster_id": self.cluster_id,
             "session_dir": self.session_dir,
@@ -842,7 +818,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
             "clients": [{"kind": p.kind, "client_id": p.client_id, "pid": p.pid,
                          "hostname": p.hostname} for p in self.peers.values()
                         if p.kind == "driver"],
-            "tasks": {**states, **self.finished_count},
+            "tasks": self.task_table.counts(),
             "objects": {
                 "count": len(self.objects),
                 "bytes": sum(o.entry.size for o in self.objects.values() if o.entry),
