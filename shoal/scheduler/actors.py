@@ -71,9 +71,9 @@ class ActorScheduling:
         options = spec.actor_options or {}
         actor = Actor(spec.actor_id, spec, conn, options)
         self.actors[spec.actor_id] = actor
-        handle = self._object(spec.actor_id)
+        handle = self.directory.make(spec.actor_id)
         handle.entry = ObjectEntry(spec.actor_id)       # "ready": frees like an object
-        self._hold(handle, conn, +1)
+        self.directory.hold(handle, conn, +1)
         key = actor.name_key
         if key is not None:
             if key in self.named_actors and self.actors[self.named_actors[key]].state != "dead":
@@ -281,7 +281,7 @@ class ActorScheduling:
         for oid in actor.creation.return_ids:
             self.objects.pop(oid, None)
         for oid in (*actor.creation.deps, *actor.creation.nested):
-            self._unpin(oid)
+            self.directory.unpin(oid)
         if actor.name_key is not None and self.named_actors.get(actor.name_key) == actor.actor_id:
             del self.named_actors[actor.name_key]
 

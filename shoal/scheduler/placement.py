@@ -65,7 +65,7 @@ class Placement:
         pg = PlacementGroup(msg.pg_id, conn, [Bundle(dict(b)) for b in msg.bundles],
                             msg.strategy, msg.name, msg.detached, ready_value=msg.ready_value)
         self.placement_groups[pg.pg_id] = pg
-        self._hold(self._object(pg.ready_id), conn, +1)
+        self.directory.hold(self.directory.make(pg.ready_id), conn, +1)
         self.pending_groups.append(pg.pg_id)
         self._schedule()
 

@@ -29,7 +29,8 @@ from .events import EventStream
 from .lifecycle import (BLOCKED, BUSY, CANCELLED, CANCELLING, FAILED, HOLDING, IDLE, ON_ENGINE, QUEUED,
                         READY, REVOKING, RUNNING, STOPPING, WAITING, strict_default)
 from .membership import Engine, Host, Membership, Peer
-from .objects import Obj, ObjectTracking
+from .object_messages import ObjectTracking
+from .objects import ObjectDirectory
 from .outbox import AwaitingAgent, Outbox
 from .pipeline import Pipelining
 from .placement import Placement
@@ -69,7 +70,9 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling,
         self.functions: dict[str, m.RegisterFunction] = {}
         self.may_prefetch: set = set()                 # engines that may take a queued task
         self.queued_on: set = set()                    # engines with a task queued (may be stale)
-        self.objects: dict[str, Obj] = {}
+        self.directory = ObjectDirectory(self.out, members.peers, members.hosts, clock,
+                                         self._actor_handle_freed)
+        self.objects = self.directory.objects          # (the directory owns them)
         self.event_subscribers: set = self.out.subscribers
         self.stopping = False
         self.heartbeat_timeout = heartbeat_timeout
@@ -184,21 +187,15 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling,
     def _new_task(self, spec: m.SubmitTask, owner, again: str = "") -> Task:
         return self.task_table.new(spec, owner, again)
 
-    def _object(self, oid: str) -> Obj:
-        obj = self.objects.get(oid)
-        if obj is None:
-            obj = self.objects[oid] = Obj(oid)
-        return obj
-
     def _on_submit(self, conn, spec: m.SubmitTask) -> None:
         if spec.func_id is not None and spec.func_id not in self.functions:
             raise ValueError(f"task {spec.task_id} uses unregistered function {spec.func_id}")
         task = self._new_task(spec, conn)
         for oid in spec.return_ids:
-            obj = self._object(oid)
+            obj = self.directory.make(oid)
             obj.producer = spec.task_id
             if spec.method != "__init__":          # nobody holds an actor's creation result
-                self._hold(obj, conn, +1)
+                self.directory.hold(obj, conn, +1)
         parent = self.tasks.get(spec.parent_task_id) if spec.parent_task_id else None
         if parent is not None:
             parent.children.add(spec.task_id)
@@ -461,9 +458,9 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling,
                                       or obj.entry.host_id != msg.entry.host_id):
                 self.out.free(msg.entry.host_id, oid)
             return
-        obj = self._object(oid)
+        obj = self.directory.make(oid)
         obj.producer = msg.task_id
-        self._hold(obj, task.owner, +1)
+        self.directory.hold(obj, task.owner, +1)
         self._object_ready(obj, msg.entry, msg.nested,
                            f"generator task {task.spec.name} ({msg.task_id}), item {msg.index}")
 
@@ -480,14 +477,14 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling,
                     self._object_ready(obj, entry, nested[i] if i < len(nested) else [], made_by)
             # Results in a host store may need this task again if that host is
             # lost: they keep its spec and arguments (lineage) while they live.
-            if not self._keep_lineage(task, results):
+            if not self.directory.keep_lineage(spec, task.owner, task.retries_left, results):
                 for oid in (*spec.deps, *spec.nested):
-                    self._unpin(oid)
+                    self.directory.unpin(oid)
         self.task_table.end(task, status, why or _ENDED_WHY[status])
         for oid in spec.return_ids:
             obj = self.objects.get(oid)
             if obj is not None:
-                self._maybe_free(obj)
+                self.directory.maybe_free(obj)
 
     def _finish_with_error(self, task: Task, entry: ObjectEntry, cancelled: bool = False,
                            why: str = "it failed") -> None:
@@ -640,10 +637,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling,
         for task in reversed([t for t in self.tasks.values() if t.owner is conn]):
             if not self._wanted_by_others(task, conn):
                 self._cancel(task, force=True, recursive=True)
-        for obj in list(self.objects.values()):
-            obj.subscribers.discard(conn)
-            if conn in obj.holders:
-                self._hold(obj, conn, -obj.holders[conn])
+        self.directory.peer_gone(conn)
         self._schedule()
         if self.strict:
             self.members.check()
@@ -821,7 +815,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling,
             "tasks": self.task_table.counts(),
             "objects": {
                 "count": len(self.objects),
-                "bytes": sum(o.entry.size for o in self.objects.values() if o.entry),
+                "bytes": self.directory.total_bytes(),
             },
             "memory": self._query_memory({}),
         }
