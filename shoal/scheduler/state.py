@@ -105,8 +105,12 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling,
 
     def _query_story(self, args: dict) -> dict:
         """Query "story": args task_id, or object_id (the task that makes it);
-        either may be given the other's kind of id."""
+        either may be given the other's kind of id, or an actor's id (its
+        own story: pending, starting, creating, alive, restarting, dead)."""
         ident = args.get("task_id") or args["object_id"]
+        actor_story = self.actor_table.story(ident)
+        if actor_story is not None:
+            return {"task_id": ident, "kind": "actor", "story": actor_story}
         task_id, story = ident, self.story(ident)
         if story is None:
             obj = self.objects.get(ident)
@@ -623,9 +627,10 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling,
             for eid in [e.engine_id for e in self.engines.values() if e.host_id == host_id]:
                 self._engine_lost(eid)          # its actors' engines
             for actor in self._actors_starting_on(host_id):     # placed elsewhere instead
-                actor.state = "restarting" if actor.restarts else "pending"
                 actor.host_id, actor.held, actor.gpu_ids = None, {}, []
-                self.pending_actors.append(actor.actor_id)
+                self.actor_table.to(actor, "restarting" if actor.restarts else "pending",
+                                    f"its host {host_id} was lost before its engine joined")
+                self.actor_table.wait_for_host(actor)
             self._host_objects_lost(host)
             self._groups_host_lost(host_id)
         # Whatever this peer held or owned goes with it.
@@ -670,9 +675,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling,
             self.out.send(stand_in, m.StartEngines(count=1, actor_id=actor.actor_id))
 
     def _actors_starting_on(self, host_id: str) -> list:
-        """Actors placed on a host whose engine has not joined yet."""
-        return [a for a in self.actors.values()
-                if a.state == "starting" and a.host_id == host_id and a.engine_id is None]
+        return self.actor_table.starting_on(host_id)
 
     def _agent_restarted(self, host: Host, conn, msg: m.RegisterHost) -> None:
         """The new agent of a host in _await_agent takes its place."""
