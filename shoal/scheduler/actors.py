@@ -24,7 +24,7 @@ from ..exceptions import ActorDiedError, TaskCancelledError
 from ..protocol import messages as m
 from ..protocol.messages import ObjectEntry
 from ..protocol.serialization import deserialize
-from . import policy
+from . import policy, views
 from .actor_table import (ALIVE, CREATING, DEAD, RESTARTING, STARTING, WAITING_FOR_HOST, Actor,
                           ActorTable)
 from .lifecycle import CANCELLING, FAILED, FINISHED, READY, RUNNING, WAITING
@@ -299,7 +299,7 @@ class ActorScheduling:
                 holders.sort(key=lambda c: self.peers[c].kind != "driver")
                 actor.owner = holders[0]
                 log.info("actor %s: its owner left; %s owns it now", actor.actor_id,
-                         self._describe_holder(actor.owner))
+                         views.describe_holder(self.peers.get(actor.owner)))
             elif handle is not None and handle.pins > 0:
                 actor.owner = None
             else:
@@ -318,17 +318,6 @@ class ActorScheduling:
                 self.out.send(host.conn, m.StopEngine(engine_id=actor.engine_id, restart=True))
 
     # ------------------------------------------------------------------ state
-    def actor_info(self, actor: Actor) -> dict:
-        engine = self.engines.get(actor.engine_id) if actor.engine_id else None
-        return {
-            "actor_id": actor.actor_id, "class_name": actor.options.get("class_name"),
-            "name": actor.options.get("name"), "namespace": actor.options.get("namespace"),
-            "state": actor.state.upper(), "engine_id": actor.engine_id, "host_id": actor.host_id,
-            "pid": engine.pid if engine else None, "restarts": actor.restarts,
-            "detached": bool(actor.options.get("detached")), "death_cause": actor.death_cause,
-            "pending_calls": len(actor.inflight) + sum(len(q) for q in actor.queues.values()),
-        }
-
     def _query_get_actor(self, args: dict):
         key = (args.get("namespace") or "default", args["name"])
         actor = self.actor_table.by_name(*key)
@@ -339,4 +328,4 @@ class ActorScheduling:
         return {"actor_id": actor.actor_id, "options": actor.options}
 
     def _query_list_actors(self, args: dict):
-        return [self.actor_info(a) for a in self.actors.values()]
+        return [views.actor_info(a, self.engines).as_dict() for a in self.actors.values()]

@@ -9,6 +9,7 @@ import logging
 from ..exceptions import ObjectLostError
 from ..protocol import messages as m
 from ..protocol.messages import ObjectEntry
+from . import views
 from .lifecycle import READY, WAITING
 from .objects import Lineage, Obj
 
@@ -124,45 +125,9 @@ class ObjectTracking:
                     self.task_table.wait_for(task, oid)
 
     # ------------------------------------------------------------------ views
-    def _describe_holder(self, conn) -> str:
-        peer = self.peers.get(conn)
-        if peer is None:
-            return "?"
-        if peer.kind == "engine":
-            return f"actor {peer.actor_id}" if peer.actor_id else f"engine {peer.engine_id}"
-        return f"{peer.kind} pid {peer.pid}"
-
     def _query_objects(self, args: dict) -> list:
-        rows = []
-        for obj in self.objects.values():
-            if obj.object_id in self.actors:
-                continue                      # actor handles are counted like objects
-            e = obj.entry
-            holders = [f"{self._describe_holder(c)} x{n}" if n > 1 else self._describe_holder(c)
-                       for c, n in obj.holders.items()]
-            if obj.pins:
-                holders.append(f"{obj.pins} pending task(s) or containing object(s)")
-            producer = self.tasks.get(obj.producer) if obj.producer else None
-            rows.append({
-                "object_id": obj.object_id,
-                "state": "pending" if e is None else "error" if e.error else "ready",
-                "size": e.size if e else 0,
-                "type": e.type_name if e else "",
-                "where": "pending" if e is None else "inline" if e.host_id is None else (
-                    "spilled" if obj.spilled else "shared memory"),
-                "hosts": ([e.host_id] if e is not None and e.host_id else []) + sorted(obj.copies),
-                "spilled": obj.spilled,
-                "reference_count": sum(obj.holders.values()) + obj.pins,
-                "held_by": holders,
-                "created_by": obj.created_by or (
-                    f"task {producer.spec.name} ({producer.spec.task_id}), running"
-                    if producer else ""),
-                "last_used": obj.last_used,
-            })
-        return rows
+        return [row.as_dict() for row in views.object_rows(self.objects, self.peers, self.tasks,
+                                                          self.actors)]
 
     def _query_memory(self, args: dict) -> list:
-        return [{"host_id": h.host_id, "hostname": h.hostname, "used": h.store_used,
-                 "limit": h.store_limit, "spilled": h.spilled_bytes,
-                 "objects": self.directory.on_host(h.host_id)}
-                for h in self.hosts.values()]
+        return [row.as_dict() for row in views.memory(self.hosts, self.directory)]

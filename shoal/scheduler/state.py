@@ -23,7 +23,7 @@ from ..protocol import messages as m
 from ..protocol.messages import ObjectEntry
 from ..protocol.object_ids import item_id, task_of
 from ..protocol.serialization import dumps
-from . import policy, tasks
+from . import policy, tasks, views
 from .actors import ActorScheduling
 from .events import EventStream
 from .lifecycle import (BLOCKED, BUSY, CANCELLED, CANCELLING, FAILED, HOLDING, IDLE, ON_ENGINE, QUEUED,
@@ -620,7 +620,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling,
             self._await_agent(self.hosts[host_id])
         elif host_id is not None:
             host = self.members.remove_host(
-                host_id, {**self._host_status(self.hosts[host_id]), "engines": []})
+                host_id, {**views.host_status(self.hosts[host_id]).as_dict(), "engines": []})
             log.warning("host %s left the cluster", host_id)
             for eid in list(host.engines):
                 self._engine_lost(eid)
@@ -794,34 +794,9 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling,
     def _retire_engine(self, host: Host, engine: Engine) -> None:
         self.members.retire(host, engine)
 
-    def _host_status(self, h: Host) -> dict:
-        return {"host_id": h.host_id, "hostname": h.hostname, "pid": h.pid,
-                "resources": h.total, "available": dict(h.available),
-                "store_dir": h.store_dir, "engines": sorted(h.engines),
-                "address": h.object_address.rsplit(":", 1)[0].strip("[]")}
-
     def status(self) -> dict:
-        return {
-            "cluster_id": self.cluster_id,
-            "session_dir": self.session_dir,
-            "hosts": [self._host_status(h) for h in self.hosts.values()],
-            "departed_hosts": list(self.departed_hosts.values()),
-            "engines": [{
-                "engine_id": e.engine_id, "host_id": e.host_id, "pid": e.pid,
-                "task_id": e.task_id, "blocked": e.state == BLOCKED, "actor_id": e.actor_id,
-                "state": "actor" if e.actor_id else BUSY if e.state == BLOCKED else e.state,
-            } for e in self.engines.values()],
-            "actors": [self.actor_info(a) for a in self.actors.values() if a.state != "dead"],
-            "clients": [{"kind": p.kind, "client_id": p.client_id, "pid": p.pid,
-                         "hostname": p.hostname} for p in self.peers.values()
-                        if p.kind == "driver"],
-            "tasks": self.task_table.counts(),
-            "objects": {
-                "count": len(self.objects),
-                "bytes": self.directory.total_bytes(),
-            },
-            "memory": self._query_memory({}),
-        }
+        """The `status` view (views.ClusterStatus), as the dict clients read."""
+        return views.cluster_status(self).as_dict()
 
     def heartbeat(self) -> list:
         """Called every HEARTBEAT_INTERVAL by the I/O shell: beats go to every
