@@ -147,3 +147,19 @@ def test_a_groups_states_follow_its_hosts_and_only_allowed_moves():
     assert pg.state == "REMOVED" and h.s._query_placement_groups({}) == []
     with pytest.raises(IllegalTransition, match="placement group g1: REMOVED -> CREATED"):
         h.s._group_to(pg, "CREATED")
+
+
+def test_pipelining_and_engine_starts_are_pure_decisions():
+    spec = SimpleNamespace(resources={"CPU": 1.0}, max_calls=0)
+    assert policy.may_queue_behind(spec, running_blocks=False, engine_ran_gpu=False)
+    assert not policy.may_queue_behind(spec, running_blocks=True, engine_ran_gpu=False)
+    assert not policy.may_queue_behind(spec, running_blocks=False, engine_ran_gpu=True)
+    assert not policy.may_queue_behind(SimpleNamespace(resources={"GPU": 1.0}, max_calls=0),
+                                       False, False)
+    assert not policy.may_queue_behind(SimpleNamespace(resources={}, max_calls=3), False, False)
+    assert policy.runs_elsewhere_now({"CPU": 1.0}, hosts(0, 1))
+    assert not policy.runs_elsewhere_now({"CPU": 2.0}, hosts(0, 1))
+    host = SimpleNamespace(base_engines=4, blocked={"e0", "e1"}, engines={"e0", "e1", "e2", "e3"},
+                           starting=1)
+    assert policy.engines_to_start(host, backlog=5) == 1     # 4 + 2 blocked - 4 - 1 asked for
+    assert policy.engines_to_start(host, backlog=0) == 0

@@ -35,11 +35,7 @@ class Pipelining:
                         or engine.state == BLOCKED or engine.task_id not in self.tasks):
                     continue                     # ineligible until its state changes again
                 running = self.tasks[engine.task_id]
-                # Not behind a GPU task, nor on an engine that ran one, nor behind a
-                # task that waits in get: it would block and give the queued task
-                # back each time (a revoke storm, one per call).
-                if ("GPU" in running.spec.resources or engine.ran_gpu or running.blocks
-                        or running.spec.max_calls):
+                if not policy.may_queue_behind(running.spec, running.blocks, engine.ran_gpu):
                     continue
                 if not self.ready or not self._prefetch_onto(
                         engine, policy.shape_of(running.spec.resources)):
@@ -53,7 +49,7 @@ class Pipelining:
                 task = self.tasks.get(engine.prefetched) if engine and engine.prefetched else None
                 if task is None:
                     self.queued_on.discard(engine_id)      # promoted, revoked or gone
-                elif any(policy.fits(task.spec.resources, h.available) for h in idle_hosts):
+                elif policy.runs_elsewhere_now(task.spec.resources, idle_hosts):
                     self._revoke(engine)
 
     def _prefetch_onto(self, engine, shape: tuple) -> bool:

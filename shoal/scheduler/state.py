@@ -361,8 +361,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling,
                 # Idle engines that ran GPU tasks make way for fresh ones.
                 for eid in [e for e in host.idle if self.engines[e].ran_gpu][:backlog]:
                     self._retire_engine(host, self.engines[eid])
-                count = min(backlog, host.base_engines + len(host.blocked) - len(host.engines)
-                            - host.starting)
+                count = policy.engines_to_start(host, backlog)
                 if count > 0:
                     backlog -= count
                     self.members.start_engines(host, count)
