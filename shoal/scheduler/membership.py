@@ -226,11 +226,14 @@ class Membership:
             host.idle.add(engine.engine_id)
         else:
             host.idle.discard(engine.engine_id)
-        if state == BLOCKED:
-            host.blocked.add(engine.engine_id)
-        elif old == BLOCKED:
-            host.blocked.discard(engine.engine_id)
-        self.reindex(host)
+        if state == BLOCKED or old == BLOCKED:        # the blocked count moves "short"
+            if state == BLOCKED:
+                host.blocked.add(engine.engine_id)
+            else:
+                host.blocked.discard(engine.engine_id)
+            self.reindex(host)
+        else:                                         # idle <-> busy (the hot path)
+            self._reindex_idle(host)
 
     def assign(self, engine: Engine, task_id: Optional[str]) -> None:
         """Set what an engine runs: it is busy with a task, idle without one
@@ -267,19 +270,23 @@ class Membership:
         host_id = host.host_id
         if host_id not in self.hosts:
             return
-        # Only a host entering or leaving an index drops the cached orders:
-        # under load that is rare (a host with ten engines stays idle while any is).
-        if host.idle:
-            if host_id not in self.idle:
-                self.idle[host_id] = host
-                self._in_order.clear()
-        elif self.idle.pop(host_id, None) is not None:
-            self._in_order.clear()
+        self._reindex_idle(host)
         if host.short_of_engines:
             if host_id not in self.short:
                 self.short[host_id] = host
                 self._in_order.clear()
         elif self.short.pop(host_id, None) is not None:
+            self._in_order.clear()
+
+    def _reindex_idle(self, host: Host) -> None:
+        # Only a host entering or leaving an index drops the cached orders:
+        # under load that is rare (a host with ten engines stays idle while any is).
+        host_id = host.host_id
+        if host.idle:
+            if host_id not in self.idle and host_id in self.hosts:
+                self.idle[host_id] = host
+                self._in_order.clear()
+        elif self.idle.pop(host_id, None) is not None:
             self._in_order.clear()
 
     def idle_hosts(self) -> list:

@@ -137,9 +137,11 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling,
         now = self.clock()
         if conn in self.host_by_conn:
             self.last_heard[conn] = now
-        self.task_table.stimulate(msg.__class__.__name__, now)
+        table = self.task_table              # (TaskTable.stimulate, inlined: per message)
+        table._stimuli += 1
+        table.stimulus = (msg.__class__.__name__, table._stimuli, now)
         handler(self, conn, msg)
-        if self.strict:
+        if table.strict:
             self.members.check()
 
     # ------------------------------------------------------------------ joining
@@ -269,7 +271,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling,
                     queue.popleft()
                     continue
                 if not self.members.idle:       # the common case under load
-                    self._cannot_place(task, len(queue))
+                    self._cannot_place(task, len(queue), shape)
                     break
                 request = task.spec.resources
                 gpu = "GPU" in request
@@ -284,7 +286,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling,
                     self._argument_bytes(task) if len(self.hosts) > 1 else None)
                 gpus = policy.allocate_gpus(host.gpus, request.get("GPU", 0)) if host else None
                 if host is None or gpus is None:
-                    self._cannot_place(task, len(queue))
+                    self._cannot_place(task, len(queue), shape)
                     break
                 queue.popleft()
                 self._dispatch(task, host, self._idle_engine(host, gpu), gpus)
@@ -332,12 +334,15 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling,
         if task_id is not None:
             self.may_prefetch.add(engine.engine_id)
 
-    def _cannot_place(self, task: Task, backlog: int = 1) -> None:
+    def _cannot_place(self, task: Task, backlog: int = 1, shape: tuple = ()) -> None:
+        """No engine can take `task` now (its ready queue, of `shape`, holds
+        `backlog`): warn once if no host ever could, else start engines where
+        resources are free but every engine is busy."""
         request = task.spec.resources
         where = task.spec.placement
         in_group = bool(where) and where["kind"] == "pg"
         if not where:
-            feasible = self.members.feasible(request, policy.shape_of(request))
+            feasible = self.members.feasible(request, shape or policy.shape_of(request))
         else:
             feasible = in_group or policy.feasible_anywhere(
                 request, self._candidates(task.spec, list(self.hosts.values())))
