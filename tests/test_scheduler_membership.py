@@ -131,3 +131,17 @@ def test_a_saturated_cluster_places_without_looking_at_every_host(monkeypatch):
     h.finish(engine.engine_id, engine.task_id)     # its queued task starts; another queues
     assert len(h.executes(h.out())) == 1 and len(calls) <= 2
     h.s.members.check()
+
+
+def test_stopping_the_cluster_forgets_a_host_awaiting_its_agent_everywhere():
+    """Found by the strict index check in a spawned scheduler: shutdown deleted
+    such a host from the host table only, leaving it in the 'short' index."""
+    h = Harness(cpus=1)
+    h.s.handle("agent-h2", m.RegisterHost(
+        host_id="h2", hostname="h2", resources={"CPU": 1}, gpu_ids=[], store_dir="/dev/shm/y",
+        spill_dir="/tmp/y", store_limit=1000, object_address="127.0.0.1:3", pid=3,
+        restartable=True))
+    h.s.connection_closed("agent-h2")              # its agent died: it waits for a new one
+    assert "h2" in h.s.members.short
+    h.s.handle("drv", m.Shutdown(reason="done"))   # (strict: the indexes are checked after)
+    assert "h2" not in h.s.hosts and "h2" not in h.s.members.short

@@ -138,14 +138,19 @@ class Membership:
 
     def remove_host(self, host_id: str, status: dict) -> Host:
         """A host left for good: forget it, remembering `status` for nodes()."""
+        host = self.drop_host(host_id)
+        self.departed_hosts[host_id] = status
+        while len(self.departed_hosts) > MAX_DEPARTED_HOSTS:
+            del self.departed_hosts[next(iter(self.departed_hosts))]
+        return host
+
+    def drop_host(self, host_id: str) -> Host:
+        """Forget a host (and take it out of every index), remembering nothing."""
         host = self.hosts.pop(host_id)
         self.idle.pop(host_id, None)
         self.short.pop(host_id, None)
         self._in_order.clear()
         self._feasible.clear()
-        self.departed_hosts[host_id] = status
-        while len(self.departed_hosts) > MAX_DEPARTED_HOSTS:
-            del self.departed_hosts[next(iter(self.departed_hosts))]
         return host
 
     def set_cpus(self, host: Host, cpus: int) -> None:

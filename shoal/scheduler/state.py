@@ -838,7 +838,7 @@ class SchedulerState(Pipelining, EventStream, ObjectTracking, ActorScheduling,
         self.stopping = True
         for host in list(self.hosts.values()):
             if isinstance(host.conn, AwaitingAgent):
-                del self.hosts[host.host_id]        # no agent there to stop
+                self.members.drop_host(host.host_id)    # no agent there to stop
             self.out.send(host.conn, m.Shutdown(reason=reason))
 
     _HANDLERS = {
