@@ -145,3 +145,26 @@ def test_stopping_the_cluster_forgets_a_host_awaiting_its_agent_everywhere():
     assert "h2" in h.s.members.short
     h.s.handle("drv", m.Shutdown(reason="done"))   # (strict: the indexes are checked after)
     assert "h2" not in h.s.hosts and "h2" not in h.s.members.short
+
+
+def test_the_idle_host_with_the_most_free_cpu_comes_from_a_heap_not_a_walk():
+    ms = members()
+    h1, h2, h3 = host(ms, "h1", cpus=4), host(ms, "h2", cpus=4), host(ms, "h3", cpus=2)
+    assert ms.most_free_idle_host() is h1               # equals: the first to join
+    h1.acquire({"CPU": 1.0})
+    assert ms.most_free_idle_host() is h2
+    for eid in ("h2.e0", "h2.e1"):                      # h2 has no idle engine left
+        ms.assign(ms.engines[eid], "t")
+    assert ms.most_free_idle_host() is h1
+    h1.acquire({"CPU": 2.0})                            # 1 free: h3's 2 win
+    assert ms.most_free_idle_host() is h3
+    ms.set_cpus(h1, 8)                                  # scaled up: 6 free
+    assert ms.most_free_idle_host() is h1
+    h1.acquire({"CPU": 1.0}, pool={"CPU": 1.0})         # a bundle's pool: the host's CPU stays
+    assert ms.most_free_idle_host() is h1
+    for _ in range(200):                                # churn: stale entries do not pile up
+        h3.acquire({"CPU": 1.0})
+        h3.release({"CPU": 1.0})
+    assert len(ms._by_cpu) <= 4 * len(ms.idle) + 64 + 1
+    ms.remove_host("h1", {})
+    assert ms.most_free_idle_host() is h3

@@ -32,7 +32,8 @@ def test_status_is_a_typed_record_of_typed_records():
     blocked = next(e for e in status.engines if e.engine_id == h.s.tasks[t].engine_id)
     assert (blocked.state, blocked.blocked, blocked.task_id) == ("busy", True, t)   # as before
     assert status.actors[0].state == "STARTING" and status.actors[0].name == "svc"
-    assert status.tasks["running"] == 1 and status.objects == {"count": 4, "bytes": 40}   # t/0, p/0, A, A/created
+    assert status.tasks["running"] == 1
+    assert status.objects == {"count": 4, "bytes": 40}       # t/0, p/0, A, A/created
     assert status.memory[0].used == 40 and status.memory[0].objects == 1
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from heapq import heapify, heappop, heappush
 from itertools import count
 from typing import Any, Callable, Optional
 
@@ -66,6 +67,7 @@ class Host:
     starting: int = 0                # engines asked for but not yet registered
     restartable: bool = False        # its owner restarts its agent if that dies
     seq: int = 0                     # join order: index walks keep the hosts' order
+    on_cpu: Any = None               # told when its available CPU changes (Membership)
 
     @property
     def base_engines(self) -> int:
@@ -88,6 +90,8 @@ class Host:
         target = self.available if pool is None else pool
         for k, v in amounts.items():
             target[k] = target.get(k, 0.0) + sign * v
+        if pool is None and self.on_cpu is not None and "CPU" in amounts:
+            self.on_cpu(self)
         share = amounts.get("GPU", 0)
         for gpu in gpu_ids:
             if gpu in self.gpus:         # a fraction shares one GPU; whole ones take it all
@@ -125,12 +129,17 @@ class Membership:
         self.idle: dict[str, Host] = {}  # host id -> host with an idle pool engine
         self.short: dict[str, Host] = {}   # host id -> host that may start engines
         self._seq = count()
+        # Idle hosts by free CPU, most first (then join order): a heap whose stale
+        # entries (a host no longer idle, or whose CPU moved since) are dropped when
+        # they reach the top.  Every idle host has an entry with its current CPU.
+        self._by_cpu: list = []
         self._in_order: dict = {}        # "idle"/"start" -> those hosts in join order (cached)
         self._feasible: dict = {}        # resource shape -> some host could ever run it
 
     # ------------------------------------------------------------------ hosts
     def add_host(self, conn, host: Host) -> None:
         host.seq = next(self._seq)
+        host.on_cpu = self.cpu_changed
         self.hosts[host.host_id] = host
         self.host_by_conn[conn] = host.host_id
         self._feasible.clear()
@@ -160,6 +169,7 @@ class Membership:
         host.available["CPU"] = host.available.get("CPU", 0.0) + delta
         self._feasible.clear()
         self.reindex(host)
+        self.cpu_changed(host)
 
     def start_engines(self, host: Host, count: int, **kw) -> None:
         """Ask a host's agent for `count` more engines (pool engines unless an
@@ -291,8 +301,32 @@ class Membership:
             if host_id not in self.idle and host_id in self.hosts:
                 self.idle[host_id] = host
                 self._in_order.clear()
+                self.cpu_changed(host)
         elif self.idle.pop(host_id, None) is not None:
             self._in_order.clear()
+
+    def cpu_changed(self, host: Host) -> None:
+        """A host's available CPU changed (or it became idle): file it again."""
+        if host.host_id in self.idle:
+            heap = self._by_cpu
+            heappush(heap, (-host.available.get("CPU", 0.0), host.seq, host.host_id))
+            if len(heap) > 4 * len(self.idle) + 64:        # mostly stale: start afresh
+                heap[:] = [(-h.available.get("CPU", 0.0), h.seq, h.host_id)
+                           for h in self.idle.values()]
+                heapify(heap)
+
+    def most_free_idle_host(self) -> Optional[Host]:
+        """The idle host with the most free CPU (the first to join among equals),
+        without looking at the others: what choose_host picks for a CPU-only
+        task with no stored arguments, if that host can take it."""
+        heap, idle = self._by_cpu, self.idle
+        while heap:
+            neg_cpu, _, host_id = heap[0]
+            host = idle.get(host_id)
+            if host is not None and host.available.get("CPU", 0.0) == -neg_cpu:
+                return host
+            heappop(heap)
+        return None
 
     def idle_hosts(self) -> list:
         """The hosts with an idle pool engine, in the order they joined (a

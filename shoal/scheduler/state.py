@@ -239,10 +239,14 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
                     queue.popleft()
                     self._unschedulable(task, why)
                     continue
-                host = self._choose_placed_host(
-                    task.spec, request, idle_hosts,
-                    lambda h: self._idle_engine(h, gpu) is not None,
-                    self._argument_bytes(task) if len(self.hosts) > 1 else None)
+                local = self._argument_bytes(task) if len(self.hosts) > 1 else None
+                host = None
+                if not (local or task.spec.placement) and len(request) == 1 and "CPU" in request:
+                    host = self._most_free_host(request, idle_hosts)
+                if host is None:
+                    host = self._choose_placed_host(
+                        task.spec, request, idle_hosts,
+                        lambda h: self._idle_engine(h, gpu) is not None, local)
                 gpus = policy.allocate_gpus(host.gpus, request.get("GPU", 0)) if host else None
                 if host is None or gpus is None:
                     self._cannot_place(task, len(queue), shape)
@@ -252,6 +256,20 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
             if not queue:
                 del self.ready[shape]
         self._pipeline()
+
+    def _most_free_host(self, request: dict, idle_hosts: list) -> Optional[Host]:
+        """policy.choose_host's choice for a one-resource CPU task with no stored
+        arguments, from the membership's heap instead of a walk over the idle
+        hosts; None if the top host cannot take it (the walk decides then)."""
+        host = self.members.most_free_idle_host()
+        if host is None or not policy.fits(request, host.available) or \
+                self.members.idle_engine(host) is None:
+            return None
+        if self.task_table.strict:        # the same choice as the walk, or a bug
+            walk = policy.choose_host(request, idle_hosts,
+                                      lambda h: self.members.idle_engine(h) is not None)
+            assert walk is host, (walk, host)
+        return host
 
     def _schedule_pinned(self) -> None:
         for engine_id, queue in list(self.pinned.items()):
@@ -513,6 +531,8 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
             pool["CPU"] = pool.get("CPU", 0.0) - task.lent_cpu
             task.lent_cpu = 0.0
             self.may_prefetch.add(engine.engine_id)
+        if task.pool is None:
+            self.members.cpu_changed(host)
         self._schedule()
 
     def _on_task_output(self, conn, msg: m.TaskOutput) -> None:
