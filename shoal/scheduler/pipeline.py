@@ -26,10 +26,15 @@ class Pipelining:
     def _pipeline(self) -> None:
         # Only engines whose state changed since they were last looked at (they
         # got a task, gave one back, stopped blocking) are candidates: under
-        # load this is O(changes), not O(engines), per message.
-        if self.ready and self.may_prefetch:
-            candidates, self.may_prefetch = self.may_prefetch, set()
-            for engine_id in candidates:
+        # load this is O(changes), not O(engines), per message.  They are taken
+        # one at a time while something is ready: once the queues run dry the
+        # rest stay candidates untouched, so a task submitted to a cluster of
+        # engines waiting for work costs one look, not one per engine.
+        may = self.may_prefetch
+        if self.ready and may:
+            later = []
+            while may and self.ready:
+                engine_id = may.pop()
                 engine = self.engines.get(engine_id)
                 if (engine is None or engine.prefetched is not None or engine.actor_id is not None
                         or engine.state == BLOCKED or engine.task_id not in self.tasks):
@@ -37,9 +42,9 @@ class Pipelining:
                 running = self.tasks[engine.task_id]
                 if not policy.may_queue_behind(running.spec, running.blocks, engine.ran_gpu):
                     continue
-                if not self.ready or not self._prefetch_onto(
-                        engine, policy.shape_of(running.spec.resources)):
-                    self.may_prefetch.add(engine_id)   # nothing of its shape yet: look again later
+                if not self._prefetch_onto(engine, policy.shape_of(running.spec.resources)):
+                    later.append(engine_id)      # nothing of its shape yet: look again later
+            may.update(later)
         if not self.queued_on:
             return
         if self.members.idle:
