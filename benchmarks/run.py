@@ -1,9 +1,12 @@
 """Run the microbenchmarks on shoal and its peers and print a Markdown table of medians.
 
-    python benchmarks/run.py [--frameworks shoal,ray,dask,ipyparallel,pool] [--workloads a,b]
-                             [--repeat N] [--timeout S] [--json out.json]
+    python benchmarks/run.py [--frameworks shoal,shoal-ray,ray,dask,ipyparallel,pool]
+                             [--workloads a,b] [--repeat N] [--timeout S] [--json out.json]
+    python benchmarks/run.py --table runs/some-run.json     # the table of a saved run again
 
-`pool` is multiprocessing.Pool, the floor: its own column, never the "best peer".
+`pool` is multiprocessing.Pool, the floor: its own column, never the "best peer"; nor is
+`shoal-ray` (shoal's API on its Ray backend, in the peers' interpreter).
+The 1-minute load average is sampled before every (framework, workload) and reported.
 Workloads run interleaved: each on every framework, in alternating order, before the next.
 Each (framework, workload) runs in its own subprocess (child.py) in the framework's
 interpreter: shoal and pool in the project's, the peers in benchmarks/.venv-peers (see
@@ -38,12 +41,12 @@ def interpreter(framework):
     if framework in ("shoal", "pool"):        # pool: the standard library's, in shoal's venv
         venv = ROOT / ".venv" / "bin" / "python"
         return str(venv) if venv.exists() else sys.executable
-    return str(PEERS_PY)
+    return str(PEERS_PY)                      # the peers, and shoal-ray (it needs Ray)
 
 
 def child_env(framework):
     # Workers must import `workloads` (task functions are shipped by reference); shoal from the repo.
-    paths = [str(HERE)] + ([str(ROOT)] if framework == "shoal" else [])
+    paths = [str(HERE)] + ([str(ROOT)] if framework in ("shoal", "shoal-ray") else [])
     old = os.environ.get("PYTHONPATH")
     return dict(os.environ, PYTHONPATH=os.pathsep.join(paths + ([old] if old else [])))
 
@@ -154,36 +157,39 @@ def fmt(v):
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
 
 
-def advantage(shoal, peer, better):
-    """How many times better shoal is than peer (>1 = shoal better), whatever the metric's direction."""
-    if not isinstance(shoal, float) or not isinstance(peer, float) or not shoal or not peer:
+def advantage(a, b, better):
+    """How many times better `a` is than `b` (>1 = a better), whatever the metric's direction."""
+    if not isinstance(a, float) or not isinstance(b, float) or not a or not b:
         return None
-    return shoal / peer if better == HIGHER else peer / shoal
+    return a / b if better == HIGHER else b / a
+
+
+# Ratio columns (a, b): "a vs b" = how many times better a is than b. shoal-ray is shoal's
+# API on Ray, not a peer: it is compared with shoal's own backend and with plain Ray.
+RATIOS = (("shoal", "ray"), ("shoal", "pool"), ("shoal", "shoal-ray"), ("shoal-ray", "ray"))
+NOT_PEERS = ("shoal", "shoal-ray", "pool")     # never the "best peer"
 
 
 def table(frameworks, workloads, medians):
-    peers = [f for f in frameworks if f != "shoal"]
-    head = ["workload", *frameworks]
-    if "shoal" in frameworks and peers:
-        head.append("shoal vs best peer")
-        for named in ("ray", "pool"):
-            if named in peers:
-                head.append(f"shoal vs {named}")
+    peers = [f for f in frameworks if f not in NOT_PEERS]
+    ratios = [(a, b) for a, b in RATIOS if a in frameworks and b in frameworks]
+    best_peer = "shoal" in frameworks and len(peers) > 1   # with one peer its own column says it
+    head = ["workload", *frameworks, *(["shoal vs best peer"] if best_peer else []),
+            *(f"{a} vs {b}" for a, b in ratios)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for w in workloads:
         for metric, (unit, better) in WORKLOADS[w].metrics.items():
             label = w if metric == w else f"{w}: {metric}"
             cells = {f: medians.get((f, w, metric)) for f in frameworks}
             row = [f"{label} ({unit} {ARROW[better]})", *(fmt(cells[f]) for f in frameworks)]
-            if len(head) > len(frameworks) + 1:
-                nums = {f: cells[f] for f in peers if f != "pool" and isinstance(cells[f], float)}
+            if best_peer:
+                nums = {f: cells[f] for f in peers if isinstance(cells[f], float)}
                 best = (max if better == HIGHER else min)(nums, key=nums.get) if nums else None
                 r = advantage(cells["shoal"], nums[best], better) if best else None
                 row.append(f"{r:.2f}× ({best})" if r else "—")
-                for named in ("ray", "pool"):
-                    if named in peers:
-                        r = advantage(cells["shoal"], cells[named], better)
-                        row.append(f"{r:.2f}×" if r else "—")
+            for a, b in ratios:
+                r = advantage(cells[a], cells[b], better)
+                row.append(f"{r:.2f}×" if r else "—")
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -216,6 +222,41 @@ def run_workload(fw, w, args, medians, raw, notes, log):
     log(f"[{fw}] {w}: {summary}  ({time.monotonic() - t0:.0f}s)")
 
 
+def load_summary(loads):
+    """'1-minute load average min–max, median M (N samples)' of a run's samples."""
+    values = [entry["load1"] for entry in loads]
+    if not values:
+        return "load average not recorded"
+    return (f"1-minute load average {min(values):.2f}–{max(values):.2f}, median "
+            f"{statistics.median(values):.2f} ({len(values)} samples, {os.cpu_count()} CPUs here)")
+
+
+def report(saved):
+    """Print the Markdown report of a run (what main() just ran, or a --json file)."""
+    medians = {}
+    for key, entry in saved["results"].items():
+        fw, w = key.split("/", 1)
+        for m, vals in entry["samples"].items():
+            medians[(fw, w, m)] = statistics.median(vals) if entry["status"] == "ok" else entry["status"]
+    shown = [f for f in saved["frameworks"] if f in saved["versions"]]
+    print(f"\nMedians of {saved['repeat']} repetition(s); {load_summary(saved.get('load', []))}."
+          "\n↓ lower is better, ↑ higher is better; \"a vs b\" >1× means a is better.\n")
+    print(table(shown, saved["workloads"], medians) if shown else "(nothing ran)")
+    print("\nVersions: " + ", ".join(f"{f} {v}" for f, v in saved["versions"].items()))
+    if saved.get("commit"):
+        print(f"shoal commit {saved['commit']}, {saved.get('date', '')}")
+    if saved["notes"]:
+        print("\nNotes:\n" + "\n".join(f"- {n}" for n in saved["notes"]))
+
+
+def commit():
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, text=True,
+                              capture_output=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frameworks", default=",".join(FRAMEWORKS))
@@ -223,7 +264,11 @@ def main():
     p.add_argument("--repeat", type=int, default=3, help="repetitions per workload (median reported)")
     p.add_argument("--timeout", type=float, help="override the per-repetition timeout, seconds")
     p.add_argument("--json", help="write raw samples and notes here")
+    p.add_argument("--table", metavar="JSON", help="print the report of a saved --json run; run nothing")
     args = p.parse_args()
+    if args.table:
+        report(json.loads(Path(args.table).read_text()))
+        return 0
     frameworks, workloads = args.frameworks.split(","), args.workloads.split(",")
     for name, known in (("framework", FRAMEWORKS), ("workload", WORKLOADS)):
         bad = [x for x in (frameworks if name == "framework" else workloads) if x not in known]
@@ -231,7 +276,9 @@ def main():
             p.error(f"unknown {name}(s) {bad}; choose from {', '.join(known)}")
 
     become_subreaper()
-    medians, raw, notes, versions, ran = {}, {}, [], {}, []
+    # What ran, and when: read before the run, so a checkout changed meanwhile is not recorded.
+    started = {"commit": commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    medians, raw, notes, versions, ran, loads = {}, {}, [], {}, [], []
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731 progress goes to stderr
     for fw in frameworks:
         if not Path(interpreter(fw)).exists():
@@ -249,18 +296,16 @@ def main():
     # alternating order, so a change in the machine's load hits every framework alike.
     for i, w in enumerate(workloads):
         for fw in (ran if i % 2 == 0 else ran[::-1]):
+            loads.append({"run": f"{fw}/{w}", "load1": os.getloadavg()[0]})
             run_workload(fw, w, args, medians, raw, notes, log)
+    loads.append({"run": "end", "load1": os.getloadavg()[0]})
 
-    shown = [f for f in frameworks if f in ran]
-    print(f"\nMedians of {args.repeat} repetition(s), {os.cpu_count()} CPUs on this host."
-          "\n↓ lower is better, ↑ higher is better; ratios >1× mean shoal is better.\n")
-    print(table(shown, workloads, medians) if shown else "(nothing ran)")
-    print("\nVersions: " + ", ".join(f"{f} {v}" for f, v in versions.items()))
-    if notes:
-        print("\nNotes:\n" + "\n".join(f"- {n}" for n in notes))
+    saved = {"versions": versions, "repeat": args.repeat, "frameworks": frameworks,
+             "workloads": workloads, "results": raw, "notes": notes, "load": loads,
+             "cpus": os.cpu_count(), **started}
+    report(saved)
     if args.json:
-        Path(args.json).write_text(json.dumps({"versions": versions, "repeat": args.repeat,
-                                               "results": raw, "notes": notes}, indent=2))
+        Path(args.json).write_text(json.dumps(saved, indent=2))
     # Skipped frameworks and n/a workloads are not failures; FAIL and TIMEOUT are.
     return 1 if any(r["status"] in ("FAIL", "TIMEOUT") for r in raw.values()) else 0
 

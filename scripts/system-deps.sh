@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # System packages some tests need: Node.js and npm (to build the JupyterLab extension),
-# OpenSSH (the SSH-launcher test runs sshd in
+# ShellCheck (examples/deploy's batch scripts), OpenSSH (the SSH-launcher test runs sshd in
 # network namespaces) and Chromium (the JupyterLab browser tests; Playwright
 # drives it, nothing is downloaded by `playwright install`).  Installs only as
 # root with apt, and only what is missing; elsewhere it says so and those
@@ -14,6 +14,7 @@ command -v ssh >/dev/null || need+=(openssh-client)
 command -v ip >/dev/null || need+=(iproute2)
 [[ -x /usr/bin/chromium ]] || need+=(chromium)
 command -v npm >/dev/null || need+=(nodejs npm)      # builds the JupyterLab extension
+command -v shellcheck >/dev/null || need+=(shellcheck)  # lints the Slurm recipe's batch script
 [[ ${#need[@]} -eq 0 ]] && exit 0
 
 if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then

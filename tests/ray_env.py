@@ -8,6 +8,7 @@ tests skip, saying why, unless SHOAL_REQUIRE_RAY_TESTS=1 (CI), where they fail.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import subprocess
@@ -49,3 +50,34 @@ def require_ray_python(check: str = "import ray, ipykernel") -> str:
         pytest.skip("Ray is not installed here (shoal does not depend on it; "
                     "benchmarks/setup-peers.sh installs it in a separate venv)")
     return python
+
+
+CLUSTER = """
+import sys
+from ray.cluster_utils import Cluster
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+cluster.add_node(num_cpus=1)
+cluster.wait_for_nodes()
+print(cluster.address, flush=True)
+sys.stdin.read()            # the test closes our stdin: stop the cluster
+cluster.shutdown()
+"""
+
+
+@contextlib.contextmanager
+def two_node_cluster(python: str):
+    """A two-node Ray cluster (1 CPU each) owned by a helper process: yields its address;
+    stopped (the helper waited for) on exit."""
+    proc = subprocess.Popen([python, "-c", CLUSTER], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=ray_env())
+    try:
+        address = proc.stdout.readline().strip()
+        assert address, "the Ray cluster did not start"
+        yield address
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

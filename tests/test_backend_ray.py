@@ -426,3 +426,93 @@ def test_cell_resources_become_ray_task_options(k):
     run = ok(k.execute("%%remote --num-cpus 0.5 --retries 1\nimport ray\n"
                        "ray.get_runtime_context().get_assigned_resources()"))
     assert run.result == "{'CPU': 0.5}"
+
+
+def widget_opens(run, kind: str) -> list:
+    """The comm_open messages of a shoal widget class in a cell's output."""
+    return [m for m in run.messages if m["msg_type"] == "comm_open" and
+            m["content"]["data"]["state"].get("_anywidget_id", "").endswith("." + kind)]
+
+
+def test_a_long_cell_shows_progress_and_the_timeline_and_cluster_widgets_show_ray(k):
+    run = ok(k.execute("%%remote --all --name naps\nimport time\ntime.sleep(3)\n'slept'",
+                       timeout=120))
+    bars = widget_opens(run, "ProgressWidget")
+    assert bars, "a cell waiting 3 s on two nodes shows a progress bar"
+    state = bars[0]["content"]["data"]["state"]
+    assert state["view"]["title"] == "shoal.wait: 2 refs" and state["view"]["total"] == 2
+    comm = bars[0]["content"]["comm_id"]
+
+    def views():
+        return [m["content"]["data"]["state"]["view"] for m in k.iopub[run.msg_id]
+                if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == comm
+                and "view" in m["content"]["data"].get("state", {})]
+    k.pump_until(lambda: any(v["done"] == 2 and v["status"] == "done" for v in views()), 30,
+                 "the bar to reach 2 / 2")
+    run = ok(k.execute(textwrap.dedent("""\
+        import shoal, time
+        tl = shoal.widgets.timeline()
+        display(tl)
+        deadline = time.monotonic() + 30
+        while tl.meta.get("counts", {}).get("finished", 0) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        cw = shoal.widgets.cluster()
+        hosts = {host for _, host, _ in tl.meta["engines"]}
+        (tl.meta["counts"]["finished"] >= 2, len(hosts), len(cw.view["hosts"]),
+         cw.view["totals"]["cpus"], cw.scalable, cw.view["kind"].startswith("Ray "))"""),
+        timeout=60))
+    assert run.result == "(True, 2, 2, 2.0, False, True)"
+    assert widget_opens(run, "TimelineWidget") and widget_opens(run, "ClusterWidget")
+    names = ok(k.execute("sorted({e['name'] for e in shoal.timeline() if e.get('ph') == 'X'})"))
+    assert "'naps'" in names.result, names.result       # the cell's tasks, in the export
+    run = ok(k.execute(textwrap.dedent("""\
+        @shoal.remote
+        def nap(seconds):
+            time.sleep(seconds)
+        @shoal.remote
+        def boom():
+            raise KeyError("k")
+        slow = nap.options(num_cpus=0)               # takes no CPU from the others
+        began = time.monotonic()
+        first, _ = shoal.wait([nap.remote(0), slow.remote(8)], num_returns=1)
+        fast_wait = time.monotonic() - began < 1.5   # the bar's watch delays neither
+        began = time.monotonic()
+        try:
+            shoal.get([boom.remote(), slow.remote(8)])
+        except KeyError:
+            pass
+        fast_wait, time.monotonic() - began < 1.5"""), timeout=60))
+    assert run.result == "(True, True)" and not widget_opens(run, "ProgressWidget")
+
+
+def test_the_widgets_view_of_the_cluster_through_ray_client(python, cluster):
+    """A Ray Client driver is not connected to the GCS: the widgets' state comes
+    through a probe actor on the cluster (shoal.backends.ray.state)."""
+    port = client_port(cluster)
+    out = run_driver(python, CLIENT_RETRY + textwrap.dedent(f"""
+        import json, time, shoal
+        from shoal import widgets
+        from shoal.core import backend
+        connect(lambda: shoal.init(address="ray://127.0.0.1:{port}"))
+        @shoal.remote
+        def sq(x):
+            return x * x
+        refs = [sq.remote(i) for i in range(6)]
+        bar = shoal.progress(refs)
+        big = shoal.put(b"x" * 300_000)
+        shoal.get(refs)
+        source = backend.current().bind()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            runs = [r for r in widgets.task_runs() if r["name"] == "sq"]
+            if sum(r["status"] == "finished" for r in runs) >= 6 and bar.view["done"] == 6:
+                break
+            time.sleep(0.2)
+        print(json.dumps([len(runs), bar.view["done"], len(source.status()["hosts"]),
+                          any(o["object_id"] == big.hex() and o["size"] >= 300_000
+                              for o in source.list_objects()),
+                          len(source.memory()), source.describe()["scalable"]]))
+        bar.stop()
+        shoal.shutdown()
+        """))
+    assert out == [6, 6, 2, True, 2, False]

@@ -1,10 +1,13 @@
 """What users of the Python ecosystem expect of the package: a licence file that
 matches pyproject, one version source, classifiers, `make lab` installing only
-the lab's needs, Binder links made from one setting."""
+the lab's needs, Binder links made from one setting, and a wheel that ships the
+Ray backend with Ray only behind the `ray` extra."""
 import os
 import re
 import subprocess
 import sys
+
+import pytest
 
 import shoal
 
@@ -75,3 +78,36 @@ def test_binder_links_are_made_from_the_repository_setting():
     assert out.returncode == 0, out.stdout
     links = re.findall(r"https://mybinder\.org/v2/gh/[^)\s]+", read("README.md") + read("docs/README.md"))
     assert links and all(link.startswith(f"https://mybinder.org/v2/gh/{repo.group(1)}/") for link in links)
+
+
+# What `pip install shoal` and `pip install 'shoal[ray]'` get: built from a copy of the
+# source tree (a build leaves build/ and *.egg-info behind), with pip's build isolation.
+WHEEL_SKIP = {".git", ".venv", ".venv-peers", "node_modules", "build", "dist", "__pycache__"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_wheel_ships_the_ray_backend_and_declares_the_ray_extra(tmp_path):
+    import shutil
+    import zipfile
+    source = tmp_path / "src"
+    shutil.copytree(ROOT, source, ignore=lambda d, names: [n for n in names if n in WHEEL_SKIP
+                                                           or n.endswith(".egg-info")])
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                            str(tmp_path / "dist"), str(source)],
+                           capture_output=True, text=True, timeout=280)
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = (tmp_path / "dist").glob("shoal-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        metadata = next(z.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
+    for module in ("__init__", "backend", "worker", "relay"):
+        assert f"shoal/backends/ray/{module}.py" in names
+    assert "Provides-Extra: ray" in metadata.splitlines()
+    requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines()
+                if line.startswith("Requires-Dist:")]
+    ray_requirements = [r for r in requires if re.match(r"ray\b", r)]
+    # Ray comes with the extra only, and with Ray Client (grpc), which `ray://` needs.
+    assert ray_requirements and all('extra == "ray"' in r for r in ray_requirements), requires
+    assert any(r.startswith("ray[client]") for r in ray_requirements), ray_requirements
+    assert not any(n.startswith(("examples/", "tests/", "benchmarks/")) for n in names)

@@ -1,4 +1,5 @@
 """Level 1: framing, codec, authentication and value serialization, in-process."""
+import itertools
 import pickle
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 
 from shoal.protocol import auth, codec
 from shoal.protocol import messages as m
-from shoal.protocol.framing import FrameDecoder, ProtocolError, encode_frame
+from shoal.protocol.framing import IOV_BATCH, FrameDecoder, ProtocolError, encode_frame, write_gathered
 from shoal.protocol.serialization import (INLINE_LIMIT, SerializationError, deserialize, dumps,
                                           serialize)
 
@@ -208,3 +209,46 @@ def test_decoder_meets_any_bytes_with_frames_or_a_protocol_error(data):
             codec.decode(header, buffers)
         except ProtocolError:
             pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=50), max_size=IOV_BATCH + 40),
+       st.lists(st.one_of(st.integers(0, 400), st.none()), min_size=1, max_size=30))
+def test_gathered_writes_keep_every_byte_in_order(chunks, takes):
+    """Partial writes resume inside a chunk; a stopping error hands back
+    exactly the rest, which a later write finishes (as the transport does)."""
+    written = bytearray()
+    calls = itertools.chain(takes, itertools.repeat(10**6))     # then it takes all
+
+    def writev(batch):
+        assert len(batch) <= IOV_BATCH
+        take = next(calls)
+        if take is None:
+            raise BlockingIOError
+        data = b"".join(bytes(b) for b in batch)[:max(take, 1)]
+        written.extend(data)
+        return len(data)
+
+    rest = write_gathered(writev, list(chunks), stop=BlockingIOError)
+    assert bytes(written) + b"".join(bytes(c) for c in rest) == b"".join(chunks)
+    while rest:
+        rest = write_gathered(writev, rest, stop=BlockingIOError)
+    assert bytes(written) == b"".join(chunks)
+
+
+def test_a_kept_result_does_not_pin_its_siblings_frame():
+    """The scheduler keeps each result of a task on its own: decoding copies
+    the values of a several-result TaskFinished apart; a lone one stays a view."""
+    from shoal.protocol.messages import ObjectEntry
+    values = [serialize(str(i) * 2000).packed() for i in range(3)]
+
+    def wire(msg):
+        [frame] = FrameDecoder().feed(b"".join(bytes(c) for c in codec.encode(msg)))
+        return codec.decode(*frame)
+    many = wire(m.TaskFinished(task_id="t", results=[
+        ObjectEntry(f"t/{i}", inline=v) for i, v in enumerate(values)]))
+    assert [type(e.inline) for e in many.results] == [bytes] * 3
+    assert [deserialize(e.inline) for e in many.results] == [str(i) * 2000 for i in range(3)]
+    one = wire(m.TaskFinished(task_id="t", results=[ObjectEntry("t/0", inline=values[0])]))
+    assert type(one.results[0].inline) is pickle.PickleBuffer
+    assert deserialize(one.results[0].inline) == "0" * 2000

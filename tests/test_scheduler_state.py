@@ -577,9 +577,9 @@ def test_arguments_and_inline_results_cross_the_scheduler_as_opaque_buffers():
 
 
 def test_a_driver_keeps_each_batched_value_apart_from_its_batch():
-    """Values pushed in one ObjectsReady share a frame; the client copies them
+    """Values pushed in one ObjectsReady share a frame; decoding copies them
     apart so one kept value does not pin the rest (a lone value stays a view)."""
-    from shoal.core.client import _unshared
+    from shoal.protocol.codec import unshared as _unshared
     values = [serialize(str(i) * 2000).packed() for i in range(3)]
     batch = _wire(m.ObjectsReady(entries=[ObjectEntry(f"o{i}", inline=v) for i, v in
                                           enumerate(values)]))

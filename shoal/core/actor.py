@@ -184,7 +184,7 @@ class ActorClass:
             placement=placement_of(opts))
         client.own(actor_id)
         handle = ActorHandle(actor_id, actor_options, client)
-        client.send(*client.register_function(func_id, self.__name__, blob), *puts, spec)
+        client.submit(*client.register_function(func_id, self.__name__, blob), *puts, spec)
         del keep
         return handle
 
@@ -334,7 +334,7 @@ class ActorHandle:
         result = returned(client, task_id, generator,
                           [owned_ref(client, oid) for oid in return_ids])
         client.remember_context(task_id)
-        client.send(*puts, spec)
+        client.submit(*puts, spec)
         del keep
         if limit != -1:
             self._pending.update(return_ids)

@@ -19,7 +19,9 @@ Who calls what:
 - The magics and widgets reach the cluster only through `current()` (and the
   public API): which refs are refs (`is_ref`), where `--all` runs
   (`workers`, `pin`), how task output reaches the cell that started the work
-  (`route_output`), the event stream (`subscribe`), logs (`logs_dir`).
+  (`route_output`), logs (`logs_dir`).  The widgets hold `current().bind()`
+  and use its event stream (`subscribe`) and state queries (`status`,
+  `list_objects`, `memory`, `ready`, `scale`; shapes in core.cluster_info).
 
 Contract for an implementation (see docs/backends.md for the Ray one):
 
@@ -34,7 +36,10 @@ Contract for an implementation (see docs/backends.md for the Ray one):
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from .cluster_info import ClusterKind, ClusterStatus
 
 # The foreign backend this process uses, or None for shoal's own scheduler.
 # Set only by shoal.init / shoal.shutdown (and, inside a foreign backend's
@@ -121,12 +126,56 @@ class Backend(Protocol):
         """Cancel the unfinished plain tasks the router's current cell
         submitted; returns how many (the kernel's interrupt)."""
 
-    def subscribe(self, handler: Callable) -> Any:
-        """Call `handler(batch)` with the cluster's task and object events
-        (the widgets' feed); returns a subscription with `close()`."""
-
     def logs_dir(self) -> Optional[str]:
         """The directory of this cluster's log files on this machine, if any."""
+
+    # ---------------------------------------------------------------- the widgets' view
+    # The live widgets (shoal.widgets) hold what bind() returns and call only
+    # these, from their feed's thread (queries) or the kernel's (buttons).
+    # Shapes: shoal.core.cluster_info.
+    def bind(self) -> "Backend":
+        """This backend tied to the cluster it talks to now, for a widget to keep
+        (shoal's own: the current runtime's client, so a widget keeps showing
+        that cluster after another starts; others: themselves)."""
+
+    @property
+    def lost(self) -> Optional[str]:
+        """Why the (bound) cluster can no longer be reached, or None while it can."""
+
+    def subscribe(self, handler: Callable) -> Any:
+        """Call `handler(batch)` with the cluster's task events: batches shaped as
+        shoal.protocol.messages.Events (TaskEvent tuples; objects_changed,
+        cluster_changed), the first a snapshot of the remembered history, then
+        news at most ~10 times a second, from a thread the backend owns;
+        handlers must be quick.  Returns a subscription with an idempotent
+        `close()` (the last one closed stops whatever polls or listens)."""
+
+    def status(self, timeout: float = 5.0) -> "ClusterStatus":
+        """Hosts, engines (the timeline's lanes), store memory, task counts, actors."""
+
+    def list_objects(self) -> list:
+        """The objects the cluster holds: [ObjectInfo]."""
+
+    def memory(self) -> list:
+        """Each host's object store: [StoreMemory]."""
+
+    def object_id(self, ref) -> str:
+        """The id task events and list_objects use for `ref` (a ref or an id)."""
+
+    def task_of(self, object_id: str) -> str:
+        """The id of the task that makes `object_id` (as TaskEvent.task_id)."""
+
+    def ready(self, refs: list) -> list:
+        """The ids of those of `refs` (refs or ids) whose values are ready,
+        without blocking (a progress bar settles them)."""
+
+    def describe(self) -> "ClusterKind":
+        """Address, kind, whether stopping is ours and whether `scale` works."""
+
+    def scale(self, count: int, host_id: Optional[str]) -> None:
+        """Make `host_id` run `count` engines (CPUs): shoal's own adds or stops
+        engines; an engine with an autoscaler asks it for that many CPUs in all;
+        NotImplementedError where describe()["scalable"] is False."""
 
     # ---------------------------------------------------------------- lifecycle
     def context(self) -> Any:
@@ -223,16 +272,37 @@ def set_active(backend: Optional["Backend"]) -> None:
 
 class NativeBackend:
     """shoal's own scheduler seen through the interface (used by the magics and
-    widgets; the public API calls shoal's code directly, without this hop)."""
+    widgets; the public API calls shoal's code directly, without this hop).
+
+    `NATIVE` follows the current runtime; `bind()` (or `NativeBackend(client)`)
+    gives one tied to a client, whose widget queries go to that cluster."""
 
     name = "shoal"
+
+    def __init__(self, client=None) -> None:
+        self.client = client
 
     @property
     def address(self) -> str:
         """The cluster's address ("" before one runs: reading it starts none)."""
+        rt = self._runtime()
+        if rt is not None:
+            return rt.address
+        return getattr(self.client, "address", "") or ""
+
+    def _runtime(self):
+        """The runtime this backend talks to (None: none, or a client of another)."""
         from . import runtime
         rt = runtime.current_or_none()
-        return rt.address if rt is not None else ""
+        if rt is None or (self.client is not None and rt.client is not self.client):
+            return None
+        return rt
+
+    def _client(self):
+        if self.client is not None:
+            return self.client
+        from . import runtime
+        return runtime.current().client
 
     def submit_task(self, function, args, kwargs):
         return function.remote(*args, **kwargs)
@@ -322,9 +392,59 @@ class NativeBackend:
             return 0
         return router.cancel_cell(rt.client)
 
+    # ---------------------------------------------------------------- the widgets' view
+    def bind(self) -> "NativeBackend":
+        """One per client (kept on it), so that every widget of a cluster shares a feed."""
+        client = self._client()
+        bound = client.__dict__.get("_native_backend")
+        if bound is None:
+            bound = self if self.client is not None else NativeBackend(client)
+            client.__dict__["_native_backend"] = bound
+        return bound
+
+    @property
+    def lost(self) -> Optional[str]:
+        if self.client is not None:
+            return self.client.lost
+        from . import runtime                 # reading it starts no cluster
+        rt = runtime.current_or_none()
+        return rt.client.lost if rt is not None else None
+
     def subscribe(self, handler):
         from . import events
-        return events.subscribe(handler)
+        return events.Subscription(self._client(), handler)
+
+    def status(self, timeout: float = 5.0) -> dict:
+        return self._client().status(timeout=timeout)
+
+    def list_objects(self) -> list:
+        return self._client().query("objects")
+
+    def memory(self) -> list:
+        return self._client().query("memory")
+
+    def object_id(self, ref) -> str:
+        return ref if isinstance(ref, str) else ref.id
+
+    def task_of(self, object_id: str) -> str:
+        from ..protocol.object_ids import task_of
+        return task_of(object_id)
+
+    def ready(self, refs: list) -> list:
+        """A dict lookup each: the scheduler pushes every result to its owner
+        as soon as it is ready."""
+        ready = self._client().ready
+        ids = [r if isinstance(r, str) else r.id for r in refs]
+        return [i for i in ids if ready(i)]
+
+    def describe(self) -> dict:
+        rt = self._runtime()
+        owned = rt is not None and rt.cluster is not None
+        return {"address": self.address, "owned": owned, "scalable": True,
+                "kind": "embedded local cluster" if owned else "connected"}
+
+    def scale(self, count: int, host_id: Optional[str]) -> None:
+        self._client().query("scale", count=count, host_id=host_id)
 
     def logs_dir(self) -> Optional[str]:
         import os

@@ -25,6 +25,11 @@ class Subscription:
         # gets it, so a snapshot always means "this is the whole picture".
         client.send(m.SubscribeEvents(subscribe=True))
 
+    @property
+    def lost(self):
+        """Why the stream ended (the cluster is gone), or None."""
+        return self._client.lost
+
     def close(self) -> None:
         """Stop receiving; idempotent."""
         handlers = self._client.event_handlers

@@ -19,7 +19,8 @@ from typing import Callable, Optional
 
 # fn(cluster_context, include, exclude) -> mimebundle dict
 CLUSTER_DISPLAY = "cluster_display"
-# fn(client, object ids, "get" | "wait") -> a shown bar with settle_ready(), or None
+# fn(source, refs or ids, "get" | "wait") -> a shown bar with settle_ready(), or None
+# (source: shoal's client, or another engine's backend)
 WAIT_PROGRESS = "wait_progress"
 POINTS = (CLUSTER_DISPLAY, WAIT_PROGRESS)
 

@@ -139,7 +139,7 @@ class RemoteFunction:
         result = returned(client, task_id, generator,
                           [owned_ref(client, oid) for oid in return_ids])
         client.remember_context(task_id)
-        client.send(*client.register_function(func_id, self._name, blob, policy),
+        client.submit(*client.register_function(func_id, self._name, blob, policy),
                     *extra_puts, spec)
         del keep        # only now may the auto-put refs go: the submission pins them
         return result

@@ -95,6 +95,22 @@ class TaskOutputStream(io.TextIOBase):
         self.fallback.flush()
 
 
+class RetryPolicy:
+    """A function's `retry_exceptions`, as received; unpickled at its first failure."""
+    __slots__ = ("_blob", "_policy")
+
+    def __init__(self, blob) -> None:
+        self._blob = blob
+        self._policy = None
+
+    def covers(self, exc: BaseException) -> bool:
+        if self._blob is not None:
+            self._policy, self._blob = cloudpickle.loads(self._blob), None
+        if self._policy is True:
+            return isinstance(exc, Exception)
+        return bool(self._policy) and isinstance(exc, tuple(self._policy))
+
+
 class Engine:
     def __init__(self, config: dict) -> None:
         self.config = config
@@ -104,8 +120,7 @@ class Engine:
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self.functions: dict = {}
         self.blobs: dict = {}           # function id -> pickled function, as received
-        self.retry_blobs: dict = {}     # function id -> pickled retry policy, as received
-        self.retry_policies: dict = {}  # function id -> the policy (True or classes), once loaded
+        self.retry: dict = {}           # function id -> its RetryPolicy, if it has one
         self.instance = None            # the actor, once created
         self.running: dict = {}         # task id -> how to interrupt it
         self.cancelled: set = set()     # interrupted before they started
@@ -153,7 +168,7 @@ class Engine:
                 # the scheduler counts the function as shipped to this engine.
                 self.blobs[msg.func_id] = msg.func_blob
                 if msg.func_retry is not None:
-                    self.retry_blobs[msg.func_id] = msg.func_retry
+                    self.retry[msg.func_id] = RetryPolicy(msg.func_retry)
             with self.lock:
                 self.waiting.add(msg.task_id)
             self.inbox.put(msg)
@@ -433,16 +448,10 @@ class Engine:
         return results, [], True, self._retryable(msg, exc)
 
     def _retryable(self, msg: m.ExecuteTask, exc: BaseException) -> bool:
-        if msg.func_id not in self.retry_blobs or isinstance(
-                exc, (KeyboardInterrupt, SerializationError)):
+        policy = self.retry.get(msg.func_id)
+        if policy is None or isinstance(exc, (KeyboardInterrupt, SerializationError)):
             return False
-        policy = self.retry_policies.get(msg.func_id)
-        if policy is None:
-            policy = self.retry_policies[msg.func_id] = cloudpickle.loads(
-                self.retry_blobs[msg.func_id])
-        if policy is True:
-            return isinstance(exc, Exception)
-        return bool(policy) and isinstance(exc, tuple(policy))
+        return policy.covers(exc)
 
     def _task_error(self, msg: m.ExecuteTask, exc: BaseException) -> BaseException:
         if isinstance(exc, (exceptions.TaskError, exceptions.ActorDiedError)):
@@ -457,8 +466,9 @@ class Engine:
         if gpu_ids:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
         elif self.base_cuda is None:
-            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-        else:
+            if "CUDA_VISIBLE_DEVICES" in os.environ:     # pop() of a missing key raises inside
+                del os.environ["CUDA_VISIBLE_DEVICES"]
+        elif os.environ.get("CUDA_VISIBLE_DEVICES") != self.base_cuda:
             os.environ["CUDA_VISIBLE_DEVICES"] = self.base_cuda
 
 

@@ -63,10 +63,16 @@ def apply(env: Optional[dict], cache: PackageCache) -> Callable[[], None]:
     saved_cwd = os.getcwd() if working_dir else None
     if working_dir:
         os.chdir(working_dir)
-    added = [f for f in folders if f not in sys.path]
-    added += [p for p in env.get("sys_path") or () if p not in sys.path and p not in added]
+    present = set(sys.path)
+    added = []
+    for folder in (*folders, *(env.get("sys_path") or ())):
+        if folder not in present:
+            present.add(folder)
+            added.append(folder)
+    if not (added or saved_env or working_dir or folders):
+        return NOTHING          # the common case (the driver's sys.path, here already): per task
     sys.path[:0] = added
-    before = set(sys.modules)
+    before = set(sys.modules) if folders else None   # ~1,000 names: only when needed
 
     def undo() -> None:
         for key, value in saved_env.items():

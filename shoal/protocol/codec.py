@@ -14,11 +14,11 @@ ProtocolError and the connection is closed.
 from __future__ import annotations
 
 import pickle
-from dataclasses import fields
+from dataclasses import fields, replace
 from operator import attrgetter
 
 from .framing import ProtocolError, encode_frame
-from .messages import MESSAGE_TYPES
+from .messages import MESSAGE_TYPES, ObjectsReady, TaskFinished
 
 _CODES = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
 _FIELDS = [tuple(f.name for f in fields(cls)) for cls in MESSAGE_TYPES]
@@ -49,6 +49,27 @@ def decode(header: bytes, buffers: list):
         values = pickle.loads(header, buffers=map(pickle.PickleBuffer, buffers))
         code = values[0]
         cls = MESSAGE_TYPES[code]
-        return cls(**dict(zip(_FIELDS[code], values[1:])))
+        msg = cls(**dict(zip(_FIELDS[code], values[1:])))
     except Exception as exc:
         raise ProtocolError(f"undecodable message: {exc!r}") from None
+    if len(buffers) > 1 and cls in _KEPT_APART:
+        msg = _KEPT_APART[cls](msg)
+    return msg
+
+
+def unshared(entries: list) -> list:
+    """Values decoded from one frame are views of it: one of them kept alone
+    must not keep the others (a batch of pushes: up to 16 MiB) alive, so each
+    out-of-band value of several gets its own copy.  A single value stays a view."""
+    if len(entries) < 2:
+        return entries
+    return [e._replace(inline=e.inline.raw().tobytes()) if type(e.inline) is pickle.PickleBuffer
+            else e for e in entries]
+
+
+# Messages whose values their receiver keeps one by one (the scheduler a
+# task's results, a driver its pushed values), each beyond the others.
+_KEPT_APART = {
+    ObjectsReady: lambda msg: ObjectsReady(entries=unshared(msg.entries)),
+    TaskFinished: lambda msg: replace(msg, results=unshared(msg.results)),
+}

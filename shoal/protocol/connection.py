@@ -12,9 +12,8 @@ import ssl
 import threading
 
 from . import auth, codec, tls
-from .framing import FrameDecoder
+from .framing import FrameDecoder, write_gathered
 
-IOV_BATCH = 512               # chunks per sendmsg, under any IOV_MAX
 # Processes on the scheduler's machine use its Unix socket: a loopback TCP send
 # costs ~45 us of kernel time here, a Unix socket send a fraction of that.
 UNIX_PREFIX = "unix:"
@@ -96,12 +95,13 @@ class Connection:
         return self._decoder.take_pending()
 
     def send(self, msg) -> None:
-        chunks = codec.encode(msg)
-        with self._send_lock:
-            _send_chunks(self.sock, chunks)
+        self.send_chunks(codec.encode(msg))
 
     def send_many(self, msgs) -> None:
-        chunks = [c for m in msgs for c in codec.encode(m)]
+        self.send_chunks(encode_all(msgs))
+
+    def send_chunks(self, chunks: list) -> None:
+        """Write chunks made by `encode_all` (or codec.encode), in order."""
         with self._send_lock:
             _send_chunks(self.sock, chunks)
 
@@ -133,18 +133,12 @@ def _send_chunks(sock: socket.socket, chunks: list) -> None:
     if isinstance(sock, ssl.SSLSocket):      # TLS has no sendmsg: it encrypts a copy anyway
         sock.sendall(b"".join(chunks))
         return
-    views = [memoryview(c).cast("B") for c in chunks]
-    at = 0
-    while at < len(views):
-        batch = views[at:at + IOV_BATCH]
-        sent = sock.sendmsg(batch)
-        for v in batch:                   # skip what went; resume inside a partly sent chunk
-            if sent >= v.nbytes:
-                sent -= v.nbytes
-                at += 1
-                continue
-            views[at] = v[sent:]
-            break
+    write_gathered(sock.sendmsg, chunks)     # a blocking socket takes it all
+
+
+def encode_all(msgs) -> list:
+    """The chunks of several messages, in order (FrameTooLargeError for one too large)."""
+    return [c for m in msgs for c in codec.encode(m)]
 
 
 def _recv_exactly(sock: socket.socket, n: int) -> bytes:

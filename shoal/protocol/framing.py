@@ -34,6 +34,7 @@ MAX_MESSAGE = 64 << 20         # header and buffers together; bulk data goes thr
 MAX_BUFFERS = 4096
 STAGING = 256 << 10            # one read's worth of small frames
 DIRECT = 64 << 10              # a body this large is read straight into place
+IOV_BATCH = 512                # chunks per scatter/gather write, under any IOV_MAX
 MAPPED = 1 << 20               # ...and one this large is an anonymous map: no zero-fill pass,
                                # pages are only touched as the peer's bytes arrive
 
@@ -77,6 +78,29 @@ def encode_frame(header: bytes, buffers: list = (), what: str = "a message") -> 
         return [PREFIX_ONE.pack(len(header), 1, lengths[0]), header, buffers[0]]
     prefix = PREFIX.pack(len(header), len(lengths)) + struct.pack(f"<{len(lengths)}Q", *lengths)
     return [prefix, header, *buffers]
+
+
+def write_gathered(writev, chunks: list, stop=()) -> list:
+    """Write chunks in order with `writev(batch) -> bytes written` (sendmsg,
+    os.writev), IOV_BATCH chunks a call, resuming inside a partly written
+    chunk; nothing is joined or copied.  A call that raises one of `stop`
+    ends the writing: return the chunks (or part-chunk) still to write."""
+    at = 0
+    while at < len(chunks):
+        batch = chunks[at:at + IOV_BATCH]
+        try:
+            sent = writev(batch)
+        except stop:
+            break
+        for chunk in batch:
+            n = memoryview(chunk).nbytes
+            if sent >= n:
+                sent -= n
+                at += 1
+                continue
+            chunks[at] = memoryview(chunk).cast("B")[sent:]
+            break
+    return chunks[at:]
 
 
 def _allocate(size: int):

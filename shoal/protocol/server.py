@@ -16,11 +16,10 @@ import os
 from typing import Callable
 
 from . import auth, codec, messages
-from .framing import FrameDecoder, FrameTooLargeError, ProtocolError
+from .framing import FrameDecoder, FrameTooLargeError, ProtocolError, write_gathered
 
 log = logging.getLogger("shoal.protocol")
 AUTH_TIMEOUT = 10.0
-IOV_BATCH = 512               # chunks per writev, under any IOV_MAX
 
 
 class ServerConnection(asyncio.BufferedProtocol):
@@ -180,21 +179,6 @@ def _write_now(transport, chunks: list) -> list:
     sock = transport.get_extra_info("socket")
     if sock is None or transport.is_closing():
         return chunks
-    fd, at = sock.fileno(), 0
-    while at < len(chunks):
-        batch = chunks[at:at + IOV_BATCH]
-        try:
-            sent = os.writev(fd, batch)
-        except (BlockingIOError, InterruptedError):
-            break
-        except OSError:
-            return chunks[at:]        # the transport meets the same error and reports it
-        for chunk in batch:
-            n = memoryview(chunk).nbytes
-            if sent >= n:
-                sent -= n
-                at += 1
-                continue
-            chunks[at] = memoryview(chunk).cast("B")[sent:]
-            return chunks[at:]
-    return chunks[at:]
+    fd = sock.fileno()
+    # Any error stops it: the transport meets the same one when it writes the rest, and reports it.
+    return write_gathered(lambda batch: os.writev(fd, batch), chunks, stop=OSError)

@@ -7,7 +7,8 @@
     shoal.objects()               # memory per host and the objects in the store, live
     shoal.init()                  # in a notebook, shows as the cluster widget
 
-Every widget is fed by one event subscription per client (feed.py) and
+Every widget talks to a backend (shoal.core.backend: shoal's own scheduler,
+or Ray), fed by one event subscription per cluster (feed.py), and
 updates from the feed's thread, whether the kernel is busy or idle, at most
 ten times a second.  Each carries a static HTML snapshot in its mimebundle.
 """
@@ -18,9 +19,9 @@ import sys
 import threading
 from typing import Optional, Sequence
 
-from ..core import hooks, runtime
+from ..core import backend, hooks, runtime
 from .cluster import ClusterWidget
-from .feed import close_all, existing_feed, feed_for
+from .feed import as_source, close_all, existing_feed, feed_for
 from .objects import ObjectsWidget
 from .progress import ProgressWidget
 from .timeline import TimelineWidget
@@ -47,13 +48,13 @@ def progress(refs, *, title: Optional[str] = None):
     IPython's `display()` elsewhere).  Counts done / failed / total, shows
     the rate and the time left, and keeps its final state when all are done.
     """
-    from ..core.object_ref import ObjectRef
-    refs = [refs] if isinstance(refs, ObjectRef) else list(refs)
+    source = backend.current().bind()
+    refs = [refs] if source.is_ref(refs) else list(refs)
     for r in refs:
-        if not isinstance(r, ObjectRef):
+        if not source.is_ref(r):
             raise TypeError(f"shoal.progress() expects ObjectRefs, got {type(r).__name__}")
     title = title if title is not None else f"{len(refs):,} task{'s' if len(refs) != 1 else ''}"
-    return ProgressWidget(refs, title=title)
+    return ProgressWidget(refs, title=title, client=source)
 
 
 def timeline(path=None):
@@ -69,7 +70,7 @@ def task_runs() -> list:
     """Every task run the cluster remembers, as TimelineModel.runs() gives them."""
     from .timeline import TimelineModel
     model = TimelineModel(max_runs=10 ** 9)
-    model.apply(_task_history(runtime.current().client))
+    model.apply(_task_history(backend.current().bind()))
     return model.runs()
 
 
@@ -107,17 +108,23 @@ def objects():
 
 
 def cluster(context=None):
-    """The live cluster widget for a ClusterContext (default: the current runtime)."""
-    rt = context._runtime if context is not None else runtime.current()
-    return ClusterWidget(rt)
+    """The live cluster widget for what init() returned (a ClusterContext of shoal's
+    own cluster, or another engine's context); default: the cluster in use now."""
+    if context is None:
+        foreign = backend.active
+        return ClusterWidget(client=foreign) if foreign is not None else \
+            ClusterWidget(runtime.current())
+    rt = getattr(context, "_runtime", None)
+    return ClusterWidget(rt) if rt is not None else ClusterWidget(client=context._backend)
 
 
 # ---------------------------------------------------------------------- hooks for the core
 def cluster_bundle(context, include=None, exclude=None):
-    """ClusterContext._repr_mimebundle_: the live widget in a notebook, else text (and
-    the static HTML).  One widget per context, made on first display."""
-    rt = context._runtime
-    if rt.client.lost:
+    """What init() returns, as a mimebundle: the live widget in a notebook, else text
+    (and the static HTML).  One widget per context, made on first display."""
+    rt = getattr(context, "_runtime", None)
+    source = rt.client if rt is not None else context._backend
+    if source.lost:
         return {"text/plain": repr(context)}
     if in_notebook():
         w = getattr(context, "_widget", None)
@@ -127,24 +134,28 @@ def cluster_bundle(context, include=None, exclude=None):
         data["text/plain"] = repr(context)
         return data
     from .cluster import ClusterModel, snapshot_html
-    model = ClusterModel(context.address, "embedded local cluster" if rt.cluster is not None
-                         else "connected")
+    source = as_source(source)
+    about = source.describe()
+    model = ClusterModel(context.address, about["kind"])
     try:
-        model.update(rt.client.status(timeout=2))
+        model.update(source.status(timeout=2))
     except Exception:
         return {"text/plain": repr(context)}
     return {"text/plain": repr(context), "text/html": snapshot_html(model.view())}
 
 
-def auto_progress(client, ids: Sequence[str], what: str = "get"):
-    """Show a progress bar for a blocking get/wait that is taking long (the core calls
-    this from the waiting thread).  Returns the widget, or None outside a notebook."""
+def auto_progress(source, refs: Sequence, what: str = "get"):
+    """Show a progress bar for a blocking get/wait that is taking long (the core, or
+    another engine's backend, calls this from the waiting thread; `source` is shoal's
+    client or that backend, `refs` refs or their ids).  Returns the widget, or None
+    outside a notebook."""
     if not in_notebook() or threading.current_thread() is not threading.main_thread():
         return None
     try:
         from IPython.display import display
-        n = len(set(ids))
-        bar = ProgressWidget(list(ids), title=f"shoal.{what}: {n:,} refs", client=client)
+        source = as_source(source)
+        n = len({r if isinstance(r, str) else source.object_id(r) for r in refs})
+        bar = ProgressWidget(list(refs), title=f"shoal.{what}: {n:,} refs", client=source)
         display(bar)
         return bar
     except Exception:
@@ -152,13 +163,12 @@ def auto_progress(client, ids: Sequence[str], what: str = "get"):
         return None
 
 
-def _task_history(client, timeout: float = 10.0) -> list:
+def _task_history(source, timeout: float = 10.0) -> list:
     """Every task event the cluster remembers (and the feed, if one runs, has seen)."""
-    feed = existing_feed(client)
+    feed = existing_feed(source)
     history = feed.task_history() if feed is not None else None
     if history is not None:
         return history
-    from ..core import events
     box: list = []
     got = threading.Event()
 
@@ -167,10 +177,10 @@ def _task_history(client, timeout: float = 10.0) -> list:
             box.append(list(batch.tasks))
             got.set()
 
-    sub = events.Subscription(client, handler)
+    sub = as_source(source).subscribe(handler)
     try:
         if not got.wait(timeout):
-            raise TimeoutError(f"the scheduler sent no task history within {timeout:g} s")
+            raise TimeoutError(f"the cluster sent no task history within {timeout:g} s")
     finally:
         sub.close()
     return box[0]

@@ -2,7 +2,10 @@
 
 A live widget is a view: its state is derived from the event stream (and,
 for the object store and cluster widgets, from state queries made when the
-stream says something changed); it owns nothing of the cluster's.  Each
+stream says something changed); it owns nothing of the cluster's.  It talks
+only to a bound backend (shoal.core.backend: `subscribe` through the feed,
+`status`, `list_objects`, `memory`, `ready`, `scale`), so the same widgets
+show shoal's own scheduler and a Ray cluster.  Each
 subclass pairs a pure model (events in, a plain dict out; tested without a
 cluster or a kernel) with the few lines that push that dict to the frontend.
 
@@ -27,8 +30,8 @@ from typing import Callable, Optional
 import anywidget
 import traitlets
 
-from ..core import runtime
-from .feed import Feed, feed_for
+from ..core import backend
+from .feed import Feed, as_source, feed_for
 
 log = logging.getLogger("shoal.widgets")
 FALLBACK_INTERVAL = 2.0     # seconds between two updates of the saved snapshot
@@ -47,6 +50,16 @@ def static(name: str, folder=_STATIC) -> str:
 CSS = static("shoal.css")
 
 
+def source_of(client=None, feed: Optional[Feed] = None):
+    """What a widget talks to: `client` (a backend or shoal client), else the
+    feed's, else the backend in use now (bound to its cluster)."""
+    if client is not None:
+        return as_source(client)
+    if feed is not None:
+        return feed.source
+    return backend.current().bind()
+
+
 class LiveWidget(anywidget.AnyWidget):
     """Base of the progress, timeline, object store and cluster widgets."""
 
@@ -58,11 +71,13 @@ class LiveWidget(anywidget.AnyWidget):
     def __init__(self, client=None, *, feed: Optional[Feed] = None, **kwargs) -> None:
         super().__init__(uid=uuid.uuid4().hex, **kwargs)
         self._lock = threading.RLock()
-        self._client = client if client is not None else (
-            feed.client if feed is not None else runtime.current().client)
+        # What it shows and asks: a bound backend (shoal.core.backend); `client`
+        # may also be one of shoal's own clients (the dashboard's).
+        self._source = source_of(client, feed)
+        self._client = getattr(self._source, "client", None)    # shoal's own, or None
         self.on_msg(self._on_frontend_msg)
         self._fallback = Fallback(self)
-        self._feed = feed if feed is not None else feed_for(self._client)
+        self._feed = feed if feed is not None else feed_for(self._source)
         self._feed.add(self)
 
     # ------------------------------------------------------------------ the feed's calls

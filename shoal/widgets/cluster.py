@@ -4,7 +4,8 @@
 memory, task counts) into rows and totals.  `ClusterWidget` re-queries when
 tasks or the cluster change, at most every `MIN_INTERVAL` seconds (and never
 spending more than a tenth of the time querying), and carries out the buttons: add or remove an engine on a
-host, stop the cluster (or disconnect from one this process did not start).
+host (where the backend can scale: on Ray, through its autoscaler), stop the
+cluster (or disconnect from one this process did not start).
 
 The buttons arrive as comm messages, which the kernel handles on its shell
 thread (ipykernel 7 with JupyterLab: on a subshell, so they work while a
@@ -18,9 +19,8 @@ from typing import Callable, Optional
 
 import traitlets
 
-from ..core import runtime
 from . import html as h
-from .base import QueryingWidget, static
+from .base import QueryingWidget, source_of, static
 
 log = logging.getLogger("shoal.widgets")
 MIN_INTERVAL = 1.0          # seconds between two status queries, at least
@@ -81,6 +81,13 @@ class ClusterModel:
                 "updated": self.updated}
 
 
+def _describe(source) -> dict:
+    try:
+        return dict(source.describe()) if hasattr(source, "describe") else {}
+    except Exception:          # the cluster is going: closed() follows
+        return {}
+
+
 def snapshot_html(v: dict, live: bool = True, reason: str = "") -> str:
     t, tot = v["tasks"], v["totals"]
     state = "running" if live else f"stopped{': ' + reason if reason else ''}"
@@ -119,6 +126,7 @@ class ClusterWidget(QueryingWidget):
     _esm = static("cluster.js")
     view = traitlets.Dict({}).tag(sync=True)
     owned = traitlets.Bool(True).tag(sync=True)       # stop (True) or disconnect (False)
+    scalable = traitlets.Bool(True).tag(sync=True)    # the add / remove buttons show
 
     def __init__(self, rt=None, *, client=None, feed=None, status: Optional[Callable] = None,
                  commands: Optional[Callable] = None,
@@ -128,32 +136,37 @@ class ClusterWidget(QueryingWidget):
         self._runtime = rt
         if rt is not None and client is None:
             client = rt.client
-        owned = rt is None or rt.cluster is not None
-        kind = kind or ("embedded local cluster" if owned else "connected")
-        self.model = ClusterModel(address or getattr(rt, "address", ""), kind)
-        self._status = status            # () -> status dict; default: ask the scheduler
+        self._source = source = source_of(client, feed)
+        about = _describe(source)
+        if rt is not None:
+            owned = rt.cluster is not None
+        else:                  # the dashboard (commands) stops what it shows itself
+            owned = True if commands is not None else about.get("owned", True)
+        kind = kind or about.get("kind") or ("embedded local cluster" if owned else "connected")
+        self.model = ClusterModel(address or getattr(rt, "address", "") or about.get("address", ""),
+                                  kind)
+        self._status = status            # () -> status dict; default: the backend's status()
         self._commands = commands        # (content) -> None, for tests
         self._init_querying(clock, min_interval, budget=10)
-        if client is None:
-            client = feed.client if feed is not None else runtime.current().client
-        first = self._query(client)           # the first picture goes out with comm_open
+        first = self._query()            # the first picture goes out with comm_open
         if first is not None:
             self.model.update(first)
             self._next_query = time.monotonic() + min_interval
-        super().__init__(client, feed=feed, owned=owned, view=self.model.view())
+        super().__init__(client, feed=feed, owned=owned, view=self.model.view(),
+                         scalable=bool(about.get("scalable", True)))
 
     def _relevant(self, batch) -> bool:
         return bool(batch.tasks) or batch.cluster_changed or batch.objects_changed
 
-    def _query(self, client) -> Optional[dict]:
+    def _query(self) -> Optional[dict]:
         try:
-            return self._status() if self._status is not None else client.status(timeout=5)
+            return self._status() if self._status is not None else self._source.status(timeout=5)
         except Exception:          # the cluster is going: closed() follows
             return None
 
     def refresh(self) -> bool:
         """Query the status now, on the calling thread; False if the cluster did not answer."""
-        status = self._query(self._client)
+        status = self._query()
         if status is None:
             return False
         with self._lock:
@@ -170,6 +183,8 @@ class ClusterWidget(QueryingWidget):
         if self._commands is not None:
             self._commands(content)
         elif kind == "scale":
+            if not self.scalable:
+                return
             self.scale(content.get("host_id"), int(content.get("delta", 0)))
         else:
             self.stop_cluster()
@@ -186,13 +201,15 @@ class ClusterWidget(QueryingWidget):
         if host is None:
             return
         count = max(1, int(host["cpus"]) + delta)
-        self._client.query("scale", count=count, host_id=host["host_id"])
+        self._source.scale(count, host["host_id"])
 
     def stop_cluster(self) -> None:
         """Stop the cluster this process started, or disconnect from another."""
-        from ..core import runtime
+        from ..core import backend, runtime
         rt = self._runtime
         if rt is None:
+            if backend.active is not None and backend.active is self._source:
+                backend.disconnect()          # another engine's: shoal.shutdown()
             return
         if runtime.current_or_none() is rt:
             runtime.shutdown()

@@ -1,16 +1,18 @@
-"""The one event subscription that every live widget of a client shares.
+"""The one event subscription that every live widget of a cluster shares.
 
-    feed = feed_for(client)          # started on first use, one per client
+    feed = feed_for(source)          # started on first use, one per cluster
     feed.add(view)                   # view.apply(batch) / view.flush(now) on the pump thread
     feed.remove(view)
 
-The client's reader thread only appends each `Events` batch to a queue (it
-must never block).  A named pump thread owned by the feed drains the queue,
+`source` is a bound backend (shoal.core.backend: `backend.current().bind()`),
+or a client of shoal's own scheduler (the dashboard's), made one.  The
+backend's event thread (shoal's: the client's reader thread) only appends
+each `Events` batch to a queue (it must never block).  A named pump thread owned by the feed drains the queue,
 hands every batch to every view's `apply` (pure state updates), and then, at
 most every `interval` seconds (0.1: ten updates a second), calls each view's
 `flush(now)`, which pushes what changed to the frontend and may query the
-scheduler (never from the reader thread: a query waits for its reply on that
-thread).  `flush` returns when it next wants to be called without news
+cluster (never from the event thread: a query of shoal's scheduler waits
+for its reply on that thread).  `flush` returns when it next wants to be called without news
 (a deadline in `clock()` time, or None), so a progress bar can refresh its
 time-left estimate while no task ends.
 
@@ -18,7 +20,7 @@ The feed keeps the task events it has seen (bounded), so a view added later
 starts from the whole remembered history without asking the scheduler for
 another snapshot; a batch with `snapshot=True` replaces that history.
 
-When the client is lost (the cluster stopped or died) every view gets
+When the source is lost (the cluster stopped or died) every view gets
 `closed(reason)` once and the thread ends.  `close()` does the same on
 demand and joins the thread; it is idempotent.  Views never see a call from
 two threads at once: everything above runs on the pump thread.
@@ -32,7 +34,6 @@ import weakref
 from collections import deque
 from typing import Callable, Optional, Protocol
 
-from ..core import events
 from ..protocol import messages as m
 
 log = logging.getLogger("shoal.widgets")
@@ -54,11 +55,19 @@ class View(Protocol):
         """The cluster is gone: show the final state.  Called once."""
 
 
+def as_source(obj):
+    """A bound backend for `obj`: a backend (bound), or a shoal client."""
+    if hasattr(obj, "bind") and hasattr(obj, "subscribe"):
+        return obj.bind()
+    from ..core.backend import NativeBackend
+    return NativeBackend(obj).bind()
+
+
 class Feed:
-    def __init__(self, client, *, interval: float = INTERVAL,
+    def __init__(self, source, *, interval: float = INTERVAL,
                  clock: Callable[[], float] = time.monotonic,
                  subscribe: Optional[Callable] = None) -> None:
-        self.client = client
+        self.source = source
         self.interval = interval
         self.clock = clock
         self.history: deque = deque(maxlen=MAX_HISTORY)
@@ -71,13 +80,20 @@ class Feed:
         self._closed_reason: Optional[str] = None
         self._wake_at: Optional[float] = None
         self._flush_now = False
+        self._failed: Optional[str] = None
         self._thread = threading.Thread(target=self._run, name="shoal-widgets-feed", daemon=True)
         self._thread.start()
-        make = subscribe or (lambda handler: events.Subscription(client, handler))
+        make = subscribe or source.subscribe
         try:
             self._subscription = make(self._on_batch)
-        except Exception:          # the cluster is gone already: the pump sees it and ends
+        except Exception as exc:   # the cluster is gone already: the pump sees it and ends
             self._subscription = None
+            self._failed = getattr(source, "lost", None) or f"no event stream: {exc}"
+
+    @property
+    def client(self):
+        """The shoal client behind the source, if it has one (the dashboard's views)."""
+        return getattr(self.source, "client", self.source)
 
     # ------------------------------------------------------------------ any thread
     def _on_batch(self, batch: m.Events) -> None:
@@ -200,7 +216,7 @@ class Feed:
             self._call(view.apply, batch)
 
     def _lost(self) -> Optional[str]:
-        return getattr(self.client, "lost", None)
+        return self._failed or getattr(self.source, "lost", None)
 
     @staticmethod
     def _call(fn, *args):
@@ -216,25 +232,28 @@ _feeds: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
-def feed_for(client) -> Feed:
-    """The feed of `client`, started on first use (and again after it closed)."""
+def feed_for(source) -> Feed:
+    """The feed of `source` (see as_source), started on first use (and again after
+    it closed)."""
+    source = as_source(source)
     with _lock:
-        feed = _feeds.get(client)
+        feed = _feeds.get(source)
         if feed is None or not feed.alive:
-            feed = _feeds[client] = Feed(client)
+            feed = _feeds[source] = Feed(source)
         return feed
 
 
-def existing_feed(client) -> Optional[Feed]:
+def existing_feed(source) -> Optional[Feed]:
+    source = as_source(source)
     with _lock:
-        feed = _feeds.get(client)
+        feed = _feeds.get(source)
         return feed if feed is not None and feed.alive else None
 
 
 def _forget(feed: Feed) -> None:
     with _lock:
-        if _feeds.get(feed.client) is feed:
-            del _feeds[feed.client]
+        if _feeds.get(feed.source) is feed:
+            del _feeds[feed.source]
 
 
 def close_all(timeout: float = 5.0) -> None:

@@ -1,7 +1,7 @@
 """The object store: memory per host, and the objects themselves.
 
-`ObjectStoreModel` turns the two state listings (`list_objects`,
-`memory_summary`) into what the widget shows: a used / limit / spilled bar
+`ObjectStoreModel` turns the backend's two listings (`list_objects`,
+`memory`: shoal.core.cluster_info's ObjectInfo and StoreMemory) into what the widget shows: a used / limit / spilled bar
 per host, and a table of the largest objects (at most `max_rows`; the
 frontend sorts them by any column).
 
@@ -17,9 +17,8 @@ from typing import Callable, Optional
 
 import traitlets
 
-from ..core import runtime
 from . import html as h
-from .base import QueryingWidget, static
+from .base import QueryingWidget, source_of, static
 
 MAX_ROWS = 1000
 MIN_INTERVAL = 0.5          # seconds between two listings, at least
@@ -109,10 +108,8 @@ class ObjectsWidget(QueryingWidget):
         self._query = query           # () -> (objects, memory); default: ask the scheduler
         self._init_querying(clock, min_interval, BUDGET)
         first = None
+        self._source = source_of(client, feed)
         if prefetch:
-            if client is None:
-                client = feed.client if feed is not None else runtime.current().client
-            self._client = client
             try:
                 first = self._fetch()
             except Exception:          # the cluster is going: closed() follows
@@ -140,7 +137,7 @@ class ObjectsWidget(QueryingWidget):
     def _fetch(self):
         if self._query is not None:
             return self._query()
-        return self._client.query("objects"), self._client.query("memory")
+        return self._source.list_objects(), self._source.memory()
 
     def _handle(self, content: dict) -> None:
         if content.get("type") == "refresh":

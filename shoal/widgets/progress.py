@@ -20,7 +20,7 @@ import traitlets
 from ..protocol.object_ids import task_of
 
 from . import html as h
-from .base import LiveWidget, static
+from .base import LiveWidget, source_of, static
 
 RATE_WINDOW = 10.0          # seconds of recent completions behind the rate
 TICK = 1.0                  # refresh elapsed / time left this often while running
@@ -29,7 +29,8 @@ _FINAL = {"finished": "done", "failed": "failed", "cancelled": "cancelled"}
 
 class ProgressModel:
     def __init__(self, object_ids: Sequence[str], *, title: str = "",
-                 created: Optional[float] = None) -> None:
+                 created: Optional[float] = None,
+                 task_of: Callable[[str], str] = task_of) -> None:
         self.title = title
         self.created = time.time() if created is None else created
         self.state: dict[str, str] = {}                # object id -> pending|done|failed|cancelled
@@ -38,7 +39,7 @@ class ProgressModel:
             if oid in self.state:
                 continue
             self.state[oid] = "pending"
-            self.by_task.setdefault(task_of(oid), []).append(oid)
+            self.by_task.setdefault(task_of(oid), []).append(oid)   # the backend's rule
         self.total = len(self.state)
         self.counts = {"done": 0, "failed": 0, "cancelled": 0}
         self.running: set = set()
@@ -197,9 +198,14 @@ class ProgressWidget(LiveWidget):
 
     def __init__(self, refs: Sequence, *, title: str = "", client=None, feed=None,
                  wait: Optional[Callable] = None) -> None:
-        ids = [getattr(r, "id", r) for r in refs]
-        self.model = ProgressModel(ids, title=title)
-        self._wait = wait            # (ids) -> ready ids, non-blocking; default: client.ready
+        source = source_of(client, feed)
+        object_id = getattr(source, "object_id", lambda r: getattr(r, "id", r))
+        self._refs = {}              # object id -> what was given (a ref, or its id)
+        for r in refs:
+            self._refs.setdefault(r if isinstance(r, str) else object_id(r), r)
+        self.model = ProgressModel(list(self._refs), title=title,
+                                   task_of=getattr(source, "task_of", task_of))
+        self._wait = wait            # (ids) -> ready ids, non-blocking; default: source.ready
         self._reconciled = False
         self._pushed = -1
         self._next_tick: Optional[float] = None
@@ -242,12 +248,10 @@ class ProgressWidget(LiveWidget):
             self.model.reconcile(ready)
 
     def _ready(self, ids: list) -> list:
-        """Which of `ids` this process already holds a value for (a dict lookup each:
-        the scheduler pushes every result to its owner as soon as it is ready)."""
+        """Which of `ids` are ready, without blocking (the backend's `ready`)."""
         if self._wait is not None:
             return self._wait(ids)
-        ready = self._client.ready
-        return [i for i in ids if ready(i)]
+        return self._source.ready([self._refs[i] for i in ids])
 
     def settle_ready(self) -> None:
         """Check again which refs are ready (called when a blocking get returned)."""

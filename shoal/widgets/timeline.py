@@ -407,7 +407,7 @@ class TimelineWidget(LiveWidget):
     def _engines(self):
         if self._list_engines is not None:
             return self._list_engines()
-        return [(e["engine_id"], e["host_id"]) for e in self._client.status()["engines"]]
+        return [(e["engine_id"], e["host_id"]) for e in self._source.status()["engines"]]
 
     def _handle(self, content: dict) -> None:
         if content.get("type") == "hello":

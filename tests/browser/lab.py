@@ -7,7 +7,7 @@
 
 The server runs on 127.0.0.1 with a random token, its own settings,
 workspace and runtime dirs, and a kernelspec of its own ("shoal-browser-test":
-this interpreter, the repository on PYTHONPATH).  Chromium is Debian's
+this interpreter, or `kernel_python`, the repository on PYTHONPATH).  Chromium is Debian's
 (/usr/bin/chromium, or $SHOAL_CHROMIUM) driven by Playwright's Python API:
 browser downloads are blocked here, so `playwright install` is never run.
 Every process started is stopped by PID on close (also after a failure),
@@ -105,8 +105,11 @@ def _kill(pids: list[int], grace: float = 5.0) -> None:
 
 
 class Lab:
-    def __init__(self, tmp, viewport=(1280, 900), timeout: float = 60.0) -> None:
+    def __init__(self, tmp, viewport=(1280, 900), timeout: float = 60.0,
+                 kernel_python: Optional[str] = None, kernel_env: Optional[dict] = None) -> None:
         self.tmp = os.fspath(tmp)
+        self.kernel_python = kernel_python or sys.executable    # the Ray tests' interpreter
+        self.kernel_env = dict(kernel_env or {})
         self.root = os.path.join(self.tmp, "root")
         self.runtime_dir = os.path.join(self.tmp, "runtime")     # the server's and its kernels'
         self.viewport = viewport
@@ -145,10 +148,10 @@ class Lab:
         spec = os.path.join(self.tmp, "jupyter", "kernels", KERNEL)
         os.makedirs(spec)
         with open(os.path.join(spec, "kernel.json"), "w") as f:
-            json.dump({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f",
+            json.dump({"argv": [self.kernel_python, "-m", "ipykernel_launcher", "-f",
                                 "{connection_file}"],
                        "display_name": "shoal browser test", "language": "python",
-                       "env": {"PYTHONPATH": ROOT, "MPLBACKEND": "Agg"}}, f)
+                       "env": {"PYTHONPATH": ROOT, "MPLBACKEND": "Agg", **self.kernel_env}}, f)
         # shoal's server extension, enabled by the config file pip installs, and this
         # checkout's build of the JupyterLab extension (when scripts/build-labextension.sh ran)
         if os.path.isfile(os.path.join(LABEXTENSION, "package.json")):

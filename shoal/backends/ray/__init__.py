@@ -4,6 +4,10 @@
     backend.py   RayBackend: the interface of shoal.core.backend, delegating to Ray
     worker.py    what runs in Ray's worker processes: shoal's API there, cell output routing
     relay.py     the output relay (a Ray actor) and the driver's thread that drains it
+    cluster_view.py  RayBackend's widgets' half: events, state queries, scaling, auto progress
+    events.py    the polled task event stream (its thread: shoal-ray-events)
+    state.py     reading Ray's state (GCS task events, nodes, raylet stats, autoscaler)
+    views.py     mapping it to shoal's TaskEvent and cluster_info shapes (pure)
 
 Needs Ray (`pip install 'shoal[ray]'`); this package imports it only when used.
 """

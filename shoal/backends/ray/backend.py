@@ -25,6 +25,7 @@ from typing import Optional
 from ...core.scheduling_strategies import (
     NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy,
 )
+from .cluster_view import ClusterView
 
 log = logging.getLogger("shoal.backends.ray")
 _MADE = "_ray_made"      # attribute of a RemoteFunction / ActorClass: what Ray made of it
@@ -105,8 +106,9 @@ def connect(address: Optional[str], *, num_cpus=None, num_gpus=None, resources=N
     return RayBackend(address or "ray", info)
 
 
-class RayBackend:
-    """shoal's backend interface on Ray (see shoal.core.backend.Backend)."""
+class RayBackend(ClusterView):
+    """shoal's backend interface on Ray (see shoal.core.backend.Backend; the
+    widgets' view of the cluster is ClusterView's, in cluster_view.py)."""
 
     name = "ray"
 
@@ -180,7 +182,7 @@ class RayBackend:
     # ---------------------------------------------------------------- objects
     def get(self, refs, *, timeout):
         try:
-            return self.ray.get(refs, timeout=timeout)
+            return self._get_watched(refs, timeout)       # (auto progress: cluster_view.py)
         except self.ray.exceptions.RayError as exc:
             raise as_shoal_error(exc) from None
 
@@ -188,8 +190,7 @@ class RayBackend:
         return self.ray.put(value)
 
     def wait(self, refs, *, num_returns, timeout, fetch_local=True):
-        return self.ray.wait(refs, num_returns=num_returns, timeout=timeout,
-                             fetch_local=fetch_local)
+        return self._wait_watched(refs, num_returns, timeout, fetch_local)
 
     def cancel(self, ref, *, force=False, recursive=True) -> None:
         self.ray.cancel(ref, force=force, recursive=recursive)
@@ -251,10 +252,6 @@ class RayBackend:
     def cancel_cell(self, router) -> int:
         return self._cell_tasks.cancel(router)
 
-    def subscribe(self, handler):
-        raise NotImplementedError("the live event stream (timeline, progress and object "
-                                  "widgets) is not available on the Ray backend yet")
-
     def logs_dir(self) -> Optional[str]:
         info = getattr(self.init_info, "address_info", None)
         session = info.get("session_dir") if info is not None else None
@@ -269,6 +266,7 @@ class RayBackend:
         if self._closed:
             return
         self._closed = True
+        self._close_view()
         if self._relay is not None:
             self._relay.close()
             self._relay = None
@@ -345,6 +343,18 @@ class RayContext:
 
     def disconnect(self) -> None:
         self.__exit__()
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        """In a notebook: the live cluster widget (Ray's nodes, resources, tasks),
+        as for shoal's own ClusterContext; elsewhere: the text."""
+        from ...core import hooks
+        try:
+            show = hooks.get(hooks.CLUSTER_DISPLAY)
+            if show is not None:
+                return show(self, include, exclude)
+        except Exception:
+            log.debug("the cluster widget failed; showing text", exc_info=True)
+        return {"text/plain": repr(self)}
 
     def __repr__(self) -> str:
         ray = self._backend.ray

@@ -1,5 +1,6 @@
 // shoal cluster: hosts, engines, CPUs, GPUs, memory and task counts, live; buttons to add or
-// remove an engine on a host and to stop the cluster (two clicks: arm, then confirm).
+// remove an engine on a host (only where model.get("scalable"): Ray without an autoscaler
+// cannot) and to stop the cluster (two clicks: arm, then confirm).
 // State: model.get("view") (see shoal/widgets/cluster.py ClusterModel.view).
 
 const num = (x) => (Number.isInteger(x) ? String(x) : x.toFixed(1));
@@ -56,6 +57,7 @@ function render({ model, el }) {
     const v = model.get("view") || {};
     const live = model.get("live") !== false;
     const owned = model.get("owned") !== false;
+    const scalable = model.get("scalable") !== false;
     const t = v.tasks || {}, tot = v.totals || {};
     el.classList.toggle("stopped", !live);
     dot.className = "shoal-dot" + (live ? " live" : "") + (live && t.running ? " busy" : "");
@@ -102,7 +104,7 @@ function render({ model, el }) {
       plus.dataset.act = "add";
       plus.disabled = !live;
       plus.addEventListener("click", () => send({ type: "scale", host_id: x.host_id, delta: +1 }, `adding an engine to ${x.host_id}…`));
-      act.append(minus, " ", plus, " ", h("span", "shoal-sub", "engine"));
+      if (scalable) act.append(minus, " ", plus, " ", h("span", "shoal-sub", "engine"));
       row.append(host, eng, h("td", "num", num(x.cpus)), h("td", "num", num(x.gpus)), mem, act);
       tbody.append(row);
     }
@@ -130,10 +132,12 @@ function render({ model, el }) {
   update();
   model.on("change:view", onView);
   model.on("change:live", update);
+  model.on("change:scalable", update);
   return () => {
     clearTimeout(armed);
     model.off("change:view", onView);
     model.off("change:live", update);
+    model.off("change:scalable", update);
   };
 }
 

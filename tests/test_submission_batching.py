@@ -1,0 +1,83 @@
+"""Submissions are coalesced on the driver (Client.submit): a burst goes out
+in a few writes, a lone call at once, and nothing overtakes what came first."""
+import time
+
+import pytest
+
+import shoal
+from shoal.core import client as client_module
+from shoal.core import runtime
+from shoal.exceptions import TaskCancelledError
+
+pytestmark = pytest.mark.usefixtures("cluster")
+
+
+@shoal.remote
+def ident(x):
+    return x
+
+
+@shoal.remote
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+@shoal.remote
+def fan_out(n):
+    return sum(shoal.get([ident.remote(i) for i in range(n)]))
+
+
+@pytest.fixture
+def writes(monkeypatch):
+    """How many chunks each write to the scheduler carried, in order."""
+    conn = runtime.current().client.conn
+    seen, send = [], conn.send_chunks
+    monkeypatch.setattr(conn, "send_chunks", lambda chunks: (seen.append(len(chunks)), send(chunks))[1])
+    return seen
+
+
+def test_a_burst_goes_out_in_a_few_writes(writes, monkeypatch):
+    monkeypatch.setattr(client_module, "BURST_GAP", 60.0)      # every call is part of the burst
+    monkeypatch.setattr(client_module, "SUBMIT_DELAY", 1.0)   # ... and only size or get flush it
+    time.sleep(0.01)
+    refs = [ident.remote(i) for i in range(200)]
+    assert len(writes) <= 1 + 200 // client_module.SUBMIT_BATCH
+    assert shoal.get(refs) == list(range(200))
+    assert len(writes) <= 2 + 200 // client_module.SUBMIT_BATCH
+
+
+def test_a_lone_call_is_sent_before_remote_returns(writes):
+    time.sleep(0.01)                         # well past the burst gap
+    before = len(writes)
+    ref = ident.remote(1)
+    assert len(writes) == before + 1 and not runtime.current().client._queued
+    assert shoal.get(ref) == 1
+
+
+def test_a_queued_call_nobody_waits_for_is_sent_by_the_timer(monkeypatch):
+    client = runtime.current().client
+    monkeypatch.setattr(client_module, "BURST_GAP", 60.0)
+    monkeypatch.setattr(client_module, "SUBMIT_DELAY", 0.05)
+    monkeypatch.setattr(client, "_last_submit", 0.0)    # no burst going on
+    refs = [ident.remote(i) for i in range(3)]
+    assert client._queued                   # the first went at once, the rest wait
+    deadline = time.monotonic() + 5
+    while client._queued and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not client._queued               # the housekeeper sent them, no get asked it to
+    assert shoal.get(refs) == [0, 1, 2]
+
+
+def test_cancel_reaches_a_task_still_queued_here(monkeypatch):
+    monkeypatch.setattr(client_module, "BURST_GAP", 60.0)
+    monkeypatch.setattr(client_module, "SUBMIT_DELAY", 1.0)
+    refs = [nap.remote(0.5) for _ in range(6)]
+    shoal.cancel(refs[-1])                   # flushes the queue first: the scheduler knows it
+    with pytest.raises(TaskCancelledError):
+        shoal.get(refs[-1])
+    assert shoal.get(refs[:-1]) == [0.5] * 5
+
+
+def test_nested_bursts_from_a_task(monkeypatch):
+    assert shoal.get(fan_out.remote(100)) == sum(range(100))
