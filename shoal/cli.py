@@ -182,7 +182,8 @@ def _parser() -> argparse.ArgumentParser:
                                "(like `ray memory`)", "  shoal memory\n  shoal memory --json"),
         ("story", cmd_story, "show what happened to a task and why: each of its state "
                              "transitions, with the event that caused it",
-         "  shoal story 3f2a9c...           a task id (or the id of one of its results)\n"
+         "  shoal story 3f2a9c...           a task id (or the id of one of its results,\n"
+         "                                 or an actor's id)\n"
          "  shoal story 3f2a9c... --json"),
         ("logs", cmd_logs, "print a cluster's log files, or follow them",
          "  shoal logs                     every log of the cluster\n"
@@ -197,7 +198,8 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         if name == "story":
             p.add_argument("task_id", metavar="TASK_ID",
-                           help="the task's id (ObjectRef.task_id()), or an id of its results")
+                           help="the task's id (ObjectRef.task_id()), an id of its results, "
+                                "or an actor's id")
         if name in ("status", "memory", "story"):
             p.add_argument("--json", action="store_true", help="print the raw data as JSON")
         if name == "logs":
@@ -428,12 +430,12 @@ def cmd_story(args) -> int:
     if args.json:
         print(json.dumps(reply, indent=1))
         return 0
-    print(format_story(reply["task_id"], reply["story"]))
+    print(format_story(reply["task_id"], reply["story"], reply.get("kind", "task")))
     return 0
 
 
-def format_story(task_id: str, story: list) -> str:
-    lines = [f"task {task_id}: {len(story)} transitions, oldest first"]
+def format_story(task_id: str, story: list, kind: str = "task") -> str:
+    lines = [f"{kind} {task_id}: {len(story)} transitions, oldest first"]
     for r in story:
         seconds, ms = divmod(int(r["time"] * 1000), 1000)
         stamp = time.strftime("%H:%M:%S", time.localtime(seconds)) + f".{ms:03d}"

@@ -382,3 +382,19 @@ def test_dashboard_lists_drives_and_streams_a_cluster(jp_serverapp, jp_fetch, jp
         logs.close()
 
     run(jp_asyncio_loop, body(), timeout=150)
+
+
+def test_task_list_does_not_count_a_revoked_run():
+    """The scheduler promoted t1 (a "running" event) but its engine had given it
+    back: a "revoked" event takes that run back, and t1 waits to run again."""
+    ev = m.TaskEvent
+    model = TaskListModel()
+    model.apply([ev("t1", "f", "running", "e1", "h", 1.0, None),
+                 ev("t1", "f", "revoked", "e1", "h", 1.0, 1.2)])
+    [row] = model.view()["rows"]
+    assert row["runs"] == 0 and row["status"] == "queued" and row["engine_id"] is None
+    model.apply([ev("t1", "f", "running", "e2", "h", 1.5, None),
+                 ev("t1", "f", "finished", "e2", "h", 1.5, 2.0),
+                 ev("t1", "f", "revoked", "e1", "h", 1.0, 1.2)])     # a late one: ignored
+    [row] = model.view()["rows"]
+    assert row["runs"] == 1 and row["status"] == "finished" and row["engine_id"] == "e2"

@@ -131,3 +131,35 @@ def test_max_calls_replaces_the_engine():
     assert ("agent-h1", m.StopEngine(engine_id="h1.e0")) in out
     assert any(isinstance(msg, m.StartEngines) and msg.count == 1 for _, msg in out)
     assert "h1.e0" not in h.s.engines
+
+
+def test_a_groups_states_follow_its_hosts_and_only_allowed_moves():
+    from shoal.scheduler.lifecycle import IllegalTransition
+    h = Harness(cpus=1)
+    h.add_host("h2", 1)
+    _group(h, "g1", [{"CPU": 1.0}], "PACK")
+    pg = h.s.placement_groups["g1"]
+    assert pg.state == "CREATED"
+    host = pg.bundles[0].host_id
+    h.s.connection_closed(f"agent-{host}")      # its bundle's host is lost: placed again
+    assert pg.state == "CREATED" and pg.bundles[0].host_id != host
+    h.s.handle("drv", m.RemovePlacementGroup(pg_id="g1"))
+    assert pg.state == "REMOVED" and h.s._query_placement_groups({}) == []
+    with pytest.raises(IllegalTransition, match="placement group g1: REMOVED -> CREATED"):
+        h.s._group_to(pg, "CREATED")
+
+
+def test_pipelining_and_engine_starts_are_pure_decisions():
+    spec = SimpleNamespace(resources={"CPU": 1.0}, max_calls=0)
+    assert policy.may_queue_behind(spec, running_blocks=False, engine_ran_gpu=False)
+    assert not policy.may_queue_behind(spec, running_blocks=True, engine_ran_gpu=False)
+    assert not policy.may_queue_behind(spec, running_blocks=False, engine_ran_gpu=True)
+    assert not policy.may_queue_behind(SimpleNamespace(resources={"GPU": 1.0}, max_calls=0),
+                                       False, False)
+    assert not policy.may_queue_behind(SimpleNamespace(resources={}, max_calls=3), False, False)
+    assert policy.runs_elsewhere_now({"CPU": 1.0}, hosts(0, 1))
+    assert not policy.runs_elsewhere_now({"CPU": 2.0}, hosts(0, 1))
+    host = SimpleNamespace(base_engines=4, blocked={"e0", "e1"}, engines={"e0", "e1", "e2", "e3"},
+                           starting=1)
+    assert policy.engines_to_start(host, backlog=5) == 1     # 4 + 2 blocked - 4 - 1 asked for
+    assert policy.engines_to_start(host, backlog=0) == 0

@@ -9,7 +9,7 @@ from shoal.exceptions import TaskCancelledError, WorkerCrashedError
 from shoal.protocol import messages as m
 from shoal.protocol.messages import ObjectEntry
 from shoal.protocol.serialization import deserialize
-from shoal.scheduler import lifecycle
+from shoal.scheduler import lifecycle, tasks
 from shoal.scheduler.lifecycle import TASK_TRANSITIONS, IllegalTransition
 from test_scheduler_state import Harness
 
@@ -194,6 +194,28 @@ def test_a_granted_revoke_of_a_promoted_cancelled_task_ends_it():
     assert h.s.hosts["h1"].available["CPU"] == 1.0 and h.s.engines["h1.e0"].state == "idle"
 
 
+def test_an_undone_promotion_is_revoked_for_the_views_and_no_run():
+    """A promotion crossed by a granted revoke: the views got "running" for it,
+    so they get "revoked" (not kept in the history, not counted); the task then
+    runs again from the front of its queue."""
+    h, t = in_state("revoking")
+    now = iter(range(1, 100))
+    h.s.clock = lambda: float(next(now))       # each reading later than the last
+    h.s.handle("drv", m.SubscribeEvents())
+    h.out()
+    a = h.s.engines["h1.e0"].task_id
+    h.finish("h1.e0", a)                       # promotes t
+    h.s.handle("h1.e0", m.TaskRevoked(task_id=t, ok=True))    # ...which it had given back
+    assert h.executes(h.out()) == {t: "h1.e0"}                 # sent again
+    h.finish("h1.e0", t)                       # it runs again, and ends
+    [(_, batch)] = h.s.take_events()
+    mine = [(e.status, e.start) for e in batch.tasks if e.task_id == t]
+    assert [s for s, _ in mine] == ["running", "revoked", "running", "finished"]
+    assert mine[0][1] == mine[1][1] != mine[2][1] == mine[3][1]
+    assert [e.status for e in h.s.history if e.task_id == t] == ["finished"]
+    assert [r["to"] for r in h.s.story(t)][-3:] == ["ready", "running", "finished"]
+
+
 def test_the_story_of_a_retried_task():
     h = Harness(cpus=1)
     t = h.submit(max_retries=1)
@@ -222,8 +244,8 @@ def test_the_story_of_a_retried_task():
 
 
 def test_stories_are_bounded(monkeypatch):
-    monkeypatch.setattr(lifecycle, "FINISHED_STORIES", 3)
-    monkeypatch.setattr(lifecycle, "STORY_PER_TASK", 4)
+    monkeypatch.setattr(tasks, "FINISHED_STORIES", 3)
+    monkeypatch.setattr(tasks, "STORY_PER_TASK", 4)
     h = Harness(cpus=1)
     done = []
     for _ in range(5):

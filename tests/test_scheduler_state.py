@@ -451,7 +451,7 @@ def test_blocked_engines_start_engines_for_the_backlog_at_once():
 
 def test_ready_values_are_pushed_in_batches_under_the_frame_limit():
     from shoal.protocol.messages import ObjectEntry
-    from shoal.scheduler.state import PUSH_BATCH_BYTES, _batches
+    from shoal.scheduler.outbox import PUSH_BATCH_BYTES, batches as _batches
     entries = [ObjectEntry(f"o{i}", inline=b"x" * 99_000) for i in range(700)]
     batches = _batches(entries)
     assert [e for b in batches for e in b] == entries

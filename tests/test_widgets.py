@@ -292,6 +292,24 @@ def test_timeline_a_task_started_again_before_it_ran_keeps_one_bar():
     assert m.open == 0
 
 
+def test_a_revoked_run_is_no_run_for_the_timeline_or_the_progress_bar():
+    """The scheduler now says "revoked" when it undoes a promotion (the engine had
+    given the task back): neither view counts it; the run that follows is the one."""
+    events = [run("a.t1", "running", 0), run("a.t1", "revoked", 0, 0.2),
+              run("a.t1", "running", 0.5, engine="h1.e1"),
+              run("a.t1", "finished", 0.5, 1, engine="h1.e1")]
+    tl = TimelineModel()
+    tl.apply(events[:2])
+    tl.apply(events[2:])
+    assert len(tl) == 1 and tl.open == 0 and tl.counts["finished"] == 1
+    assert [(r["engine_id"], r["start"]) for r in tl.runs()] == [("h1.e1", T + 0.5)]
+    pm = ProgressModel(["a.t1/0"], created=T)
+    pm.apply(events[:2])
+    assert pm.view(T + 0.3)["running"] == 0 and pm.settled == 0
+    pm.apply(events[2:])
+    assert pm.counts == {"done": 1, "failed": 0, "cancelled": 0}
+
+
 def test_timeline_delta_then_reset_columns_round_trip():
     m = TimelineModel()
     m.apply([run("t1", "running", 1, name="load"), run("t2", "running", 2, name="fit")])

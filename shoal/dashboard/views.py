@@ -36,6 +36,13 @@ class TaskListModel:
             self.tasks.clear()
         for ev in events:
             row = self.tasks.pop(ev.task_id, None) or {"task_id": ev.task_id, "runs": 0}
+            if ev.status == "revoked":         # the run it announced never began: no run
+                if row.get("status") == "running" and row.get("start") == ev.start:
+                    row.update(runs=row["runs"] - 1, status="queued", engine_id=None,
+                               host_id=None, start=None, end=None)
+                self.tasks[ev.task_id] = row
+                self.version += 1
+                continue
             if ev.status == "running" and ev.start != row.get("start"):
                 row["runs"] += 1
             row.update(name=ev.name, status=ev.status, engine_id=ev.engine_id,

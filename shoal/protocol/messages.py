@@ -46,7 +46,9 @@ class HostInfo(NamedTuple):
 class TaskEvent(NamedTuple):
     """One step of a task's story, for timelines and progress bars.  status is
     "running", or how a run ended: "finished", "failed", "cancelled",
-    "retried" (it failed and runs again) or "crashed" (its engine died)."""
+    "retried" (it failed and runs again) or "crashed" (its engine died); or
+    "revoked": the run a "running" event announced never began (its engine
+    gave the task back before it started), so it is no run at all."""
     task_id: str
     name: str
     status: str

@@ -1,4 +1,5 @@
-"""Actors in the scheduler's state machine (mixed into SchedulerState).
+"""Actors in the scheduler's state machine (mixed into SchedulerState); the
+actors themselves, their states and stories live in actor_table.py.
 
 An actor lives in an engine of its own, started for it by a host agent.  Its
 creation is a task (method "__init__") whose spec is kept for restarts.
@@ -17,52 +18,29 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 from ..exceptions import ActorDiedError, TaskCancelledError
 from ..protocol import messages as m
 from ..protocol.messages import ObjectEntry
 from ..protocol.serialization import deserialize
-from . import policy
+from . import policy, views
+from .actor_table import (ALIVE, CREATING, DEAD, RESTARTING, STARTING, WAITING_FOR_HOST, Actor,
+                          ActorTable)
 from .lifecycle import CANCELLING, FAILED, FINISHED, READY, RUNNING, WAITING
 
 log = logging.getLogger("shoal.scheduler")
-
-
-@dataclass(eq=False, slots=True)
-class Actor:
-    actor_id: str
-    creation: m.SubmitTask
-    owner: Any
-    options: dict                    # ActorOptions from the client (see core/actor.py)
-    state: str = "pending"           # pending -> starting -> creating -> alive -> dead; restarting
-    host_id: Optional[str] = None
-    engine_id: Optional[str] = None
-    held: dict = field(default_factory=dict)
-    gpu_ids: list = field(default_factory=list)
-    pool: Optional[dict] = None                     # its placement group bundle's, if any
-    restarts: int = 0
-    queues: dict = field(default_factory=dict)      # caller conn -> deque of call task ids
-    inflight: dict = field(default_factory=dict)    # task id -> Task, sent to the engine
-    death_cause: str = ""
-    death_error: Optional[bytes] = None             # the constructor's exception, serialized
-    out_of_scope: bool = False
-    warned_infeasible: bool = False
-
-    @property
-    def name_key(self):
-        name = self.options.get("name")
-        return (self.options.get("namespace") or "default", name) if name else None
 
 
 class ActorScheduling:
     """Actor handling of SchedulerState; uses its tasks, objects and hosts."""
 
     def _init_actors(self) -> None:
-        self.actors: dict[str, Actor] = {}
-        self.named_actors: dict[tuple, str] = {}
-        self.pending_actors: deque = deque()       # actor ids waiting for a host
+        self.actor_table = table = ActorTable(lambda: self.task_table.stimulus,
+                                              self.task_table.illegal)
+        # The ActorTable owns these; the names are for reading them.
+        self.actors, self.named_actors, self.pending_actors = (table.actors, table.named,
+                                                               table.pending)
 
     # ------------------------------------------------------------------ creation
     def _actor_submitted(self, conn, task) -> None:
@@ -70,28 +48,23 @@ class ActorScheduling:
         spec = task.spec
         options = spec.actor_options or {}
         actor = Actor(spec.actor_id, spec, conn, options)
-        self.actors[spec.actor_id] = actor
-        handle = self._object(spec.actor_id)
+        refused = self.actor_table.add(actor)
+        handle = self.directory.make(spec.actor_id)
         handle.entry = ObjectEntry(spec.actor_id)       # "ready": frees like an object
-        self._hold(handle, conn, +1)
-        key = actor.name_key
-        if key is not None:
-            if key in self.named_actors and self.actors[self.named_actors[key]].state != "dead":
-                self._actor_dead(actor, f"the name {key[1]!r} (namespace {key[0]!r}) is already "
-                                        f"taken")
-                return
-            self.named_actors[key] = actor.actor_id
+        self.directory.hold(handle, conn, +1)
+        if refused is not None:
+            self._actor_dead(actor, refused)
 
     def _actor_creation_ready(self, task) -> None:
         actor = self.actors.get(task.spec.actor_id)
-        if actor is not None and actor.state in ("pending", "restarting"):
-            self.pending_actors.append(actor.actor_id)
+        if actor is not None and actor.state in WAITING_FOR_HOST:
+            self.actor_table.wait_for_host(actor)
 
     def _place_actors(self) -> None:
         hosts = list(self.hosts.values())
         for _ in range(len(self.pending_actors)):
             actor = self.actors.get(self.pending_actors.popleft())
-            if actor is None or actor.state not in ("pending", "restarting"):
+            if actor is None or actor.state not in WAITING_FOR_HOST:
                 continue
             request = actor.creation.resources            # what scheduling needs
             why = self._placement_error(actor.creation)
@@ -102,11 +75,11 @@ class ActorScheduling:
             held = actor.options.get("held_resources") or {}
             gpus = policy.allocate_gpus(host.gpus, held.get("GPU", 0)) if host else None
             if host is None or gpus is None:
-                self.pending_actors.append(actor.actor_id)
+                self.actor_table.wait_for_host(actor)
                 if not policy.feasible_anywhere(request, hosts) and hosts \
                         and not actor.warned_infeasible and actor.owner in self.peers:
                     actor.warned_infeasible = True
-                    self._send(actor.owner, m.Notice(text=(
+                    self.out.send(actor.owner, m.Notice(text=(
                         f"actor {actor.options.get('class_name')} ({actor.actor_id}) needs "
                         f"{request}, which no host in the cluster has; it waits until a host "
                         f"that can run it joins.")))
@@ -114,18 +87,18 @@ class ActorScheduling:
             actor.pool = self._pool(actor.creation, request, host)
             host.acquire(held, gpus, actor.pool)
             actor.held, actor.gpu_ids, actor.host_id = dict(held), gpus, host.host_id
-            actor.state = "starting"
-            self._send(host.conn, m.StartEngines(count=1, actor_id=actor.actor_id))
+            self.actor_table.to(actor, STARTING, f"placed on host {host.host_id}")
+            self.members.start_engines(host, 1, actor_id=actor.actor_id)
 
     def _actor_engine_joined(self, engine) -> None:
         actor = self.actors.get(engine.actor_id)
-        if actor is None or actor.state != "starting":
+        if actor is None or actor.state != STARTING:
             host = self.hosts.get(engine.host_id)
             if host is not None:         # a leftover: the actor died meanwhile
-                self._send(host.conn, m.StopEngine(engine_id=engine.engine_id))
+                self.out.send(host.conn, m.StopEngine(engine_id=engine.engine_id))
             return
         actor.engine_id = engine.engine_id
-        actor.state = "creating"
+        self.actor_table.to(actor, CREATING, "its engine joined: its constructor runs")
         task = self.tasks.get(actor.creation.task_id)
         if task is None:                 # a restart: the creation runs again
             task = self._new_task(actor.creation, actor.owner,
@@ -144,14 +117,14 @@ class ActorScheduling:
         self._to(task, FAILED if msg.failed else FINISHED,
                  "its constructor raised" if msg.failed else "its actor is alive")
         self._record(task, "failed" if msg.failed else "finished")
-        if actor is None or actor.state != "creating":
+        if actor is None or actor.state != CREATING:
             return
         if msg.failed:
             entry = msg.results[0]
             self._actor_dead(actor, "its constructor raised an exception", error=entry.inline)
             return
-        actor.state = "alive"
-        self.changed("cluster")
+        self.actor_table.to(actor, ALIVE, "its constructor returned")
+        self.out.mark("cluster")
         log.info("actor %s (%s) is alive on engine %s", actor.actor_id,
                  actor.options.get("class_name"), actor.engine_id)
         self._pump(actor)
@@ -159,7 +132,7 @@ class ActorScheduling:
     # ------------------------------------------------------------------ calls
     def _actor_call_submitted(self, conn, task) -> None:
         actor = self.actors.get(task.spec.actor_id)
-        if actor is None or actor.state == "dead":
+        if actor is None or actor.state == DEAD:
             self._finish_with_error(task, self._actor_died_entry(actor, task.spec.actor_id))
             return
         task.retries_left = actor.options.get("max_task_retries", 0)
@@ -172,7 +145,7 @@ class ActorScheduling:
 
     def _pump(self, actor: Actor) -> None:
         """Send each caller's ready calls, in order, to the actor's engine."""
-        if actor.state != "alive":
+        if actor.state != ALIVE:
             return
         engine = self.engines.get(actor.engine_id)
         for queue in actor.queues.values():
@@ -212,7 +185,7 @@ class ActorScheduling:
                 self._to(task, CANCELLING, "cancelled while its actor runs it: interrupted")
             engine = self.engines.get(actor.engine_id)
             if engine is not None:          # the engine cancels it if it has not started, or is async
-                self._send(engine.conn, m.InterruptTask(task_id=task.spec.task_id))
+                self.out.send(engine.conn, m.InterruptTask(task_id=task.spec.task_id))
 
     # ------------------------------------------------------------------ endings
     def _actor_engine_lost(self, engine) -> None:
@@ -222,7 +195,7 @@ class ActorScheduling:
         actor.engine_id = None
         self._release_actor_resources(actor)
         creation = self.tasks.get(actor.creation.task_id)
-        if creation is not None and actor.state == "creating":
+        if creation is not None and actor.state == CREATING:
             creation.engine_id = None
             self._to(creation, READY, f"its actor's engine {engine.engine_id} died while "
                                       f"creating it")
@@ -236,19 +209,20 @@ class ActorScheduling:
             self._to(task, READY, f"its actor's engine {engine.engine_id} died running it; "
                                   f"retried, {task.retries_left} retries left")
             actor.queues.setdefault(task.owner, deque()).appendleft(task.spec.task_id)
-        if actor.state == "dead":
+        if actor.state == DEAD:
             return
         max_restarts = actor.options.get("max_restarts", 0)
         if (max_restarts == -1 or actor.restarts < max_restarts) and not actor.out_of_scope:
             actor.restarts += 1
-            actor.state = "restarting"
+            self.actor_table.to(actor, RESTARTING, f"its engine {engine.engine_id} died; "
+                                                   f"restart {actor.restarts} of {max_restarts}")
             log.warning("actor %s lost its engine %s; restarting it (%d so far)",
                         actor.actor_id, engine.engine_id, actor.restarts)
             for task in fail:
                 self._finish_with_error(task, self._actor_died_entry(
                     actor, actor.actor_id, "it died while running this call (max_task_retries "
                     "exhausted); the actor is restarting"))
-            self.pending_actors.append(actor.actor_id)
+            self.actor_table.wait_for_host(actor)
         else:
             for task in fail:
                 actor.inflight[task.spec.task_id] = task      # fail with the rest below
@@ -257,17 +231,18 @@ class ActorScheduling:
 
     def _actor_dead(self, actor: Actor, cause: str, error: Optional[bytes] = None) -> None:
         """The actor is gone for good: fail what it owes, free what it holds."""
-        if actor.state == "dead":
+        if actor.state == DEAD:
             return
-        actor.state, actor.death_cause, actor.death_error = "dead", cause, error
-        self.changed("cluster")
+        actor.death_cause, actor.death_error = cause, error
+        self.actor_table.to(actor, DEAD, cause)
+        self.out.mark("cluster")
         log.info("actor %s is dead: %s", actor.actor_id, cause)
         self._release_actor_resources(actor)
         if actor.engine_id is not None:
             engine = self.engines.get(actor.engine_id)
             host = self.hosts.get(engine.host_id) if engine else None
             if host is not None:
-                self._send(host.conn, m.StopEngine(engine_id=actor.engine_id))
+                self.out.send(host.conn, m.StopEngine(engine_id=actor.engine_id))
         entry = self._actor_died_entry(actor, actor.actor_id)
         owed = list(actor.inflight.values())
         owed += [self.tasks[t] for q in actor.queues.values() for t in q if t in self.tasks]
@@ -281,9 +256,7 @@ class ActorScheduling:
         for oid in actor.creation.return_ids:
             self.objects.pop(oid, None)
         for oid in (*actor.creation.deps, *actor.creation.nested):
-            self._unpin(oid)
-        if actor.name_key is not None and self.named_actors.get(actor.name_key) == actor.actor_id:
-            del self.named_actors[actor.name_key]
+            self.directory.unpin(oid)
 
     def _release_actor_resources(self, actor: Actor) -> None:
         host = self.hosts.get(actor.host_id)
@@ -308,7 +281,7 @@ class ActorScheduling:
             self._maybe_retire(actor)
 
     def _maybe_retire(self, actor: Actor) -> None:
-        if actor.state != "dead" and not actor.inflight and not any(actor.queues.values()):
+        if actor.state != DEAD and not actor.inflight and not any(actor.queues.values()):
             self._actor_dead(actor, "all handles to it went out of scope")
 
     def _owner_gone(self, conn) -> None:
@@ -326,7 +299,7 @@ class ActorScheduling:
                 holders.sort(key=lambda c: self.peers[c].kind != "driver")
                 actor.owner = holders[0]
                 log.info("actor %s: its owner left; %s owns it now", actor.actor_id,
-                         self._describe_holder(actor.owner))
+                         views.describe_holder(self.peers.get(actor.owner)))
             elif handle is not None and handle.pins > 0:
                 actor.owner = None
             else:
@@ -334,7 +307,7 @@ class ActorScheduling:
 
     def _on_kill_actor(self, conn, msg: m.KillActor) -> None:
         actor = self.actors.get(msg.actor_id)
-        if actor is None or actor.state == "dead":
+        if actor is None or actor.state == DEAD:
             return
         if msg.no_restart or actor.engine_id is None:
             self._actor_dead(actor, msg.reason or "it was killed with shoal.kill()")
@@ -342,28 +315,17 @@ class ActorScheduling:
             engine = self.engines.get(actor.engine_id)
             host = self.hosts.get(engine.host_id) if engine else None
             if host is not None:
-                self._send(host.conn, m.StopEngine(engine_id=actor.engine_id, restart=True))
+                self.out.send(host.conn, m.StopEngine(engine_id=actor.engine_id, restart=True))
 
     # ------------------------------------------------------------------ state
-    def actor_info(self, actor: Actor) -> dict:
-        engine = self.engines.get(actor.engine_id) if actor.engine_id else None
-        return {
-            "actor_id": actor.actor_id, "class_name": actor.options.get("class_name"),
-            "name": actor.options.get("name"), "namespace": actor.options.get("namespace"),
-            "state": actor.state.upper(), "engine_id": actor.engine_id, "host_id": actor.host_id,
-            "pid": engine.pid if engine else None, "restarts": actor.restarts,
-            "detached": bool(actor.options.get("detached")), "death_cause": actor.death_cause,
-            "pending_calls": len(actor.inflight) + sum(len(q) for q in actor.queues.values()),
-        }
-
     def _query_get_actor(self, args: dict):
         key = (args.get("namespace") or "default", args["name"])
-        actor = self.actors.get(self.named_actors.get(key, ""))
-        if actor is None or actor.state == "dead":
+        actor = self.actor_table.by_name(*key)
+        if actor is None:
             raise LookupError(f"Failed to look up actor with name {key[1]!r} in namespace "
                               f"{key[0]!r}: no live actor has that name (it was never created, "
                               f"it died, or it lives in another namespace).")
         return {"actor_id": actor.actor_id, "options": actor.options}
 
     def _query_list_actors(self, args: dict):
-        return [self.actor_info(a) for a in self.actors.values()]
+        return [views.actor_info(a, self.engines).as_dict() for a in self.actors.values()]

@@ -18,20 +18,15 @@ class EventStream:
         running = [m.TaskEvent(t.spec.task_id, t.spec.name, "running", t.engine_id, t.host_id,
                                t.started_at, None)
                    for t in self.tasks.values() if t.state in HOLDING]
-        self._send(conn, m.Events(tasks=list(self.history) + running, objects_changed=True,
+        self.out.send(conn, m.Events(tasks=list(self.history) + running, objects_changed=True,
                                   cluster_changed=True, snapshot=True))
-
-    def changed(self, what: str) -> None:
-        if self.event_subscribers:
-            self._changed.add(what)
 
     def take_events(self) -> list:
         """The batch of events for each subscriber since the last call, as
         (conn, msg); the I/O shell calls this on a timer (the throttle)."""
-        if not self.event_subscribers or not (self._task_events or self._changed):
-            self._task_events, self._changed = [], set()
+        events, changed = self.out.take_events()
+        if not self.event_subscribers or not (events or changed):
             return []
-        msg = m.Events(tasks=self._task_events, objects_changed="objects" in self._changed,
-                       cluster_changed="cluster" in self._changed)
-        self._task_events, self._changed = [], set()
+        msg = m.Events(tasks=events, objects_changed="objects" in changed,
+                       cluster_changed="cluster" in changed)
         return [(conn, msg) for conn in self.event_subscribers if conn in self.peers]

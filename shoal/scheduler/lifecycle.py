@@ -1,24 +1,15 @@
-"""Every state a task and an engine can be in, the transitions allowed between
-them (engines: idle, busy, blocked, stopping), and each task's story (what happened
-to it, when, and why).
+"""Every state a task and an engine can be in, and the transitions allowed
+between them (engines: idle, busy, blocked, stopping).
 
-A task is in exactly one state; `TaskLifecycle._to` is the only place that
-changes it, and it refuses a transition not in TASK_TRANSITIONS (a bug in the
-scheduler: logged loudly, and raised where SHOAL_STRICT_STATES=1, as in the
-tests).  Each transition is also one record of the task's story, kept while
-the task lives and for the last FINISHED_STORIES tasks that ended (like
-distributed's `Scheduler.story`).
+A task is in exactly one state; `TaskTable.to` (tasks.py) is the only place
+that changes it, and `Membership.engine_to` (membership.py) an engine's.  Each
+refuses a transition not listed here (a bug in the scheduler: logged loudly,
+and raised where SHOAL_STRICT_STATES=1, as in the tests).
 """
 from __future__ import annotations
 
-import logging
 import os
-from collections import OrderedDict
-from typing import Literal, Optional
-
-from ..protocol.object_ids import task_of
-
-log = logging.getLogger("shoal.scheduler")
+from typing import Literal
 
 TaskState = Literal["waiting", "ready", "queued", "revoking", "running", "cancelling",
                     "finished", "failed", "cancelled"]
@@ -67,9 +58,6 @@ ENGINE_TRANSITIONS = frozenset({(IDLE, BUSY), (BUSY, IDLE), (BUSY, BUSY), (IDLE,
                                 (BUSY, BLOCKED), (BLOCKED, BUSY), (BLOCKED, IDLE),
                                 (IDLE, STOPPING), (BUSY, STOPPING), (BLOCKED, STOPPING)})
 
-STORY_PER_TASK = 64          # records kept per task (the first and the latest ones)
-FINISHED_STORIES = 10_000    # stories of ended tasks kept for `shoal story`
-
 
 class IllegalTransition(AssertionError):
     """The scheduler moved a task or an engine along a transition that is not
@@ -78,72 +66,3 @@ class IllegalTransition(AssertionError):
 
 def strict_default() -> bool:
     return os.environ.get("SHOAL_STRICT_STATES") == "1"
-
-
-class TaskLifecycle:
-    """The state changes of SchedulerState's tasks and engines, and the stories."""
-
-    def _init_lifecycle(self, strict: Optional[bool]) -> None:
-        self.strict = strict_default() if strict is None else strict
-        self.stimulus: tuple = ("start", 0, self.clock())   # the event handled now: kind, id, time
-        self._stimuli = 0
-        # task id -> story, oldest first (bounded); an OrderedDict because a dict
-        # deleted from the front makes next(iter()) skip dead slots (~5 µs a task)
-        self.ended_stories: OrderedDict = OrderedDict()
-
-    def _stimulate(self, kind: str) -> None:
-        """A new event (a message, a closed connection, a timer) begins."""
-        self._stimuli += 1
-        self.stimulus = (kind, self._stimuli, self.clock())
-
-    def _to(self, task, state: TaskState, why: str) -> None:
-        """Move `task` to `state`, recording why in its story."""
-        old = task.state
-        if state not in NEXT_STATES[old]:
-            self._illegal(f"task {task.spec.task_id} ({task.spec.name}): {old} -> {state} "
-                          f"({why})")
-        task.state = state
-        story = task.story
-        story.append((self.stimulus, old, state, why, task.engine_id))
-        if len(story) > STORY_PER_TASK:        # keep how it began and how it goes now
-            del story[1]
-        if state in ENDED:
-            # A tuple of tuples of atoms: the garbage collector stops tracking it.
-            stories = self.ended_stories
-            stories[task.spec.task_id] = tuple(story)
-            if len(stories) > FINISHED_STORIES:
-                stories.popitem(last=False)
-
-    def _engine_to(self, engine, state: EngineState) -> None:
-        if (engine.state, state) not in ENGINE_TRANSITIONS:
-            self._illegal(f"engine {engine.engine_id}: {engine.state} -> {state}")
-        engine.state = state
-
-    def _illegal(self, what: str) -> None:
-        log.error("BUG: illegal transition %s, while handling %s-%d", what, *self.stimulus[:2])
-        if self.strict:
-            raise IllegalTransition(what)
-
-    def story(self, task_id: str) -> Optional[list]:
-        """The story of a live or recently ended task, as records, or None."""
-        task = self.tasks.get(task_id)
-        story = task.story if task is not None else self.ended_stories.get(task_id)
-        if story is None:
-            return None
-        return [{"time": t, "stimulus": f"{kind}-{n}", "from": old, "to": new, "why": why,
-                 "engine_id": engine} for (kind, n, t), old, new, why, engine in story]
-
-    def _query_story(self, args: dict) -> dict:
-        """Query "story": args task_id, or object_id (the task that makes it);
-        either may be given the other's kind of id."""
-        ident = args.get("task_id") or args["object_id"]
-        task_id, story = ident, self.story(ident)
-        if story is None:
-            obj = self.objects.get(ident)
-            task_id = (obj.producer if obj is not None and obj.producer
-                       else task_of(ident))
-            story = self.story(task_id)
-        if story is None:
-            raise LookupError(f"no story for task {ident}: it is not a task of this cluster, "
-                              f"or it ended more than {FINISHED_STORIES:,} tasks ago")
-        return {"task_id": task_id, "story": story}

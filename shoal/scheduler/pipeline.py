@@ -26,34 +26,35 @@ class Pipelining:
     def _pipeline(self) -> None:
         # Only engines whose state changed since they were last looked at (they
         # got a task, gave one back, stopped blocking) are candidates: under
-        # load this is O(changes), not O(engines), per message.
-        if self.ready and self.may_prefetch:
-            candidates, self.may_prefetch = self.may_prefetch, set()
-            for engine_id in candidates:
+        # load this is O(changes), not O(engines), per message.  They are taken
+        # one at a time while something is ready: once the queues run dry the
+        # rest stay candidates untouched, so a task submitted to a cluster of
+        # engines waiting for work costs one look, not one per engine.
+        may = self.may_prefetch
+        if self.ready and may:
+            later = []
+            while may and self.ready:
+                engine_id = may.pop()
                 engine = self.engines.get(engine_id)
                 if (engine is None or engine.prefetched is not None or engine.actor_id is not None
                         or engine.state == BLOCKED or engine.task_id not in self.tasks):
                     continue                     # ineligible until its state changes again
                 running = self.tasks[engine.task_id]
-                # Not behind a GPU task, nor on an engine that ran one, nor behind a
-                # task that waits in get: it would block and give the queued task
-                # back each time (a revoke storm, one per call).
-                if ("GPU" in running.spec.resources or engine.ran_gpu or running.blocks
-                        or running.spec.max_calls):
+                if not policy.may_queue_behind(running.spec, running.blocks, engine.ran_gpu):
                     continue
-                if not self.ready or not self._prefetch_onto(
-                        engine, policy.shape_of(running.spec.resources)):
-                    self.may_prefetch.add(engine_id)   # nothing of its shape yet: look again later
+                if not self._prefetch_onto(engine, policy.shape_of(running.spec.resources)):
+                    later.append(engine_id)      # nothing of its shape yet: look again later
+            may.update(later)
         if not self.queued_on:
             return
-        idle_hosts = [h for h in self.hosts.values() if h.idle]
-        if idle_hosts:
+        if self.members.idle:
+            idle_hosts = self.members.idle_hosts()
             for engine_id in list(self.queued_on):
                 engine = self.engines.get(engine_id)
                 task = self.tasks.get(engine.prefetched) if engine and engine.prefetched else None
                 if task is None:
                     self.queued_on.discard(engine_id)      # promoted, revoked or gone
-                elif any(policy.fits(task.spec.resources, h.available) for h in idle_hosts):
+                elif policy.runs_elsewhere_now(task.spec.resources, idle_hosts):
                     self._revoke(engine)
 
     def _prefetch_onto(self, engine, shape: tuple) -> bool:
@@ -81,7 +82,7 @@ class Pipelining:
         if task is not None and task.state == QUEUED:
             self._to(task, REVOKING, "asked back from its engine")
             log.debug("revoke %s from %s", task.spec.task_id, engine.engine_id)
-            self._send(engine.conn, m.RevokeTask(task_id=task.spec.task_id))
+            self.out.send(engine.conn, m.RevokeTask(task_id=task.spec.task_id))
 
     def _on_task_revoked(self, conn, msg: m.TaskRevoked) -> None:
         engine = self.engines.get(self.engine_by_conn.get(conn))
@@ -99,7 +100,9 @@ class Pipelining:
             self.may_prefetch.add(engine.engine_id)
         elif engine.task_id == msg.task_id:
             # Promoted when its predecessor finished, but the engine had already
-            # given it back and skipped it: undo the promotion.
+            # given it back and skipped it: undo the promotion, and tell the views
+            # that the run its "running" event announced did not happen.
+            self._revoked(task)
             self._release(task)
             if task.state == CANCELLING:      # cancelled meanwhile, and it never ran
                 self._finish_with_error(task, self._error_entry(

@@ -29,6 +29,14 @@ from .lifecycle import HOLDING
 log = logging.getLogger("shoal.scheduler")
 
 
+PENDING, CREATED, REMOVED = "PENDING", "CREATED", "REMOVED"     # as Ray names them
+GROUP_TRANSITIONS = frozenset({
+    (PENDING, CREATED),                 # its bundles fit: reserved
+    (CREATED, PENDING),                 # a host of its bundles was lost: placed again
+    (PENDING, REMOVED), (CREATED, REMOVED),
+})
+
+
 @dataclass(eq=False, slots=True)
 class Bundle:
     resources: dict
@@ -44,7 +52,7 @@ class PlacementGroup:
     strategy: str
     name: str = ""
     detached: bool = False
-    state: str = "PENDING"            # PENDING -> CREATED -> REMOVED
+    state: str = PENDING              # PENDING -> CREATED -> REMOVED (GROUP_TRANSITIONS)
     ready_value: bytes = b""
     warned_infeasible: bool = False
 
@@ -61,11 +69,18 @@ class Placement:
         self.pending_groups: list = []
 
     # ------------------------------------------------------------------ groups
+    def _group_to(self, pg: PlacementGroup, state: str) -> None:
+        """Move a group to `state`: only along GROUP_TRANSITIONS (else a bug,
+        reported like a task's illegal transition)."""
+        if (pg.state, state) not in GROUP_TRANSITIONS:
+            self.task_table.illegal(f"placement group {pg.pg_id}: {pg.state} -> {state}")
+        pg.state = state
+
     def _on_create_placement_group(self, conn, msg: m.CreatePlacementGroup) -> None:
         pg = PlacementGroup(msg.pg_id, conn, [Bundle(dict(b)) for b in msg.bundles],
                             msg.strategy, msg.name, msg.detached, ready_value=msg.ready_value)
         self.placement_groups[pg.pg_id] = pg
-        self._hold(self._object(pg.ready_id), conn, +1)
+        self.directory.hold(self.directory.make(pg.ready_id), conn, +1)
         self.pending_groups.append(pg.pg_id)
         self._schedule()
 
@@ -73,7 +88,7 @@ class Placement:
         hosts = list(self.hosts.values())
         for pg_id in list(self.pending_groups):
             pg = self.placement_groups.get(pg_id)
-            if pg is None or pg.state != "PENDING":
+            if pg is None or pg.state != PENDING:
                 self.pending_groups.remove(pg_id)
                 continue
             requests = [b.resources for b in pg.bundles]
@@ -82,7 +97,7 @@ class Placement:
                 if hosts and not pg.warned_infeasible and pg.owner in self.peers and \
                         not policy.bundles_feasible(requests, pg.strategy, hosts):
                     pg.warned_infeasible = True
-                    self._send(pg.owner, m.Notice(text=(
+                    self.out.send(pg.owner, m.Notice(text=(
                         f"placement group {pg.name or pg.pg_id} ({pg.strategy}, bundles "
                         f"{requests}) cannot be placed on the hosts of this cluster; it "
                         f"stays pending until hosts that can hold it join.")))
@@ -90,7 +105,7 @@ class Placement:
             for bundle, host in zip(pg.bundles, chosen):
                 host.acquire(bundle.resources)
                 bundle.host_id, bundle.available = host.host_id, dict(bundle.resources)
-            pg.state = "CREATED"
+            self._group_to(pg, CREATED)
             self.pending_groups.remove(pg_id)
             log.info("placement group %s placed on %s", pg_id, [h.host_id for h in chosen])
             obj = self.objects.get(pg.ready_id)
@@ -98,7 +113,7 @@ class Placement:
                 self._object_ready(obj, ObjectEntry(pg.ready_id, inline=pg.ready_value,
                                                     size=len(pg.ready_value)), [],
                                    f"placement group {pg_id}")
-            self.changed("cluster")
+            self.out.mark("cluster")
 
     def _on_remove_placement_group(self, conn, msg: m.RemovePlacementGroup) -> None:
         pg = self.placement_groups.get(msg.pg_id)
@@ -107,10 +122,10 @@ class Placement:
             self._schedule()
 
     def _remove_group(self, pg: PlacementGroup, why: str) -> None:
-        if pg.state == "REMOVED":
+        if pg.state == REMOVED:
             return
-        created = pg.state == "CREATED"
-        pg.state = "REMOVED"
+        created = pg.state == CREATED
+        self._group_to(pg, REMOVED)
         log.info("placement group %s removed: %s", pg.pg_id, why)
         for actor in list(self.actors.values()):
             if (actor.creation.placement or {}).get("pg") == pg.pg_id:
@@ -139,7 +154,7 @@ class Placement:
         if obj is not None and obj.entry is None:
             self._object_ready(obj, self._error_entry(pg.ready_id, TaskPlacementGroupRemoved(
                 f"placement group {pg.pg_id} was removed before it was placed")), [], "")
-        self.changed("cluster")
+        self.out.mark("cluster")
 
     def _groups_owner_gone(self, conn) -> None:
         for pg in list(self.placement_groups.values()):
@@ -149,13 +164,13 @@ class Placement:
     def _groups_host_lost(self, host_id: str) -> None:
         """Bundles on a lost host are gone: the group is placed again."""
         for pg in self.placement_groups.values():
-            if pg.state == "CREATED" and any(b.host_id == host_id for b in pg.bundles):
+            if pg.state == CREATED and any(b.host_id == host_id for b in pg.bundles):
                 for b in pg.bundles:
                     host = self.hosts.get(b.host_id)
                     if host is not None and b.host_id != host_id:
                         host.release(b.resources)
                     b.host_id, b.available = None, {}
-                pg.state = "PENDING"
+                self._group_to(pg, PENDING)
                 self.pending_groups.append(pg.pg_id)
 
     def _query_placement_groups(self, args: dict) -> list:
@@ -163,7 +178,7 @@ class Placement:
                  "state": pg.state, "bundles": {i: b.resources for i, b in enumerate(pg.bundles)},
                  "bundles_to_node_id": {i: b.host_id for i, b in enumerate(pg.bundles)},
                  "bundles_available": {i: b.available for i, b in enumerate(pg.bundles)}}
-                for pg in self.placement_groups.values() if pg.state != "REMOVED"]
+                for pg in self.placement_groups.values() if pg.state != REMOVED]
 
     # ------------------------------------------------------------------ choosing
     def _placement_error(self, spec) -> Optional[str]:
@@ -176,7 +191,7 @@ class Placement:
                     f"soft=False), which is not in the cluster")
         if where["kind"] == "pg":
             pg = self.placement_groups.get(where["pg"])
-            if pg is None or pg.state == "REMOVED":
+            if pg is None or pg.state == REMOVED:
                 return f"its placement group {where['pg']} does not exist (or was removed)"
             if where["bundle"] >= len(pg.bundles):
                 return (f"bundle index {where['bundle']} is out of range: placement group "
@@ -202,7 +217,7 @@ class Placement:
     def _bundles(self, spec) -> list:
         where = spec.placement
         pg = self.placement_groups.get(where["pg"])
-        if pg is None or pg.state != "CREATED":
+        if pg is None or pg.state != CREATED:
             return []
         return pg.bundles if where["bundle"] == -1 else [pg.bundles[where["bundle"]]]
 

@@ -27,12 +27,39 @@ def choose_host(request: dict, hosts: list, has_idle_engine,
     """
     best, best_key = None, None
     for host in hosts:
+        key = (local_bytes.get(host.host_id, 0) if local_bytes else 0,
+               host.available.get("CPU", 0))
+        # The key first: a host that cannot beat the best so far is not checked
+        # further (the same choice, without a fits/idle check per host).
+        if best is not None and not key > best_key:
+            continue
         if fits(request, host.available) and has_idle_engine(host):
-            key = (local_bytes.get(host.host_id, 0) if local_bytes else 0,
-                   host.available.get("CPU", 0))
-            if best is None or key > best_key:
-                best, best_key = host, key
+            best, best_key = host, key
     return best
+
+
+def may_queue_behind(running_spec, running_blocks: bool, engine_ran_gpu: bool) -> bool:
+    """Pipelining: may a task be queued on an engine behind the one it runs?
+    Not behind a GPU task, nor on an engine that ran one, nor behind a task
+    that waits in get (it would block and give the queued task back each
+    time: a revoke storm, one per call), nor behind one with max_calls (its
+    engine may be replaced when it ends)."""
+    return not ("GPU" in running_spec.resources or engine_ran_gpu or running_blocks
+                or running_spec.max_calls)
+
+
+def runs_elsewhere_now(request: dict, idle_hosts: list) -> bool:
+    """Pipelining: a queued task with this request is better taken back when
+    an idle host could start it at once."""
+    return any(fits(request, h.available) for h in idle_hosts)
+
+
+def engines_to_start(host, backlog: int) -> int:
+    """How many engines a busy host may start for a backlog of ready tasks:
+    up to its CPUs plus one per engine blocked in get (whose CPU is lent),
+    less those it has or has asked for."""
+    return min(backlog, host.base_engines + len(host.blocked) - len(host.engines)
+               - host.starting)
 
 
 def feasible_anywhere(request: dict, hosts: list) -> bool:

@@ -16,160 +16,37 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from ..exceptions import ObjectLostError, TaskCancelledError, WorkerCrashedError
 from ..protocol import messages as m
 from ..protocol.messages import ObjectEntry
-from ..protocol.object_ids import item_id
+from ..protocol.object_ids import item_id, task_of
 from ..protocol.serialization import dumps
-from . import policy
+from . import policy, tasks, views
 from .actors import ActorScheduling
 from .events import EventStream
 from .lifecycle import (BLOCKED, BUSY, CANCELLED, CANCELLING, FAILED, HOLDING, IDLE, ON_ENGINE, QUEUED,
-                        READY, REVOKING, RUNNING, STOPPING, WAITING, TaskLifecycle)
-from .objects import Obj, ObjectTracking
+                        READY, REVOKING, RUNNING, STOPPING, WAITING, strict_default)
+from .membership import Engine, Host, Membership
+from .membership_events import MembershipEvents
+from .object_messages import ObjectTracking
+from .objects import ObjectDirectory
+from .outbox import AwaitingAgent, Outbox
 from .pipeline import Pipelining
 from .placement import Placement
+from .tasks import Task, TaskTable
 
 log = logging.getLogger("shoal.scheduler")
-HISTORY = 20_000          # finished tasks remembered for the timeline and status
 HEARTBEAT_INTERVAL = 1.0
 DEFAULT_HEARTBEAT_TIMEOUT = 6.0    # a silent host is lost well within 10 s
-MAX_DEPARTED_HOSTS = 100     # hosts that left, remembered for nodes() (Alive: False)
 
 
 _ENDED_WHY = {"finished": "it returned", "failed": "it raised an exception",
               "cancelled": "cancelled"}          # a task's last story record, by default
-PUSH_BATCH_BYTES = 16 << 20     # inline values per ObjectsReady, well under a frame's limit
 
 
-def _batches(entries: list) -> list:
-    """Entries split so that no message carries more than PUSH_BATCH_BYTES inline."""
-    batches, batch, size = [], [], 0
-    for e in entries:
-        n = memoryview(e.inline).nbytes if e.inline is not None else 0
-        if batch and size + n > PUSH_BATCH_BYTES:
-            batches.append(batch)
-            batch, size = [], 0
-        batch.append(e)
-        size += n
-    return batches + [batch] if batch else batches
-
-
-class AwaitingAgent:
-    """The connection of a host whose agent is being restarted: it keeps what
-    is sent until the new agent registers (see SchedulerState._await_agent)."""
-
-    def __init__(self) -> None:
-        self.queued: list = []
-
-    def send(self, msg) -> None:
-        self.queued.append(msg)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-@dataclass(eq=False, slots=True)
-class Peer:
-    kind: str
-    client_id: str
-    pid: int
-    hostname: str
-    host_id: Optional[str] = None
-    engine_id: Optional[str] = None
-    actor_id: Optional[str] = None
-
-
-@dataclass(eq=False, slots=True)
-class Host:
-    host_id: str
-    conn: Any
-    hostname: str
-    total: dict
-    available: dict
-    gpus: dict                       # gpu id -> free fraction
-    store_dir: str
-    spill_dir: str
-    store_limit: int
-    object_address: str
-    pid: int
-    store_used: int = 0              # bytes of objects in its shared memory
-    spilled_bytes: int = 0           # bytes of objects spilled to its disk
-    engines: set = field(default_factory=set)      # pool engines (not actors')
-    idle: set = field(default_factory=set)         # those of them with no task
-    starting: int = 0                # engines asked for but not yet registered
-    restartable: bool = False        # its owner restarts its agent if that dies
-
-    @property
-    def base_engines(self) -> int:
-        return max(1, int(self.total.get("CPU", 0)))
-
-    def acquire(self, request: dict, gpu_ids: list = (), pool: Optional[dict] = None) -> None:
-        """Take resources (and GPU shares) for a task or an actor, from the
-        host's available resources or a placement group bundle's `pool`."""
-        self._add(request, gpu_ids, -1, pool)
-
-    def release(self, held: dict, gpu_ids: list = (), pool: Optional[dict] = None) -> None:
-        self._add(held, gpu_ids, +1, pool)
-
-    def _add(self, amounts: dict, gpu_ids, sign: int, pool: Optional[dict] = None) -> None:
-        target = self.available if pool is None else pool
-        for k, v in amounts.items():
-            target[k] = target.get(k, 0.0) + sign * v
-        share = amounts.get("GPU", 0)
-        for gpu in gpu_ids:
-            if gpu in self.gpus:         # a fraction shares one GPU; whole ones take it all
-                self.gpus[gpu] += sign * (min(1.0, share) if share < 1 else 1.0)
-
-
-@dataclass(eq=False, slots=True)
-class Engine:
-    engine_id: str
-    host_id: str
-    conn: Any
-    pid: int
-    task_id: Optional[str] = None
-    functions: set = field(default_factory=set)
-    actor_id: Optional[str] = None       # an engine dedicated to one actor
-    prefetched: Optional[str] = None     # the task queued behind the running one
-    state: str = IDLE                    # pool engines: idle, busy, blocked, stopping (lifecycle.py)
-    ran_gpu: bool = False                # it ran a GPU task: CPU-only tasks go elsewhere (Ray)
-    calls: dict = field(default_factory=dict)    # function id -> runs (for max_calls)
-
-
-@dataclass(eq=False, slots=True)
-class Task:
-    spec: m.SubmitTask
-    owner: Any
-    missing: set
-    retries_left: int
-    state: Optional[str] = None          # lifecycle.TaskState; None until submitted
-    engine_id: Optional[str] = None
-    host_id: Optional[str] = None
-    held: dict = field(default_factory=dict)
-    lent_cpu: float = 0.0                # CPU lent back while blocked in get
-    gpu_ids: list = field(default_factory=list)
-    children: set = field(default_factory=set)
-    rebuilding: bool = False             # what it runs for: results lost with a host
-    blocks: bool = False                 # it has waited in get: queue nothing behind it
-    pool: Optional[dict] = None          # its placement group bundle's resources, if any
-    submitted_at: float = 0.0
-    started_at: float = 0.0
-    warned_infeasible: bool = False
-    # Where its output goes when a task started it: (owner, task id) of the
-    # first task of the chain, so a cell's nested work prints under the cell.
-    origin: Optional[tuple] = None
-    story: list = field(default_factory=list)   # ((event, id, time), from, to, why, engine)
-
-
-class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, ActorScheduling,
+class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, ActorScheduling,
                      Placement):
     def __init__(self, cluster_id: str, session_dir: str,
                  clock: Callable[[], float] = time.time,
@@ -178,53 +55,79 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         self.cluster_id = cluster_id
         self.session_dir = session_dir
         self.clock = clock
-        self.peers: dict[Any, Peer] = {}
-        self.hosts: dict[str, Host] = {}
-        self.departed_hosts: dict = {}   # host id -> its last status (bounded), for nodes()
-        self.host_by_conn: dict[Any, str] = {}
-        self.engines: dict[str, Engine] = {}
-        self.engine_by_conn: dict[Any, str] = {}
+        self.out = Outbox()                            # all that leaves the state machine
+        self.task_table = table = TaskTable(self.out, clock,
+                                            strict_default() if strict is None else strict)
+        self._to = table.to                            # (bound once: called per transition)
+        self.members = members = Membership(self.out, table.illegal)
+        # Membership owns these tables; the names are for reading them.
+        self.peers, self.hosts, self.engines = members.peers, members.hosts, members.engines
+        self.host_by_conn, self.engine_by_conn = members.host_by_conn, members.engine_by_conn
+        self.departed_hosts, self.last_heard = members.departed_hosts, members.last_heard
+        # TaskTable owns these; the names are for reading them.
+        self.tasks, self.ready, self.pinned = table.live, table.ready, table.pinned
+        self.dependents, self.history = table.dependents, table.history
+        self.ended_stories = table.ended_stories
         self.functions: dict[str, m.RegisterFunction] = {}
-        self.tasks: dict[str, Task] = {}
-        self.ready: dict[tuple, deque] = {}            # resource shape -> ready task ids
         self.may_prefetch: set = set()                 # engines that may take a queued task
         self.queued_on: set = set()                    # engines with a task queued (may be stale)
-        self.pinned: dict[str, deque] = {}             # engine id -> ready tasks for it alone
-        self.objects: dict[str, Obj] = {}
-        self.dependents: dict[str, list] = {}          # pending object id -> waiting task ids
-        self.history: deque = deque(maxlen=HISTORY)    # TaskEvents of ended runs
-        self.event_subscribers: set = set()
-        self._task_events: list = []
-        self._changed: set = set()                     # "objects", "cluster"
-        self.finished_count = {"finished": 0, "failed": 0, "cancelled": 0}
+        self.directory = ObjectDirectory(self.out, members.peers, members.hosts, clock,
+                                         self._actor_handle_freed)
+        self.objects = self.directory.objects          # (the directory owns them)
+        self.event_subscribers: set = self.out.subscribers
         self.stopping = False
         self.heartbeat_timeout = heartbeat_timeout
-        self.last_heard: dict = {}                     # agent conn -> when it last spoke
-        self._init_lifecycle(strict)
         self._init_actors()
         self._init_placement()
-        self._out: list = []
-        self._pushes: dict[Any, list] = {}
-        self._frees: dict[str, list] = {}
+
+    @property
+    def strict(self) -> bool:
+        """Illegal transitions raise (SHOAL_STRICT_STATES=1), and the indexes
+        are checked after every event; else they are logged as bugs."""
+        return self.task_table.strict
+
+    @strict.setter
+    def strict(self, value: bool) -> None:
+        self.task_table.strict = value
+
+    @property
+    def stimulus(self) -> tuple:
+        return self.task_table.stimulus
+
+    def _stimulate(self, kind: str) -> None:
+        self.task_table.stimulate(kind)
+
+    def _engine_to(self, engine: Engine, state: str) -> None:
+        self.members.engine_to(engine, state)
+
+    def story(self, task_id: str) -> Optional[list]:
+        """The story of a live or recently ended task, as records, or None."""
+        return self.task_table.story(task_id)
+
+    def _query_story(self, args: dict) -> dict:
+        """Query "story": args task_id, or object_id (the task that makes it);
+        either may be given the other's kind of id, or an actor's id (its
+        own story: pending, starting, creating, alive, restarting, dead)."""
+        ident = args.get("task_id") or args["object_id"]
+        actor_story = self.actor_table.story(ident)
+        if actor_story is not None:
+            return {"task_id": ident, "kind": "actor", "story": actor_story}
+        task_id, story = ident, self.story(ident)
+        if story is None:
+            obj = self.objects.get(ident)
+            task_id = (obj.producer if obj is not None and obj.producer
+                       else task_of(ident))
+            story = self.story(task_id)
+        if story is None:
+            raise LookupError(f"no story for task {ident}: it is not a task of this cluster, "
+                              f"or it ended more than {tasks.FINISHED_STORIES:,} tasks ago")
+        return {"task_id": task_id, "story": story}
 
     # ------------------------------------------------------------------ I/O seam
     def take_output(self) -> list:
-        """Messages to send, as (conn, msg), in order; clears the queue."""
-        out = self._out
-        for conn, entries in self._pushes.items():
-            out.extend((conn, m.ObjectsReady(entries=batch)) for batch in _batches(entries))
-        for host_id, ids in self._frees.items():
-            host = self.hosts.get(host_id)
-            if host is not None:
-                self._send(host.conn, m.FreeObjects(object_ids=ids))
-        self._out, self._pushes, self._frees = [], {}, {}
-        return out
-
-    def _send(self, conn, msg) -> None:
-        if type(conn) is AwaitingAgent:     # held here for the host's next agent
-            conn.send(msg)
-        else:
-            self._out.append((conn, msg))
+        """Messages to send, as (conn, msg), in order; clears the outbox."""
+        hosts = self.hosts
+        return self.out.take(lambda host_id: hosts[host_id].conn if host_id in hosts else None)
 
     def handle(self, conn, msg) -> None:
         handler = self._HANDLERS.get(type(msg))
@@ -235,86 +138,29 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         now = self.clock()
         if conn in self.host_by_conn:
             self.last_heard[conn] = now
-        self._stimuli += 1                   # (TaskLifecycle._stimulate, inlined: per message)
-        self.stimulus = (msg.__class__.__name__, self._stimuli, now)
+        table = self.task_table              # (TaskTable.stimulate, inlined: per message)
+        table._stimuli += 1
+        table.stimulus = (msg.__class__.__name__, table._stimuli, now)
         handler(self, conn, msg)
-
-    # ------------------------------------------------------------------ joining
-    def _on_hello(self, conn, msg: m.ClientHello) -> None:
-        self.peers[conn] = Peer(msg.kind, msg.client_id, msg.pid, msg.hostname,
-                                msg.host_id, msg.engine_id, msg.actor_id)
-        self._send(conn, m.Welcome(
-            cluster_id=self.cluster_id, session_dir=self.session_dir,
-            hosts=[self._host_info(h) for h in self.hosts.values()]))
-        if msg.kind == "engine":
-            host = self.hosts.get(msg.host_id)
-            if host is None:
-                raise ValueError(f"engine {msg.engine_id} names unknown host {msg.host_id}")
-            engine = Engine(msg.engine_id, msg.host_id, conn, msg.pid, actor_id=msg.actor_id)
-            self.engines[msg.engine_id] = engine
-            self.engine_by_conn[conn] = msg.engine_id
-            log.info("engine %s (pid %s) joined on host %s", msg.engine_id, msg.pid, msg.host_id)
-            if msg.actor_id is not None:
-                self._actor_engine_joined(engine)
-                return
-            host.engines.add(msg.engine_id)
-            host.idle.add(msg.engine_id)
-            self.changed("cluster")
-            host.starting = max(0, host.starting - 1)
-        self._schedule()
-
-    def _host_info(self, h: Host) -> m.HostInfo:
-        return m.HostInfo(h.host_id, h.hostname, h.store_dir, h.spill_dir, h.store_limit,
-                          h.object_address)
-
-    def _on_register_host(self, conn, msg: m.RegisterHost) -> None:
-        self.peers[conn] = Peer("agent", msg.host_id, msg.pid, msg.hostname, msg.host_id)
-        old = self.hosts.get(msg.host_id)
-        if old is not None and isinstance(old.conn, AwaitingAgent):
-            self._agent_restarted(old, conn, msg)
-            return
-        resources = {k: float(v) for k, v in msg.resources.items() if v}
-        host = Host(msg.host_id, conn, msg.hostname, dict(resources), dict(resources),
-                    {gpu: 1.0 for gpu in msg.gpu_ids}, msg.store_dir, msg.spill_dir,
-                    msg.store_limit, msg.object_address, msg.pid)
-        host.starting = host.base_engines
-        host.restartable = msg.restartable
-        self.hosts[msg.host_id] = host
-        self.host_by_conn[conn] = msg.host_id
-        log.info("host %s (%s) joined with %s", msg.host_id, msg.hostname, resources)
-        for task in self._all_ready():
-            task.warned_infeasible = False
-        self._schedule()
+        if table.strict:
+            self.members.check()
 
     # ------------------------------------------------------------------ tasks
     def _on_register_function(self, conn, msg: m.RegisterFunction) -> None:
         self.functions[msg.func_id] = msg
 
     def _new_task(self, spec: m.SubmitTask, owner, again: str = "") -> Task:
-        """A task, waiting; `again` says why it runs again (an actor's restart,
-        a lineage rebuild): its story goes on where it ended."""
-        task = Task(spec, owner, set(), spec.max_retries, submitted_at=self.clock())
-        self.tasks[spec.task_id] = task
-        if again:
-            task.story = list(self.ended_stories.pop(spec.task_id, ()))
-        self._to(task, WAITING, again or "submitted")
-        return task
-
-    def _object(self, oid: str) -> Obj:
-        obj = self.objects.get(oid)
-        if obj is None:
-            obj = self.objects[oid] = Obj(oid)
-        return obj
+        return self.task_table.new(spec, owner, again)
 
     def _on_submit(self, conn, spec: m.SubmitTask) -> None:
         if spec.func_id is not None and spec.func_id not in self.functions:
             raise ValueError(f"task {spec.task_id} uses unregistered function {spec.func_id}")
         task = self._new_task(spec, conn)
         for oid in spec.return_ids:
-            obj = self._object(oid)
+            obj = self.directory.make(oid)
             obj.producer = spec.task_id
             if spec.method != "__init__":          # nobody holds an actor's creation result
-                self._hold(obj, conn, +1)
+                self.directory.hold(obj, conn, +1)
         parent = self.tasks.get(spec.parent_task_id) if spec.parent_task_id else None
         if parent is not None:
             parent.children.add(spec.task_id)
@@ -331,8 +177,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
             if obj is None:
                 continue
             if obj.entry is None:
-                task.missing.add(oid)
-                self.dependents.setdefault(oid, []).append(spec.task_id)
+                self.task_table.wait_for(task, oid)
             elif obj.entry.error and failed is None:
                 failed = obj.entry
         if spec.method == "__init__":
@@ -361,20 +206,12 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
                     f"task {task.spec.name!r} is pinned to engine {task.spec.engine_id}, "
                     f"which is not in the cluster")))
                 return
-            self.pinned.setdefault(task.spec.engine_id, deque()).append(task.spec.task_id)
+            self.task_table.pin(task)
             return
-        shape = policy.shape_of(task.spec.resources)
-        if task.spec.placement:          # a queue of its own: never pipelined, never in the way
-            shape += (("@placement", tuple(sorted(task.spec.placement.items()))),)
-        queue = self.ready.setdefault(shape, deque())
-        queue.appendleft(task.spec.task_id) if front else queue.append(task.spec.task_id)
+        self.task_table.enqueue(task, front)
 
     def _all_ready(self):
-        for queue in self.ready.values():
-            for tid in queue:
-                task = self.tasks.get(tid)
-                if task is not None and task.state == READY:
-                    yield task
+        return self.task_table.all_ready()
 
     def _schedule(self) -> None:
         if self.pending_groups:
@@ -385,15 +222,15 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
             self._schedule_pinned()
         # Only hosts with an idle engine can take a task now: under load that is
         # few of them, so placement costs O(idle hosts), not O(hosts).
-        idle_hosts = [h for h in self.hosts.values() if h.idle]
+        idle_hosts = self.members.idle_hosts()
         for shape, queue in list(self.ready.items()):
             while queue:
                 task = self.tasks.get(queue[0])
                 if task is None or task.state != READY:
                     queue.popleft()
                     continue
-                if not any(h.idle for h in idle_hosts):       # the common case under load
-                    self._cannot_place(task, len(queue))
+                if not self.members.idle:       # the common case under load
+                    self._cannot_place(task, len(queue), shape)
                     break
                 request = task.spec.resources
                 gpu = "GPU" in request
@@ -402,19 +239,37 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
                     queue.popleft()
                     self._unschedulable(task, why)
                     continue
-                host = self._choose_placed_host(
-                    task.spec, request, idle_hosts,
-                    lambda h: self._idle_engine(h, gpu) is not None,
-                    self._argument_bytes(task) if len(self.hosts) > 1 else None)
+                local = self._argument_bytes(task) if len(self.hosts) > 1 else None
+                host = None
+                if not (local or task.spec.placement) and len(request) == 1 and "CPU" in request:
+                    host = self._most_free_host(request, idle_hosts)
+                if host is None:
+                    host = self._choose_placed_host(
+                        task.spec, request, idle_hosts,
+                        lambda h: self._idle_engine(h, gpu) is not None, local)
                 gpus = policy.allocate_gpus(host.gpus, request.get("GPU", 0)) if host else None
                 if host is None or gpus is None:
-                    self._cannot_place(task, len(queue))
+                    self._cannot_place(task, len(queue), shape)
                     break
                 queue.popleft()
                 self._dispatch(task, host, self._idle_engine(host, gpu), gpus)
             if not queue:
                 del self.ready[shape]
         self._pipeline()
+
+    def _most_free_host(self, request: dict, idle_hosts: list) -> Optional[Host]:
+        """policy.choose_host's choice for a one-resource CPU task with no stored
+        arguments, from the membership's heap instead of a walk over the idle
+        hosts; None if the top host cannot take it (the walk decides then)."""
+        host = self.members.most_free_idle_host()
+        if host is None or not policy.fits(request, host.available) or \
+                self.members.idle_engine(host) is None:
+            return None
+        if self.task_table.strict:        # the same choice as the walk, or a bug
+            walk = policy.choose_host(request, idle_hosts,
+                                      lambda h: self.members.idle_engine(h) is not None)
+            assert walk is host, (walk, host)
+        return host
 
     def _schedule_pinned(self) -> None:
         for engine_id, queue in list(self.pinned.items()):
@@ -447,41 +302,33 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         return where
 
     def _idle_engine(self, host: Host, gpu: bool = False) -> Optional[Engine]:
-        """An idle engine for a task: one that never ran a GPU task for a
-        CPU-only task (Ray isolates them by resource shape); a GPU task takes
-        any, one that ran GPU tasks first."""
-        other = None
-        for eid in host.idle:
-            engine = self.engines[eid]
-            if engine.ran_gpu == gpu:
-                return engine
-            if gpu:
-                other = engine
-        return other
+        return self.members.idle_engine(host, gpu)
 
     def _assign(self, engine: Engine, task_id: Optional[str]) -> None:
-        """Set what an engine runs, keeping its host's idle set true."""
-        engine.task_id = task_id
+        """Set what an engine runs (Membership.assign); one that got a task may
+        take a queued one behind it."""
+        self.members.assign(engine, task_id)
         if task_id is not None:
             self.may_prefetch.add(engine.engine_id)
-        if engine.state != STOPPING:         # to idle or busy: always legal (lifecycle.py)
-            engine.state = IDLE if task_id is None else BUSY
-        host = self.hosts.get(engine.host_id)
-        if host is not None and engine.actor_id is None:
-            if task_id is None and engine.engine_id in host.engines:
-                host.idle.add(engine.engine_id)
-            else:
-                host.idle.discard(engine.engine_id)
 
-    def _cannot_place(self, task: Task, backlog: int = 1) -> None:
+    def _cannot_place(self, task: Task, backlog: int = 1, shape: tuple = ()) -> None:
+        """No engine can take `task` now (its ready queue, of `shape`, holds
+        `backlog`): warn once if no host ever could, else start engines where
+        resources are free but every engine is busy."""
         request = task.spec.resources
-        hosts = self._candidates(task.spec, list(self.hosts.values()))
-        in_group = bool(task.spec.placement) and task.spec.placement["kind"] == "pg"
-        if not in_group and not policy.feasible_anywhere(request, hosts):
+        where = task.spec.placement
+        in_group = bool(where) and where["kind"] == "pg"
+        if not where:
+            feasible = self.members.feasible(request, shape or policy.shape_of(request))
+        else:
+            feasible = in_group or policy.feasible_anywhere(
+                request, self._candidates(task.spec, list(self.hosts.values())))
+        if not feasible:
+            hosts = self._candidates(task.spec, list(self.hosts.values()))
             if not task.warned_infeasible and hosts:
                 task.warned_infeasible = True
                 totals = "; ".join(f"{h.host_id}: {h.total}" for h in hosts)
-                self._send(task.owner, m.Notice(text=(
+                self.out.send(task.owner, m.Notice(text=(
                     f"task {task.spec.name!r} ({task.spec.task_id}) needs {request}, which no host "
                     f"in the cluster has ({totals}). It stays queued until a host that can run "
                     f"it joins; cancel it with shoal.cancel().")))
@@ -489,20 +336,17 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         # Resources are there but every engine is busy (some blocked in get): start
         # engines for the queued tasks, as many as blocked engines lend CPUs for.
         gpu = "GPU" in request
-        for host in hosts:
+        for host in self._candidates(task.spec, self.members.hosts_that_may_start()):
             free = (self._bundle_for(task.spec, request, host) is not None if in_group
                     else policy.fits(request, host.available))
             if backlog > 0 and free and self._idle_engine(host, gpu) is None:
                 # Idle engines that ran GPU tasks make way for fresh ones.
                 for eid in [e for e in host.idle if self.engines[e].ran_gpu][:backlog]:
                     self._retire_engine(host, self.engines[eid])
-                blocked = sum(self.engines[e].state == BLOCKED for e in host.engines)
-                count = min(backlog, host.base_engines + blocked - len(host.engines)
-                            - host.starting)
+                count = policy.engines_to_start(host, backlog)
                 if count > 0:
-                    host.starting += count
                     backlog -= count
-                    self._send(host.conn, m.StartEngines(count=count))
+                    self.members.start_engines(host, count)
 
     def _dispatch(self, task: Task, host: Host, engine: Engine, gpu_ids: list) -> None:
         spec = task.spec
@@ -533,7 +377,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         actor = self.actors.get(spec.actor_id) if spec.actor_id else None
         if actor is not None:            # an actor's calls belong to its creator's job
             job, held = actor.creation.job, actor.held
-        self._send(engine.conn, m.ExecuteTask(
+        self.out.send(engine.conn, m.ExecuteTask(
             task_id=spec.task_id, func_id=spec.func_id, func_blob=blob, name=spec.name,
             args=spec.args, dep_values=[self.objects[d].entry for d in spec.deps],
             return_ids=spec.return_ids, gpu_ids=gpu_ids, func_retry=retry,
@@ -597,11 +441,11 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
             # Nobody will hold it (or a retry made it again): drop this copy.
             if msg.entry.host_id and (obj is None or obj.entry is None
                                       or obj.entry.host_id != msg.entry.host_id):
-                self._frees.setdefault(msg.entry.host_id, []).append(oid)
+                self.out.free(msg.entry.host_id, oid)
             return
-        obj = self._object(oid)
+        obj = self.directory.make(oid)
         obj.producer = msg.task_id
-        self._hold(obj, task.owner, +1)
+        self.directory.hold(obj, task.owner, +1)
         self._object_ready(obj, msg.entry, msg.nested,
                            f"generator task {task.spec.name} ({msg.task_id}), item {msg.index}")
 
@@ -618,20 +462,14 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
                     self._object_ready(obj, entry, nested[i] if i < len(nested) else [], made_by)
             # Results in a host store may need this task again if that host is
             # lost: they keep its spec and arguments (lineage) while they live.
-            if not self._keep_lineage(task, results):
+            if not self.directory.keep_lineage(spec, task.owner, task.retries_left, results):
                 for oid in (*spec.deps, *spec.nested):
-                    self._unpin(oid)
-        self._to(task, status, why or _ENDED_WHY[status])
-        self._record(task, status)
-        self.finished_count[status] = self.finished_count.get(status, 0) + 1
-        del self.tasks[spec.task_id]
-        parent = self.tasks.get(spec.parent_task_id) if spec.parent_task_id else None
-        if parent is not None:
-            parent.children.discard(spec.task_id)
+                    self.directory.unpin(oid)
+        self.task_table.end(task, status, why or _ENDED_WHY[status])
         for oid in spec.return_ids:
             obj = self.objects.get(oid)
             if obj is not None:
-                self._maybe_free(obj)
+                self.directory.maybe_free(obj)
 
     def _finish_with_error(self, task: Task, entry: ObjectEntry, cancelled: bool = False,
                            why: str = "it failed") -> None:
@@ -647,7 +485,7 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
             if engine is not None and engine.prefetched == task.spec.task_id:
                 engine.prefetched = None
                 self.may_prefetch.add(engine.engine_id)
-                self._send(engine.conn, m.InterruptTask(task_id=task.spec.task_id))   # skip it
+                self.out.send(engine.conn, m.InterruptTask(task_id=task.spec.task_id))   # skip it
         elif task.state in HOLDING:
             self._release(task)
         status = CANCELLED if cancelled or task.state == CANCELLING else FAILED
@@ -655,17 +493,13 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
                        [], status, why)
 
     def _record(self, task: Task, status: str) -> None:
-        event = m.TaskEvent(task.spec.task_id, task.spec.name, status, task.engine_id,
-                            task.host_id, task.started_at or None, self.clock())
-        self.history.append(event)
-        if self.event_subscribers:
-            self._task_events.append(event)
+        self.task_table.record(task, status)
 
     def _running(self, task: Task) -> None:
-        if self.event_subscribers:
-            self._task_events.append(m.TaskEvent(
-                task.spec.task_id, task.spec.name, "running", task.engine_id, task.host_id,
-                task.started_at, None))
+        self.task_table.running(task)
+
+    def _revoked(self, task: Task) -> None:
+        self.task_table.revoked(task)
 
     def _error_entry(self, object_id: str, error: BaseException) -> ObjectEntry:
         return ObjectEntry(object_id, error=True, inline=dumps(error))
@@ -697,6 +531,8 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
             pool["CPU"] = pool.get("CPU", 0.0) - task.lent_cpu
             task.lent_cpu = 0.0
             self.may_prefetch.add(engine.engine_id)
+        if task.pool is None:
+            self.members.cpu_changed(host)
         self._schedule()
 
     def _on_task_output(self, conn, msg: m.TaskOutput) -> None:
@@ -704,11 +540,11 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         if task is not None and task.origin is not None:
             owner, root = task.origin
             if owner in self.peers:
-                self._send(owner, m.TaskOutput(task_id=msg.task_id, name=msg.name, pid=msg.pid,
+                self.out.send(owner, m.TaskOutput(task_id=msg.task_id, name=msg.name, pid=msg.pid,
                                                stream=msg.stream, text=msg.text, data=msg.data,
                                                origin=root))
         elif task is not None and task.owner in self.peers:
-            self._send(task.owner, msg)
+            self.out.send(task.owner, msg)
 
     def _on_cancel(self, conn, msg: m.CancelTask) -> None:
         obj = self.objects.get(msg.object_id)
@@ -742,178 +578,13 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
                 if task.state == RUNNING:
                     self._to(task, CANCELLING, "cancelled while running: interrupted")
                 if engine is not None:
-                    self._send(engine.conn, m.InterruptTask(task_id=task.spec.task_id))
+                    self.out.send(engine.conn, m.InterruptTask(task_id=task.spec.task_id))
 
     def _stop_engine(self, engine: Engine) -> None:
         """Kill an engine (its task was killed): it is not idle until its
         replacement registers."""
-        if engine.state == STOPPING:
-            return
-        self._engine_to(engine, STOPPING)
-        engine.task_id = None
-        host = self.hosts.get(engine.host_id)
-        if host is not None:
-            host.idle.discard(engine.engine_id)
-            self._send(host.conn, m.StopEngine(engine_id=engine.engine_id, restart=True))
-
-    # ------------------------------------------------------------------ departures
-    def connection_closed(self, conn) -> None:
-        peer = self.peers.pop(conn, None)
-        if peer is None:
-            return
-        self._stimulate(f"Closed:{peer.kind}")
-        self.event_subscribers.discard(conn)
-        self.changed("cluster")
-        engine_id = self.engine_by_conn.pop(conn, None)
-        if engine_id is not None:
-            self._engine_lost(engine_id)
-        host_id = self.host_by_conn.pop(conn, None)
-        self.last_heard.pop(conn, None)
-        if host_id is not None and self.hosts[host_id].restartable and not self.stopping:
-            self._await_agent(self.hosts[host_id])
-        elif host_id is not None:
-            host = self.hosts.pop(host_id)
-            log.warning("host %s left the cluster", host_id)
-            self.departed_hosts[host_id] = {**self._host_status(host), "engines": []}
-            while len(self.departed_hosts) > MAX_DEPARTED_HOSTS:
-                del self.departed_hosts[next(iter(self.departed_hosts))]
-            for eid in list(host.engines):
-                self._engine_lost(eid)
-            for eid in [e.engine_id for e in self.engines.values() if e.host_id == host_id]:
-                self._engine_lost(eid)          # its actors' engines
-            for actor in self._actors_starting_on(host_id):     # placed elsewhere instead
-                actor.state = "restarting" if actor.restarts else "pending"
-                actor.host_id, actor.held, actor.gpu_ids = None, {}, []
-                self.pending_actors.append(actor.actor_id)
-            self._host_objects_lost(host)
-            self._groups_host_lost(host_id)
-        # Whatever this peer held or owned goes with it.
-        self._owner_gone(conn)
-        self._groups_owner_gone(conn)
-        # Its tasks stop, unless others hold or wait on their results: a ref can
-        # outlive the engine that submitted its task (returned to the driver,
-        # passed on).  Newest first, so a dependent lets go before its input is judged.
-        for task in reversed([t for t in self.tasks.values() if t.owner is conn]):
-            if not self._wanted_by_others(task, conn):
-                self._cancel(task, force=True, recursive=True)
-        for obj in list(self.objects.values()):
-            obj.subscribers.discard(conn)
-            if conn in obj.holders:
-                self._hold(obj, conn, -obj.holders[conn])
-        self._schedule()
-
-    def _wanted_by_others(self, task: Task, conn) -> bool:
-        """Whether a result of `task` is held by a peer other than `conn`, or
-        pinned (a pending task needs it, an object contains it)."""
-        for oid in task.spec.return_ids:
-            obj = self.objects.get(oid)
-            if obj is not None and (obj.pins or any(c is not conn for c in obj.holders)):
-                return True
-        return False
-
-    def _await_agent(self, host: Host) -> None:
-        """A restartable host's agent died: its engines are lost (their tasks
-        retried, their actors restarted), but the host keeps its place, its
-        resources and the objects in its store, with a stand-in connection
-        that holds what we send it until the new agent registers.  If none
-        does within the heartbeat timeout, the host is lost for good."""
-        log.warning("host %s lost its agent; waiting for its owner to restart it", host.host_id)
-        stand_in = AwaitingAgent()
-        host.conn, host.restartable, host.starting = stand_in, False, 0
-        self.peers[stand_in] = Peer("agent", host.host_id, 0, host.hostname, host.host_id)
-        self.host_by_conn[stand_in] = host.host_id
-        self.last_heard[stand_in] = self.clock()
-        for eid in [e.engine_id for e in self.engines.values() if e.host_id == host.host_id]:
-            self._engine_lost(eid)
-        for actor in self._actors_starting_on(host.host_id):   # the new agent starts them
-            self._send(stand_in, m.StartEngines(count=1, actor_id=actor.actor_id))
-
-    def _actors_starting_on(self, host_id: str) -> list:
-        """Actors placed on a host whose engine has not joined yet."""
-        return [a for a in self.actors.values()
-                if a.state == "starting" and a.host_id == host_id and a.engine_id is None]
-
-    def _agent_restarted(self, host: Host, conn, msg: m.RegisterHost) -> None:
-        """The new agent of a host in _await_agent takes its place."""
-        stand_in = host.conn
-        for table in (self.peers, self.host_by_conn, self.last_heard):
-            table.pop(stand_in, None)
-        host.conn, host.pid, host.object_address = conn, msg.pid, msg.object_address
-        host.restartable = msg.restartable
-        host.starting = host.base_engines           # it starts its engines by itself
-        self.host_by_conn[conn] = host.host_id
-        log.info("host %s is back with a new agent (pid %s)", host.host_id, msg.pid)
-        for queued in stand_in.queued:       # pool engines it starts anyway; actors' it must
-            if not isinstance(queued, (m.Heartbeat, m.StopEngine)) and not (
-                    isinstance(queued, m.StartEngines) and queued.actor_id is None):
-                self._send(conn, queued)
-        self.changed("cluster")
-        self._schedule()
-
-    def _engine_lost(self, engine_id: str) -> None:
-        engine = self.engines.pop(engine_id, None)
-        if engine is None:
-            return
-        if engine.actor_id is not None:
-            self._actor_engine_lost(engine)
-            return
-        host = self.hosts.get(engine.host_id)
-        if host is not None:
-            host.engines.discard(engine_id)
-            host.idle.discard(engine_id)
-        queued = self.tasks.get(engine.prefetched) if engine.prefetched else None
-        if queued is not None and queued.state in (QUEUED, REVOKING):  # never started: no retry spent
-            queued.engine_id = queued.host_id = None
-            self._make_ready(queued, front=True,
-                             why=f"engine {engine_id} it was queued on died before it started")
-        task = self.tasks.get(engine.task_id) if engine.task_id else None
-        if task is None or task.state not in HOLDING:
-            return
-        self._release(task)
-        if task.retries_left != 0 and task.state != CANCELLING:
-            task.retries_left -= 1
-            log.warning("engine %s died running %s; retrying it", engine_id, task.spec.task_id)
-            self._record(task, "crashed")
-            task.engine_id = None
-            self._make_ready(task, why=f"engine {engine_id} died running it; retried, "
-                                       f"{task.retries_left} retries left")
-        else:
-            self._finish_with_error(task, self._error_entry("", WorkerCrashedError(
-                f"the engine running task {task.spec.name!r} ({task.spec.task_id}) died "
-                f"(engine {engine_id}, pid {engine.pid}) and no retries were left "
-                f"(max_retries={task.spec.max_retries})")), why=f"engine {engine_id} died "
-                f"running it" + (" while it was being cancelled" if task.state == CANCELLING
-                                 else "; no retries left"))
-
-    def _count_call(self, engine: Engine, spec: m.SubmitTask) -> None:
-        """max_calls (Ray): an engine that ran a function that many times is
-        replaced by a fresh one (a way to shed leaked memory or GPU state)."""
-        n = engine.calls[spec.func_id] = engine.calls.get(spec.func_id, 0) + 1
-        host = self.hosts.get(engine.host_id)
-        if n >= spec.max_calls and host is not None and engine.state == IDLE:
-            log.info("engine %s ran %s %d times (max_calls): replacing it", engine.engine_id,
-                     spec.name, n)
-            self._retire_engine(host, engine)
-            host.starting += 1
-            self._send(host.conn, m.StartEngines(count=1))
-
-    def _after_engine_free(self, engine_id: Optional[str]) -> None:
-        """Stop an extra engine (started while others were blocked) once it is idle."""
-        engine = self.engines.get(engine_id) if engine_id else None
-        if engine is None or engine.state != IDLE:
-            return
-        host = self.hosts.get(engine.host_id)
-        if host is None:
-            return
-        blocked = sum(self.engines[e].state == BLOCKED for e in host.engines)
-        if len(host.engines) > host.base_engines + blocked and not any(True for _ in self._all_ready()):
-            self._retire_engine(host, engine)
-
-    def _on_engine_exited(self, conn, msg: m.EngineExited) -> None:
-        if msg.engine_id in self.engines:
-            log.warning("engine %s exited with %s", msg.engine_id, msg.returncode)
-            self._engine_lost(msg.engine_id)
-            self._schedule()
+        if engine.state != STOPPING:
+            self.members.stop(engine)
 
     # ------------------------------------------------------------------ status
     def _on_query(self, conn, msg: m.Query) -> None:
@@ -930,96 +601,11 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
             reply = m.QueryReply(request_id=msg.request_id, value=handler(msg.args))
         except (LookupError, KeyError, TypeError) as exc:
             reply = m.QueryReply(request_id=msg.request_id, error=str(exc).strip("'\""))
-        self._send(conn, reply)
-
-    def _query_scale(self, args: dict) -> dict:
-        """Set a host's engine count (and its CPUs to match), as ipyparallel scales engines."""
-        count = args["count"]
-        if not isinstance(count, int) or count < 0:
-            raise TypeError(f"the engine count must be a non-negative integer, got {count!r}")
-        host = self.hosts.get(args.get("host_id")) if args.get("host_id") else (
-            next(iter(self.hosts.values())) if len(self.hosts) == 1 else None)
-        if host is None:
-            raise LookupError("say which host to scale (host_id): "
-                              + ", ".join(self.hosts) if self.hosts else "no hosts")
-        delta = count - host.total.get("CPU", 0)
-        host.total["CPU"] = float(count)
-        host.available["CPU"] = host.available.get("CPU", 0.0) + delta
-        want = max(0, count - len(host.engines) - host.starting)
-        if want:
-            host.starting += want
-            self._send(host.conn, m.StartEngines(count=want))
-        for eid in list(host.idle):              # busy extras stop when they finish
-            if len(host.engines) <= max(count, 1):
-                break
-            self._retire_engine(host, self.engines[eid])
-        log.info("host %s scaled to %d engines", host.host_id, count)
-        return {"host_id": host.host_id, "engines": count}
-
-    def _retire_engine(self, host: Host, engine: Engine) -> None:
-        host.engines.discard(engine.engine_id)
-        host.idle.discard(engine.engine_id)
-        self.engines.pop(engine.engine_id)
-        self.engine_by_conn.pop(engine.conn, None)
-        self._send(host.conn, m.StopEngine(engine_id=engine.engine_id))
-
-    def _host_status(self, h: Host) -> dict:
-        return {"host_id": h.host_id, "hostname": h.hostname, "pid": h.pid,
-                "resources": h.total, "available": dict(h.available),
-                "store_dir": h.store_dir, "engines": sorted(h.engines),
-                "address": h.object_address.rsplit(":", 1)[0].strip("[]")}
+        self.out.send(conn, reply)
 
     def status(self) -> dict:
-        states: dict = {}
-        for task in self.tasks.values():
-            states[task.state] = states.get(task.state, 0) + 1
-        return {
-            "cluster_id": self.cluster_id,
-            "session_dir": self.session_dir,
-            "hosts": [self._host_status(h) for h in self.hosts.values()],
-            "departed_hosts": list(self.departed_hosts.values()),
-            "engines": [{
-                "engine_id": e.engine_id, "host_id": e.host_id, "pid": e.pid,
-                "task_id": e.task_id, "blocked": e.state == BLOCKED, "actor_id": e.actor_id,
-                "state": "actor" if e.actor_id else BUSY if e.state == BLOCKED else e.state,
-            } for e in self.engines.values()],
-            "actors": [self.actor_info(a) for a in self.actors.values() if a.state != "dead"],
-            "clients": [{"kind": p.kind, "client_id": p.client_id, "pid": p.pid,
-                         "hostname": p.hostname} for p in self.peers.values()
-                        if p.kind == "driver"],
-            "tasks": {**states, **self.finished_count},
-            "objects": {
-                "count": len(self.objects),
-                "bytes": sum(o.entry.size for o in self.objects.values() if o.entry),
-            },
-            "memory": self._query_memory({}),
-        }
-
-    def heartbeat(self) -> list:
-        """Called every HEARTBEAT_INTERVAL by the I/O shell: beats go to every
-        agent; returns the agent connections silent past the timeout, which
-        the shell closes (their hosts are then lost as if they had hung up)."""
-        self._stimulate("HeartbeatTimer")
-        now = self.clock()
-        silent = []
-        for host in list(self.hosts.values()):
-            heard = self.last_heard.setdefault(host.conn, now)
-            if isinstance(host.conn, AwaitingAgent):
-                if now - heard > self.heartbeat_timeout:
-                    log.warning("host %s: no new agent within %.1f s; it is lost",
-                                host.host_id, now - heard)
-                    self.connection_closed(host.conn)
-                continue
-            if now - heard > self.heartbeat_timeout:
-                log.warning("host %s has been silent for %.1f s; treating it as lost",
-                            host.host_id, now - heard)
-                silent.append(host.conn)
-            else:
-                self._send(host.conn, m.Heartbeat())
-        return silent
-
-    def _on_heartbeat(self, conn, msg: m.Heartbeat) -> None:
-        pass                       # hearing it is what counts (see handle)
+        """The `status` view (views.ClusterStatus), as the dict clients read."""
+        return views.cluster_status(self).as_dict()
 
     def _on_shutdown(self, conn, msg: m.Shutdown) -> None:
         self.shutdown(msg.reason)
@@ -1029,12 +615,12 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         self.stopping = True
         for host in list(self.hosts.values()):
             if isinstance(host.conn, AwaitingAgent):
-                del self.hosts[host.host_id]        # no agent there to stop
-            self._send(host.conn, m.Shutdown(reason=reason))
+                self.members.drop_host(host.host_id)    # no agent there to stop
+            self.out.send(host.conn, m.Shutdown(reason=reason))
 
     _HANDLERS = {
-        m.ClientHello: _on_hello,
-        m.RegisterHost: _on_register_host,
+        m.ClientHello: MembershipEvents._on_hello,
+        m.RegisterHost: MembershipEvents._on_register_host,
         m.RegisterFunction: _on_register_function,
         m.SubmitTask: _on_submit,
         m.TaskFinished: _on_task_finished,
@@ -1048,11 +634,11 @@ class SchedulerState(TaskLifecycle, Pipelining, EventStream, ObjectTracking, Act
         m.ObjectLocated: ObjectTracking._on_located,
         m.Subscribe: ObjectTracking._on_subscribe,
         m.RefUpdates: ObjectTracking._on_ref_updates,
-        m.EngineExited: _on_engine_exited,
+        m.EngineExited: MembershipEvents._on_engine_exited,
         m.Query: _on_query,
         m.KillActor: ActorScheduling._on_kill_actor,
         m.CreatePlacementGroup: Placement._on_create_placement_group,
         m.RemovePlacementGroup: Placement._on_remove_placement_group,
         m.Shutdown: _on_shutdown,
-        m.Heartbeat: _on_heartbeat,
+        m.Heartbeat: MembershipEvents._on_heartbeat,
     }
