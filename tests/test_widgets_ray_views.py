@@ -299,6 +299,27 @@ def test_scaling_asks_the_autoscaler_for_the_other_nodes_cpus_plus_the_count():
     view.scale(6, "bb22bb22")             # node-2 has 4 CPUs, node-1 2: ask for 2 + 6
     view.scale(1, "aa11aa11")
     assert reader.requests == [2 + 6, 4 + 1]
+    with pytest.raises(ValueError, match="2 nodes: name one"):
+        view.scale(3, None)
+    with pytest.raises(ValueError, match="no node 'cc33'"):
+        view.scale(3, "cc33")
+    assert reader.requests == [2 + 6, 4 + 1]
+    view._close_view()
+
+
+def test_shoal_scale_and_the_magic_go_to_the_active_backend(monkeypatch):
+    """shoal.scale (and %cluster scale, which calls it) scales whichever backend
+    init() chose: on Ray, the node's CPUs through the autoscaler."""
+    import shoal
+    from shoal.core import backend
+    reader = FakeReader(autoscaler=True)
+    view = view_with(reader)
+    monkeypatch.setattr(backend, "active", view)
+    shoal.scale(3, host_id="aa11aa11")
+    assert reader.requests == [4 + 3]
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="number of engines"):
+            shoal.scale(bad, host_id="aa11aa11")
     view._close_view()
 
 

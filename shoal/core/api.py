@@ -498,5 +498,8 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
 def scale(num_engines: int, host_id: Optional[str] = None) -> None:
     """Set how many engines (and CPUs) a host runs; `host_id` may be left out
     when the cluster has one host.  Busy engines beyond the count stop when
-    their task ends."""
-    runtime.current().client.query("scale", count=num_engines, host_id=host_id)
+    their task ends.  On Ray the count is the node's CPUs, asked of the
+    autoscaler (request_resources); without one, NotImplementedError."""
+    if not isinstance(num_engines, int) or isinstance(num_engines, bool) or num_engines < 0:
+        raise ValueError(f"scale() takes a number of engines >= 0, not {num_engines!r}")
+    backend.current().scale(num_engines, host_id)

@@ -127,6 +127,13 @@ class ClusterView:
             raise NotImplementedError("scaling a Ray cluster needs its autoscaler, and none "
                                       "runs on this one (start nodes with `ray start`)")
         hosts = self.status()["hosts"]
+        if host_id is None and len(hosts) != 1:
+            raise ValueError(f"this Ray cluster has {len(hosts)} nodes: name one (host_id=, "
+                             "%cluster scale N --host NODE_ID)")
+        if host_id is None:
+            host_id = hosts[0]["host_id"]
+        elif not any(h["host_id"] == host_id for h in hosts):
+            raise ValueError(f"no node {host_id!r} in this Ray cluster")
         others = sum(h["resources"].get("CPU", 0) for h in hosts if h["host_id"] != host_id)
         self._ask("request_cpus", int(others + max(0, count)))
 
