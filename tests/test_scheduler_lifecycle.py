@@ -11,6 +11,7 @@ from shoal.protocol.messages import ObjectEntry
 from shoal.protocol.serialization import deserialize
 from shoal.scheduler import lifecycle, tasks
 from shoal.scheduler.lifecycle import TASK_TRANSITIONS, IllegalTransition
+from shoal.scheduler.state import SchedulerState
 from test_scheduler_state import Harness
 
 
@@ -338,3 +339,29 @@ def test_an_engine_blocked_in_get_is_in_state_blocked():
     assert engine.state == "stopping"
     with pytest.raises(IllegalTransition, match="idle -> blocked"):
         h.s._engine_to(h.s.engines["h1.e0"].__class__("x", "h1", "c", 1), "blocked")
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_a_strict_scheduler_process_stops_its_cluster_on_a_bug(strict, monkeypatch):
+    """In a scheduler process, a bug found in strict mode (the tests) stops the
+    cluster, so every driver fails loudly; closing only the peer's connection
+    (what any other exception does) could let a test pass around the bug."""
+    import asyncio
+    from shoal.scheduler.server import SchedulerServer
+    state = SchedulerState("c", "/tmp", strict=strict)
+    server = SchedulerServer(state, b"k" * 32, [])
+
+    def buggy(conn, msg):
+        raise IllegalTransition("task t: waiting -> finished")
+    monkeypatch.setattr(state, "handle", buggy)
+
+    async def deliver():
+        server._stopped = asyncio.Event()
+        server._on_message(None, None)
+        return server._stopped.is_set()
+    if strict:
+        assert asyncio.run(deliver()) and state.stopping
+    else:
+        with pytest.raises(IllegalTransition):
+            asyncio.run(deliver())
+        assert not state.stopping
