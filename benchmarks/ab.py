@@ -59,6 +59,37 @@ def report(samples: dict, loads: list, label: str, number: str) -> dict:
     return medians
 
 
+
+def run_child(tree: Path, code: str, repeat: int) -> dict:
+    """Run a benchmark's child `code` (prints one JSON line last) with `tree`'s shoal."""
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    done = subprocess.run([sys.executable, "-c", code, str(repeat)], env=env, cwd=tree,
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode:
+        raise RuntimeError(done.stderr[-2000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def child_main(doc: str, code: str, label: str, number: str, rounds: int, repeat: int) -> None:
+    """The command line of an A/B script whose workload is a child program:
+    --base TREE [--new TREE] [--rounds N] [--repeat N] [--json FILE]."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--base", required=True)
+    p.add_argument("--new", default=str(HERE.parent))
+    p.add_argument("--rounds", type=int, default=rounds)
+    p.add_argument("--repeat", type=int, default=repeat)
+    p.add_argument("--json")
+    args = p.parse_args()
+    trees = {"base": Path(args.base).resolve(), "new": Path(args.new).resolve()}
+    samples, loads = interleave(trees, args.rounds, lambda tree: run_child(tree, code, args.repeat))
+    medians = report(samples, loads, label, number)
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "trees": {k: str(v) for k, v in trees.items()}, "rounds": args.rounds,
+            "repeat": args.repeat, "cpus": os.cpu_count(), "loads": loads,
+            "medians": medians, "samples": samples}, indent=1))
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", required=True, help="the tree to compare against (A)")

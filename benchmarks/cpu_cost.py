@@ -16,15 +16,7 @@ in microseconds:
 Each (tree, round) is a fresh process with that tree first on PYTHONPATH;
 trees alternate order between rounds (ab.interleave).  Medians of all samples.
 """
-import argparse
-import json
-import os
-import subprocess
-import sys
-import time
-from pathlib import Path
-
-from ab import interleave, report
+from ab import child_main
 
 CHILD = r'''
 import json, sys, time
@@ -88,33 +80,5 @@ finally:
 '''
 
 
-def run(tree: Path, repeat: int) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(tree))
-    done = subprocess.run([sys.executable, "-c", CHILD, str(repeat)], env=env, cwd=tree,
-                          capture_output=True, text=True, timeout=600)
-    if done.returncode:
-        raise RuntimeError(done.stderr[-2000:])
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--base", required=True)
-    p.add_argument("--new", default=str(Path(__file__).resolve().parent.parent))
-    p.add_argument("--rounds", type=int, default=6)
-    p.add_argument("--repeat", type=int, default=2)
-    p.add_argument("--json")
-    args = p.parse_args()
-    trees = {"base": Path(args.base).resolve(), "new": Path(args.new).resolve()}
-    samples, loads = interleave(trees, args.rounds, lambda tree: run(tree, args.repeat))
-    medians = report(samples, loads, "per task (µs ↓)", "{:,.0f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "trees": {k: str(v) for k, v in trees.items()}, "rounds": args.rounds,
-            "repeat": args.repeat, "cpus": os.cpu_count(), "loads": loads,
-            "medians": medians, "samples": samples}, indent=1))
-
-
 if __name__ == "__main__":
-    main()
+    child_main(__doc__, CHILD, "per task (µs ↓)", "{:,.0f}", rounds=6, repeat=2)

@@ -65,15 +65,16 @@ cluster.shutdown()
 
 
 @contextlib.contextmanager
-def two_node_cluster(python: str):
-    """A two-node Ray cluster (1 CPU each) owned by a helper process: yields its address;
-    stopped (the helper waited for) on exit."""
-    proc = subprocess.Popen([python, "-c", CLUSTER], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=ray_env())
+def owned_by_helper(python: str, code: str, what: str, env: dict | None = None):
+    """Run `code` (it prints one line once what it started is up, then reads its
+    stdin until EOF and stops it) in a helper process; yield that line, split.
+    On exit the helper's stdin closes and it is waited for (killed after 60 s)."""
+    proc = subprocess.Popen([python, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env or ray_env())
     try:
-        address = proc.stdout.readline().strip()
-        assert address, "the Ray cluster did not start"
-        yield address
+        line = proc.stdout.readline().split()
+        assert line, f"{what} did not start"
+        yield line
     finally:
         proc.stdin.close()
         try:
@@ -81,3 +82,11 @@ def two_node_cluster(python: str):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def two_node_cluster(python: str):
+    """A two-node Ray cluster (1 CPU each) owned by a helper process: yields its address;
+    stopped (the helper waited for) on exit."""
+    with owned_by_helper(python, CLUSTER, "the Ray cluster") as line:
+        yield line[0]

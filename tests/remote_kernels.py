@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 
 import pytest
 
 from shoal.kernel.kernelspec import write_kernel_spec
 from shoal.kernel.testing import KernelSession
 
-from ray_env import ray_env, require_ray_python
+from ray_env import owned_by_helper, ray_env, require_ray_python
 
 RAY_CHECK = "import ray, ipykernel, shoal.magics, shoal.kernel, ray.cluster_utils"
 BACKENDS = ["shoal",
@@ -65,19 +64,8 @@ def ray_cluster(ray_python):
     """A two-node Ray cluster (1 CPU each) for the session: (its address, the
     port of its Ray Client server, or 0 without ray[client]).  Its helper
     process owns it: closing the helper's stdin stops it."""
-    proc = subprocess.Popen([ray_python, "-c", CLUSTER], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=ray_env())
-    try:
-        line = proc.stdout.readline().split()
-        assert line, "the Ray cluster did not start"
+    with owned_by_helper(ray_python, CLUSTER, "the Ray cluster") as line:
         yield line[0], int(line[1])
-    finally:
-        proc.stdin.close()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @contextlib.contextmanager

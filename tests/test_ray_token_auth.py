@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-from ray_env import ray_env, require_ray_python
+from ray_env import owned_by_helper, ray_env, require_ray_python
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 CHECK = "import ray, grpc, ray.cluster_utils"
@@ -78,19 +78,9 @@ def tokens(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cluster_port(python, tokens):
     env = auth_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=tokens[0])
-    proc = subprocess.Popen([python, "-c", CLUSTER], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        line = proc.stdout.readline().strip()
-        assert line, "the Ray cluster with token authentication did not start"
-        yield int(line)
-    finally:
-        proc.stdin.close()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with owned_by_helper(python, CLUSTER, "the Ray cluster with token authentication",
+                         env) as line:
+        yield int(line[0])
 
 
 def start_driver(python, port: int, **settings: str) -> subprocess.Popen:

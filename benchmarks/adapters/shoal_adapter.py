@@ -1,20 +1,10 @@
 from .base import BaseAdapter
 
 
-class Adapter(BaseAdapter):
-    """shoal's API is Ray's, so this mirrors the Ray adapter call for call."""
-    name = "shoal"
+class ShoalCalls(BaseAdapter):
+    """shoal's API is Ray's, so this mirrors the Ray adapter call for call (on
+    whichever backend `start` chose)."""
     shoal = None
-
-    def version(self):
-        import shoal
-        shoal.init  # noqa: B018 -- the runner's probe skips shoal cleanly until its API exists
-        return getattr(shoal, "__version__", "?")
-
-    def start(self, num_cpus):
-        import shoal
-        self.shoal = shoal
-        shoal.init(num_cpus=num_cpus)
 
     def remote(self, fn):
         return self.shoal.remote(fn).remote
@@ -28,6 +18,21 @@ class Adapter(BaseAdapter):
 
     def put(self, value):
         return self.shoal.put(value)
+
+
+class Adapter(ShoalCalls):
+    """shoal on its own scheduler (the embedded local cluster)."""
+    name = "shoal"
+
+    def version(self):
+        import shoal
+        shoal.init  # noqa: B018 -- the runner's probe skips shoal cleanly until its API exists
+        return getattr(shoal, "__version__", "?")
+
+    def start(self, num_cpus):
+        import shoal
+        self.shoal = shoal
+        shoal.init(num_cpus=num_cpus)
 
     def second_host(self, fn):
         """`fn` as a remote function that runs on a second host (own agent and

@@ -7,12 +7,11 @@ Runs in the peers' interpreter (it has Ray) with the repo on PYTHONPATH (run.py 
 """
 import os
 
-from .base import BaseAdapter
+from .shoal_adapter import ShoalCalls
 
 
-class Adapter(BaseAdapter):
+class Adapter(ShoalCalls):
     name = "shoal-ray"
-    shoal = None
 
     def version(self):
         import ray
@@ -26,19 +25,6 @@ class Adapter(BaseAdapter):
         # The Ray-only arguments are the ray adapter's, so both start the same Ray.
         shoal.init(address="ray:local", num_cpus=num_cpus, include_dashboard=False,
                    logging_level="warning")
-
-    def remote(self, fn):
-        return self.shoal.remote(fn).remote
-
-    def get(self, refs):
-        return self.shoal.get(refs)
-
-    def actor(self, cls):
-        """`cls(*args)` starts an actor; its methods are called with `.method.remote()`."""
-        return self.shoal.remote(cls).remote
-
-    def put(self, value):
-        return self.shoal.put(value)
 
     def shutdown(self):
         if self.shoal is not None:

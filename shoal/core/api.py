@@ -56,13 +56,7 @@ class ClusterContext:
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
         """In a notebook: the live cluster widget (hosts, engines, tasks; add or remove
         engines, stop), with a static HTML snapshot for nbconvert; elsewhere: the text."""
-        try:
-            show = hooks.get(hooks.CLUSTER_DISPLAY)
-            if show is not None:
-                return show(self, include, exclude)
-        except Exception:
-            log.debug("the cluster widget failed; showing text", exc_info=True)
-        return {"text/plain": repr(self)}
+        return hooks.cluster_mimebundle(self, include, exclude)
 
     def __repr__(self) -> str:
         rt = self._runtime

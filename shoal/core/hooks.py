@@ -14,8 +14,11 @@ The magics plug in per client instead (`Client.output_context` and
 """
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Callable, Optional
+
+log = logging.getLogger("shoal")
 
 # fn(cluster_context, include, exclude) -> mimebundle dict
 CLUSTER_DISPLAY = "cluster_display"
@@ -64,3 +67,15 @@ def get(point: str) -> Optional[Callable]:
                 _loader = None
         fn = _hooks.get(point)
     return fn
+
+
+def cluster_mimebundle(context, include=None, exclude=None) -> dict:
+    """What `init()`'s result shows: the cluster widget in a notebook (the
+    CLUSTER_DISPLAY hook), else, or if the widget fails, its repr as text."""
+    try:
+        show = get(CLUSTER_DISPLAY)
+        if show is not None:
+            return show(context, include, exclude)
+    except Exception:
+        log.debug("the cluster widget failed; showing text", exc_info=True)
+    return {"text/plain": repr(context)}

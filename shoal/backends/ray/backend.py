@@ -448,13 +448,7 @@ class RayContext:
         """In a notebook: the live cluster widget (Ray's nodes, resources, tasks),
         as for shoal's own ClusterContext; elsewhere: the text."""
         from ...core import hooks
-        try:
-            show = hooks.get(hooks.CLUSTER_DISPLAY)
-            if show is not None:
-                return show(self, include, exclude)
-        except Exception:
-            log.debug("the cluster widget failed; showing text", exc_info=True)
-        return {"text/plain": repr(self)}
+        return hooks.cluster_mimebundle(self, include, exclude)
 
     def __repr__(self) -> str:
         ray = self._backend.ray

@@ -36,15 +36,8 @@ def setup() -> None:
         backend.set_active(RayBackend("ray", in_worker=True))
 
 
-class _RelayStream(io.TextIOBase):
-    """One stream of one route: lines to the relay (through the sender)."""
-
-    def __init__(self, output: "CellOutput", name: str) -> None:
-        self._output = output
-        self._name = name
-        self._parts: list = []
-        self._size = 0
-        self._lock = threading.Lock()
+class _TextOut(io.TextIOBase):
+    """A writable UTF-8 text stream that is not a terminal."""
 
     @property
     def encoding(self) -> str:
@@ -55,6 +48,17 @@ class _RelayStream(io.TextIOBase):
 
     def isatty(self) -> bool:
         return False
+
+
+class _RelayStream(_TextOut):
+    """One stream of one route: lines to the relay (through the sender)."""
+
+    def __init__(self, output: "CellOutput", name: str) -> None:
+        self._output = output
+        self._name = name
+        self._parts: list = []
+        self._size = 0
+        self._lock = threading.Lock()
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):
@@ -74,7 +78,7 @@ class _RelayStream(io.TextIOBase):
             self._output.send(self._name, text)
 
 
-class _Dispatch(io.TextIOBase):
+class _Dispatch(_TextOut):
     """sys.stdout / sys.stderr of a worker once output was routed here: text
     goes to the route of the task or actor call writing it (`current` in its
     context; in a thread the code started, the route entered last), else
@@ -83,16 +87,6 @@ class _Dispatch(io.TextIOBase):
     def __init__(self, name: str, fallback) -> None:
         self._name = name
         self._fallback = fallback
-
-    @property
-    def encoding(self) -> str:
-        return "utf-8"
-
-    def writable(self) -> bool:
-        return True
-
-    def isatty(self) -> bool:
-        return False
 
     def fileno(self) -> int:
         return self._fallback.fileno()
