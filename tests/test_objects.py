@@ -205,7 +205,8 @@ class TestSpilling:
     def test_shutdown_removes_store_and_spill_files(self, small_store):
         refs = [shoal.put(np.zeros(16 * MB // 8)) for _ in range(6)]
         dirs = (store().store_dir, store().spill_dir)
-        assert os.listdir(dirs[1])
+        # The scheduler decides to spill once it hears of the puts; the agent moves the files.
+        wait_for(lambda: os.listdir(dirs[1]), what="objects over the limit to be spilled")
         shoal.shutdown()
         assert not any(os.path.exists(d) for d in dirs)
         del refs
