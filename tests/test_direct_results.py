@@ -118,6 +118,12 @@ def test_a_tasks_output_comes_before_its_direct_result():
                 time.sleep(0.002)      # let the background flusher send some on its own
         return n
 
+    @shoal.remote
+    def chatty_then_fails(n):
+        for i in range(n):
+            print(f"line {i}")
+        raise ValueError("after the output")
+
     client().output_handler = record
     try:
         for n in (1, 200):
@@ -128,6 +134,14 @@ def test_a_tasks_output_comes_before_its_direct_result():
                 lines = "".join(seen).splitlines()
             assert lines == [f"line {i}" for i in range(n)]
             assert came_direct(ref)
+        # Output went straight, the error through the scheduler: still in order.
+        seen.clear()
+        ref = chatty_then_fails.remote(200)
+        with pytest.raises(Exception, match="after the output"):
+            shoal.get(ref, timeout=30)
+        with lock:
+            lines = "".join(seen).splitlines()
+        assert lines == [f"line {i}" for i in range(200)]
     finally:
         client().output_handler = handler
 
