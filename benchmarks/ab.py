@@ -3,6 +3,9 @@
     python benchmarks/ab.py --base /tmp/base-tree --rounds 5 \\
         --workloads latency,throughput,numpy_arg,actor_latency --json benchmarks/runs/ab-DATE.json
 
+One tree against itself with a switch flipped: give the same tree twice and
+set the switch per side, e.g. `--base . --base-env SHOAL_DIRECT_RESULTS=0`.
+
 Each round runs `run.py --frameworks shoal` once from each tree (the order
 alternates between rounds, so drift in the machine's load hits both alike),
 and records the load average before each run.  Reports, per metric, the median
@@ -21,11 +24,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def run_once(tree: Path, workloads: str, repeat: int) -> dict:
+def run_once(tree: Path, workloads: str, repeat: int, env: dict = None) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         subprocess.run([sys.executable, str(tree / "benchmarks" / "run.py"), "--frameworks", "shoal",
                         "--workloads", workloads, "--repeat", str(repeat), "--json", out.name],
-                       check=True, stdout=subprocess.DEVNULL, cwd=tree)
+                       check=True, stdout=subprocess.DEVNULL, cwd=tree,
+                       env=dict(os.environ, **(env or {})))
         return json.load(open(out.name))["results"]
 
 
@@ -98,23 +102,41 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--repeat", type=int, default=3, help="repetitions per workload per run")
     p.add_argument("--json", help="write raw samples, loads and medians here")
+    p.add_argument("--base-env", action="append", default=[], metavar="VAR=VALUE",
+                   help="an environment variable for the base side's runs (repeatable)")
+    p.add_argument("--new-env", action="append", default=[], metavar="VAR=VALUE")
     args = p.parse_args()
+    # Keyed by side, not by tree: both sides may be the same tree.
     trees = {"base": Path(args.base).resolve(), "new": Path(args.new).resolve()}
+    envs = {"base": _env(args.base_env), "new": _env(args.new_env)}
+    sides = {name: (tree, envs[name]) for name, tree in trees.items()}
 
-    def run(tree: Path) -> dict:
+    def run(side) -> dict:
+        tree, env = side
         out = {}
-        for key, res in run_once(tree, args.workloads, args.repeat).items():
+        for key, res in run_once(tree, args.workloads, args.repeat, env).items():
             for metric, values in res.get("samples", {}).items():
                 out[f"{key}:{metric}"] = values
         return out
-    samples, loads = interleave(trees, args.rounds, run)
+    samples, loads = interleave(sides, args.rounds, run)
     medians = report(samples, loads, "metric", "{:.4g}")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "trees": {k: str(v) for k, v in trees.items()}, "workloads": args.workloads,
+            "trees": {k: str(v) for k, v in trees.items()}, "envs": envs,
+            "workloads": args.workloads,
             "rounds": args.rounds, "repeat": args.repeat, "cpus": os.cpu_count(),
             "loads": loads, "medians": medians, "samples": samples}, indent=1))
+
+
+def _env(pairs: list) -> dict:
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"an environment setting must look like VAR=VALUE, got {pair!r}")
+        env[name] = value
+    return env
 
 
 if __name__ == "__main__":

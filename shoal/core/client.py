@@ -37,6 +37,7 @@ from ..store.shm import HostStore
 from ..store.transfer import fetch_object
 from ..engine.current import current_task  # noqa: F401 (core's modules take it from here)
 from ..protocol.object_ids import is_item_id
+from . import reply_channel
 
 log = logging.getLogger("shoal.client")
 FLUSH_INTERVAL = 0.02
@@ -121,6 +122,8 @@ class Client:
         self.event_handlers: list = []       # see shoal.core.events
         self.lost: Optional[str] = None
         self._closing = False
+        self._channel: Optional[reply_channel.ReplyChannel] = None   # results straight from engines
+        self._direct_ids: set = set()     # ids whose value came that way: a relayed copy is ignored
         self._reader = threading.Thread(target=self._read_loop, name="shoal-client-reader", daemon=True)
         self._housekeeper_stop = threading.Event()
         self._housekeeper = threading.Thread(target=self._housekeep, name="shoal-client-flush", daemon=True)
@@ -147,10 +150,29 @@ class Client:
             raise ConnectionError(f"unexpected reply from the scheduler: {type(welcome).__name__}")
         client = cls(conn, welcome, client_id, kind, host_id, store, on_message)
         client._key = key
+        if kind == "driver" and reply_channel.enabled():
+            client._open_reply_channel()
         if start:
             client.start()
         client.actor_id = actor_id
         return client
+
+    def _open_reply_channel(self) -> None:
+        """Listen for results from engines on this machine (see reply_channel.py);
+        without a writable session dir here, everything is relayed."""
+        if not os.path.isdir(self.session_dir):
+            return              # the scheduler runs on another machine
+        try:
+            channel = reply_channel.ReplyChannel(self.session_dir, self.client_id, self._key)
+        except OSError as exc:
+            log.info("results will be relayed by the scheduler: no reply channel (%s)", exc)
+            return
+        try:
+            self.conn.send(m.ReplyChannel(address=channel.address))
+        except BaseException:
+            channel.close()
+            raise
+        self._channel = channel
 
     # ------------------------------------------------------------------ sending
     def send(self, *msgs) -> None:
@@ -292,6 +314,7 @@ class Client:
                 return
             self._refcounts.pop(object_id, None)
             self._entries.pop(object_id, None)
+            self._direct_ids.discard(object_id)
             self._owned.discard(object_id)
             self._subscribed.discard(object_id)
             self._ref_ops.append((object_id, -1))
@@ -471,6 +494,7 @@ class Client:
         time.sleep(delay)       # the scheduler may not have noticed the loss yet
         with self._lock:
             self._entries.pop(object_id, None)
+            self._direct_ids.discard(object_id)
             self._subscribed.discard(object_id)
         self.send(m.Subscribe(object_ids=[object_id]))
         entries, timed_out = self.wait_entries([object_id], 1, None, stop_on_error=False)
@@ -514,18 +538,30 @@ class Client:
 
     # ------------------------------------------------------------------ receiving
     def _read_loop(self) -> None:
-        while True:
-            try:
-                msg = self.conn.recv()
-            except (OSError, ConnectionError, ValueError) as exc:
-                reason = "the client was shut down" if self._closing else \
-                    f"lost the connection to the cluster's scheduler ({exc})"
-                self._mark_lost(reason)
-                return
-            try:
-                self._dispatch(msg)
-            except Exception:       # a handler's bug must not leave this process deaf
-                log.exception("error handling %s", type(msg).__name__)
+        try:
+            if self._channel is not None:
+                self._channel.serve(self.conn, self._handle, self._on_direct)
+            while True:
+                self._handle(self.conn.recv())
+        except (OSError, ConnectionError, ValueError) as exc:
+            reason = "the client was shut down" if self._closing else \
+                f"lost the connection to the cluster's scheduler ({exc})"
+            self._mark_lost(reason)
+
+    def _handle(self, msg) -> None:
+        try:
+            self._dispatch(msg)
+        except Exception:       # a handler's bug must not leave this process deaf
+            log.exception("error handling %s", type(msg).__name__)
+
+    def _on_direct(self, msg) -> None:
+        """A message on the reply channel, from an engine on this machine:
+        ProtocolError (its connection is closed) for anything unexpected."""
+        reply_channel.check_direct(msg)
+        if type(msg) is m.ObjectsReady:
+            self._on_ready(msg.entries, direct=True)
+        else:
+            self._route_output(msg)
 
     def _dispatch(self, msg) -> None:
         if type(msg) is m.ObjectsReady:
@@ -572,7 +608,13 @@ class Client:
         except Exception:
             log.exception("the task output handler failed")
 
-    def _on_ready(self, entries: list) -> None:
+    def _on_ready(self, entries: list, direct: bool = False) -> None:
+        """Values pushed by the scheduler, or sent `direct` by their engine.
+        The first entry for an id wins: an engine that died between sending
+        here and telling the scheduler has its task re-run, whose value (or
+        crash) the scheduler pushes too."""
+        if self._direct_ids or direct:
+            entries = self._first_entries(entries, direct)
         if self._contexts:
             for e in entries:      # a task's output comes before its results: done with it
                 if is_item_id(e.object_id):
@@ -616,6 +658,15 @@ class Client:
         if fired:
             self._fire(fired)
 
+    def _first_entries(self, entries: list, direct: bool) -> list:
+        with self._lock:
+            if direct:
+                entries = [e for e in entries if e.object_id not in self._entries
+                           and (e.object_id in self._refcounts or e.object_id in self._waiters)]
+                self._direct_ids.update(e.object_id for e in entries)
+                return entries
+            return [e for e in entries if e.object_id not in self._direct_ids]
+
     def _mark_lost(self, reason: str) -> None:
         with self._lock:
             self.lost = reason
@@ -642,6 +693,8 @@ class Client:
         for t in (self._reader, self._housekeeper):
             if t is not threading.current_thread() and t.is_alive():
                 t.join(timeout=5)
+        if self._channel is not None:
+            self._channel.close()
         if not self.lost:
             self.lost = "the client was shut down"
         if self.completer is not None:

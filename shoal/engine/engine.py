@@ -43,6 +43,7 @@ from ..session import read_config_from_stdin, setup_process_logging, wait_until_
 from . import runtime_env
 from . import display
 from .current import current_task
+from .replies import ReplyConnections
 from .services import Services
 
 log = logging.getLogger("shoal.engine")
@@ -89,7 +90,7 @@ class TaskOutputStream(io.TextIOBase):
                 else:
                     taken = [self._bufs.pop(task_id)] if task_id in self._bufs else []
             for msg, parts in taken:
-                self.engine.client.send(m.TaskOutput(task_id=msg.task_id, name=msg.name,
+                self.engine.send_output(m.TaskOutput(task_id=msg.task_id, name=msg.name,
                                                      pid=os.getpid(), stream=self.stream,
                                                      text="".join(parts)))
         self.fallback.flush()
@@ -134,6 +135,9 @@ class Engine:
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.groups = NO_GROUPS
         self.slots: Optional[asyncio.Semaphore] = None
+        key = config.get("key")
+        self.replies = ReplyConnections(bytes.fromhex(key)) if key else None
+        self.reply_to: dict = {}        # task id -> its owner's reply channel, while usable
 
     def run(self, services: Services) -> None:
         """Serve tasks through `services` (its client connected with
@@ -171,6 +175,8 @@ class Engine:
                     self.retry[msg.func_id] = RetryPolicy(msg.func_retry)
             with self.lock:
                 self.waiting.add(msg.task_id)
+            if msg.reply_to is not None and self.replies is not None:
+                self.reply_to[msg.task_id] = msg.reply_to
             self.inbox.put(msg)
         elif type(msg) is m.RevokeTask:
             with self.lock:
@@ -180,6 +186,9 @@ class Engine:
                     self.revoked.add(msg.task_id)
             self.client.send(m.TaskRevoked(task_id=msg.task_id, ok=ok))
         elif type(msg) is m.InterruptTask:
+            # Asked to stop: whatever it does now goes through the scheduler,
+            # which decides what a cancelled call's holders get.
+            self.reply_to.pop(msg.task_id, None)
             with self.lock:
                 how = self.running.get(msg.task_id)
                 if how is None:
@@ -198,9 +207,19 @@ class Engine:
         task = current_task.get()
         if task is None:
             return False
-        self.client.send(m.TaskOutput(task_id=task.task_id, name=task.name, pid=os.getpid(),
+        self.send_output(m.TaskOutput(task_id=task.task_id, name=task.name, pid=os.getpid(),
                                       stream="display", data={"data": data, "metadata": metadata}))
         return True
+
+    def send_output(self, msg: m.TaskOutput) -> None:
+        """To the task's owner: straight to its reply channel while that works
+        (so it stays ahead of the results sent there), else through the scheduler."""
+        address = self.reply_to.get(msg.task_id)
+        if address is not None:
+            if self.replies.send(address, [msg]):
+                return
+            self.reply_to.pop(msg.task_id, None)      # and its results are relayed too
+        self.client.send(msg)
 
     def _flush_output(self) -> None:
         # The first write of a burst goes out at once; what follows within
@@ -218,6 +237,7 @@ class Engine:
             self.waiting.discard(msg.task_id)
             if msg.task_id in self.revoked:
                 self.revoked.discard(msg.task_id)
+                self.reply_to.pop(msg.task_id, None)
                 return
         if msg.method is None or msg.method == "__init__" or (self.pool is None and self.loop is None):
             self.run_sync(msg)
@@ -311,8 +331,11 @@ class Engine:
         self.stderr.flush(msg.task_id)
         self.client.unseed(e.object_id for e in msg.dep_values)
         results, nested, failed, retryable = outcome
+        address = self.reply_to.pop(msg.task_id, None)
+        delivered = address is not None and _plain_success(results, nested, failed) and \
+            self.replies.send(address, [m.ObjectsReady(entries=results)])
         self.client.send(m.TaskFinished(task_id=msg.task_id, results=results, nested=nested,
-                                        failed=failed, retryable=retryable))
+                                        failed=failed, retryable=retryable, delivered=delivered))
 
     # ------------------------------------------------------------------ pieces
     def _prepare(self, msg: m.ExecuteTask):
@@ -496,6 +519,14 @@ class ConcurrencyGroups:
 
 
 NO_GROUPS = ConcurrencyGroups({})
+
+
+def _plain_success(results: list, nested: list, failed: bool) -> bool:
+    """Results that may go straight to their owner: a success, every value
+    inline (a stored one is the host's to count and free), no refs inside
+    (the scheduler must count those before the owner holds them)."""
+    return (bool(results) and not failed and all(e.inline is not None for e in results)
+            and not any(nested))
 
 
 def _is_async(fn) -> bool:

@@ -71,9 +71,12 @@ class Connection:
 
     @classmethod
     def accept(cls, sock: socket.socket, key: bytes, timeout: float = 10.0,
-               server_tls=None) -> "Connection":
+               server_tls=None, before_reply=None) -> "Connection":
         """The server side of the handshake, for blocking servers (object
-        transfers); with `server_tls` (tls.ServerTLS) the link is TLS first."""
+        transfers); with `server_tls` (tls.ServerTLS) the link is TLS first.
+        `before_reply(conn)` is called once the client's proof checks out and
+        before the reply that lets the client send: whatever it sends next
+        then finds the connection watched."""
         sock.settimeout(timeout)
         binding = b""
         try:
@@ -82,13 +85,17 @@ class Connection:
                 binding = server_tls.binding
             nonce = auth.new_nonce()
             sock.sendall(nonce)
-            sock.sendall(auth.check_client_proof(
-                key, nonce, _recv_exactly(sock, auth.CLIENT_PROOF_SIZE), binding))
+            reply = auth.check_client_proof(
+                key, nonce, _recv_exactly(sock, auth.CLIENT_PROOF_SIZE), binding)
+            sock.settimeout(None)
+            conn = cls(sock)
+            if before_reply is not None:
+                before_reply(conn)
+            sock.sendall(reply)
         except BaseException:
             sock.close()
             raise
-        sock.settimeout(None)
-        return cls(sock)
+        return conn
 
     def take_buffered(self) -> bytes:
         """Bytes read past the last frame; for a raw byte stream that follows it."""
@@ -116,6 +123,28 @@ class Connection:
             decoder.buffer_updated(n)
             frame = decoder.next_frame()
         return codec.decode(*frame)
+
+    def recv_ready(self, flags: int = 0) -> list:
+        """The messages one read completes, for a selector's loop: call it when
+        the socket is readable (or pass socket.MSG_DONTWAIT: then [] if nothing
+        came).  Raises ConnectionError when the peer is gone, ProtocolError
+        (a ValueError) for bytes that are not messages."""
+        decoder, sock, msgs = self._decoder, self.sock, []
+        while True:
+            try:
+                n = sock.recv_into(decoder.get_buffer(), 0, flags)
+            except BlockingIOError:
+                return msgs
+            if not n:
+                raise ConnectionError("connection closed by peer")
+            decoder.buffer_updated(n)
+            frame = decoder.next_frame()
+            while frame is not None:
+                msgs.append(codec.decode(*frame))
+                frame = decoder.next_frame()
+            # TLS may hold decrypted bytes the socket will not signal again.
+            if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+                return msgs
 
     def close(self) -> None:
         if self.closed:

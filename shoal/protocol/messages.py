@@ -106,6 +106,14 @@ class Shutdown:
     reason: str = ""
 
 
+@message
+class ReplyChannel:
+    """A driver -> scheduler, right after Welcome: results of its tasks may come
+    straight from a same-host engine to this Unix socket ("unix:PATH"), which
+    authenticates every connection with the cluster key."""
+    address: str
+
+
 # --- tasks -------------------------------------------------------------------
 
 @message
@@ -163,6 +171,7 @@ class ExecuteTask:
     runtime_env: Optional[dict] = None
     placement: Optional[dict] = None
     concurrency_group: Optional[str] = None   # an actor call's group (None: the method's)
+    reply_to: Optional[str] = None   # the owner's ReplyChannel: send a plain success there
 
 
 @message
@@ -172,6 +181,7 @@ class TaskFinished:
     nested: list = field(default_factory=list)  # [[ids nested in result i]]
     failed: bool = False
     retryable: bool = False
+    delivered: bool = False     # the results went straight to the owner (ExecuteTask.reply_to)
 
 
 @message

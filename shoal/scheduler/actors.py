@@ -167,11 +167,16 @@ class ActorScheduling:
         actor = self.actors.get(task.spec.actor_id)
         if actor is not None:
             actor.inflight.pop(task.spec.task_id, None)
-        if task.state == CANCELLING:        # even if it ran to the end (a plain actor's call)
+        delivered_to = self._delivered_to(task, msg)
+        # Cancelled even if it ran to the end (a plain actor's call), unless its
+        # owner has the value already: then the cancel came too late (as in Ray,
+        # cancelling a finished task does nothing).
+        if task.state == CANCELLING and delivered_to is None:
             self._finish_with_error(task, self._error_entry("", TaskCancelledError(task.spec.task_id)),
                                     why="cancelled while it ran")
         else:
-            self._complete(task, msg.results, msg.nested, "failed" if msg.failed else "finished")
+            self._complete(task, msg.results, msg.nested, "failed" if msg.failed else "finished",
+                           delivered_to=delivered_to)
         if actor is not None and actor.out_of_scope:
             self._maybe_retire(actor)
 

@@ -44,6 +44,7 @@ class Peer:
     host_id: Optional[str] = None
     engine_id: Optional[str] = None
     actor_id: Optional[str] = None
+    reply_to: Optional[str] = None      # a driver's ReplyChannel: same-host results go there
 
 
 @dataclass(eq=False, slots=True)

@@ -19,14 +19,16 @@ log = logging.getLogger("shoal.scheduler")
 class ObjectTracking:
     """Object handling of SchedulerState; uses its directory, tasks and actors."""
 
-    def _object_ready(self, obj: Obj, entry: ObjectEntry, nested: list, created_by: str) -> None:
-        """An object's value exists now (a task returned it or it was put)."""
+    def _object_ready(self, obj: Obj, entry: ObjectEntry, nested: list, created_by: str,
+                      delivered_to=None) -> None:
+        """An object's value exists now (a task returned it or it was put);
+        `delivered_to` has it already (see ExecuteTask.reply_to)."""
         self.directory.stored(obj, entry, nested, created_by)
-        self._publish(obj)
+        self._publish(obj, delivered_to)
 
-    def _publish(self, obj: Obj) -> None:
+    def _publish(self, obj: Obj, delivered_to=None) -> None:
         """Push a newly ready object to whoever waits for it, and wake its tasks."""
-        self.directory.publish(obj)
+        self.directory.publish(obj, delivered_to)
         for task in self.task_table.waiting_on(obj.object_id):
             if task.state == WAITING and obj.object_id in task.missing:
                 if obj.entry.error:

@@ -112,15 +112,16 @@ class ObjectDirectory:
                 if host.store_used > host.store_limit:
                     self.spill(host)
 
-    def publish(self, obj: Obj) -> None:
-        """Push a newly ready object to its holders (not agents) and subscribers."""
+    def publish(self, obj: Obj, delivered_to=None) -> None:
+        """Push a newly ready object to its holders (not agents) and subscribers,
+        but not to `delivered_to`: its engine sent it the value itself."""
         peers = self.peers
         for conn in obj.holders:
             peer = peers.get(conn)
-            if peer is not None and peer.kind != "agent":
+            if peer is not None and peer.kind != "agent" and conn is not delivered_to:
                 self.out.push(conn, obj.entry)
         for conn in obj.subscribers:
-            if conn not in obj.holders:
+            if conn not in obj.holders and conn is not delivered_to:
                 self.out.push(conn, obj.entry)
         obj.subscribers.clear()
 

@@ -383,7 +383,33 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
             return_ids=spec.return_ids, gpu_ids=gpu_ids, func_retry=retry,
             method=spec.method, actor_options=spec.actor_options, generator=spec.generator,
             job=job, resources=held, runtime_env=spec.runtime_env, placement=spec.placement,
-            concurrency_group=spec.concurrency_group))
+            concurrency_group=spec.concurrency_group, reply_to=self._reply_to(task, engine)))
+
+    def _reply_to(self, task: Task, engine: Engine) -> Optional[str]:
+        """Where the engine may send a plain success itself: the owner's
+        ReplyChannel, when the owner is a driver on the engine's machine.
+        Streamed items, actor creations and rebuilt objects keep the relay."""
+        spec = task.spec
+        if spec.generator is not None or spec.method == "__init__" or task.rebuilding:
+            return None
+        peer = self.peers.get(task.owner)
+        if peer is None or peer.reply_to is None:
+            return None
+        host = self.hosts.get(engine.host_id)
+        return peer.reply_to if host is not None and host.hostname == peer.hostname else None
+
+    def _delivered_to(self, task: Task, msg: m.TaskFinished):
+        """The owner's connection if the engine sent it these results itself
+        (only a success, and only to an owner that has a channel)."""
+        if not msg.delivered or msg.failed:
+            return None
+        peer = self.peers.get(task.owner)
+        return task.owner if peer is not None and peer.reply_to is not None else None
+
+    def _on_reply_channel(self, conn, msg: m.ReplyChannel) -> None:
+        peer = self.peers[conn]
+        if peer.kind == "driver" and type(msg.address) is str and msg.address.startswith("unix:"):
+            peer.reply_to = msg.address
 
     def _release(self, task: Task) -> None:
         """Give back what a running task held and free its engine."""
@@ -419,8 +445,9 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
         elif msg.failed and cancelling:
             self._finish_with_error(task, self._error_entry(
                 "", TaskCancelledError(task.spec.task_id)))
-        else:
-            self._complete(task, msg.results, msg.nested, "failed" if msg.failed else "finished")
+        else:       # a success while CANCELLING counts as finished: cancel came too late
+            self._complete(task, msg.results, msg.nested, "failed" if msg.failed else "finished",
+                           delivered_to=self._delivered_to(task, msg))
         engine = self.engines.get(engine_id)
         if engine is not None and engine.prefetched is not None:
             self._promote(engine)
@@ -450,7 +477,7 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
                            f"generator task {task.spec.name} ({msg.task_id}), item {msg.index}")
 
     def _complete(self, task: Task, results: list, nested: list, status: str,
-                  why: Optional[str] = None) -> None:
+                  why: Optional[str] = None, delivered_to=None) -> None:
         spec = task.spec
         if task.rebuilding:
             self._rebuilt(task, results, nested)
@@ -459,7 +486,8 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
             for i, entry in enumerate(results):
                 obj = self.objects.get(spec.return_ids[i])
                 if obj is not None:
-                    self._object_ready(obj, entry, nested[i] if i < len(nested) else [], made_by)
+                    self._object_ready(obj, entry, nested[i] if i < len(nested) else [], made_by,
+                                       delivered_to)
             # Results in a host store may need this task again if that host is
             # lost: they keep its spec and arguments (lineage) while they live.
             if not self.directory.keep_lineage(spec, task.owner, task.retries_left, results):
@@ -620,6 +648,7 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
 
     _HANDLERS = {
         m.ClientHello: MembershipEvents._on_hello,
+        m.ReplyChannel: _on_reply_channel,
         m.RegisterHost: MembershipEvents._on_register_host,
         m.RegisterFunction: _on_register_function,
         m.SubmitTask: _on_submit,

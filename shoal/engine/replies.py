@@ -1,0 +1,86 @@
+"""An engine's connections to drivers' reply channels (shoal/core/reply_channel.py).
+
+When the scheduler names a task's owner's channel (ExecuteTask.reply_to),
+the task's output and, if it is a plain success, its results go there, saving
+the scheduler's relay; the engine then tells the scheduler the results were
+delivered (TaskFinished.delivered).  A connection is opened on first use,
+authenticated with the cluster key like every other, and closed when idle.
+Any failure returns False, and the caller relays instead.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from ..protocol.connection import Connection
+
+log = logging.getLogger("shoal.engine")
+IDLE_CLOSE = 30.0          # seconds unused before a connection is closed
+RETRY_AFTER = 5.0          # after a failed connect, relay for this long
+CONNECT_TIMEOUT = 2.0
+
+
+class ReplyConnections:
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        self._lock = threading.Lock()
+        self._conns: dict = {}           # address -> Connection
+        self._used: dict = {}            # address -> when last sent on
+        self._failed: dict = {}          # address -> when its connect failed
+        self._closer = None
+
+    def send(self, address: str, msgs: list) -> bool:
+        """Send msgs in order on the channel at `address`; False if they may
+        not have arrived (the caller relays them)."""
+        conn = self._connection(address)
+        if conn is None:
+            return False
+        try:
+            conn.send_many(msgs)
+        except (OSError, ValueError) as exc:     # the driver is gone, or the frame too large
+            log.debug("reply channel %s failed: %s", address, exc)
+            self._drop(address, conn)
+            return False
+        self._used[address] = time.monotonic()
+        return True
+
+    def _connection(self, address: str):
+        with self._lock:
+            conn = self._conns.get(address)
+            if conn is not None and not conn.closed:
+                return conn
+            failed = self._failed.get(address)
+            if failed is not None and time.monotonic() - failed < RETRY_AFTER:
+                return None
+            try:
+                conn = Connection.connect(address, self._key, timeout=CONNECT_TIMEOUT)
+            except (OSError, ConnectionError) as exc:
+                log.debug("no reply channel at %s: %s", address, exc)
+                self._failed[address] = time.monotonic()
+                return None
+            self._failed.pop(address, None)
+            self._conns[address] = conn
+            self._used[address] = time.monotonic()
+            if self._closer is None:
+                self._closer = threading.Thread(target=self._close_idle, name="reply-idle",
+                                                daemon=True)
+                self._closer.start()
+            return conn
+
+    def _drop(self, address: str, conn: Connection) -> None:
+        with self._lock:
+            if self._conns.get(address) is conn:
+                del self._conns[address]
+                self._used.pop(address, None)
+        conn.close()
+
+    def _close_idle(self) -> None:
+        while True:
+            time.sleep(IDLE_CLOSE / 3)
+            now = time.monotonic()
+            with self._lock:
+                idle = [(a, c) for a, c in self._conns.items()
+                        if now - self._used.get(a, 0.0) > IDLE_CLOSE]
+            for address, conn in idle:
+                self._drop(address, conn)

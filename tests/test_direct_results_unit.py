@@ -1,0 +1,251 @@
+"""Results straight from engine to driver, piece by piece: the scheduler's
+rules (no sockets), the driver's reply channel (real sockets, no cluster),
+first entry wins in the client, and the engine's side."""
+import os
+import socket
+import stat
+import threading
+import time
+
+import pytest
+
+from shoal.core.client import Client
+from shoal.core.reply_channel import ReplyChannel
+from shoal.engine.engine import _plain_success
+from shoal.engine.replies import ReplyConnections
+from shoal.protocol import messages as m
+from shoal.protocol.auth import AuthenticationError
+from shoal.protocol.connection import Connection
+from shoal.protocol.framing import encode_frame
+from shoal.protocol.messages import ObjectEntry
+from shoal.protocol.serialization import dumps
+
+from test_scheduler_state import Harness
+
+pytestmark = pytest.mark.timeout(60)
+KEY = b"k" * 32
+ADDRESS = "unix:/tmp/session/reply-d2.sock"
+
+
+# ---------------------------------------------------------------- the scheduler
+def _local_driver(h, conn="drv2", hostname="h1", address=ADDRESS):
+    h.s.handle(conn, m.ClientHello(client_id=conn, kind="driver", pid=5, hostname=hostname))
+    h.s.handle(conn, m.ReplyChannel(address=address))
+    h.out()
+
+
+def _execute(h, conn):
+    tid = h.submit(conn=conn)
+    [(engine, msg)] = [(c, x) for c, x in h.out() if isinstance(x, m.ExecuteTask)]
+    return tid, engine, msg
+
+
+def test_a_same_host_driver_with_a_channel_gets_reply_to():
+    h = Harness()
+    _local_driver(h)
+    tid, engine, msg = _execute(h, "drv2")
+    assert msg.reply_to == ADDRESS
+
+
+@pytest.mark.parametrize("hostname, address, kind", [
+    ("elsewhere", ADDRESS, "driver"),          # another machine: the relay
+    ("h1", "10.0.0.1:5", "driver"),            # not a Unix socket
+    ("h1", ADDRESS, "cli"),                    # not a driver
+])
+def test_no_reply_to_otherwise(hostname, address, kind):
+    h = Harness()
+    h.s.handle("p", m.ClientHello(client_id="p", kind=kind, pid=5, hostname=hostname))
+    h.s.handle("p", m.ReplyChannel(address=address))
+    h.out()
+    tid, engine, msg = _execute(h, "p")
+    assert msg.reply_to is None
+
+
+def test_a_delivered_result_skips_only_its_owners_push():
+    h = Harness()
+    _local_driver(h)
+    tid, engine, msg = _execute(h, "drv2")
+    h.s.handle("drv", m.Subscribe(object_ids=[f"{tid}/0"]))      # another holder waits
+    h.s.handle(engine, m.TaskFinished(task_id=tid, results=[
+        ObjectEntry(f"{tid}/0", inline=dumps(7))], delivered=True))
+    out = h.out()
+    assert f"{tid}/0" not in h.pushed(out, "drv2")
+    assert f"{tid}/0" in h.pushed(out, "drv")
+    assert h.s.objects[f"{tid}/0"].entry.inline is not None       # the scheduler keeps it
+
+
+def test_a_failure_is_pushed_even_if_it_claims_delivery():
+    h = Harness()
+    _local_driver(h)
+    tid, engine, msg = _execute(h, "drv2")
+    h.s.handle(engine, m.TaskFinished(task_id=tid, results=[
+        ObjectEntry(f"{tid}/0", error=True, inline=dumps(ValueError()))], failed=True,
+        delivered=True))
+    assert f"{tid}/0" in h.pushed(h.out(), "drv2")
+
+
+def test_a_delivered_success_of_a_cancelling_task_counts_as_finished():
+    h = Harness()
+    _local_driver(h)
+    tid, engine, msg = _execute(h, "drv2")
+    h.s.handle("drv2", m.CancelTask(object_id=f"{tid}/0"))
+    assert h.s.tasks[tid].state == "cancelling"
+    h.s.handle("drv", m.Subscribe(object_ids=[f"{tid}/0"]))
+    h.s.handle(engine, m.TaskFinished(task_id=tid, results=[
+        ObjectEntry(f"{tid}/0", inline=dumps(7))], delivered=True))
+    out = h.out()
+    assert h.pushed(out, "drv")[f"{tid}/0"].error is False
+    assert f"{tid}/0" not in h.pushed(out, "drv2")
+
+
+# ---------------------------------------------------------------- the engine
+def test_only_plain_successes_go_direct():
+    ok = [ObjectEntry("t/0", inline=b"x")]
+    assert _plain_success(ok, [[]], failed=False)
+    assert not _plain_success(ok, [[]], failed=True)
+    assert not _plain_success(ok, [["other/0"]], failed=False)               # holds a ref
+    assert not _plain_success([ObjectEntry("t/0", host_id="h1")], [[]], failed=False)
+    assert not _plain_success([], [], failed=False)                          # nothing to send
+
+
+def test_an_engine_relays_when_no_channel_answers(tmp_path):
+    replies = ReplyConnections(KEY)
+    address = "unix:" + str(tmp_path / "none.sock")
+    assert replies.send(address, [m.Heartbeat()]) is False
+    started = time.monotonic()
+    assert replies.send(address, [m.Heartbeat()]) is False                   # not retried at once
+    assert time.monotonic() - started < 0.05
+
+
+# ---------------------------------------------------------------- the driver's channel
+class Served:
+    """A ReplyChannel served on a thread, with a stand-in scheduler connection."""
+
+    def __init__(self, tmp_path):
+        self.channel = ReplyChannel(str(tmp_path), "d2", KEY)
+        self.direct, self.relayed = [], []
+        self.got = threading.Event()
+        self.error = None
+        a, self.scheduler_end = socket.socketpair()
+        self.scheduler = Connection(a)
+
+        def on_direct(msg):
+            from shoal.core.reply_channel import check_direct
+            check_direct(msg)
+            self.direct.append(msg)
+            self.got.set()
+
+        def run():
+            try:
+                self.channel.serve(self.scheduler, self.relayed.append, on_direct)
+            except Exception as exc:
+                self.error = exc
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.scheduler_end.close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def served(tmp_path):
+    s = Served(tmp_path)
+    yield s
+    s.stop()
+
+
+def _ready(oid="t/0"):
+    return m.ObjectsReady(entries=[ObjectEntry(oid, inline=dumps(1))])
+
+
+def test_the_channel_is_0600_in_the_session_dir_and_removed_on_close(served, tmp_path):
+    path = served.channel.path
+    assert os.path.dirname(path) == str(tmp_path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    served.stop()
+    assert served.error is not None and not os.path.exists(path)
+
+
+def test_a_wrong_key_is_refused_and_the_channel_serves_on(served):
+    with pytest.raises(AuthenticationError):
+        Connection.connect(served.channel.address, b"x" * 32, timeout=5)
+    conn = Connection.connect(served.channel.address, KEY, timeout=5)
+    conn.send(_ready())
+    assert served.got.wait(5)
+    assert served.direct[0].entries[0].object_id == "t/0"
+    conn.close()
+
+
+@pytest.mark.parametrize("bad", ["message", "bytes", "entries"])
+def test_a_malformed_message_closes_that_connection_only(served, bad):
+    conn = Connection.connect(served.channel.address, KEY, timeout=5)
+    if bad == "message":
+        conn.send(m.Query(request_id=1, kind="status", args={}))    # not what engines send here
+    elif bad == "bytes":
+        conn.send_chunks(encode_frame(b"not a pickle"))
+    else:
+        conn.send(m.ObjectsReady(entries=[("t/0", False, b"x")]))    # not ObjectEntry records
+    conn.sock.settimeout(5)
+    assert conn.sock.recv(1) == b""          # closed by the driver
+    assert served.error is None and served.thread.is_alive()
+    good = Connection.connect(served.channel.address, KEY, timeout=5)
+    good.send(_ready("t/9"))
+    assert served.got.wait(5) and served.direct[-1].entries[0].object_id == "t/9"
+    good.close()
+
+
+def test_a_silent_peer_does_not_hold_up_the_others(served):
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    silent.connect(served.channel.path)          # never answers the challenge
+    conn = Connection.connect(served.channel.address, KEY, timeout=5)
+    conn.send(_ready())
+    assert served.got.wait(5)
+    silent.close()
+    conn.close()
+
+
+def test_engine_side_connections_deliver_in_order(served):
+    replies = ReplyConnections(KEY)
+    out = m.TaskOutput(task_id="t", name="f", pid=1, stream="stdout", text="hi\n")
+    assert replies.send(served.channel.address, [out, _ready()])
+    wait = time.monotonic() + 5
+    while len(served.direct) < 2 and time.monotonic() < wait:
+        time.sleep(0.01)
+    assert [type(x) for x in served.direct] == [m.TaskOutput, m.ObjectsReady]
+
+
+# ---------------------------------------------------------------- first entry wins
+class _NoConn:
+    closed = False
+
+    def send_chunks(self, chunks):
+        pass
+
+
+def _client():
+    return Client(_NoConn(), m.Welcome(cluster_id="c", session_dir="/nonexistent", hosts=[]),
+                  "d", "driver")
+
+
+def test_the_first_entry_for_an_id_wins():
+    c = _client()
+    c.own("t/0")
+    c._on_ready([ObjectEntry("t/0", inline=b"direct")], direct=True)
+    c._on_ready([ObjectEntry("t/0", inline=b"relayed")])     # a re-run's, or its crash
+    assert c._entries["t/0"].inline == b"direct"
+    c.own("u/0")
+    c._on_ready([ObjectEntry("u/0", inline=b"relayed")])
+    c._on_ready([ObjectEntry("u/0", inline=b"direct")], direct=True)
+    assert c._entries["u/0"].inline == b"relayed"
+
+
+def test_a_direct_value_nobody_holds_is_dropped_and_not_remembered():
+    c = _client()
+    c._on_ready([ObjectEntry("t/0", inline=b"x")], direct=True)
+    assert "t/0" not in c._entries and not c._direct_ids
+    c.own("t/1")
+    c._on_ready([ObjectEntry("t/1", inline=b"x")], direct=True)
+    c.release("t/1")
+    assert not c._direct_ids
