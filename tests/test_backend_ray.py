@@ -342,6 +342,7 @@ def test_the_widgets_view_of_the_cluster_through_ray_client(python, cluster):
     port = client_port(cluster)
     out = run_driver(python, CLIENT_RETRY + textwrap.dedent(f"""
         import json, time, shoal
+        import shoal.util.state
         from shoal import widgets
         from shoal.core import backend
         connect(lambda: shoal.init(address="ray://127.0.0.1:{port}"))
@@ -362,11 +363,14 @@ def test_the_widgets_view_of_the_cluster_through_ray_client(python, cluster):
         print(json.dumps([len(runs), bar.view["done"], len(source.status()["hosts"]),
                           any(o["object_id"] == big.hex() and o["size"] >= 300_000
                               for o in source.list_objects()),
-                          len(source.memory()), source.describe()["scalable"]]))
+                          len(source.memory()), source.describe()["scalable"],
+                          len(shoal.util.state.list_hosts()),
+                          any(o["object_id"] == big.hex()
+                              for o in shoal.util.state.list_objects())]))
         bar.stop()
         shoal.shutdown()
         """))
-    assert out == [6, 6, 2, True, 2, False]
+    assert out == [6, 6, 2, True, 2, False, 2, True]
 
 
 def test_placement_groups_and_util_helpers_are_rays_own(python, cluster):

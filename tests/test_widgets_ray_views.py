@@ -288,6 +288,7 @@ def view_with(reader):
 
     view = ClusterView()
     view.ray, view.address, view.in_worker, view._closed = FakeRay(), "ray:x", False, False
+    view.name = "ray"
     view._reader = reader
     return view
 
@@ -331,3 +332,19 @@ def test_without_an_autoscaler_there_is_no_scaling():
     assert view.lost is None
     view._closed = True
     assert "shutdown" in view.lost
+
+
+def test_the_state_listings_come_from_the_active_backend(monkeypatch):
+    """shoal.util.state's engines, hosts, objects and memory on Ray are what the
+    widgets show (Ray's state in shoal's shapes); task stories stay shoal's."""
+    from shoal.core import backend
+    from shoal.util import state
+    view = view_with(FakeReader(autoscaler=False))
+    monkeypatch.setattr(backend, "active", view)
+    status = view.status()
+    assert state.list_hosts() == status["hosts"] and len(status["hosts"]) == 2
+    assert state.list_engines() == status["engines"]
+    assert state.memory_summary() == view.memory()
+    with pytest.raises(NotImplementedError, match="the ray backend"):
+        state.task_story("t1")
+    view._close_view()

@@ -1,5 +1,10 @@
-"""Cluster state listings (as in `ray.util.state`)."""
-from ..core import runtime
+"""Cluster state listings (as in `ray.util.state`).
+
+Engines, hosts, objects and memory come from the active backend (shoal's own
+scheduler, or Ray's state in shoal's shapes, as the widgets show them); actors
+and task stories are shoal's scheduler's.
+"""
+from ..core import backend, runtime
 from ..core.actor import list_actors
 from ..core.generator import ObjectRefGenerator
 from ..core.object_ref import ObjectRef
@@ -8,23 +13,23 @@ from ..core.object_ref import ObjectRef
 def list_engines() -> list[dict]:
     """Every engine: engine_id, host_id, pid, state (idle, busy, actor, or stopping: its
     task was cancelled with force and a new engine replaces it), task_id, actor_id."""
-    return runtime.current().client.status()["engines"]
+    return backend.current().status()["engines"]
 
 
 def list_hosts() -> list[dict]:
     """Every host: host_id, hostname, resources, available, engines."""
-    return runtime.current().client.status()["hosts"]
+    return backend.current().status()["hosts"]
 
 
 def list_objects() -> list[dict]:
     """Every object: object_id, state, size, type, where (inline, shared memory,
     spilled), hosts, reference_count, held_by, created_by (like `ray memory`)."""
-    return runtime.current().client.query("objects")
+    return backend.current().list_objects()
 
 
 def memory_summary() -> list[dict]:
     """Per host: bytes used in shared memory, its limit, bytes spilled to disk."""
-    return runtime.current().client.query("memory")
+    return backend.current().memory()
 
 
 def task_story(task) -> list[dict]:
