@@ -129,7 +129,7 @@ def test_features_of_shoals_scheduler_say_so_on_a_foreign_backend(monkeypatch):
     monkeypatch.setattr(backend, "active", Foreign())
     from shoal.util import state
     with pytest.raises(NotImplementedError, match="other backend at other://x"):
-        state.list_engines()
+        state.task_story("t1")
 
 
 def test_the_first_call_that_needs_shoals_scheduler_says_so_when_init_chose_another(monkeypatch):

@@ -410,8 +410,12 @@ def test_placement_groups_and_util_helpers_are_rays_own(python, cluster):
         class Twice:
             def of(self, v):
                 return 2 * v
-        out["actor_pool"] = list(ActorPool([Twice.remote(), Twice.remote()]).map(
-            lambda a, v: a.of.remote(v), range(4)))
+        twins = [Twice.remote(), Twice.remote()]     # held: alive for list_actors below
+        out["actor_pool"] = list(ActorPool(twins).map(lambda a, v: a.of.remote(v), range(4)))
+        from shoal.util.state import list_actors
+        twice = [a for a in list_actors() if a["class_name"] == "Twice"]
+        out["list_actors"] = sorted((a["state"], bool(a["pid"] and a["host_id"] and a["engine_id"]))
+                                    for a in twice)
         with Pool(2) as pool:
             out["pool"] = [type(pool).__module__, pool.map(abs, [-1, -2]), pool.apply(pow, (2, 5))]
         with Executor(max_workers=2) as ex:
@@ -423,6 +427,6 @@ def test_placement_groups_and_util_helpers_are_rays_own(python, cluster):
         print(json.dumps(out))
         """, SHOAL_ADDRESS=f"ray:{cluster[0]}")
     assert out == {"pg": ["ray.util.placement_group", [True, True, True], 2, "CREATED"],
-                   "queue": [0, 1, 2], "actor_pool": [0, 2, 4, 6],
+                   "queue": [0, 1, 2], "actor_pool": [0, 2, 4, 6], "list_actors": [["ALIVE", True]] * 2,
                    "pool": ["ray.util.multiprocessing.pool", [1, 2], 32],
                    "executor": [3, 4], "joblib": [0, 1, 2]}

@@ -348,3 +348,19 @@ def test_the_state_listings_come_from_the_active_backend(monkeypatch):
     with pytest.raises(NotImplementedError, match="the ray backend"):
         state.task_story("t1")
     view._close_view()
+
+
+def test_rays_actor_table_becomes_shoals_actor_list():
+    rows = [{"ActorID": "a1", "ActorClassName": "Counter", "Name": "", "State": "ALIVE",
+             "Address": {"NodeID": "aa11aa11" + "0" * 48}, "Pid": 4242, "NumRestarts": 1,
+             "IsDetached": True, "DeathCause": ""},
+            {"ActorID": "a2", "ActorClassName": "Gone", "Name": "named", "State": "DEAD",
+             "Address": {"NodeID": "f" * 56}, "Pid": 0, "NumRestarts": 0, "IsDetached": False,
+             "DeathCause": 'actor_died_error_context {\n  error_message: "it was killed"\n}'}]
+    alive, dead = views.actors(rows)
+    assert alive == {"actor_id": "a1", "class_name": "Counter", "name": None, "state": "ALIVE",
+                     "engine_id": views.engine_id("aa11aa11" + "0" * 48, 4242),
+                     "host_id": views.host_id("aa11aa11" + "0" * 48), "pid": 4242,
+                     "restarts": 1, "detached": True, "death_cause": ""}
+    assert (dead["name"], dead["host_id"], dead["engine_id"], dead["pid"],
+            dead["death_cause"]) == ("named", None, None, None, "it was killed")

@@ -431,4 +431,4 @@ def exit_actor(*, reason: str = "it exited with shoal.actor.exit_actor()") -> No
 
 def list_actors() -> list[dict]:
     """Every actor the cluster knows: id, class, name, state, engine, host, restarts."""
-    return runtime.current().client.query("list_actors")
+    return backend.current().list_actors()

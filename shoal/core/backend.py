@@ -165,6 +165,9 @@ class Backend(Protocol):
     def memory(self) -> list:
         """Each host's object store: [StoreMemory]."""
 
+    def list_actors(self) -> list:
+        """Every actor the cluster knows, this job's and others': [ActorInfo]."""
+
     def object_id(self, ref) -> str:
         """The id task events and list_objects use for `ref` (a ref or an id)."""
 
@@ -428,6 +431,9 @@ class NativeBackend:
 
     def memory(self) -> list:
         return self._client().query("memory")
+
+    def list_actors(self) -> list:
+        return self._client().query("list_actors")
 
     def object_id(self, ref) -> str:
         return ref if isinstance(ref, str) else ref.id

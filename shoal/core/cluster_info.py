@@ -9,7 +9,7 @@ host or engine within one cluster; times are wall-clock seconds.
 """
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import Optional, TypedDict
 
 
 class HostStatus(TypedDict):
@@ -46,6 +46,20 @@ class ObjectInfo(TypedDict):
     spilled: bool
     where: str
     created_by: str              # the call site or task that made it, "" when unknown
+
+
+class ActorInfo(TypedDict):
+    """One actor (shoal.util.state.list_actors), as in `ray list actors`."""
+    actor_id: str
+    class_name: Optional[str]
+    name: Optional[str]             # "" or None when unnamed
+    state: str                      # PENDING_CREATION, ALIVE, RESTARTING, DEAD, as Ray writes them
+    engine_id: Optional[str]        # the engine (worker process) running it
+    host_id: Optional[str]
+    pid: Optional[int]
+    restarts: int
+    detached: bool
+    death_cause: str
 
 
 class ClusterStatus(TypedDict):

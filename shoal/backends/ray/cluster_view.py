@@ -90,6 +90,9 @@ class ClusterView:
     def memory(self) -> list:
         return views.memory(self._ask("nodes"), self._ask("node_stats", False))
 
+    def list_actors(self) -> list:
+        return views.actors(self._ask("actor_rows"))
+
     def object_id(self, ref) -> str:
         return ref if isinstance(ref, str) else ref.hex()
 

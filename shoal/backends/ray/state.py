@@ -166,6 +166,15 @@ def live_actors() -> int:
     return count
 
 
+def actor_rows() -> list:
+    """Every actor in the GCS's actor table, shoal's own (relay, probe) left out."""
+    from ray._private.state import state
+    # DeathCause is a protobuf message: as text, so a probe actor can send it back.
+    return [{**info, "DeathCause": str(info.get("DeathCause") or "")}
+            for info in state.actor_table(None).values()
+            if info.get("ActorClassName") not in ("OutputRelay", "StateProbe")]
+
+
 def autoscaler() -> bool:
     """Whether an autoscaler that can add nodes runs (views.can_add_nodes decides)."""
     import ray
@@ -186,7 +195,7 @@ def request_cpus(num_cpus: int) -> None:
 
 
 QUERIES = {f.__name__: f for f in (task_rows, nodes, available, node_stats, live_actors,
-                                    autoscaler, request_cpus)}
+                                    actor_rows, autoscaler, request_cpus)}
 
 
 class LocalReader:

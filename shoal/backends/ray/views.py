@@ -192,6 +192,34 @@ def objects(stats: dict, job_id: Optional[str] = None) -> list:
 
 
 # ---------------------------------------------------------------------- autoscaler
+def actors(rows: Iterable[dict]) -> list:
+    """[ActorInfo] from state.actor_rows (Ray's actor table: ActorID, ActorClassName,
+    Name, State, Address.NodeID, Pid, NumRestarts, IsDetached, DeathCause)."""
+    out = []
+    for r in rows:
+        node = (r.get("Address") or {}).get("NodeID")
+        node = node if _is_set(node) else None
+        pid = r.get("Pid") or None
+        state = r.get("State")
+        out.append({"actor_id": r.get("ActorID"), "class_name": r.get("ActorClassName"),
+                    "name": r.get("Name") or None,
+                    "state": state if isinstance(state, str) else str(state),
+                    "engine_id": engine_id(node, pid), "host_id": host_id(node), "pid": pid,
+                    "restarts": int(r.get("NumRestarts") or 0),
+                    "detached": bool(r.get("IsDetached")),
+                    "death_cause": _death_cause(r.get("DeathCause"))})
+    return out
+
+
+def _death_cause(cause) -> str:
+    """Ray's ActorDeathCause (a protobuf's text, or empty): its one-line message."""
+    text = str(cause or "").strip()
+    for line in text.splitlines():
+        if "error_message" in line:
+            return line.split(":", 1)[1].strip().strip('"')
+    return text.splitlines()[0] if text else ""
+
+
 def can_add_nodes(status: Optional[bytes], v2_flag: Optional[bytes]) -> bool:
     """Whether the cluster's autoscaler can add nodes, from what it keeps in the GCS
     KV: v1's status report (every `ray start --head` runs a v1 monitor, but without
@@ -210,5 +238,5 @@ def can_add_nodes(status: Optional[bytes], v2_flag: Optional[bytes]) -> bool:
     return any(kind != f"node_{node}" for node, kind in types.items())
 
 
-__all__ = ["can_add_nodes", "task_events", "queued", "cluster_status", "memory", "objects", "host_id",
+__all__ = ["actors", "can_add_nodes", "task_events", "queued", "cluster_status", "memory", "objects", "host_id",
            "engine_id", "task_of"]
