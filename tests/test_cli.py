@@ -12,6 +12,8 @@ import shoal
 from shoal import cli, session
 from shoal.core import runtime
 
+from conftest import wait_for
+
 
 
 def run_cli(capsys, *argv):
@@ -158,7 +160,10 @@ def test_a_tasks_story_from_python_and_from_the_shell(capsys, runtime_dir, fresh
 
     ref = flaky.remote(str(runtime_dir / "tried"))
     assert shoal.get(ref) == 3
-    story = task_story(ref)
+    # The result may reach the driver straight from the engine, a moment before the
+    # scheduler hears that the task finished.
+    story = wait_for(lambda: (lambda s: s if s[-1]["to"] == "finished" else None)(task_story(ref)),
+                     what="the story's end")
     assert [r["to"] for r in story] == ["waiting", "ready", "running", "ready", "running",
                                          "finished"]
     assert "retryable error; 0 retries left" in story[3]["why"]

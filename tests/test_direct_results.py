@@ -26,11 +26,14 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
     shoal.shutdown()
-    before = os.environ.pop("SHOAL_DIRECT_RESULTS", None)     # on, whatever the caller's shell says
+    before = os.environ.get("SHOAL_DIRECT_RESULTS")
+    os.environ["SHOAL_DIRECT_RESULTS"] = "1"        # on (off by default), whatever the shell says
     try:
         ctx = shoal.init(num_cpus=2)
     finally:
-        if before is not None:
+        if before is None:
+            del os.environ["SHOAL_DIRECT_RESULTS"]
+        else:
             os.environ["SHOAL_DIRECT_RESULTS"] = before
     yield ctx
     shoal.shutdown()
