@@ -24,6 +24,7 @@ import threading
 import time
 from typing import Optional
 
+from ...core import hooks
 from ...core.scheduling_strategies import (
     NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy,
 )
@@ -447,7 +448,6 @@ class RayContext:
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
         """In a notebook: the live cluster widget (Ray's nodes, resources, tasks),
         as for shoal's own ClusterContext; elsewhere: the text."""
-        from ...core import hooks
         return hooks.cluster_mimebundle(self, include, exclude)
 
     def __repr__(self) -> str:
