@@ -27,7 +27,7 @@ pytestmark = pytest.mark.timeout(120)
 def cluster():
     shoal.shutdown()
     before = os.environ.get("SHOAL_DIRECT_RESULTS")
-    os.environ["SHOAL_DIRECT_RESULTS"] = "1"        # on (off by default), whatever the shell says
+    os.environ["SHOAL_DIRECT_RESULTS"] = "1"        # on, whatever the shell says
     try:
         ctx = shoal.init(num_cpus=2)
     finally:
@@ -251,6 +251,61 @@ def test_a_cancel_racing_the_delivery_does_nothing(tmp_path, kind):
     # The late TaskFinished counts: holders get the value, not TaskCancelledError.
     assert shoal.get(echo.remote(ref), timeout=60) == "done"
     assert shoal.get(ref, timeout=5) == "done"
+
+
+def _engine_pids():
+    return {e["pid"] for e in client().query("status")["engines"]}
+
+
+def test_a_driver_that_leaves_with_its_direct_result_does_not_cancel_it(tmp_path):
+    """The driver reads the value straight from the engine and disconnects
+    before the engine's TaskFinished reaches the scheduler: the task still
+    counts as finished, and its engine is not replaced."""
+    release = str(tmp_path / "release")
+
+    def work(release):
+        import os
+        import time
+        from shoal.core import runtime
+        engine_client = runtime.current().client
+        real_send = engine_client.send
+
+        def send(*msgs):
+            if any(type(m).__name__ == "TaskFinished" and m.delivered for m in msgs):
+                engine_client.send = real_send
+                while not os.path.exists(release):
+                    time.sleep(0.01)
+            return real_send(*msgs)
+
+        engine_client.send = send
+        return 42
+
+    pids = _engine_pids()
+    other = Client.connect(runtime.current().address, client()._key)
+    try:
+        assert other._channel is not None
+        fid, tid = "leaver-fn", other.new_id("t")
+        other.send(*other.register_function(fid, "work", cloudpickle.dumps(work)))
+        other.own(f"{tid}/0")
+        other.submit(m.SubmitTask(task_id=tid, func_id=fid, name="work",
+                                  args=serialize(((release,), {})).packed(), deps=[], nested=[],
+                                  return_ids=[f"{tid}/0"], resources={"CPU": 1.0}))
+        entries, timed_out = other.wait_entries([f"{tid}/0"], 1, 30, stop_on_error=True)
+        assert not timed_out and other.load(entries[f"{tid}/0"]) == 42
+        assert other._direct_ids == {f"{tid}/0"}
+    finally:
+        other.close()
+    wait_for(lambda: other.client_id not in {c["client_id"] for c in client().query(
+        "status")["clients"]}, what="the scheduler to see the driver leave")
+    open(release, "w").close()
+    wait_for(lambda: _story_end(tid) is not None, what="the task to end")
+    assert _story_end(tid) == "finished"
+    assert _engine_pids() == pids
+
+
+def _story_end(tid):
+    story = client().query("story", task_id=tid)["story"]
+    return story[-1]["to"] if story and story[-1]["to"] in ("finished", "cancelled") else None
 
 
 def _state(ref):

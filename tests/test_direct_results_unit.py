@@ -98,6 +98,62 @@ def test_a_delivered_success_of_a_cancelling_task_counts_as_finished():
     assert f"{tid}/0" not in h.pushed(out, "drv2")
 
 
+def _stops(out):
+    return [msg.engine_id for c, msg in out if isinstance(msg, m.StopEngine)]
+
+
+def _orphan(h):
+    """drv2 has a direct task running and queued on one engine, then leaves."""
+    now = [0.0]
+    h.s.clock = lambda: now[0]
+    _local_driver(h)
+    running, engine, _ = _execute(h, "drv2")
+    queued = h.submit(conn="drv2")
+    assert h.s.tasks[queued].state == "queued" and h.s.tasks[queued].engine_id == engine
+    h.out()
+    h.s.connection_closed("drv2")
+    return now, engine, running, queued
+
+
+def test_a_departed_owners_direct_tasks_may_still_finish():
+    # The driver read both results straight from the engine and left before
+    # the engine's TaskFinished messages reached the scheduler.
+    h = Harness(cpus=1)
+    now, engine, running, queued = _orphan(h)
+    assert not _stops(h.out())
+    assert h.s.tasks[running].state == "running"
+    for tid in (running, queued):
+        h.s.handle(engine, m.TaskFinished(task_id=tid, results=[
+            ObjectEntry(f"{tid}/0", inline=dumps(7))], delivered=True))
+    now[0] = 10.0
+    h.s.heartbeat()
+    assert not _stops(h.out())                     # its engine is not replaced
+    assert [h.s.story(t)[-1]["to"] for t in (running, queued)] == ["finished", "finished"]
+    assert not h.s.tasks and not h.s.objects and not h.s.orphans
+
+
+def test_a_departed_owners_direct_task_is_cancelled_after_the_grace():
+    h = Harness(cpus=1)
+    now, engine, running, queued = _orphan(h)
+    now[0] = 0.5
+    h.s.heartbeat()
+    assert not _stops(h.out()) and h.s.tasks[running].state == "running"
+    now[0] = 1.5
+    h.s.heartbeat()
+    assert _stops(h.out()) == [engine]             # it still runs: stopped with force
+    assert [h.s.story(t)[-1]["to"] for t in (running, queued)] == ["cancelled", "cancelled"]
+    assert not h.s.tasks and not h.s.orphans
+
+
+def test_a_departed_owners_relayed_task_is_cancelled_at_once():
+    h = Harness(cpus=1)
+    tid = h.submit(conn="drv")                     # no reply channel: the relay
+    assert h.s.tasks[tid].direct is False
+    h.out()
+    h.s.connection_closed("drv")
+    assert _stops(h.out()) == ["h1.e0"] and tid not in h.s.tasks
+
+
 # ---------------------------------------------------------------- the engine
 def test_only_plain_successes_go_direct():
     ok = [ObjectEntry("t/0", inline=b"x")]

@@ -38,13 +38,8 @@ _ACCEPT, _WAKE = object(), object()
 
 
 def enabled() -> bool:
-    """SHOAL_DIRECT_RESULTS=1 turns the channel on; it is off by default for now.
-    Why: a driver that disconnects right after its last direct result can leave
-    before the scheduler hears that the task finished; the scheduler then cancels
-    that task as a departed owner's (force), so views count a delivered result as
-    cancelled and its engine is replaced.  Until departure waits for in-flight
-    finishes, everything is relayed unless asked."""
-    return os.environ.get("SHOAL_DIRECT_RESULTS", "0") == "1"
+    """On unless SHOAL_DIRECT_RESULTS=0 (everything then goes through the scheduler)."""
+    return os.environ.get("SHOAL_DIRECT_RESULTS", "1") != "0"
 
 
 class ReplyChannel:

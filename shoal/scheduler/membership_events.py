@@ -13,12 +13,15 @@ from typing import Optional
 from ..exceptions import WorkerCrashedError
 from ..protocol import messages as m
 from . import views
-from .lifecycle import CANCELLING, HOLDING, IDLE, QUEUED, REVOKING
+from .lifecycle import CANCELLING, HOLDING, IDLE, ON_ENGINE, QUEUED, REVOKING, RUNNING
 from .membership import Engine, Host, Peer
 from .outbox import AwaitingAgent
 from .tasks import Task
 
 log = logging.getLogger("shoal.scheduler")
+# How long a departed owner's task that may have sent it its results straight
+# (its TaskFinished on the way) may take to say so before it is cancelled.
+ORPHAN_GRACE = 1.0
 
 
 class MembershipEvents:
@@ -102,8 +105,15 @@ class MembershipEvents:
         # Its tasks stop, unless others hold or wait on their results: a ref can
         # outlive the engine that submitted its task (returned to the driver,
         # passed on).  Newest first, so a dependent lets go before its input is judged.
+        # A task that may have sent its results straight to this owner can be
+        # done with its TaskFinished still on the way (the owner read the value
+        # and left): it gets a grace to say so before it is cancelled.
         for task in reversed([t for t in self.tasks.values() if t.owner is conn]):
-            if not self._wanted_by_others(task, conn):
+            if self._wanted_by_others(task, conn):
+                continue
+            if task.direct and task.state in (RUNNING, QUEUED):
+                self.orphans[task.spec.task_id] = self.clock() + ORPHAN_GRACE
+            else:
                 self._cancel(task, force=True, recursive=True)
         self.directory.peer_gone(conn)
         self._schedule()
@@ -247,6 +257,7 @@ class MembershipEvents:
         the shell closes (their hosts are then lost as if they had hung up)."""
         self._stimulate("HeartbeatTimer")
         now = self.clock()
+        self._cancel_orphans(now)
         silent = []
         for host in list(self.hosts.values()):
             heard = self.last_heard.setdefault(host.conn, now)
@@ -265,6 +276,17 @@ class MembershipEvents:
         if self.strict:
             self.members.check()
         return silent
+
+    def _cancel_orphans(self, now: float) -> None:
+        """Cancel the departed owners' tasks whose grace has run out."""
+        due = [tid for tid, deadline in self.orphans.items() if deadline <= now]
+        for tid in due:
+            del self.orphans[tid]
+            task = self.tasks.get(tid)
+            if task is not None and task.state in ON_ENGINE and task.owner not in self.peers:
+                self._cancel(task, force=True, recursive=True)
+        if due:
+            self._schedule()
 
     def _on_heartbeat(self, conn, msg: m.Heartbeat) -> None:
         pass                       # hearing it is what counts (see handle)

@@ -77,6 +77,9 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
         self.event_subscribers: set = self.out.subscribers
         self.stopping = False
         self.heartbeat_timeout = heartbeat_timeout
+        # task id -> when to force-cancel it: running tasks of departed owners
+        # that may have sent them their results already (see connection_closed)
+        self.orphans: dict[str, float] = {}
         self._init_actors()
         self._init_placement()
 
@@ -377,13 +380,15 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
         actor = self.actors.get(spec.actor_id) if spec.actor_id else None
         if actor is not None:            # an actor's calls belong to its creator's job
             job, held = actor.creation.job, actor.held
+        reply_to = self._reply_to(task, engine)
+        task.direct = reply_to is not None
         self.out.send(engine.conn, m.ExecuteTask(
             task_id=spec.task_id, func_id=spec.func_id, func_blob=blob, name=spec.name,
             args=spec.args, dep_values=[self.objects[d].entry for d in spec.deps],
             return_ids=spec.return_ids, gpu_ids=gpu_ids, func_retry=retry,
             method=spec.method, actor_options=spec.actor_options, generator=spec.generator,
             job=job, resources=held, runtime_env=spec.runtime_env, placement=spec.placement,
-            concurrency_group=spec.concurrency_group, reply_to=self._reply_to(task, engine)))
+            concurrency_group=spec.concurrency_group, reply_to=reply_to))
 
     def _reply_to(self, task: Task, engine: Engine) -> Optional[str]:
         """Where the engine may send a plain success itself: the owner's
