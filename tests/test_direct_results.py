@@ -44,7 +44,7 @@ def client():
 
 
 def came_direct(ref) -> bool:
-    return ref.id in client()._direct_ids
+    return client().came_direct(ref.id)
 
 
 def test_the_reply_socket_is_private_and_plain_results_come_straight():
@@ -240,7 +240,9 @@ def test_a_cancel_racing_the_delivery_does_nothing(tmp_path, kind):
 
         ref = Worker.remote().work.remote(release)
     assert shoal.get(ref, timeout=60) == "done"       # it came straight; the scheduler waits
-    shoal.cancel(ref)                                # the task is still running there
+    # A cancel from elsewhere (shoal.cancel here does nothing: the value is here)
+    # reaches the scheduler while the task still runs there.
+    client().send(m.CancelTask(object_id=ref.id, force=False, recursive=True))
     wait_for(lambda: _state(ref) == "cancelling", what="the scheduler to mark it cancelling")
     open(release, "w").close()
 
@@ -306,6 +308,46 @@ def test_a_driver_that_leaves_with_its_direct_result_does_not_cancel_it(tmp_path
 def _story_end(tid):
     story = client().query("story", task_id=tid)["story"]
     return story[-1]["to"] if story and story[-1]["to"] in ("finished", "cancelled") else None
+
+
+def test_cancel_after_a_direct_result_does_nothing(tmp_path):
+    """Ray: cancelling a finished task does nothing.  The value came straight
+    from the engine, so the scheduler may still count the task as running; even
+    with force its engine is not stopped, and dependents get the value."""
+    release = str(tmp_path / "release")
+
+    @shoal.remote
+    def work(release):
+        import os
+        import time
+        from shoal.core import runtime
+        engine_client = runtime.current().client
+        real_send = engine_client.send
+
+        def send(*msgs):
+            if any(type(m).__name__ == "TaskFinished" and m.delivered for m in msgs):
+                engine_client.send = real_send
+                while not os.path.exists(release):
+                    time.sleep(0.01)
+            return real_send(*msgs)
+
+        engine_client.send = send
+        return "done"
+
+    pids = _engine_pids()
+    ref = work.remote(release)
+    assert shoal.get(ref, timeout=60) == "done" and came_direct(ref)
+    assert _state(ref) == "running"
+    shoal.cancel(ref, force=True)
+    open(release, "w").close()
+    wait_for(lambda: _state(ref) == "finished", what="the task to finish")
+
+    @shoal.remote
+    def echo(x):
+        return x
+
+    assert shoal.get(echo.remote(ref), timeout=60) == "done"
+    assert _engine_pids() == pids
 
 
 def _state(ref):

@@ -486,6 +486,10 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
     if force and is_actor_call(ref.id):
         raise ValueError("force=True is not supported for actor tasks (as in Ray): cancel "
                          "without force, or kill the actor with shoal.kill()")
+    if client.came_direct(ref.id):
+        # Its task has finished (the value is here): nothing happens, as in Ray.
+        # The scheduler may not know yet, and would stop a finished task's engine.
+        return
     client.send(m.CancelTask(object_id=ref.id, force=force, recursive=recursive))
 
 

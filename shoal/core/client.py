@@ -658,6 +658,11 @@ class Client:
         if fired:
             self._fire(fired)
 
+    def came_direct(self, object_id: str) -> bool:
+        """Whether the value of `object_id` here came straight from its engine:
+        its task has finished, though the scheduler may not have heard yet."""
+        return object_id in self._direct_ids
+
     def _first_entries(self, entries: list, direct: bool) -> list:
         with self._lock:
             if direct:
