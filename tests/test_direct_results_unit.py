@@ -74,6 +74,38 @@ def test_a_delivered_result_skips_only_its_owners_push():
     assert h.s.objects[f"{tid}/0"].entry.inline is not None       # the scheduler keeps it
 
 
+def _delivered(h, conn="drv2"):
+    tid, engine, msg = _execute(h, conn)
+    h.s.handle(engine, m.TaskFinished(task_id=tid, results=[
+        ObjectEntry(f"{tid}/0", inline=dumps(7))], delivered=True))
+    assert f"{tid}/0" not in h.pushed(h.out(), conn)
+    return tid, engine
+
+
+def test_a_failed_straight_send_has_the_scheduler_push_the_results():
+    h = Harness()
+    _local_driver(h)
+    tid, engine = _delivered(h)
+    h.s.handle(engine, m.Undelivered(task_id=tid))
+    assert h.pushed(h.out(), "drv2")[f"{tid}/0"].inline == dumps(7)
+    h.s.handle(engine, m.Undelivered(task_id="t-unknown"))       # nothing to push: ignored
+    assert not h.out()
+
+
+def test_an_engine_that_dies_after_telling_has_its_recent_results_pushed():
+    # TaskFinished came, then the engine died: the straight send may never have
+    # happened.  Results the owner has released are not pushed.
+    h = Harness(cpus=1)
+    _local_driver(h)
+    kept, engine = _delivered(h)
+    released, _ = _delivered(h)
+    h.s.handle("drv2", m.RefUpdates(ops=[(f"{released}/0", -1)]))
+    h.out()
+    h.s.connection_closed(engine)
+    pushed = h.pushed(h.out(), "drv2")
+    assert f"{kept}/0" in pushed and f"{released}/0" not in pushed
+
+
 def test_a_failure_is_pushed_even_if_it_claims_delivery():
     h = Harness()
     _local_driver(h)

@@ -4,9 +4,11 @@ A result relayed through the scheduler costs two framed hops and a turn of
 its loop (~0.4 ms end to end here); one hop costs ~0.08 ms.  So a driver
 listens on a Unix socket in the session dir (mode 0600) and tells the
 scheduler (messages.ReplyChannel); an engine on this machine running one of
-its tasks sends a plain success here (ObjectsReady, after the task's output)
-and tells the scheduler it did (TaskFinished.delivered), which then skips
-this driver's push.  Everything else keeps the relay.
+its tasks tells the scheduler the task finished (TaskFinished.delivered: it
+sends the results here too), then sends a plain success here (ObjectsReady,
+after the task's output).  The scheduler pushes the results as well, so a
+send that fails or an engine that dies in between loses nothing; the driver
+keeps the first entry.  Everything else goes through the scheduler only.
 
 Every connection proves the cluster key (auth.py) before a byte of it is
 decoded; one that fails, or sends anything but ObjectsReady / TaskOutput, or

@@ -332,10 +332,16 @@ class Engine:
         self.client.unseed(e.object_id for e in msg.dep_values)
         results, nested, failed, retryable = outcome
         address = self.reply_to.pop(msg.task_id, None)
-        delivered = address is not None and _plain_success(results, nested, failed) and \
-            self.replies.send(address, [m.ObjectsReady(entries=results)])
+        direct = address is not None and _plain_success(results, nested, failed)
+        # The scheduler hears first: once the owner has the value, whatever it
+        # does next (kill the actor, cancel, leave) finds the task finished, not
+        # running, so nothing is re-run or cancelled behind its back.  If the
+        # straight send then fails, the scheduler pushes the results instead
+        # (and does so too if this engine dies before saying either).
         self.client.send(m.TaskFinished(task_id=msg.task_id, results=results, nested=nested,
-                                        failed=failed, retryable=retryable, delivered=delivered))
+                                        failed=failed, retryable=retryable, delivered=direct))
+        if direct and not self.replies.send(address, [m.ObjectsReady(entries=results)]):
+            self.client.send(m.Undelivered(task_id=msg.task_id))
 
     # ------------------------------------------------------------------ pieces
     def _prepare(self, msg: m.ExecuteTask):

@@ -1,11 +1,12 @@
 """An engine's connections to drivers' reply channels (shoal/core/reply_channel.py).
 
 When the scheduler names a task's owner's channel (ExecuteTask.reply_to),
-the task's output and, if it is a plain success, its results go there, saving
-the scheduler's relay; the engine then tells the scheduler the results were
-delivered (TaskFinished.delivered).  A connection is opened on first use,
+the task's output and, if it is a plain success, its results go there, a hop
+ahead of the scheduler's push (the engine tells the scheduler first:
+TaskFinished.delivered).  A connection is opened on first use,
 authenticated with the cluster key like every other, and closed when idle.
-Any failure returns False, and the caller relays instead.
+Any failure returns False: output is then relayed, and results arrive with
+the scheduler's push.
 """
 from __future__ import annotations
 

@@ -181,7 +181,14 @@ class TaskFinished:
     nested: list = field(default_factory=list)  # [[ids nested in result i]]
     failed: bool = False
     retryable: bool = False
-    delivered: bool = False     # the results went straight to the owner (ExecuteTask.reply_to)
+    delivered: bool = False     # the engine sends the results straight to the owner (ExecuteTask.reply_to)
+
+
+@message
+class Undelivered:
+    """Engine -> scheduler, after TaskFinished(delivered=True): sending the
+    results straight to the owner failed, so the scheduler pushes them."""
+    task_id: str
 
 
 @message

@@ -171,6 +171,8 @@ class MembershipEvents:
         engine = self.members.engine_gone(engine_id)
         if engine is None:
             return
+        # It may have died between telling us of a result and sending it.
+        self._push_undelivered(engine, engine.delivered)
         if engine.actor_id is not None:
             self._actor_engine_lost(engine)
             return

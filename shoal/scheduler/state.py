@@ -404,12 +404,32 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
         return peer.reply_to if host is not None and host.hostname == peer.hostname else None
 
     def _delivered_to(self, task: Task, msg: m.TaskFinished):
-        """The owner's connection if the engine sent it these results itself
-        (only a success, and only to an owner that has a channel)."""
+        """The owner's connection if the engine sends it these results itself
+        (only a success, and only to an owner that has a channel), remembered
+        on the engine in case that send fails (see _push_undelivered)."""
         if not msg.delivered or msg.failed:
             return None
         peer = self.peers.get(task.owner)
-        return task.owner if peer is not None and peer.reply_to is not None else None
+        if peer is None or peer.reply_to is None:
+            return None
+        engine = self.engines.get(task.engine_id)
+        if engine is not None:
+            engine.delivered.append((task.spec.task_id, task.owner, task.spec.return_ids))
+        return task.owner
+
+    def _on_undelivered(self, conn, msg: m.Undelivered) -> None:
+        engine = self.engines.get(self.engine_by_conn.get(conn))
+        if engine is not None:
+            self._push_undelivered(engine, [d for d in engine.delivered if d[0] == msg.task_id])
+
+    def _push_undelivered(self, engine: Engine, deliveries) -> None:
+        """Push results an engine meant to send its owners itself, to the
+        owners that still hold them (a copy that did arrive is ignored there)."""
+        for task_id, owner, return_ids in deliveries:
+            for oid in return_ids:
+                obj = self.objects.get(oid)
+                if obj is not None and obj.entry is not None and owner in obj.holders:
+                    self.out.push(owner, obj.entry)
 
     def _on_reply_channel(self, conn, msg: m.ReplyChannel) -> None:
         peer = self.peers[conn]
@@ -658,6 +678,7 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
         m.RegisterFunction: _on_register_function,
         m.SubmitTask: _on_submit,
         m.TaskFinished: _on_task_finished,
+        m.Undelivered: _on_undelivered,
         m.GeneratorItem: _on_generator_item,
         m.EngineBlocked: _on_engine_blocked,
         m.TaskRevoked: Pipelining._on_task_revoked,
