@@ -6,9 +6,10 @@ listens on a Unix socket in the session dir (mode 0600) and tells the
 scheduler (messages.ReplyChannel); an engine on this machine running one of
 its tasks tells the scheduler the task finished (TaskFinished.delivered: it
 sends the results here too), then sends a plain success here (ObjectsReady,
-after the task's output).  The scheduler pushes the results as well, so a
-send that fails or an engine that dies in between loses nothing; the driver
-keeps the first entry.  Everything else goes through the scheduler only.
+after the task's output).  The scheduler skips this driver's push, unless the
+send fails (the engine says so) or the engine dies in between: then it pushes
+them after all, and the driver keeps the first entry it gets.  Everything
+else goes through the scheduler only.
 
 Every connection proves the cluster key (auth.py) before a byte of it is
 decoded; one that fails, or sends anything but ObjectsReady / TaskOutput, or

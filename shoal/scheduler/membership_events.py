@@ -105,9 +105,10 @@ class MembershipEvents:
         # Its tasks stop, unless others hold or wait on their results: a ref can
         # outlive the engine that submitted its task (returned to the driver,
         # passed on).  Newest first, so a dependent lets go before its input is judged.
-        # A task that may have sent its results straight to this owner can be
-        # done with its TaskFinished still on the way (the owner read the value
-        # and left): it gets a grace to say so before it is cancelled.
+        # A task that may send its results straight to this owner can be done,
+        # its TaskFinished written before the owner left but not yet read (it
+        # comes on another connection): it gets a grace to say so before it is
+        # cancelled.
         for task in reversed([t for t in self.tasks.values() if t.owner is conn]):
             if self._wanted_by_others(task, conn):
                 continue

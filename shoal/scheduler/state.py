@@ -425,7 +425,7 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
     def _push_undelivered(self, engine: Engine, deliveries) -> None:
         """Push results an engine meant to send its owners itself, to the
         owners that still hold them (a copy that did arrive is ignored there)."""
-        for task_id, owner, return_ids in deliveries:
+        for _task_id, owner, return_ids in deliveries:
             for oid in return_ids:
                 obj = self.objects.get(oid)
                 if obj is not None and obj.entry is not None and owner in obj.holders:
