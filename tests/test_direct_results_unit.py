@@ -106,6 +106,25 @@ def test_an_engine_that_dies_after_telling_has_its_recent_results_pushed():
     assert f"{kept}/0" in pushed and f"{released}/0" not in pushed
 
 
+def test_an_engine_stopped_after_telling_has_its_results_pushed_when_it_goes():
+    # max_calls=1: the scheduler retires the engine as it hears TaskFinished;
+    # stopped before its straight send, its results come when its link closes.
+    h = Harness(cpus=1)
+    _local_driver(h)
+    h.s.handle("drv2", m.RegisterFunction(func_id="once", name="once", blob=b"fn"))
+    h.s.handle("drv2", m.SubmitTask(task_id="t1", func_id="once", name="once", args=b"",
+                                    deps=[], nested=[], return_ids=["t1/0"],
+                                    resources={"CPU": 1.0}, max_calls=1))
+    [engine] = h.executes(h.out()).values()
+    h.s.handle(engine, m.TaskFinished(task_id="t1", results=[
+        ObjectEntry("t1/0", inline=dumps(7))], delivered=True))
+    out = h.out()
+    assert "t1/0" not in h.pushed(out, "drv2")
+    assert any(isinstance(x, m.StopEngine) for _, x in out) and engine not in h.s.engines
+    h.s.connection_closed(engine)
+    assert h.pushed(h.out(), "drv2")["t1/0"].inline == dumps(7)
+
+
 def test_a_failure_is_pushed_even_if_it_claims_delivery():
     h = Harness()
     _local_driver(h)

@@ -18,7 +18,6 @@ blocked and stopping only through `engine_to`, which checks the transition
 from __future__ import annotations
 
 import logging
-from collections import deque
 from dataclasses import dataclass, field
 from heapq import heapify, heappop, heappush
 from itertools import count
@@ -27,8 +26,6 @@ from typing import Any, Callable, Optional
 from ..protocol import messages as m
 from . import policy
 from .lifecycle import BLOCKED, BUSY, ENGINE_TRANSITIONS, IDLE, STOPPING
-
-DELIVERIES_KEPT = 16     # an engine sends them one by one (a threaded actor, a few at once)
 
 log = logging.getLogger("shoal.scheduler")
 MAX_DEPARTED_HOSTS = 100     # hosts that left, remembered for nodes() (Alive: False)
@@ -115,9 +112,6 @@ class Engine:
     state: str = IDLE                    # pool engines: idle, busy, blocked, stopping (lifecycle.py)
     ran_gpu: bool = False                # it ran a GPU task: CPU-only tasks go elsewhere (Ray)
     calls: dict = field(default_factory=dict)    # function id -> runs (for max_calls)
-    # Its last results sent straight to their owners, as (task id, owner, return
-    # ids): pushed after all if the send fails or the engine dies meanwhile.
-    delivered: deque = field(default_factory=lambda: deque(maxlen=DELIVERIES_KEPT))
 
 
 class Membership:

@@ -75,6 +75,9 @@ class MembershipEvents:
         if peer is None:
             return
         self._stimulate(f"Closed:{peer.kind}")
+        # An engine that died (or was stopped) between telling us of results
+        # and sending them straight to their owners: they get them from us.
+        self._push_undelivered(self.sent_straight.pop(conn, ()))
         self.event_subscribers.discard(conn)
         self.out.mark("cluster")
         engine_id = self.engine_by_conn.pop(conn, None)
@@ -172,8 +175,6 @@ class MembershipEvents:
         engine = self.members.engine_gone(engine_id)
         if engine is None:
             return
-        # It may have died between telling us of a result and sending it.
-        self._push_undelivered(engine, engine.delivered)
         if engine.actor_id is not None:
             self._actor_engine_lost(engine)
             return

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from typing import Callable, Optional
 
 from ..exceptions import ObjectLostError, TaskCancelledError, WorkerCrashedError
@@ -39,6 +40,7 @@ from .tasks import Task, TaskTable
 
 log = logging.getLogger("shoal.scheduler")
 HEARTBEAT_INTERVAL = 1.0
+SENT_STRAIGHT_KEPT = 16    # per engine: it sends them one by one (a threaded actor, a few at once)
 DEFAULT_HEARTBEAT_TIMEOUT = 6.0    # a silent host is lost well within 10 s
 
 
@@ -80,6 +82,11 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
         # task id -> when to force-cancel it: running tasks of departed owners
         # that may have sent them their results already (see connection_closed)
         self.orphans: dict[str, float] = {}
+        # engine connection -> its last results sent straight to their owners,
+        # as (task id, owner, return ids): pushed after all if the engine says
+        # the send failed, or its connection closes (it may have died, or been
+        # stopped, between telling us and sending)
+        self.sent_straight: dict = {}
         self._init_actors()
         self._init_placement()
 
@@ -414,15 +421,16 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
             return None
         engine = self.engines.get(task.engine_id)
         if engine is not None:
-            engine.delivered.append((task.spec.task_id, task.owner, task.spec.return_ids))
+            sent = self.sent_straight.get(engine.conn)
+            if sent is None:
+                sent = self.sent_straight[engine.conn] = deque(maxlen=SENT_STRAIGHT_KEPT)
+            sent.append((task.spec.task_id, task.owner, task.spec.return_ids))
         return task.owner
 
     def _on_undelivered(self, conn, msg: m.Undelivered) -> None:
-        engine = self.engines.get(self.engine_by_conn.get(conn))
-        if engine is not None:
-            self._push_undelivered(engine, [d for d in engine.delivered if d[0] == msg.task_id])
+        self._push_undelivered([d for d in self.sent_straight.get(conn, ()) if d[0] == msg.task_id])
 
-    def _push_undelivered(self, engine: Engine, deliveries) -> None:
+    def _push_undelivered(self, deliveries) -> None:
         """Push results an engine meant to send its owners itself, to the
         owners that still hold them (a copy that did arrive is ignored there)."""
         for _task_id, owner, return_ids in deliveries:
