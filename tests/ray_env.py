@@ -16,6 +16,10 @@ import subprocess
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# What Ray's client proxy says when the port it picked for a client's server (23000 on,
+# machine-wide) is taken by another Ray here: the server dies at once, and the proxy
+# reports the failed start or trips over the dead process.  Connecting again moves on.
+CLIENT_PORT_TAKEN = ("Starting Ray client server failed", "ZombieProcess")
 
 
 @functools.lru_cache(maxsize=None)
