@@ -7,6 +7,7 @@ its end through it) or the engine's sends to reply channels, which come after.""
 import os
 import stat
 import threading
+import time
 
 import cloudpickle
 import pytest
@@ -81,6 +82,55 @@ def test_switched_off_a_driver_has_no_channel_and_gets_results_relayed(monkeypat
         assert not other._direct_ids
     finally:
         other.close()
+
+
+def test_a_driver_its_engines_cannot_reach_gets_its_results_pushed():
+    """The engines tell the scheduler they send the results straight, then
+    fail to (the channel's socket is gone): they say so (Undelivered) and the
+    scheduler pushes the results after all."""
+    rt = runtime.current()
+    other = Client.connect(rt.address, client()._key)
+    try:
+        assert other._channel is not None
+        os.unlink(other._channel.path)           # listening still, but nobody can connect
+        other.send(*other.register_function("unreached-fn", "inc",
+                                            cloudpickle.dumps(lambda x: x + 1)))
+        for i in range(5):
+            tid = other.new_id("t")
+            other.own(f"{tid}/0")
+            other.submit(m.SubmitTask(task_id=tid, func_id="unreached-fn", name="inc",
+                                      args=serialize(((i,), {})).packed(), deps=[], nested=[],
+                                      return_ids=[f"{tid}/0"], resources={"CPU": 1.0}))
+            entries, timed_out = other.wait_entries([f"{tid}/0"], 1, 30, stop_on_error=True)
+            assert not timed_out and other.load(entries[f"{tid}/0"]) == i + 1
+            story = client().query("story", task_id=tid)["story"]
+            assert story[-1]["to"] == "finished"
+        assert not other._direct_ids
+    finally:
+        other.close()
+
+
+def test_a_driver_that_got_results_straight_disconnects_at_once():
+    """Its reader serves the channel with a selector; closing only the
+    scheduler's socket left it waiting on the engines' connections (5 s,
+    until close gave up on the join)."""
+    rt = runtime.current()
+    other = Client.connect(rt.address, client()._key)
+    try:
+        other.send(*other.register_function("quick-fn", "inc", cloudpickle.dumps(lambda x: x + 1)))
+        for i in range(20):
+            tid = other.new_id("t")
+            other.own(f"{tid}/0")
+            other.submit(m.SubmitTask(task_id=tid, func_id="quick-fn", name="inc",
+                                      args=serialize(((i,), {})).packed(), deps=[], nested=[],
+                                      return_ids=[f"{tid}/0"], resources={"CPU": 1.0}))
+            entries, timed_out = other.wait_entries([f"{tid}/0"], 1, 30, stop_on_error=True)
+            assert not timed_out
+        assert other._direct_ids            # engines are connected to its channel
+    finally:
+        started = time.monotonic()
+        other.close()
+    assert time.monotonic() - started < 2 and not other._reader.is_alive()
 
 
 def test_errors_and_results_holding_refs_keep_the_relay():

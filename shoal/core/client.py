@@ -694,6 +694,8 @@ class Client:
         self.flush_refs()
         self._housekeeper_stop.set()
         self._submit_wake.set()
+        if self._channel is not None:
+            self._channel.stop()            # the reader serves it: make it return
         self.conn.close()
         for t in (self._reader, self._housekeeper):
             if t is not threading.current_thread() and t.is_alive():

@@ -73,6 +73,7 @@ class ReplyChannel:
         self._adopted: list = []          # authenticated, not yet watched
         self._lock = threading.Lock()
         self._conns: set = set()
+        self._stopping = False
         self.closed = False
 
     # ------------------------------------------------------------------ serving
@@ -106,6 +107,8 @@ class ReplyChannel:
                 if scheduler_ready:
                     for msg in scheduler.recv_ready():
                         on_scheduler(msg)
+                if self._stopping:
+                    raise ConnectionError("the reply channel was stopped")
         finally:
             sel.close()
             self.close()
@@ -171,6 +174,17 @@ class ReplyChannel:
         return taken
 
     # ------------------------------------------------------------------ closing
+    def stop(self) -> None:
+        """Make serve() end (it raises ConnectionError), from another thread.
+        Closing the scheduler's connection is not enough: a socket closed while
+        the selector waits leaves its set without an event, and serve() would
+        wait on the engines' connections."""
+        self._stopping = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
     def close(self) -> None:
         """Stop listening and drop every engine's connection.  Idempotent."""
         with self._lock:
