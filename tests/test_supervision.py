@@ -148,7 +148,9 @@ def test_scheduler_loss_fails_every_waiting_call_at_once(fresh_cluster):
 
     calls = {"get": lambda: shoal.get(pending[0]),
              "wait": lambda: shoal.wait(pending, num_returns=2),
-             "other client": lambda: other.wait_entries(["nothing"], 1, None, False)}
+             # an object that exists, not yet ready: the scheduler holds the subscription
+             # (an unknown id would be answered at once, lost, and the call return)
+             "other client": lambda: other.wait_entries([pending[1].id], 1, None, False)}
     threads = [threading.Thread(target=waiting, args=item) for item in calls.items()]
     for t in threads:
         t.start()
