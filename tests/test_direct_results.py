@@ -26,14 +26,11 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
     shoal.shutdown()
-    before = os.environ.get("SHOAL_DIRECT_RESULTS")
-    os.environ["SHOAL_DIRECT_RESULTS"] = "1"        # on, whatever the shell says
+    before = os.environ.pop("SHOAL_DIRECT_RESULTS", None)     # on, whatever the caller's shell says
     try:
         ctx = shoal.init(num_cpus=2)
     finally:
-        if before is None:
-            del os.environ["SHOAL_DIRECT_RESULTS"]
-        else:
+        if before is not None:
             os.environ["SHOAL_DIRECT_RESULTS"] = before
     yield ctx
     shoal.shutdown()
@@ -45,6 +42,20 @@ def client():
 
 def came_direct(ref) -> bool:
     return client().came_direct(ref.id)
+
+
+def inc_from(other: Client, x: int) -> tuple:
+    """Run x + 1 as a task of another driver `other`, through its raw client:
+    (its task id, the value it got)."""
+    other.send(*other.register_function("inc-fn", "inc", cloudpickle.dumps(lambda x: x + 1)))
+    tid = other.new_id("t")
+    other.own(f"{tid}/0")
+    other.submit(m.SubmitTask(task_id=tid, func_id="inc-fn", name="inc",
+                              args=serialize(((x,), {})).packed(), deps=[], nested=[],
+                              return_ids=[f"{tid}/0"], resources={"CPU": 1.0}))
+    entries, timed_out = other.wait_entries([f"{tid}/0"], 1, 30, stop_on_error=True)
+    assert not timed_out
+    return tid, other.load(entries[f"{tid}/0"])
 
 
 def test_the_reply_socket_is_private_and_plain_results_come_straight():
@@ -70,15 +81,7 @@ def test_switched_off_a_driver_has_no_channel_and_gets_results_relayed(monkeypat
     try:
         assert other._channel is None
         assert not any(n.startswith(f"reply-{other.client_id}") for n in os.listdir(other.session_dir))
-        fid = "direct-test-fn"
-        tid = other.new_id("t")
-        other.send(*other.register_function(fid, "inc", cloudpickle.dumps(lambda x: x + 1)))
-        other.own(f"{tid}/0")
-        other.submit(m.SubmitTask(task_id=tid, func_id=fid, name="inc",
-                                  args=serialize(((41,), {})).packed(), deps=[], nested=[],
-                                  return_ids=[f"{tid}/0"], resources={"CPU": 1.0}))
-        entries, timed_out = other.wait_entries([f"{tid}/0"], 1, 30, stop_on_error=True)
-        assert not timed_out and other.load(entries[f"{tid}/0"]) == 42
+        assert inc_from(other, 41)[1] == 42
         assert not other._direct_ids
     finally:
         other.close()
@@ -93,16 +96,9 @@ def test_a_driver_its_engines_cannot_reach_gets_its_results_pushed():
     try:
         assert other._channel is not None
         os.unlink(other._channel.path)           # listening still, but nobody can connect
-        other.send(*other.register_function("unreached-fn", "inc",
-                                            cloudpickle.dumps(lambda x: x + 1)))
         for i in range(5):
-            tid = other.new_id("t")
-            other.own(f"{tid}/0")
-            other.submit(m.SubmitTask(task_id=tid, func_id="unreached-fn", name="inc",
-                                      args=serialize(((i,), {})).packed(), deps=[], nested=[],
-                                      return_ids=[f"{tid}/0"], resources={"CPU": 1.0}))
-            entries, timed_out = other.wait_entries([f"{tid}/0"], 1, 30, stop_on_error=True)
-            assert not timed_out and other.load(entries[f"{tid}/0"]) == i + 1
+            tid, value = inc_from(other, i)
+            assert value == i + 1
             story = client().query("story", task_id=tid)["story"]
             assert story[-1]["to"] == "finished"
         assert not other._direct_ids
@@ -117,15 +113,8 @@ def test_a_driver_that_got_results_straight_disconnects_at_once():
     rt = runtime.current()
     other = Client.connect(rt.address, client()._key)
     try:
-        other.send(*other.register_function("quick-fn", "inc", cloudpickle.dumps(lambda x: x + 1)))
         for i in range(20):
-            tid = other.new_id("t")
-            other.own(f"{tid}/0")
-            other.submit(m.SubmitTask(task_id=tid, func_id="quick-fn", name="inc",
-                                      args=serialize(((i,), {})).packed(), deps=[], nested=[],
-                                      return_ids=[f"{tid}/0"], resources={"CPU": 1.0}))
-            entries, timed_out = other.wait_entries([f"{tid}/0"], 1, 30, stop_on_error=True)
-            assert not timed_out
+            assert inc_from(other, i)[1] == i + 1
         assert other._direct_ids            # engines are connected to its channel
     finally:
         started = time.monotonic()
