@@ -216,7 +216,7 @@ def test_only_plain_successes_go_direct():
 
 
 def test_an_engine_relays_when_no_channel_answers(tmp_path):
-    replies = ReplyConnections(KEY)
+    replies = ReplyConnections(KEY, "e1")
     address = "unix:" + str(tmp_path / "none.sock")
     assert replies.send(address, [m.Heartbeat()]) is False
     started = time.monotonic()
@@ -314,7 +314,7 @@ def test_a_silent_peer_does_not_hold_up_the_others(served):
 
 
 def test_engine_side_connections_deliver_in_order(served):
-    replies = ReplyConnections(KEY)
+    replies = ReplyConnections(KEY, "e1")
     out = m.TaskOutput(task_id="t", name="f", pid=1, stream="stdout", text="hi\n")
     assert replies.send(served.channel.address, [out, _ready()])
     wait = time.monotonic() + 5

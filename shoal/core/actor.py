@@ -7,7 +7,7 @@ from typing import Any
 from ..exceptions import ActorAlreadyExistsError, PendingCallsLimitExceeded
 from ..protocol import messages as m
 from ..protocol.serialization import note_ref
-from . import backend, runtime, runtime_env
+from . import backend, direct_calls, runtime, runtime_env
 from .object_ref import owned_ref
 from .placement_group import placement_of
 from .generator import GENERATOR_MODES
@@ -326,14 +326,22 @@ class ActorHandle:
         generator = num_returns if num_returns in GENERATOR_MODES else None
         return_ids = [f"{task_id}/0"] if generator else [f"{task_id}/{i}" for i in range(num_returns)]
         args_blob, deps, nested, puts, keep = pack_arguments(client, args, kwargs)
-        spec = m.SubmitTask(
-            task_id=task_id, func_id=None, name=f"{self._options['class_name']}.{method_name}",
-            args=args_blob, deps=deps, nested=nested, return_ids=return_ids, resources={},
-            max_retries=0, parent_task_id=client.current_task_id, actor_id=self._actor_id,
-            method=method_name, generator=generator, concurrency_group=concurrency_group)
+        name = f"{self._options['class_name']}.{method_name}"
         result = returned(client, task_id, generator,
                           [owned_ref(client, oid) for oid in return_ids])
         client.remember_context(task_id)
+        direct_to = None
+        if client.direct_calls is not None:
+            call = direct_calls.call_message(
+                task_id, name, args_blob, return_ids, method_name, concurrency_group,
+            ) if direct_calls.eligible(deps, nested, generator) and not puts else None
+            direct_to = client.direct_calls.send(self._actor_id, return_ids, call)
+        spec = m.SubmitTask(
+            task_id=task_id, func_id=None, name=name,
+            args=args_blob, deps=deps, nested=nested, return_ids=return_ids, resources={},
+            max_retries=0, parent_task_id=client.current_task_id, actor_id=self._actor_id,
+            method=method_name, generator=generator, concurrency_group=concurrency_group,
+            direct_to=direct_to)
         client.submit(*puts, spec)
         del keep
         if limit != -1:
@@ -407,7 +415,10 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     if not isinstance(actor, ActorHandle):
         raise TypeError("shoal.kill() only supported for actors. For tasks, try shoal.cancel(). "
                         f"Got {type(actor).__name__}.")
-    runtime.current().client.send(m.KillActor(actor_id=actor._actor_id, no_restart=no_restart))
+    client = runtime.current().client
+    if client.direct_calls is not None:
+        client.direct_calls.killed(actor._actor_id, restarts=not no_restart)
+    client.send(m.KillActor(actor_id=actor._actor_id, no_restart=no_restart))
 
 
 def exit_actor(*, reason: str = "it exited with shoal.actor.exit_actor()") -> None:

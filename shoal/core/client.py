@@ -37,7 +37,7 @@ from ..store.shm import HostStore
 from ..store.transfer import fetch_object
 from ..engine.current import current_task  # noqa: F401 (core's modules take it from here)
 from ..protocol.object_ids import is_item_id
-from . import reply_channel
+from . import direct_calls, reply_channel
 
 log = logging.getLogger("shoal.client")
 FLUSH_INTERVAL = 0.02
@@ -102,6 +102,7 @@ class Client:
         self._entries: dict[str, ObjectEntry] = {}
         self._waiters: dict[str, list] = {}
         self._callbacks: dict[str, list] = {}     # object id -> [ReadyCallback]
+        self._arrivals: dict[str, ReadyCallback] = {}   # see on_arrival
         self.completer = None                     # shoal.core.futures.Completer, made on first use
         self._owned: set = set()
         self._subscribed: set = set()
@@ -124,6 +125,7 @@ class Client:
         self._closing = False
         self._channel: Optional[reply_channel.ReplyChannel] = None   # results straight from engines
         self._direct_ids: set = set()     # ids whose value came that way: a relayed copy is ignored
+        self.direct_calls: Optional[direct_calls.DirectCalls] = None   # actor calls sent straight
         self._reader = threading.Thread(target=self._read_loop, name="shoal-client-reader", daemon=True)
         self._housekeeper_stop = threading.Event()
         self._housekeeper = threading.Thread(target=self._housekeep, name="shoal-client-flush", daemon=True)
@@ -173,6 +175,8 @@ class Client:
             channel.close()
             raise
         self._channel = channel
+        if direct_calls.enabled():
+            self.direct_calls = direct_calls.DirectCalls(self, channel)
 
     # ------------------------------------------------------------------ sending
     def send(self, *msgs) -> None:
@@ -314,6 +318,8 @@ class Client:
                 return
             self._refcounts.pop(object_id, None)
             self._entries.pop(object_id, None)
+            if self._arrivals:
+                self._arrivals.pop(object_id, None)
             self._direct_ids.discard(object_id)
             self._owned.discard(object_id)
             self._subscribed.discard(object_id)
@@ -413,6 +419,17 @@ class Client:
             except ClusterLostError:
                 pass                # _mark_lost has called fn(None)
         return cb
+
+    def on_arrival(self, object_id: str, fn: Callable[[], None]) -> None:
+        """Call fn() on the reader thread when an entry for `object_id`
+        arrives while a ref here holds it (at once if it has; never if the
+        last ref goes first).  Unlike when_ready it sends nothing and flushes
+        nothing: it costs one dict entry."""
+        with self._lock:
+            if object_id not in self._entries:
+                self._arrivals[object_id] = ReadyCallback(object_id, lambda _entry: fn())
+                return
+        fn()
 
     def forget(self, cb: Optional[ReadyCallback]) -> None:
         """Drop a `when_ready` registration that has not fired (no-op otherwise)."""
@@ -645,6 +662,8 @@ class Client:
                 if oid not in self._refcounts and oid not in self._waiters:
                     continue        # released meanwhile: nobody here wants it
                 self._entries[oid] = e
+                if self._arrivals and oid in self._arrivals:
+                    fired.append((self._arrivals.pop(oid), e))
                 if self._callbacks:
                     fired.extend((cb, e) for cb in self._callbacks.pop(oid, ()))
                 for waiter in self._waiters.pop(oid, ()):

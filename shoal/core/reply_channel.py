@@ -12,8 +12,11 @@ them after all, and the driver keeps the first entry it gets.  Everything
 else goes through the scheduler only.
 
 Every connection proves the cluster key (auth.py) before a byte of it is
-decoded; one that fails, or sends anything but ObjectsReady / TaskOutput, or
-bytes that are not messages, is closed: it never takes the driver down.
+decoded; one that fails, or sends anything but EngineHello (first) /
+ObjectsReady / TaskOutput, or bytes that are not messages, is closed: it
+never takes the driver down.  An actor's engine names its actor in its
+EngineHello: the driver then sends that actor's plain calls back down the
+connection (direct_calls.py).
 
 One reader thread serves the scheduler's connection and these with one
 selector.  Ready engine connections are read before the scheduler's: what an
@@ -73,6 +76,8 @@ class ReplyChannel:
         self._adopted: list = []          # authenticated, not yet watched
         self._lock = threading.Lock()
         self._conns: set = set()
+        self._actors: dict = {}           # actor id -> (connection, engine id), from EngineHello
+        self._hellos: dict = {}           # connection -> its EngineHello
         self._stopping = False
         self.closed = False
 
@@ -116,7 +121,10 @@ class ReplyChannel:
     def _read(self, sel, conn: Connection, on_direct: Callable, flags: int) -> None:
         try:
             for msg in conn.recv_ready(flags):
-                on_direct(msg)
+                if type(msg) is m.EngineHello:
+                    self._hello(conn, msg)
+                else:
+                    on_direct(msg)
             return
         except ConnectionError:
             pass                        # the engine closed it (idle, or it exited)
@@ -130,9 +138,30 @@ class ReplyChannel:
             pass
         self._forget(conn)
 
+    def _hello(self, conn: Connection, msg: m.EngineHello) -> None:
+        if conn in self._hellos or type(msg.engine_id) is not str \
+                or not (msg.actor_id is None or type(msg.actor_id) is str):
+            raise ProtocolError("a second or malformed EngineHello")
+        with self._lock:
+            self._hellos[conn] = msg
+            if msg.actor_id is not None:
+                self._actors[msg.actor_id] = (conn, msg.engine_id)
+
+    def actor_engine(self, actor_id: str) -> Optional[tuple]:
+        """(connection, engine id) of the engine hosting `actor_id`, if it has
+        a connection here that is open (see core/direct_calls.py)."""
+        found = self._actors.get(actor_id)
+        if found is None or found[0].closed:
+            return None
+        return found
+
     def _forget(self, conn: Connection) -> None:
         with self._lock:
             self._conns.discard(conn)
+            hello = self._hellos.pop(conn, None)
+            if hello is not None and hello.actor_id is not None \
+                    and self._actors.get(hello.actor_id, (None,))[0] is conn:
+                del self._actors[hello.actor_id]
         conn.close()
 
     def _accept(self) -> None:
@@ -192,6 +221,7 @@ class ReplyChannel:
                 return
             self.closed = True
             conns, self._conns, self._adopted = list(self._conns), set(), []
+            self._actors.clear()
         _unlink(self.path)
         self._listener.close()
         for conn in conns:

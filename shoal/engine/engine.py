@@ -31,12 +31,14 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import replace
 from typing import Callable, Optional
 
 import cloudpickle
 
 from .. import exceptions
 from ..protocol import messages as m
+from ..protocol.framing import ProtocolError
 from ..protocol.object_ids import item_id
 from ..protocol.serialization import SerializationError, deserialize, serialize
 from ..session import read_config_from_stdin, setup_process_logging, wait_until_closed
@@ -136,8 +138,12 @@ class Engine:
         self.groups = NO_GROUPS
         self.slots: Optional[asyncio.Semaphore] = None
         key = config.get("key")
-        self.replies = ReplyConnections(bytes.fromhex(key)) if key else None
+        self.replies = ReplyConnections(
+            bytes.fromhex(key), self.engine_id, self.actor_id,
+            self.on_direct_call if self.actor_id else None) if key else None
         self.reply_to: dict = {}        # task id -> its owner's reply channel, while usable
+        self.creation: Optional[m.ExecuteTask] = None   # an actor's constructor call
+        self.called_direct: set = set()  # calls its caller sent here itself (not the scheduler)
 
     def run(self, services: Services) -> None:
         """Serve tasks through `services` (its client connected with
@@ -200,6 +206,22 @@ class Engine:
                 # a call on a thread pool cannot be interrupted (as in Ray)
         else:
             log.warning("unexpected message %s", type(msg).__name__)
+
+    def on_direct_call(self, msg: m.ExecuteTask, address: str) -> None:
+        """A call of this engine's actor, straight from its caller's driver
+        (core/direct_calls.py); called on that connection's reader thread.
+        Its results go back the same way; the scheduler hears of it as of any
+        call (TaskFinished.called_direct: maybe before the caller's submission)."""
+        creation = self.creation
+        if creation is None or msg.method in (None, "__init__") or msg.func_blob is not None:
+            raise ProtocolError("an actor call before the actor exists, or not a method call")
+        msg = replace(msg, gpu_ids=creation.gpu_ids, job=creation.job,
+                      resources=creation.resources)
+        with self.lock:
+            self.waiting.add(msg.task_id)
+            self.called_direct.add(msg.task_id)
+        self.reply_to[msg.task_id] = address
+        self.inbox.put(msg)
 
     def publish_display(self, data: dict, metadata: dict) -> bool:
         """Send a display (a mimebundle) from the running task to its owner,
@@ -338,8 +360,12 @@ class Engine:
         # running, so nothing is re-run or cancelled behind its back.  If the
         # straight send then fails, the scheduler pushes the results instead
         # (and does so too if this engine dies before saying either).
+        with self.lock:
+            called_direct = msg.task_id in self.called_direct
+            self.called_direct.discard(msg.task_id)
         self.client.send(m.TaskFinished(task_id=msg.task_id, results=results, nested=nested,
-                                        failed=failed, retryable=retryable, delivered=direct))
+                                        failed=failed, retryable=retryable, delivered=direct,
+                                        called_direct=called_direct))
         if direct and not self.replies.send(address, [m.ObjectsReady(entries=results)]):
             self.client.send(m.Undelivered(task_id=msg.task_id))
 
@@ -413,6 +439,7 @@ class Engine:
             self.groups = ConcurrencyGroups(options.get("method_groups") or {}, pools={
                 name: concurrent.futures.ThreadPoolExecutor(size, f"actor-{name}")
                 for name, size in groups.items()})
+        self.creation = msg          # calls may now come straight from callers too
 
     # ------------------------------------------------------------------ generators
     def _drain_generator(self, msg: m.ExecuteTask, gen):

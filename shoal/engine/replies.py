@@ -7,14 +7,22 @@ TaskFinished.delivered).  A connection is opened on first use,
 authenticated with the cluster key like every other, and closed when idle.
 Any failure returns False: output is then relayed, and results arrive with
 the scheduler's push.
+
+Each connection starts with EngineHello.  An actor's engine reads its
+connections too: the driver sends that actor's calls down them
+(core/direct_calls.py), handed to `on_call(msg, address)`.  Those stay open
+until either end goes (an idle close could drop a call being sent).
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from typing import Callable, Optional
 
+from ..protocol import messages as m
 from ..protocol.connection import Connection
+from ..protocol.framing import ProtocolError
 
 log = logging.getLogger("shoal.engine")
 IDLE_CLOSE = 30.0          # seconds unused before a connection is closed
@@ -23,8 +31,11 @@ CONNECT_TIMEOUT = 2.0
 
 
 class ReplyConnections:
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, engine_id: str, actor_id: Optional[str] = None,
+                 on_call: Optional[Callable] = None) -> None:
         self._key = key
+        self._hello = m.EngineHello(engine_id=engine_id, actor_id=actor_id)
+        self._on_call = on_call         # an actor's engine: calls come back on its connections
         self._lock = threading.Lock()
         self._conns: dict = {}           # address -> Connection
         self._used: dict = {}            # address -> when last sent on
@@ -56,6 +67,7 @@ class ReplyConnections:
                 return None
             try:
                 conn = Connection.connect(address, self._key, timeout=CONNECT_TIMEOUT)
+                conn.send(self._hello)
             except (OSError, ConnectionError) as exc:
                 log.debug("no reply channel at %s: %s", address, exc)
                 self._failed[address] = time.monotonic()
@@ -63,7 +75,10 @@ class ReplyConnections:
             self._failed.pop(address, None)
             self._conns[address] = conn
             self._used[address] = time.monotonic()
-            if self._closer is None:
+            if self._on_call is not None:
+                threading.Thread(target=self._read_calls, args=(address, conn),
+                                 name="actor-calls", daemon=True).start()
+            elif self._closer is None:
                 self._closer = threading.Thread(target=self._close_idle, name="reply-idle",
                                                 daemon=True)
                 self._closer.start()
@@ -75,6 +90,21 @@ class ReplyConnections:
                 del self._conns[address]
                 self._used.pop(address, None)
         conn.close()
+
+    def _read_calls(self, address: str, conn: Connection) -> None:
+        """Hand the calls the driver sends down this connection to on_call,
+        until it closes; anything but a call closes it."""
+        try:
+            while True:
+                msg = conn.recv()
+                if type(msg) is not m.ExecuteTask:
+                    raise ProtocolError(f"not an actor call: {type(msg).__name__}")
+                self._on_call(msg, address)
+        except (OSError, ConnectionError):
+            pass                            # the driver went
+        except Exception as exc:            # not messages, or not calls: never the engine's end
+            log.warning("closing a driver's connection: %s", exc)
+        self._drop(address, conn)
 
     def _close_idle(self) -> None:
         while True:

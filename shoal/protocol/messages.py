@@ -150,6 +150,8 @@ class SubmitTask:
     placement: Optional[dict] = None     # strategy or placement group (scheduler/placement.py)
     concurrency_group: Optional[str] = None   # an actor call's group (None: the method's)
     max_calls: int = 0                   # a pool engine is replaced after this many (0: never)
+    direct_to: Optional[str] = None      # an actor call its caller sent straight to this
+                                         # engine (core/direct_calls.py): the scheduler only records it
 
 
 @message
@@ -182,6 +184,7 @@ class TaskFinished:
     failed: bool = False
     retryable: bool = False
     delivered: bool = False     # the engine sends the results straight to the owner (ExecuteTask.reply_to)
+    called_direct: bool = False  # the call came straight from its caller: its SubmitTask may come later
 
 
 @message
@@ -387,3 +390,14 @@ class QueryReply:
     request_id: int
     value: object = None
     error: Optional[str] = None
+
+
+# --- straight between processes ---------------------------------------------------
+
+@message
+class EngineHello:
+    """Engine -> driver, first on a reply connection: who is sending.  An
+    actor's engine names its actor; the driver may then send that actor's
+    calls back on this connection (ExecuteTask; see core/direct_calls.py)."""
+    engine_id: str
+    actor_id: Optional[str] = None

@@ -52,6 +52,8 @@ class Actor:
     restarts: int = 0
     queues: dict = field(default_factory=dict)      # caller conn -> deque of call task ids
     inflight: dict = field(default_factory=dict)    # task id -> Task, sent to the engine
+    straight: dict = field(default_factory=dict)    # caller conn -> its calls in inflight that
+                                                    # it sent the engine itself (Task.straight)
     death_cause: str = ""
     death_error: Optional[bytes] = None             # the constructor's exception, serialized
     out_of_scope: bool = False

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from dataclasses import replace
 from typing import Optional
 
 from ..exceptions import ActorDiedError, TaskCancelledError
@@ -30,12 +31,28 @@ from .actor_table import (ALIVE, CREATING, DEAD, RESTARTING, STARTING, WAITING_F
 from .lifecycle import CANCELLING, FAILED, FINISHED, READY, RUNNING, WAITING
 
 log = logging.getLogger("shoal.scheduler")
+EARLY_KEPT = 60.0          # seconds a straight call's early TaskFinished waits for its submission
+
+
+class EarlyFinish:
+    """A straight call's TaskFinished that came before its caller's
+    submission (two sockets: either may be read first)."""
+    __slots__ = ("conn", "msg", "at", "push")
+
+    def __init__(self, conn, msg: m.TaskFinished, at: float) -> None:
+        self.conn, self.msg, self.at = conn, msg, at
+        self.push = False          # the straight send failed, or the engine is gone: we push
+
+    def message(self) -> m.TaskFinished:
+        return replace(self.msg, delivered=False) if self.push else self.msg
 
 
 class ActorScheduling:
     """Actor handling of SchedulerState; uses its tasks, objects and hosts."""
 
     def _init_actors(self) -> None:
+        self.early_finishes: dict = {}      # task id -> EarlyFinish
+        self.early_children: dict = {}      # unknown parent's task id -> [(child id, when)]
         self.actor_table = table = ActorTable(lambda: self.task_table.stimulus,
                                               self.task_table.illegal)
         # The ActorTable owns these; the names are for reading them.
@@ -129,6 +146,53 @@ class ActorScheduling:
                  actor.options.get("class_name"), actor.engine_id)
         self._pump(actor)
 
+    # ------------------------------------------------------------------ straight calls
+    def _early_finish(self, conn, msg: m.TaskFinished) -> None:
+        """A straight call finished before its submission came: keep it."""
+        self.early_finishes[msg.task_id] = EarlyFinish(conn, msg, self.clock())
+
+    def _early_undelivered(self, conn, task_id: str) -> None:
+        early = self.early_finishes.get(task_id)
+        if early is not None and early.conn is conn:
+            early.push = True
+
+    def _early_engine_gone(self, conn) -> None:
+        for early in self.early_finishes.values():
+            if early.conn is conn:
+                early.push = True
+
+    def _early_child(self, task) -> None:
+        """A task whose parent we do not know yet: a straight call submits
+        tasks as it runs, maybe before its own submission comes."""
+        self.early_children.setdefault(task.spec.parent_task_id, []).append(
+            (task.spec.task_id, self.clock()))
+
+    def _adopt_early_children(self, parent) -> None:
+        """`parent` came: its early children (and theirs) print where it does."""
+        origin = parent.origin or (parent.owner, parent.spec.task_id)
+        for child_id, _ in self.early_children.pop(parent.spec.task_id, ()):
+            child = self.tasks.get(child_id)
+            if child is not None:
+                parent.children.add(child_id)
+                self._reroot(child, origin)
+
+    def _reroot(self, task, origin: tuple) -> None:
+        was = task.origin or (task.owner, task.spec.task_id)
+        task.origin = origin
+        for child_id in task.children:
+            child = self.tasks.get(child_id)
+            if child is not None and child.origin == was:
+                self._reroot(child, origin)
+
+    def _drop_early(self, now: float) -> None:
+        """Early finishes whose submission never came (its caller died
+        sending it), and early children whose parent never came (it had ended)."""
+        for task_id in [t for t, e in self.early_finishes.items() if now - e.at > EARLY_KEPT]:
+            del self.early_finishes[task_id]
+        for parent_id in [p for p, kids in self.early_children.items()
+                          if now - kids[-1][1] > EARLY_KEPT]:
+            del self.early_children[parent_id]
+
     # ------------------------------------------------------------------ calls
     def _actor_call_submitted(self, conn, task) -> None:
         actor = self.actors.get(task.spec.actor_id)
@@ -136,19 +200,65 @@ class ActorScheduling:
             self._finish_with_error(task, self._actor_died_entry(actor, task.spec.actor_id))
             return
         task.retries_left = actor.options.get("max_task_retries", 0)
-        actor.queues.setdefault(conn, deque()).append(task.spec.task_id)
+        if _sent_straight(task.spec):
+            task.straight = True            # (until _straight_call finds its engine gone)
+        else:
+            actor.queues.setdefault(conn, deque()).append(task.spec.task_id)
 
     def _actor_call_ready(self, task) -> None:
         actor = self.actors.get(task.spec.actor_id)
-        if actor is not None:
+        if actor is None:
+            return
+        if task.straight and task.engine_id is None:
+            self._straight_call(actor, task)
+        else:
             self._pump(actor)
+
+    def _straight_call(self, actor: Actor, task) -> None:
+        """A call its caller sent to the actor's engine itself (direct_to; see
+        core/direct_calls.py): it runs there already, or ran (its TaskFinished
+        may have come first, kept in early_finishes), or its engine is gone."""
+        spec = task.spec
+        early = self.early_finishes.pop(spec.task_id, None)
+        engine = self.engines.get(spec.direct_to)
+        task.engine_id, task.host_id = spec.direct_to, actor.host_id
+        task.started_at = self.clock()
+        task.direct = True
+        actor.inflight[spec.task_id] = task
+        if actor.state == ALIVE and actor.engine_id == spec.direct_to and engine is not None:
+            self._to(task, RUNNING, "its caller sent it to its actor's engine")
+            actor.straight[task.owner] = actor.straight.get(task.owner, 0) + 1
+            if early is not None:
+                self._on_task_finished(early.conn, early.message())
+            return
+        # The engine it went to is gone, and all it said has been read.
+        task.straight = False
+        self._to(task, RUNNING, f"its caller sent it to engine {spec.direct_to}, which is gone")
+        if early is not None:           # ... after running it
+            self._actor_call_finished(task, early.message())
+            return
+        # As for a call sent there by us: it was on its way when the engine died.
+        actor.inflight.pop(spec.task_id)
+        if actor.state != DEAD and task.retries_left != 0:
+            task.retries_left -= 1
+            task.engine_id = task.host_id = None
+            self._to(task, READY, f"its actor's engine {spec.direct_to} was gone; retried, "
+                                  f"{task.retries_left} retries left")
+            actor.queues.setdefault(task.owner, deque()).append(spec.task_id)
+            self._pump(actor)
+        else:
+            self._finish_with_error(task, self._actor_died_entry(
+                actor, actor.actor_id, f"its engine {spec.direct_to} died before this call "
+                "finished (max_task_retries exhausted)" if actor.state != DEAD else ""))
 
     def _pump(self, actor: Actor) -> None:
         """Send each caller's ready calls, in order, to the actor's engine."""
         if actor.state != ALIVE:
             return
         engine = self.engines.get(actor.engine_id)
-        for queue in actor.queues.values():
+        for caller, queue in actor.queues.items():
+            if actor.straight and actor.straight.get(caller):
+                continue           # behind its calls sent straight: they may not be there yet
             while queue:
                 task = self.tasks.get(queue[0])
                 if task is None:
@@ -167,6 +277,13 @@ class ActorScheduling:
         actor = self.actors.get(task.spec.actor_id)
         if actor is not None:
             actor.inflight.pop(task.spec.task_id, None)
+            if task.straight:
+                task.straight = False
+                left = actor.straight.pop(task.owner, 1) - 1
+                if left:
+                    actor.straight[task.owner] = left
+                elif actor.queues.get(task.owner):
+                    self._pump(actor)           # its relayed calls were held behind
         delivered_to = self._delivered_to(task, msg)
         # Cancelled even if it ran to the end (a plain actor's call), unless its
         # owner has the value already: then the cancel came too late (as in Ray,
@@ -206,8 +323,10 @@ class ActorScheduling:
                                       f"creating it")
         retry, fail = [], []
         for task in actor.inflight.values():
+            task.straight = False
             (retry if task.retries_left != 0 and task.state != CANCELLING else fail).append(task)
         actor.inflight.clear()
+        actor.straight.clear()
         for task in reversed(retry):        # back to the front of their queues, in order
             task.retries_left -= 1
             task.engine_id = None
@@ -252,6 +371,7 @@ class ActorScheduling:
         owed = list(actor.inflight.values())
         owed += [self.tasks[t] for q in actor.queues.values() for t in q if t in self.tasks]
         actor.inflight.clear()
+        actor.straight.clear()
         actor.queues.clear()
         for task in owed:
             self._finish_with_error(task, entry)
@@ -334,3 +454,9 @@ class ActorScheduling:
 
     def _query_list_actors(self, args: dict):
         return [views.actor_info(a, self.engines).as_dict() for a in self.actors.values()]
+
+
+def _sent_straight(spec: m.SubmitTask) -> bool:
+    """Whether its caller sent this call to the engine itself (a call with refs
+    to resolve never goes so: direct_to on one is ignored, and it is relayed)."""
+    return spec.direct_to is not None and not spec.deps and spec.generator is None

@@ -78,6 +78,8 @@ class MembershipEvents:
         # An engine that died (or was stopped) between telling us of results
         # and sending them straight to their owners: they get them from us.
         self._push_undelivered(self.sent_straight.pop(conn, ()))
+        if self.early_finishes:
+            self._early_engine_gone(conn)
         self.event_subscribers.discard(conn)
         self.out.mark("cluster")
         engine_id = self.engine_by_conn.pop(conn, None)
@@ -262,6 +264,8 @@ class MembershipEvents:
         self._stimulate("HeartbeatTimer")
         now = self.clock()
         self._cancel_orphans(now)
+        if self.early_finishes or self.early_children:
+            self._drop_early(now)
         silent = []
         for host in list(self.hosts.values()):
             heard = self.last_heard.setdefault(host.conn, now)

@@ -175,6 +175,10 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
         if parent is not None:
             parent.children.add(spec.task_id)
             task.origin = parent.origin or (parent.owner, parent.spec.task_id)
+        elif spec.parent_task_id is not None:
+            self._early_child(task)             # its parent may be a straight call, on its way
+        if self.early_children:
+            self._adopt_early_children(task)
         failed = None
         for oid in (*spec.deps, *spec.nested):
             obj = self.objects.get(oid)
@@ -428,6 +432,8 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
         return task.owner
 
     def _on_undelivered(self, conn, msg: m.Undelivered) -> None:
+        if self.early_finishes:
+            self._early_undelivered(conn, msg.task_id)
         self._push_undelivered([d for d in self.sent_straight.get(conn, ()) if d[0] == msg.task_id])
 
     def _push_undelivered(self, deliveries) -> None:
@@ -458,6 +464,9 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
         task = self.tasks.get(msg.task_id)
         engine_id = self.engine_by_conn.get(conn)
         log.debug("finished %s on %s", msg.task_id, engine_id)
+        if task is None and msg.called_direct:
+            self._early_finish(conn, msg)       # its caller's submission is on its way
+            return
         if task is None or task.state not in ON_ENGINE or task.engine_id != engine_id:
             return            # stale: the task was cancelled or retried meanwhile
         if task.spec.method == "__init__":

@@ -41,6 +41,7 @@ class Task:
     children: set = field(default_factory=set)
     rebuilding: bool = False             # what it runs for: results lost with a host
     direct: bool = False                 # its engine may send its results straight to the owner
+    straight: bool = False               # an actor call its caller sent the engine itself, running
     blocks: bool = False                 # it has waited in get: queue nothing behind it
     pool: Optional[dict] = None          # its placement group bundle's resources, if any
     submitted_at: float = 0.0
