@@ -3,7 +3,7 @@ piece by piece: the scheduler's rules (no sockets), and the driver's choice of
 way (a fake channel)."""
 import pytest
 
-from shoal.core.direct_calls import DirectCalls, call_message
+from shoal.core.direct_calls import DirectCalls
 from shoal.exceptions import ActorDiedError
 from shoal.protocol import messages as m
 from shoal.protocol.messages import ObjectEntry
@@ -186,32 +186,37 @@ class _Client:
         self.arrivals.pop(oid)()
 
 
-def _driver():
+def _driver(connected=True):
+    """A driver's DirectCalls; `connected`: actor A's engine e1 has a connection."""
     client, channel = _Client(), _Channel()
+    if connected:
+        channel.engines["A"] = (_Conn(), "e1")
     return DirectCalls(client, channel), client, channel
 
 
 def _send(calls, n, eligible=True, returns=1):
-    ids = [f"c{n}/{i}" for i in range(returns)]
-    call = call_message(f"c{n}", "C.m", b"", ids, "m", None) if eligible else None
-    return calls.send("A", ids, call)
+    """The engine id the call goes to, or None (relayed)."""
+    target = calls.route("A", [f"c{n}/{i}" for i in range(returns)], eligible)
+    if target is None:
+        return None
+    target[0].send(f"c{n}")
+    return target[1]
 
 
 def test_calls_go_straight_once_the_actor_has_a_connection():
-    calls, client, channel = _driver()
+    calls, client, channel = _driver(connected=False)
     assert _send(calls, 1) is None                       # no connection yet: relayed
     channel.engines["A"] = conn = (_Conn(), "e1")
     assert _send(calls, 2) is None                       # c1 may not have reached the engine
     client.arrive("c1/0")
     client.arrive("c2/0")
     assert _send(calls, 3) == "e1" and _send(calls, 4) == "e1"
-    assert [c.task_id for c in conn[0].sent] == ["c3", "c4"]
+    assert conn[0].sent == ["c3", "c4"]
     assert not client.counts                             # nothing is held for this
 
 
 def test_a_relayed_call_stops_straight_ones_until_it_arrives():
     calls, client, channel = _driver()
-    channel.engines["A"] = (_Conn(), "e1")
     assert _send(calls, 1) == "e1"
     assert _send(calls, 2, eligible=False) is None       # refs: relayed
     assert _send(calls, 3) is None                       # behind c2: relayed too
@@ -224,7 +229,6 @@ def test_a_relayed_call_stops_straight_ones_until_it_arrives():
 
 def test_a_relayed_call_without_returns_is_waited_out_by_the_next_relayed_one():
     calls, client, channel = _driver()
-    channel.engines["A"] = (_Conn(), "e1")
     assert _send(calls, 1, eligible=False, returns=0) is None
     assert _send(calls, 2) is None                       # nothing says c1 got there
     client.arrive("c2/0")
@@ -233,7 +237,6 @@ def test_a_relayed_call_without_returns_is_waited_out_by_the_next_relayed_one():
 
 def test_a_relayed_call_whose_refs_are_dropped_is_waited_out_by_the_next_one():
     calls, client, channel = _driver()
-    channel.engines["A"] = (_Conn(), "e1")
     assert _send(calls, 1, eligible=False) is None
     del client.arrivals["c1/0"]                          # released: it never "arrives"
     assert _send(calls, 2) is None
@@ -243,7 +246,6 @@ def test_a_relayed_call_whose_refs_are_dropped_is_waited_out_by_the_next_one():
 
 def test_a_new_engine_waits_for_the_calls_sent_down_the_old_one():
     calls, client, channel = _driver()
-    channel.engines["A"] = (_Conn(), "e1")
     assert _send(calls, 1) == "e1"
     channel.engines["A"] = (_Conn(), "e2")              # restarted elsewhere
     assert _send(calls, 2) is None                       # c1 may be retried: relay
@@ -251,12 +253,15 @@ def test_a_new_engine_waits_for_the_calls_sent_down_the_old_one():
     assert _send(calls, 3) == "e2"
 
 
-def test_a_failed_send_relays_that_call():
+@pytest.mark.parametrize("restarts, then", [(False, None), (True, "e1")])
+def test_after_this_driver_kills_the_actor_its_calls_are_relayed(restarts, then):
+    """For good, or (a restartable kill) until one relayed call has come back."""
     calls, client, channel = _driver()
-    channel.engines["A"] = (conn := _Conn(), "e1")
-    conn.fail = True
-    assert _send(calls, 1) is None
-    assert "c1/0" in client.arrivals                     # watched, as any relayed call
+    assert _send(calls, 1) == "e1"
+    calls.killed("A", restarts=restarts)
+    assert _send(calls, 2) is None
+    client.arrive("c2/0")
+    assert _send(calls, 3) == then
 
 
 def test_tasks_a_straight_call_submits_before_its_submission_print_under_it():

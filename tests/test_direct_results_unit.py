@@ -323,6 +323,26 @@ def test_engine_side_connections_deliver_in_order(served):
     assert [type(x) for x in served.direct] == [m.TaskOutput, m.ObjectsReady]
 
 
+def test_an_actor_engines_connection_announces_it_and_outlives_a_frame_too_large(served,
+                                                                               monkeypatch):
+    from shoal.protocol import framing
+    replies = ReplyConnections(KEY, "e1", "A1", on_call=lambda msg, address: None)
+    assert replies.send(served.channel.address, [_ready("t/0")])
+    wait = time.monotonic() + 5
+    while served.channel.actor_engine("A1") is None and time.monotonic() < wait:
+        time.sleep(0.01)
+    conn, engine_id = served.channel.actor_engine("A1")
+    assert engine_id == "e1"
+    monkeypatch.setattr(framing, "MAX_MESSAGE", 10)    # nothing can be written now
+    assert not replies.send(served.channel.address, [_ready("t/1")])
+    monkeypatch.undo()
+    assert replies.send(served.channel.address, [_ready("t/2")])  # the same connection
+    while len(served.direct) < 2 and time.monotonic() < wait:
+        time.sleep(0.01)
+    assert [x.entries[0].object_id for x in served.direct] == ["t/0", "t/2"]
+    assert served.channel.actor_engine("A1")[0] is conn
+
+
 # ---------------------------------------------------------------- first entry wins
 class _NoConn:
     closed = False

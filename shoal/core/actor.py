@@ -330,19 +330,22 @@ class ActorHandle:
         result = returned(client, task_id, generator,
                           [owned_ref(client, oid) for oid in return_ids])
         client.remember_context(task_id)
-        direct_to = None
+        straight = direct_to = None
         if client.direct_calls is not None:
-            call = direct_calls.call_message(
-                task_id, name, args_blob, return_ids, method_name, concurrency_group,
-            ) if direct_calls.eligible(deps, nested, generator) and not puts else None
-            direct_to = client.direct_calls.send(self._actor_id, return_ids, call)
+            target = client.direct_calls.route(
+                self._actor_id, return_ids,
+                direct_calls.eligible(deps, nested, generator) and not puts)
+            if target is not None:
+                straight = (target[0], direct_calls.call_message(
+                    task_id, name, args_blob, return_ids, method_name, concurrency_group))
+                direct_to = target[1]
         spec = m.SubmitTask(
             task_id=task_id, func_id=None, name=name,
             args=args_blob, deps=deps, nested=nested, return_ids=return_ids, resources={},
             max_retries=0, parent_task_id=client.current_task_id, actor_id=self._actor_id,
             method=method_name, generator=generator, concurrency_group=concurrency_group,
             direct_to=direct_to)
-        client.submit(*puts, spec)
+        client.submit(*puts, spec, straight=straight)
         del keep
         if limit != -1:
             self._pending.update(return_ids)

@@ -125,6 +125,10 @@ class Client:
         self._closing = False
         self._channel: Optional[reply_channel.ReplyChannel] = None   # results straight from engines
         self._direct_ids: set = set()     # ids whose value came that way: a relayed copy is ignored
+        self._straight: list = []         # (connection, ExecuteTask) queued with the submissions
+        # An engine's: what must go out before anything it sends now (the
+        # reports of calls that ended before, engine/finishes.py)
+        self.before_send: Optional[Callable[[], None]] = None
         self.direct_calls: Optional[direct_calls.DirectCalls] = None   # actor calls sent straight
         self._reader = threading.Thread(target=self._read_loop, name="shoal-client-reader", daemon=True)
         self._housekeeper_stop = threading.Event()
@@ -183,14 +187,18 @@ class Client:
         """Send now, after any queued submissions."""
         if self.lost:
             raise ClusterLostError(self.lost)
+        if self.before_send is not None:
+            self.before_send()
         with self._send_lock:
             chunks = self._encode(msgs)
+            if self._straight:
+                self._write_straight()
             if self._queued:
                 chunks[:0] = self._queued
                 self._queued, self._queued_count = [], 0
             self._write(chunks)
 
-    def submit(self, *msgs) -> None:
+    def submit(self, *msgs, straight: Optional[tuple] = None) -> None:
         """Send a submission (a task or actor call, and what must precede it).
 
         Sending wakes the scheduler, which costs about a third of a `.remote()`
@@ -199,7 +207,10 @@ class Client:
         is sent when it is full, when its oldest has waited SUBMIT_DELAY (the
         housekeeper's timer, if no submission comes to do it), or before any
         other message and any wait for results (`flush`).  Order is kept: every
-        message goes through the one queue.  A lone call is sent at once."""
+        message goes through the one queue.  A lone call is sent at once.
+
+        `straight` is (connection, ExecuteTask): an actor call that goes to its
+        engine too (direct_calls.py), batched alike, and written first."""
         if self.lost:
             raise ClusterLostError(self.lost)
         now = time.perf_counter()
@@ -207,8 +218,12 @@ class Client:
             chunks = self._encode(msgs)
             burst = now - self._last_submit < BURST_GAP
             self._last_submit = now
+            if straight is not None:
+                self._straight.append(straight)
             if not self._queued:
                 if not burst:
+                    if self._straight:
+                        self._write_straight()
                     self._write(chunks)
                     return
                 self._queued_since = now
@@ -220,7 +235,7 @@ class Client:
 
     def flush(self) -> None:
         """Send the queued submissions now (before waiting on anything)."""
-        if self._queued and not self.lost:
+        if (self._queued or self._straight) and not self.lost:
             with self._send_lock:
                 try:
                     self._write_queued()
@@ -239,9 +254,26 @@ class Client:
             raise
 
     def _write_queued(self) -> None:
+        if self._straight:
+            self._write_straight()
         if self._queued:
             chunks, self._queued, self._queued_count = self._queued, [], 0
             self._write(chunks)
+
+    def _write_straight(self) -> None:
+        """Send the queued straight actor calls, each connection's in one
+        write.  A write that fails is only logged: the connection broke because
+        its engine is gone, and the scheduler (which has the calls' submissions)
+        retries or fails them as the calls of a dead actor."""
+        calls, self._straight = self._straight, []
+        by_conn: dict = {}
+        for conn, msg in calls:
+            by_conn.setdefault(conn, []).append(msg)
+        for conn, msgs in by_conn.items():
+            try:
+                conn.send_many(msgs)
+            except OSError as exc:
+                log.debug("an actor's engine is gone (%s): the scheduler has its calls", exc)
 
     def _write(self, chunks: list) -> None:
         try:

@@ -23,14 +23,12 @@ calls while that caller's straight calls run (scheduler/actors.py).
 """
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from typing import Optional
 
 from ..protocol import messages as m
 
-log = logging.getLogger("shoal.client")
 _BLIND = ""          # the last call had no return value to wait for
 
 
@@ -62,34 +60,26 @@ class DirectCalls:
         self._killed: set = set()       # actors this driver killed for good
         self._lock = threading.Lock()
 
-    def send(self, actor_id: str, return_ids: list, call: Optional[m.ExecuteTask]
-             ) -> Optional[str]:
-        """Send `call` straight to the actor's engine if it may go that way
-        (None: it may not, see eligible); returns that engine's id (the
-        submission's direct_to), or None: the scheduler relays it."""
+    def route(self, actor_id: str, return_ids: list, eligible: bool) -> Optional[tuple]:
+        """(connection, engine id) to send this call down (the caller sends
+        it, with its submission: Client.submit's `straight`), or None: the
+        scheduler relays it.  Records the way it goes."""
         client = self._client
         target = self._channel.actor_engine(actor_id) \
-            if call is not None and actor_id not in self._killed else None
+            if eligible and actor_id not in self._killed else None
         with self._lock:
             last = self._last.get(actor_id)
             if target is not None and last is not None and last.conn is not target[0] \
                     and not (last.arrived or client.ready(last.object_id)):
                 target = None               # the call before may not be there yet
-            engine_id = None
-            if target is not None:
-                try:
-                    target[0].send(call)
-                    engine_id = target[1]
-                except (OSError, ValueError) as exc:     # its engine is gone: relay this one
-                    log.debug("an actor's connection failed: %s", exc)
-            now = self._last[actor_id] = _Last(target[0] if engine_id else None,
+            now = self._last[actor_id] = _Last(target[0] if target else None,
                                                return_ids[0] if return_ids else _BLIND)
-        if engine_id is None and now.object_id:
+        if target is None and now.object_id:
             # Relayed: watch for its arrival.  Nothing holds it for that: if its
             # refs are dropped first, it never "arrives", and the next call is
             # relayed too (and watched in its place).
             client.on_arrival(now.object_id, lambda: self._arrived(now))
-        return engine_id
+        return target
 
     def killed(self, actor_id: str, restarts: bool) -> None:
         """This driver killed the actor: later calls go through the scheduler,

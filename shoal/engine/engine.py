@@ -45,6 +45,7 @@ from ..session import read_config_from_stdin, setup_process_logging, wait_until_
 from . import runtime_env
 from . import display
 from .current import current_task
+from .finishes import Finishes
 from .replies import ReplyConnections
 from .services import Services
 
@@ -152,6 +153,10 @@ class Engine:
         self.client = services.client
         self.packages = runtime_env.PackageCache(os.path.join(self.config["session_dir"],
                                                               "runtime_env"), services.fetch)
+        self.finishes = Finishes(self.client, self.replies)
+        # A call's messages (KillActor from exit_actor, above all) go after the
+        # reports of the calls that ended before it.
+        self.client.before_send = self.finishes.flush
         self.client.start()         # on_message needs self.client: only now may messages come
         self.stdout = TaskOutputStream(self, "stdout", sys.stdout)
         self.stderr = TaskOutputStream(self, "stderr", sys.stderr)
@@ -160,8 +165,11 @@ class Engine:
         display.engine_shell(self.publish_display)   # display() in a task goes to its cell
         while True:
             try:
+                if self.finishes.holding and self.inbox.empty():
+                    self.finishes.flush()       # before waiting for more work
                 msg = self.inbox.get()
                 if msg is None:
+                    self.finishes.flush()
                     return
                 self.dispatch(msg)
             except KeyboardInterrupt:
@@ -341,6 +349,7 @@ class Engine:
         """sys.exit() in a task ends its engine, as in Ray: the scheduler sees a
         crashed worker (retried, then WorkerCrashedError)."""
         log.warning("task %s called sys.exit(%s); the engine exits", msg.task_id, exc.code)
+        self.finishes.flush()               # the calls before it did finish
         self.stdout.flush()
         self.stderr.flush()
         self.client.close()
@@ -363,11 +372,13 @@ class Engine:
         with self.lock:
             called_direct = msg.task_id in self.called_direct
             self.called_direct.discard(msg.task_id)
-        self.client.send(m.TaskFinished(task_id=msg.task_id, results=results, nested=nested,
-                                        failed=failed, retryable=retryable, delivered=direct,
-                                        called_direct=called_direct))
-        if direct and not self.replies.send(address, [m.ObjectsReady(entries=results)]):
-            self.client.send(m.Undelivered(task_id=msg.task_id))
+        # A plain actor's call with more calls waiting: report it with theirs.
+        hold = self.instance is not None and self.pool is None and self.loop is None \
+            and msg.method not in (None, "__init__") and not self.inbox.empty()
+        self.finishes.send(m.TaskFinished(task_id=msg.task_id, results=results, nested=nested,
+                                          failed=failed, retryable=retryable, delivered=direct,
+                                          called_direct=called_direct),
+                           address if direct else None, hold)
 
     # ------------------------------------------------------------------ pieces
     def _prepare(self, msg: m.ExecuteTask):

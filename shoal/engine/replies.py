@@ -22,7 +22,7 @@ from typing import Callable, Optional
 
 from ..protocol import messages as m
 from ..protocol.connection import Connection
-from ..protocol.framing import ProtocolError
+from ..protocol.framing import FrameTooLargeError, ProtocolError
 
 log = logging.getLogger("shoal.engine")
 IDLE_CLOSE = 30.0          # seconds unused before a connection is closed
@@ -50,7 +50,9 @@ class ReplyConnections:
             return False
         try:
             conn.send_many(msgs)
-        except (OSError, ValueError) as exc:     # the driver is gone, or the frame too large
+        except FrameTooLargeError:
+            return False        # nothing was written: the connection (and calls on it) live on
+        except (OSError, ValueError) as exc:     # the driver is gone
             log.debug("reply channel %s failed: %s", address, exc)
             self._drop(address, conn)
             return False

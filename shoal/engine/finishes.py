@@ -1,0 +1,80 @@
+"""How an engine reports the end of its tasks: TaskFinished to the scheduler,
+then, for a plain success whose owner has a reply channel, the results
+straight to the owner (Undelivered if that send fails).
+
+When more calls of a plain actor wait in the engine's inbox (a pipelined
+burst), the reports of the ones that end are held and sent together: one
+write to the scheduler, one to each owner, instead of two per call.  They go
+out when the inbox empties (before the engine waits for work), when HOLD_MAX
+are held, or HOLD_DELAY after the first was held (a long call behind a
+short one does not hold the short one's value).  Each batch keeps the order
+a lone report has: the scheduler hears first.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Optional
+
+from ..protocol import messages as m
+
+HOLD_MAX = 64
+HOLD_DELAY = 0.002
+
+
+class Finishes:
+    def __init__(self, client, replies) -> None:
+        self._client = client
+        self._replies = replies
+        self._held: list = []            # (TaskFinished, reply address or None)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        threading.Thread(target=self._timer, name="finish-flush", daemon=True).start()
+
+    def send(self, finished: m.TaskFinished, address: Optional[str], hold: bool = False) -> None:
+        """Report a task's end (its results go to `address` too, if given);
+        `hold`: more work waits, so it may go with the next reports."""
+        if hold:
+            with self._lock:
+                self._held.append((finished, address))
+                count = len(self._held)
+            if count == 1:
+                self._wake.set()
+            elif count >= HOLD_MAX:
+                self.flush()
+            return
+        if self._held:
+            self.flush()
+        self._client.send(finished)
+        if address is not None and not self._replies.send(
+                address, [m.ObjectsReady(entries=finished.results)]):
+            self._client.send(m.Undelivered(task_id=finished.task_id))
+
+    def flush(self) -> None:
+        """Send what is held now."""
+        if not self._held:
+            return                       # (the engine's every send asks: keep it cheap)
+        with self._lock:
+            held, self._held = self._held, []
+        if not held:
+            return
+        self._client.send(*[finished for finished, _ in held])
+        by_address: dict = {}
+        for finished, address in held:
+            if address is not None:
+                by_address.setdefault(address, []).append(finished)
+        for address, finishes in by_address.items():
+            entries = [e for f in finishes for e in f.results]
+            if not self._replies.send(address, [m.ObjectsReady(entries=entries)]):
+                self._client.send(*[m.Undelivered(task_id=f.task_id) for f in finishes])
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
+
+    def _timer(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            time.sleep(HOLD_DELAY)
+            self.flush()
