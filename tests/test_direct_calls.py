@@ -42,10 +42,10 @@ def went_straight(ref) -> bool:
     return any(r["why"] == "its caller sent it to its actor's engine" for r in story)
 
 
-def warm(handle, method="ping"):
+def warm(handle, method="ping", *args):
     """Calls go straight once a result came back from the actor's engine."""
     for _ in range(3):
-        shoal.get(getattr(handle, method).remote(), timeout=60)
+        shoal.get(getattr(handle, method).remote(*args), timeout=60)
 
 
 @shoal.remote
@@ -166,6 +166,9 @@ def test_calls_after_kill_never_reach_the_dying_engine(no_restart):
     warm(log)
     shoal.kill(log, no_restart=no_restart)
     ref = log.add.remote(1)
+    wait_for(lambda: client().query("story", task_id=ref.id.rpartition("/")[0])["story"],
+             what="the scheduler to record the call")
+    assert not went_straight(ref)
     if no_restart:
         with pytest.raises(ActorDiedError):
             shoal.get(ref, timeout=60)
@@ -174,7 +177,15 @@ def test_calls_after_kill_never_reach_the_dying_engine(no_restart):
             assert shoal.get(ref, timeout=60) == 1
         except ActorDiedError:
             pass        # it was on its way when the old engine died
-        assert shoal.get(log.add.remote(2), timeout=60) == 2
+        wait_for(lambda: _restarted(log), what="the actor to restart")
+        warm(log, "add", 2)
+        ref = log.add.remote(3)          # straight again, to the new engine
+        assert shoal.get(ref, timeout=60) == 3 and went_straight(ref)
+
+
+def _restarted(handle) -> bool:
+    info = [a for a in client().query("list_actors") if a["actor_id"] == handle._actor_id]
+    return bool(info) and info[0]["state"] == "ALIVE" and info[0]["restarts"] == 1
 
 
 @pytest.mark.parametrize("retries", [-1, 0])

@@ -26,9 +26,9 @@ def _alive(**options):
     return h
 
 
-def _call(h, n, direct_to="h1.a0", deps=(), conn=ME):
+def _call(h, n, direct_to="h1.a0", deps=(), conn=ME, nested=()):
     h.s.handle(conn, m.SubmitTask(
-        task_id=f"c{n}", func_id=None, name="C.m", args=b"", deps=list(deps), nested=[],
+        task_id=f"c{n}", func_id=None, name="C.m", args=b"", deps=list(deps), nested=list(nested),
         return_ids=[f"c{n}/0"], resources={}, max_retries=0, actor_id="A", method="m",
         direct_to=direct_to))
 
@@ -120,10 +120,11 @@ def test_a_callers_relayed_calls_wait_behind_its_straight_ones():
     assert set(h.executes(h.out())) == {"c2"}
 
 
-def test_direct_to_on_a_call_with_refs_is_ignored():
+@pytest.mark.parametrize("where", ["deps", "nested"])
+def test_direct_to_on_a_call_with_refs_is_ignored(where):
     h = _alive()
     h.s.handle(ME, m.PutObject(entry=ObjectEntry("p/0", inline=dumps(5))))
-    _call(h, 1, deps=["p/0"])
+    _call(h, 1, **{where: ["p/0"]})
     assert set(h.executes(h.out())) == {"c1"}
 
 
@@ -253,15 +254,27 @@ def test_a_new_engine_waits_for_the_calls_sent_down_the_old_one():
     assert _send(calls, 3) == "e2"
 
 
-@pytest.mark.parametrize("restarts, then", [(False, None), (True, "e1")])
-def test_after_this_driver_kills_the_actor_its_calls_are_relayed(restarts, then):
-    """For good, or (a restartable kill) until one relayed call has come back."""
+def test_after_this_driver_kills_the_actor_for_good_its_calls_are_relayed():
     calls, client, channel = _driver()
     assert _send(calls, 1) == "e1"
-    calls.killed("A", restarts=restarts)
+    calls.killed("A", restarts=False)
     assert _send(calls, 2) is None
     client.arrive("c2/0")
-    assert _send(calls, 3) == then
+    assert _send(calls, 3) is None                       # for good
+    channel.engines["A"] = (_Conn(), "e2")
+    assert _send(calls, 4) is None
+
+
+def test_after_a_restartable_kill_only_the_new_engine_gets_calls_straight():
+    calls, client, channel = _driver()
+    assert _send(calls, 1) == "e1"
+    calls.killed("A", restarts=True)
+    assert _send(calls, 2) is None
+    client.arrive("c2/0")
+    assert _send(calls, 3) is None                       # e1 is stopping, even now
+    client.arrive("c3/0")
+    channel.engines["A"] = (_Conn(), "e2")              # the restarted actor's
+    assert _send(calls, 4) == "e2"
 
 
 def test_tasks_a_straight_call_submits_before_its_submission_print_under_it():

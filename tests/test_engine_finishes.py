@@ -50,14 +50,14 @@ def test_a_lone_report_tells_the_scheduler_then_the_owner():
         ("scheduler", ["TaskFinished"]), ("unix:drv", ["ObjectsReady"])]
 
 
-def test_held_reports_go_together_and_in_order_before_the_next_lone_one():
+def test_held_reports_go_out_with_the_next_lone_one_in_order():
     f, wire = _finishes()
     for n in range(3):
         f.send(_done(n), "unix:drv", hold=True)
     assert wire.writes == [] and f.holding
     f.send(_done(3), None)
-    assert [to for to, _ in wire.writes] == ["scheduler", "unix:drv", "scheduler"]
-    assert [x.task_id for x in wire.writes[0][1]] == ["t0", "t1", "t2"]
+    assert [to for to, _ in wire.writes] == ["scheduler", "unix:drv"]
+    assert [x.task_id for x in wire.writes[0][1]] == ["t0", "t1", "t2", "t3"]
     assert [e.object_id for e in wire.writes[1][1][0].entries] == ["t0/0", "t1/0", "t2/0"]
     assert not f.holding
 
@@ -92,8 +92,14 @@ def test_a_short_calls_value_is_not_held_behind_a_long_call():
     try:
         @shoal.remote
         class Calls:
-            def quick(self, pause=0.0):
-                time.sleep(pause)        # long enough for the slow call to be waiting
+            def quick(self, wait_for_more=False):
+                if wait_for_more:        # end only once the slow call waits in the inbox
+                    from shoal.core import runtime
+                    engine = runtime.current().client._on_message.__self__
+                    deadline = time.monotonic() + 30
+                    while engine.inbox.empty() and time.monotonic() < deadline:
+                        time.sleep(0.001)
+                    assert not engine.inbox.empty()
                 return "quick"
 
             def slow(self):
@@ -102,7 +108,7 @@ def test_a_short_calls_value_is_not_held_behind_a_long_call():
 
         calls = Calls.remote()
         shoal.get(calls.quick.remote(), timeout=60)
-        quick = calls.quick.remote(0.3)
+        quick = calls.quick.remote(True)
         slow = calls.slow.remote()
         started = time.monotonic()
         assert shoal.get(quick, timeout=60) == "quick"

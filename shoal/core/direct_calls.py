@@ -57,7 +57,9 @@ class DirectCalls:
         self._client = client
         self._channel = channel
         self._last: dict = {}           # actor id -> _Last
-        self._killed: set = set()       # actors this driver killed for good
+        # actor id -> the connection to the engine this driver killed it on
+        # (calls never go down it again), or None: killed for good
+        self._killed: dict = {}
         self._lock = threading.Lock()
 
     def route(self, actor_id: str, return_ids: list, eligible: bool) -> Optional[tuple]:
@@ -65,8 +67,10 @@ class DirectCalls:
         it, with its submission: Client.submit's `straight`), or None: the
         scheduler relays it.  Records the way it goes."""
         client = self._client
-        target = self._channel.actor_engine(actor_id) \
-            if eligible and actor_id not in self._killed else None
+        target = self._channel.actor_engine(actor_id) if eligible else None
+        if target is not None and actor_id in self._killed \
+                and self._killed[actor_id] in (None, target[0]):
+            target = None                   # that engine is stopping
         with self._lock:
             last = self._last.get(actor_id)
             if target is not None and last is not None and last.conn is not target[0] \
@@ -82,14 +86,14 @@ class DirectCalls:
         return target
 
     def killed(self, actor_id: str, restarts: bool) -> None:
-        """This driver killed the actor: later calls go through the scheduler,
-        which fails them (or, if it `restarts`, until one has come back), never
-        to the engine still alive for a moment."""
-        with self._lock:
-            if restarts:
-                self._last[actor_id] = _Last(None, _BLIND)
-            else:
-                self._killed.add(actor_id)
+        """This driver killed the actor: later calls go through the scheduler
+        (which fails them, or queues them for the restarted actor), never to
+        the engine still alive for a moment; if the actor `restarts`, straight
+        again to its new engine."""
+        found = self._channel.actor_engine(actor_id) if restarts else None
+        if restarts and found is None:
+            return                          # no connection to avoid
+        self._killed[actor_id] = found[0] if found else None
 
     @staticmethod
     def _arrived(last: _Last) -> None:

@@ -28,27 +28,18 @@ class Finishes:
         self._replies = replies
         self._held: list = []            # (TaskFinished, reply address or None)
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        threading.Thread(target=self._timer, name="finish-flush", daemon=True).start()
+        self._wake: Optional[threading.Event] = None    # the timer's, started at the first hold
 
     def send(self, finished: m.TaskFinished, address: Optional[str], hold: bool = False) -> None:
         """Report a task's end (its results go to `address` too, if given);
         `hold`: more work waits, so it may go with the next reports."""
-        if hold:
-            with self._lock:
-                self._held.append((finished, address))
-                count = len(self._held)
-            if count == 1:
-                self._wake.set()
-            elif count >= HOLD_MAX:
-                self.flush()
-            return
-        if self._held:
+        with self._lock:
+            self._held.append((finished, address))
+            count = len(self._held)
+        if not hold or count >= HOLD_MAX:
             self.flush()
-        self._client.send(finished)
-        if address is not None and not self._replies.send(
-                address, [m.ObjectsReady(entries=finished.results)]):
-            self._client.send(m.Undelivered(task_id=finished.task_id))
+        elif count == 1:
+            self._start_timer()
 
     def flush(self) -> None:
         """Send what is held now."""
@@ -71,6 +62,12 @@ class Finishes:
     @property
     def holding(self) -> bool:
         return bool(self._held)
+
+    def _start_timer(self) -> None:
+        if self._wake is None:           # (task engines never hold: no thread for them)
+            self._wake = threading.Event()
+            threading.Thread(target=self._timer, name="finish-flush", daemon=True).start()
+        self._wake.set()
 
     def _timer(self) -> None:
         while True:

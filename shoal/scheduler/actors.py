@@ -459,4 +459,5 @@ class ActorScheduling:
 def _sent_straight(spec: m.SubmitTask) -> bool:
     """Whether its caller sent this call to the engine itself (a call with refs
     to resolve never goes so: direct_to on one is ignored, and it is relayed)."""
-    return spec.direct_to is not None and not spec.deps and spec.generator is None
+    return (spec.direct_to is not None and not spec.deps and not spec.nested
+            and spec.generator is None)
