@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import shoal
+from shoal.core import client as client_module
 from shoal.core import runtime
 from shoal.exceptions import ActorDiedError, TaskCancelledError
 from shoal.protocol import messages as m
@@ -221,6 +222,29 @@ def test_kill_9_of_the_engine_with_straight_calls_in_flight_loses_nothing(retrie
     warm(slow)
     ref = slow.echo.remote(7)
     assert shoal.get(ref, timeout=60) == 7 and went_straight(ref)
+
+
+def test_a_sync_straight_call_wakes_only_its_engine(monkeypatch):
+    """Its submission is the scheduler's record, not what runs it: it waits for
+    its batch (the timer here, set long) even while the caller waits, and the
+    value comes back before the scheduler has heard of the call."""
+    log = Log.remote()
+    warm(log)
+    conn = client().conn
+    written, send = [], conn.send_chunks
+    monkeypatch.setattr(conn, "send_chunks", lambda chunks: (
+        written.append(b"".join(bytes(c) for c in chunks)), send(chunks))[1])
+    monkeypatch.setattr(client_module, "SUBMIT_DELAY", 2.0)
+    client().flush_refs()
+    ref = log.add.remote(7)
+    task_id = ref.id.rpartition("/")[0].encode()
+    assert shoal.get(ref, timeout=30) == 7
+    assert not any(task_id in w for w in written)
+    wait_for(lambda: any(task_id in w for w in written), what="the timer to send the submission")
+    assert went_straight(ref)
+    relayed = log.add.remote(shoal.put(8))           # a wait for it sends its batch at once
+    assert shoal.get(relayed, timeout=30) == 8 and not went_straight(relayed)
+    assert shoal.get(log.take.remote(), timeout=30) == [7, 8]
 
 
 def test_a_driver_sending_garbage_down_the_connection_closes_it_only():

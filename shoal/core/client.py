@@ -94,6 +94,7 @@ class Client:
         self._send_lock = threading.Lock()
         self._queued: list = []            # encoded submissions not yet sent (see submit)
         self._queued_count = 0
+        self._queued_relayed = False       # a queued submission that only the scheduler can run
         self._queued_since = 0.0
         self._last_submit = 0.0
         self._submit_wake = threading.Event()     # the housekeeper sends a batch when due
@@ -195,7 +196,7 @@ class Client:
                 self._write_straight()
             if self._queued:
                 chunks[:0] = self._queued
-                self._queued, self._queued_count = [], 0
+                self._queued, self._queued_count, self._queued_relayed = [], 0, False
             self._write(chunks)
 
     def submit(self, *msgs, straight: Optional[tuple] = None) -> None:
@@ -210,7 +211,10 @@ class Client:
         message goes through the one queue.  A lone call is sent at once.
 
         `straight` is (connection, ExecuteTask): an actor call that goes to its
-        engine too (direct_calls.py), batched alike, and written first."""
+        engine too (direct_calls.py), batched alike, and written first.  Its
+        submission is the scheduler's record, not what runs it, so it always
+        waits for its batch, even when a wait flushes: a sync call then wakes
+        only the engine, and its record goes with the next ones."""
         if self.lost:
             raise ClusterLostError(self.lost)
         now = time.perf_counter()
@@ -224,21 +228,28 @@ class Client:
                 if not burst:
                     if self._straight:
                         self._write_straight()
-                    self._write(chunks)
-                    return
+                    if straight is None:
+                        self._write(chunks)
+                        return
                 self._queued_since = now
                 self._submit_wake.set()
             self._queued.extend(chunks)
             self._queued_count += len(msgs)
+            self._queued_relayed = self._queued_relayed or straight is None
             if self._queued_count >= SUBMIT_BATCH or now - self._queued_since >= SUBMIT_DELAY:
                 self._write_queued()
 
     def flush(self) -> None:
-        """Send the queued submissions now (before waiting on anything)."""
-        if (self._queued or self._straight) and not self.lost:
+        """Send the queued submissions that a wait may depend on now (before
+        waiting on anything): straight calls to their engines, and the batch
+        for the scheduler if it holds any other submission."""
+        if (self._queued_relayed or self._straight) and not self.lost:
             with self._send_lock:
                 try:
-                    self._write_queued()
+                    if self._queued_relayed:
+                        self._write_queued()
+                    elif self._straight:
+                        self._write_straight()
                 except ClusterLostError:
                     pass            # the waiter hears of it from the reader thread
 
@@ -258,6 +269,7 @@ class Client:
             self._write_straight()
         if self._queued:
             chunks, self._queued, self._queued_count = self._queued, [], 0
+            self._queued_relayed = False
             self._write(chunks)
 
     def _write_straight(self) -> None:
