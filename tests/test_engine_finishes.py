@@ -1,5 +1,5 @@
 """An engine's reports of finished tasks (engine/finishes.py): held while a
-plain actor has more calls waiting, sent together, in the order a lone
+task or plain actor call has more waiting, sent together, in the order a lone
 report has (the scheduler hears first)."""
 import threading
 import time
@@ -119,3 +119,22 @@ def test_a_short_calls_value_is_not_held_behind_a_long_call():
             ["quick"] * 500
     finally:
         shoal.shutdown()
+
+
+def test_the_timers_batch_and_the_next_one_never_cross():
+    """The timer's flush is slow to write (preempted): the engine's next report
+    waits for it, so the scheduler hears of the tasks in the order they ended."""
+    f, wire = _finishes()
+    writing, send = threading.Event(), wire.send
+
+    def slow_send(*msgs):
+        if not writing.is_set():
+            writing.set()
+            time.sleep(0.2)
+        send(*msgs)
+
+    f._client = type("Client", (), {"send": staticmethod(slow_send)})()
+    f.send(_done(1), None, hold=True)            # the timer sends it, slowly
+    assert writing.wait(5)
+    f.send(_done(2), None)
+    assert [[x.task_id for x in msgs] for to, msgs in wire.writes] == [["t1"], ["t2"]]

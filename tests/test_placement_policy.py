@@ -163,3 +163,18 @@ def test_pipelining_and_engine_starts_are_pure_decisions():
                            starting=1)
     assert policy.engines_to_start(host, backlog=5) == 1     # 4 + 2 blocked - 4 - 1 asked for
     assert policy.engines_to_start(host, backlog=0) == 0
+
+
+def test_a_queue_takes_one_task_and_more_only_of_known_short_ones():
+    short = 0.0001
+    assert policy.queue_has_room(None, [])                   # one, whatever runs
+    assert not policy.queue_has_room(short, [None])          # not known yet: no more
+    assert not policy.queue_has_room(None, [short])          # nor behind one not known
+    assert not policy.queue_has_room(short, [short, None])
+    assert not policy.queue_has_room(short, [policy.QUEUE_WORK])   # a long one: no more
+    assert not policy.queue_has_room(policy.QUEUE_WORK, [short])   # nor behind one
+    assert policy.queue_has_room(short, [short] * (policy.QUEUE_MAX - 1))
+    assert not policy.queue_has_room(0.0, [0.0] * policy.QUEUE_MAX)
+    assert not policy.queue_has_room(short, [policy.QUEUE_WORK / 2] * 2)
+    assert policy.run_time(None, 0.5) == 0.5
+    assert policy.run_time(1.0, 0.0) == 0.75               # moves a quarter of the way

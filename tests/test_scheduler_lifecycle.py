@@ -178,7 +178,7 @@ def test_revocation_given_back_refused_and_crossed():
     assert h.s.tasks[t].state == "queued"
     h, t = in_state("revoking")
     h.s.handle("h1.e0", m.TaskRevoked(task_id=t, ok=True))
-    assert h.s.tasks[t].state == "ready" and h.s.engines["h1.e0"].prefetched is None
+    assert h.s.tasks[t].state == "ready" and not h.s.engines["h1.e0"].queued
     assert [r["to"] for r in h.s.story(t)] == ["waiting", "ready", "queued", "revoking", "ready"]
 
 

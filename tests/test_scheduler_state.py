@@ -68,7 +68,7 @@ def test_tasks_fill_idle_engines_then_pipeline_one_more_each():
     assert sorted(h.s.tasks[t].state for t in tids[:4]) == ["queued", "queued", "running", "running"]
     assert h.s.tasks[tids[4]].state == "ready"
     engine = ex[tids[0]]
-    queued = h.s.engines[engine].prefetched
+    queued = h.s.engines[engine].queued[0]
     h.finish(engine, tids[0], value=5)
     out = h.out()
     assert deserialize(h.pushed(out)[f"{tids[0]}/0"].inline) == 5
@@ -588,3 +588,133 @@ def test_a_driver_keeps_each_batched_value_apart_from_its_batch():
     assert [deserialize(e.inline) for e in kept] == [str(i) * 2000 for i in range(3)]
     alone = _wire(m.ObjectsReady(entries=[ObjectEntry("o", inline=values[0])])).entries
     assert _unshared(alone) is alone
+
+
+# ---- deeper queues for short tasks (policy.queue_has_room) --------------------------------
+
+def short_queue(h, engine="h1.e0", n=40, seconds=0.0001):
+    """One engine's queue, deep once its function is known to take `seconds`."""
+    tids = [h.submit() for _ in range(n)]
+    h.out()
+    running = h.s.engines[engine].task_id
+    h.s.handle(engine, m.TaskFinished(task_id=running, results=[ObjectEntry(
+        f"{running}/0", inline=dumps(1))], ran_for=seconds))
+    return tids, h.out()
+
+
+def test_short_tasks_queue_deeper_once_their_run_time_is_known():
+    h = Harness(cpus=1)
+    tids, out = short_queue(h)
+    engine = h.s.engines["h1.e0"]
+    assert h.s.run_times["f"] == 0.0001
+    assert len(engine.queued) == policy.QUEUE_MAX
+    assert list(engine.queued) == tids[2:2 + policy.QUEUE_MAX]      # in submission order
+    assert list(h.executes(out)) == tids[2:2 + policy.QUEUE_MAX]    # sent in one flush
+    assert engine.task_id == tids[1]                                # promoted: the first queued
+    assert all(h.s.tasks[t].state == "queued" for t in engine.queued)
+
+
+def test_long_tasks_keep_one_queued():
+    h = Harness(cpus=1)
+    short_queue(h, seconds=0.5)
+    assert len(h.s.engines["h1.e0"].queued) == 1
+
+
+def test_a_queue_holds_about_queue_work_of_tasks():
+    h = Harness(cpus=1)
+    short_queue(h, seconds=policy.QUEUE_WORK / 4)
+    assert len(h.s.engines["h1.e0"].queued) == 3           # and the running one: 4 quarters
+
+
+def test_queued_tasks_are_promoted_in_order_and_refilled():
+    h = Harness(cpus=1)
+    tids, _ = short_queue(h)
+    engine = h.s.engines["h1.e0"]
+    for expected in tids[2:6]:
+        h.finish("h1.e0", engine.task_id)
+        assert engine.task_id == expected
+    assert len(engine.queued) == policy.QUEUE_MAX
+
+
+def test_an_idle_engine_takes_back_the_later_half_of_a_queue():
+    h = Harness(cpus=2)
+    tids = [h.submit() for _ in range(2 + policy.QUEUE_MAX + 1)]
+    ex = h.executes(h.out())
+    first = tids[0]
+    h.s.handle(ex[first], m.TaskFinished(task_id=first, results=[ObjectEntry(
+        f"{first}/0", inline=dumps(1))], ran_for=0.0001))
+    h.out()
+    busy = h.s.engines[ex[first]]
+    other = next(e for e in h.s.engines.values() if e is not busy)
+    h.finish(other.engine_id, other.task_id)
+    h.finish(other.engine_id, other.task_id)          # idle, with nothing ready: steal
+    assert other.task_id is None and not h.s.ready
+    revoked = [x.task_id for c, x in h.out() if isinstance(x, m.RevokeTask)]
+    queued = list(busy.queued)
+    assert revoked == queued[len(queued) // 2:] and revoked
+    for t in revoked:
+        h.s.handle(busy.engine_id, m.TaskRevoked(task_id=t, ok=True))
+    ex = h.executes(h.out())
+    assert set(ex) <= set(revoked) and set(ex.values()) == {other.engine_id}
+    assert list(busy.queued) == queued[:len(queued) // 2]
+
+
+def test_granted_revokes_that_crossed_promotions_promote_the_next_queued_task():
+    h = Harness(cpus=1)
+    tids, _ = short_queue(h, n=5, seconds=0.0001)
+    engine = h.s.engines["h1.e0"]
+    running, (x, y, z) = tids[1], tids[2:5]
+    h.s.handle("h1.e0", m.EngineBlocked(task_id=running, blocked=True))   # asks back x, y, z
+    revoked = [t.task_id for c, t in h.out() if isinstance(t, m.RevokeTask)]
+    assert revoked == [x, y, z]
+    h.finish("h1.e0", running)                 # crosses the engine's answers: x promoted
+    assert engine.task_id == x
+    h.s.handle("h1.e0", m.TaskRevoked(task_id=x, ok=True))     # skipped: the engine went to y
+    assert engine.task_id == y and h.s.tasks[x].state != "running"
+    h.s.handle("h1.e0", m.TaskRevoked(task_id=y, ok=False))    # y had started
+    assert engine.task_id == y and h.s.tasks[y].state == "running"
+    h.s.handle("h1.e0", m.TaskRevoked(task_id=z, ok=True))
+    assert not engine.queued or z not in engine.queued
+    h.finish("h1.e0", y)
+    h.out()
+    assert h.s.hosts["h1"].available["CPU"] == 0.0            # x or z runs now, held once
+    assert sorted(t for t in (x, z) if h.s.tasks[t].state == "running") == [engine.task_id]
+
+
+def test_a_lost_engine_gives_back_its_whole_queue_in_order_without_spending_retries():
+    h = Harness(cpus=1)
+    tids, _ = short_queue(h, n=30)
+    queued = list(h.s.engines["h1.e0"].queued)
+    h.s.connection_closed("h1.e0")
+    h.out()
+    assert all(h.s.tasks[t].state == "ready" and h.s.tasks[t].retries_left == 3 for t in queued)
+    ready = [t for q in h.s.ready.values() for t in q]
+    assert ready[:len(queued)] == queued
+
+
+def test_cancelling_a_task_in_the_middle_of_a_queue_skips_only_it():
+    h = Harness(cpus=1)
+    tids, _ = short_queue(h, n=6)
+    engine = h.s.engines["h1.e0"]
+    x, y, z = list(engine.queued)[:3]
+    h.s.handle("drv", m.CancelTask(object_id=f"{y}/0"))
+    assert ("h1.e0", m.InterruptTask(task_id=y)) in h.out()
+    assert y not in engine.queued
+    h.finish("h1.e0", engine.task_id)
+    assert engine.task_id == x
+    h.finish("h1.e0", x)
+    assert engine.task_id == z
+
+
+def test_only_one_task_is_queued_behind_a_long_running_one():
+    h = Harness(cpus=1)
+    h.s.handle("drv", m.RegisterFunction(func_id="g", name="g", blob=b"fn"))
+    h.s.run_times.update(f=0.0001, g=5.0)
+    h.s.handle("drv", m.SubmitTask(task_id="long", func_id="g", name="g", args=b"", deps=[],
+                                   nested=[], return_ids=["long/0"], resources={"CPU": 1.0}))
+    short = [h.submit() for _ in range(10)]
+    assert h.s.engines["h1.e0"].task_id == "long"
+    assert list(h.s.engines["h1.e0"].queued) == short[:1]
+    h.finish("h1.e0", "long")
+    assert len(h.s.engines["h1.e0"].queued) == 9               # behind a short one: deeper
+

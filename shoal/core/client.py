@@ -127,7 +127,7 @@ class Client:
         self._channel: Optional[reply_channel.ReplyChannel] = None   # results straight from engines
         self._direct_ids: set = set()     # ids whose value came that way: a relayed copy is ignored
         self._straight: list = []         # (connection, ExecuteTask) queued with the submissions
-        # An engine's: what must go out before anything it sends now (the
+        # An engine's: what must go out before anything it sends or submits now (the
         # reports of calls that ended before, engine/finishes.py)
         self.before_send: Optional[Callable[[], None]] = None
         self.direct_calls: Optional[direct_calls.DirectCalls] = None   # actor calls sent straight
@@ -217,6 +217,8 @@ class Client:
         only the engine, and its record goes with the next ones."""
         if self.lost:
             raise ClusterLostError(self.lost)
+        if self.before_send is not None:
+            self.before_send()
         now = time.perf_counter()
         with self._send_lock:
             chunks = self._encode(msgs)

@@ -278,6 +278,7 @@ class Engine:
             self.groups.pool_for(msg, self.pool).submit(ctx.run, self.run_sync, msg, False)
 
     def run_sync(self, msg: m.ExecuteTask, on_main: bool = True) -> None:
+        started = time.perf_counter()
         token = current_task.set(msg)
         outcome = None
         undo_env = runtime_env.NOTHING
@@ -315,7 +316,7 @@ class Engine:
             outcome = self._failure(msg, exc)
         finally:
             undo_env()
-            self._finish(msg, outcome)
+            self._finish(msg, outcome, time.perf_counter() - started)
             current_task.reset(token)
 
     async def run_async(self, msg: m.ExecuteTask) -> None:
@@ -355,7 +356,7 @@ class Engine:
         self.client.close()
         os._exit(exc.code if isinstance(exc.code, int) and exc.code else 1)
 
-    def _finish(self, msg: m.ExecuteTask, outcome) -> None:
+    def _finish(self, msg: m.ExecuteTask, outcome, ran_for: float = 0.0) -> None:
         with self.lock:
             self.running.pop(msg.task_id, None)
         self.stdout.flush(msg.task_id)
@@ -372,12 +373,15 @@ class Engine:
         with self.lock:
             called_direct = msg.task_id in self.called_direct
             self.called_direct.discard(msg.task_id)
-        # A plain actor's call with more calls waiting: report it with theirs.
-        hold = self.instance is not None and self.pool is None and self.loop is None \
-            and msg.method not in (None, "__init__") and not self.inbox.empty()
+        # A task or plain actor call with more waiting: report it with theirs;
+        # unless its results hold refs: this engine's own refs to them may be
+        # dropped before the batch goes, and the scheduler must count the
+        # results' holds first.
+        hold = self.pool is None and self.loop is None and msg.method != "__init__" \
+            and not any(nested) and not self.inbox.empty()
         self.finishes.send(m.TaskFinished(task_id=msg.task_id, results=results, nested=nested,
                                           failed=failed, retryable=retryable, delivered=direct,
-                                          called_direct=called_direct),
+                                          called_direct=called_direct, ran_for=ran_for),
                            address if direct else None, hold)
 
     # ------------------------------------------------------------------ pieces

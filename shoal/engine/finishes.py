@@ -2,13 +2,15 @@
 then, for a plain success whose owner has a reply channel, the results
 straight to the owner (Undelivered if that send fails).
 
-When more calls of a plain actor wait in the engine's inbox (a pipelined
-burst), the reports of the ones that end are held and sent together: one
-write to the scheduler, one to each owner, instead of two per call.  They go
-out when the inbox empties (before the engine waits for work), when HOLD_MAX
-are held, or HOLD_DELAY after the first was held (a long call behind a
-short one does not hold the short one's value).  Each batch keeps the order
-a lone report has: the scheduler hears first.
+When more tasks wait in the engine's inbox (queued behind it by the
+scheduler's pipelining, or a burst of calls to a plain actor), the reports
+of the ones that end are held and sent together: one write to the
+scheduler, one to each owner, instead of two per task.  They go out when
+the inbox empties (before the engine waits for work), when HOLD_MAX are
+held, before anything else the engine sends (a task that blocks in get
+says so after them), or HOLD_DELAY after the first was held (a long task
+behind a short one does not hold the short one's value).  Each batch keeps
+the order a lone report has: the scheduler hears first.
 """
 from __future__ import annotations
 
@@ -27,7 +29,10 @@ class Finishes:
         self._client = client
         self._replies = replies
         self._held: list = []            # (TaskFinished, reply address or None)
-        self._lock = threading.Lock()
+        # Held across a flush's writes: the timer's flush and the engine's must
+        # not cross, or a later batch could reach the scheduler first.  (Its
+        # sends flush again, re-entering: nothing is held by then.)
+        self._lock = threading.RLock()
         self._wake: Optional[threading.Event] = None    # the timer's, started at the first hold
 
     def send(self, finished: m.TaskFinished, address: Optional[str], hold: bool = False) -> None:
@@ -47,8 +52,10 @@ class Finishes:
             return                       # (the engine's every send asks: keep it cheap)
         with self._lock:
             held, self._held = self._held, []
-        if not held:
-            return
+            if held:
+                self._send(held)
+
+    def _send(self, held: list) -> None:
         self._client.send(*[finished for finished, _ in held])
         by_address: dict = {}
         for finished, address in held:
@@ -64,7 +71,7 @@ class Finishes:
         return bool(self._held)
 
     def _start_timer(self) -> None:
-        if self._wake is None:           # (task engines never hold: no thread for them)
+        if self._wake is None:           # (an engine that never holds has no such thread)
             self._wake = threading.Event()
             threading.Thread(target=self._timer, name="finish-flush", daemon=True).start()
         self._wake.set()

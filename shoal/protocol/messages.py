@@ -185,6 +185,7 @@ class TaskFinished:
     retryable: bool = False
     delivered: bool = False     # the engine sends the results straight to the owner (ExecuteTask.reply_to)
     called_direct: bool = False  # the call came straight from its caller: its SubmitTask may come later
+    ran_for: float = 0.0        # seconds the function ran (pipelining queues more of short ones)
 
 
 @message

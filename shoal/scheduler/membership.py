@@ -18,6 +18,7 @@ blocked and stopping only through `engine_to`, which checks the transition
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from heapq import heapify, heappop, heappush
 from itertools import count
@@ -108,7 +109,7 @@ class Engine:
     task_id: Optional[str] = None
     functions: set = field(default_factory=set)
     actor_id: Optional[str] = None       # an engine dedicated to one actor
-    prefetched: Optional[str] = None     # the task queued behind the running one
+    queued: deque = field(default_factory=deque)   # task ids queued behind the running one, in order
     state: str = IDLE                    # pool engines: idle, busy, blocked, stopping (lifecycle.py)
     ran_gpu: bool = False                # it ran a GPU task: CPU-only tasks go elsewhere (Ray)
     calls: dict = field(default_factory=dict)    # function id -> runs (for max_calls)

@@ -180,11 +180,11 @@ class MembershipEvents:
         if engine.actor_id is not None:
             self._actor_engine_lost(engine)
             return
-        queued = self.tasks.get(engine.prefetched) if engine.prefetched else None
-        if queued is not None and queued.state in (QUEUED, REVOKING):  # never started: no retry spent
-            queued.engine_id = queued.host_id = None
-            self._make_ready(queued, front=True,
-                             why=f"engine {engine_id} it was queued on died before it started")
+        for queued in map(self.tasks.get, reversed(engine.queued)):   # back to the front, in order
+            if queued is not None and queued.state in (QUEUED, REVOKING):  # never started: no retry
+                queued.engine_id = queued.host_id = None
+                self._make_ready(queued, front=True,
+                                 why=f"engine {engine_id} it was queued on died before it started")
         task = self.tasks.get(engine.task_id) if engine.task_id else None
         if task is None or task.state not in HOLDING:
             return

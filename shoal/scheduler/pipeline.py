@@ -1,12 +1,15 @@
 """Pipelining in the scheduler's state machine (mixed into SchedulerState).
 
-A busy engine gets one more task of the same resource shape, queued behind
-its running one, so it starts the next task the moment it ends instead of a
-scheduler round trip later.  The queued task holds no resources until the
-scheduler sees its predecessor finish (promotion).  It is taken back
-(RevokeTask, acknowledged by TaskRevoked, so it never runs twice) when the
-engine blocks in get, or when another engine goes idle with nothing else to
-run; a granted revoke that crosses a promotion undoes it.
+A busy engine gets tasks of the same resource shape queued behind its
+running one, so it starts the next task the moment one ends instead of a
+scheduler round trip later: one task, or, while their functions are known to
+be short, up to a few milliseconds of them (policy.queue_has_room), which then
+travel as batches.  Queued tasks hold no resources until the scheduler sees
+the task before them finish (promotion, in order).  They are taken back
+(RevokeTask, acknowledged by TaskRevoked, so none runs twice) when the engine
+blocks in get (all of them), or when another engine goes idle with nothing
+else to run (the later half); a granted revoke that crosses a promotion
+undoes it, and the engine has moved on to the next queued task.
 """
 from __future__ import annotations
 
@@ -36,8 +39,8 @@ class Pipelining:
             while may and self.ready:
                 engine_id = may.pop()
                 engine = self.engines.get(engine_id)
-                if (engine is None or engine.prefetched is not None or engine.actor_id is not None
-                        or engine.state == BLOCKED or engine.task_id not in self.tasks):
+                if (engine is None or engine.actor_id is not None or engine.state == BLOCKED
+                        or engine.task_id not in self.tasks or not self._queue_has_room(engine)):
                     continue                     # ineligible until its state changes again
                 running = self.tasks[engine.task_id]
                 if not policy.may_queue_behind(running.spec, running.blocks, engine.ran_gpu):
@@ -51,38 +54,56 @@ class Pipelining:
             idle_hosts = self.members.idle_hosts()
             for engine_id in list(self.queued_on):
                 engine = self.engines.get(engine_id)
-                task = self.tasks.get(engine.prefetched) if engine and engine.prefetched else None
-                if task is None:
+                if engine is None or not engine.queued:
                     self.queued_on.discard(engine_id)      # promoted, revoked or gone
-                elif policy.runs_elsewhere_now(task.spec.resources, idle_hosts):
-                    self._revoke(engine)
+                    continue
+                revocable = self._revocable(engine)
+                if revocable and policy.runs_elsewhere_now(revocable[-1].spec.resources,
+                                                           idle_hosts):
+                    for task in revocable[len(revocable) // 2:]:     # the later half
+                        self._revoke_task(engine, task)
 
     def _prefetch_onto(self, engine, shape: tuple) -> bool:
-        """Queue the next ready task of `shape` behind the engine's; False if none."""
+        """Queue ready tasks of `shape` behind the engine's while it has room;
+        False if there was none to queue."""
         queue = self.ready.get(shape)
         queued = False
-        while queue:
+        while queue and (not queued or self._queue_has_room(engine)):
             task = self.tasks.get(queue.popleft())
             if task is not None and task.state == READY:
                 task.engine_id, task.host_id = engine.engine_id, engine.host_id
                 self._to(task, QUEUED, "queued behind the engine's running task")
-                engine.prefetched = task.spec.task_id
+                engine.queued.append(task.spec.task_id)
                 self.queued_on.add(engine.engine_id)
                 log.debug("queue %s behind %s on %s", task.spec.task_id, engine.task_id,
                           engine.engine_id)
                 self._execute_on(engine, task, [])
                 queued = True
-                break
         if queue is not None and not queue:
             del self.ready[shape]
         return queued
 
+    def _queue_has_room(self, engine) -> bool:
+        run_times, tasks = self.run_times, self.tasks
+        running = tasks.get(engine.task_id)
+        return policy.queue_has_room(
+            run_times.get(running.spec.func_id) if running is not None else None,
+            [run_times.get(tasks[t].spec.func_id) if t in tasks else None for t in engine.queued])
+
+    def _revocable(self, engine) -> list:
+        """The engine's queued tasks that may still be asked back, in order."""
+        return [task for task in map(self.tasks.get, engine.queued)
+                if task is not None and task.state == QUEUED]
+
     def _revoke(self, engine) -> None:
-        task = self.tasks.get(engine.prefetched)
-        if task is not None and task.state == QUEUED:
-            self._to(task, REVOKING, "asked back from its engine")
-            log.debug("revoke %s from %s", task.spec.task_id, engine.engine_id)
-            self.out.send(engine.conn, m.RevokeTask(task_id=task.spec.task_id))
+        """Ask back every task queued on the engine."""
+        for task in self._revocable(engine):
+            self._revoke_task(engine, task)
+
+    def _revoke_task(self, engine, task) -> None:
+        self._to(task, REVOKING, "asked back from its engine")
+        log.debug("revoke %s from %s", task.spec.task_id, engine.engine_id)
+        self.out.send(engine.conn, m.RevokeTask(task_id=task.spec.task_id))
 
     def _on_task_revoked(self, conn, msg: m.TaskRevoked) -> None:
         engine = self.engines.get(self.engine_by_conn.get(conn))
@@ -95,15 +116,19 @@ class Pipelining:
             if task.state == REVOKING:
                 self._to(task, QUEUED, "its engine refused to give it back")
             return
-        if engine.prefetched == msg.task_id:
-            engine.prefetched = None
-            self.may_prefetch.add(engine.engine_id)
+        if msg.task_id in engine.queued:
+            # Not a candidate again until its next promotion: what it gave back
+            # goes to an engine that has nothing to run.
+            engine.queued.remove(msg.task_id)
         elif engine.task_id == msg.task_id:
             # Promoted when its predecessor finished, but the engine had already
             # given it back and skipped it: undo the promotion, and tell the views
-            # that the run its "running" event announced did not happen.
+            # that the run its "running" event announced did not happen.  The
+            # engine went on to the next queued task, if there is one.
             self._revoked(task)
             self._release(task)
+            if engine.queued:
+                self._promote(engine)
             if task.state == CANCELLING:      # cancelled meanwhile, and it never ran
                 self._finish_with_error(task, self._error_entry(
                     "", TaskCancelledError(task.spec.task_id)), why="cancelled; its engine "
@@ -115,9 +140,8 @@ class Pipelining:
         self._schedule()
 
     def _promote(self, engine) -> None:
-        """The engine finished its task and started the queued one."""
-        task = self.tasks.get(engine.prefetched)
-        engine.prefetched = None
+        """The engine finished its task and started the first queued one."""
+        task = self.tasks.get(engine.queued.popleft())
         if task is None or task.state not in (QUEUED, REVOKING):
             return
         host = self.hosts.get(engine.host_id)

@@ -73,6 +73,7 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
         self.functions: dict[str, m.RegisterFunction] = {}
         self.may_prefetch: set = set()                 # engines that may take a queued task
         self.queued_on: set = set()                    # engines with a task queued (may be stale)
+        self.run_times: dict = {}                      # function id -> its run time estimate (s)
         self.directory = ObjectDirectory(self.out, members.peers, members.hosts, clock,
                                          self._actor_handle_freed)
         self.objects = self.directory.objects          # (the directory owns them)
@@ -477,6 +478,9 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
             self._actor_call_finished(task, msg)
             self._schedule()
             return
+        if msg.ran_for > 0.0 and task.spec.func_id is not None:
+            self.run_times[task.spec.func_id] = policy.run_time(
+                self.run_times.get(task.spec.func_id), msg.ran_for)
         self._release(task)
         cancelling = task.state == CANCELLING
         if msg.failed and msg.retryable and task.retries_left != 0 and not cancelling:
@@ -491,7 +495,7 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
             self._complete(task, msg.results, msg.nested, "failed" if msg.failed else "finished",
                            delivered_to=self._delivered_to(task, msg))
         engine = self.engines.get(engine_id)
-        if engine is not None and engine.prefetched is not None:
+        if engine is not None and engine.queued:
             self._promote(engine)
         if task.spec.max_calls and engine is not None:
             self._count_call(engine, task.spec)
@@ -552,8 +556,8 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
             return
         if task.state in (QUEUED, REVOKING):
             engine = self.engines.get(task.engine_id)
-            if engine is not None and engine.prefetched == task.spec.task_id:
-                engine.prefetched = None
+            if engine is not None and task.spec.task_id in engine.queued:
+                engine.queued.remove(task.spec.task_id)
                 self.may_prefetch.add(engine.engine_id)
                 self.out.send(engine.conn, m.InterruptTask(task_id=task.spec.task_id))   # skip it
         elif task.state in HOLDING:
@@ -592,7 +596,7 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
         pool = host.available if task.pool is None else task.pool
         if msg.blocked:
             task.blocks = True
-            if engine.prefetched is not None:      # it may be what this task waits for
+            if engine.queued:                      # it may be what this task waits for
                 self._revoke(engine)
             task.lent_cpu = task.held.pop("CPU", 0.0)
             pool["CPU"] = pool.get("CPU", 0.0) + task.lent_cpu

@@ -1,0 +1,120 @@
+"""Short tasks queued deeper behind an engine's running one (scheduler/pipeline.py,
+policy.queue_has_room), and their reports sent in batches (engine/finishes.py),
+end to end: every task runs once, idle engines take queued work back, a task
+that waits on the one before it on its engine does not wait for the batch, and
+kill -9 of an engine with a deep queue loses nothing."""
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+import shoal
+from shoal.scheduler import policy
+
+from conftest import alive, cluster_pids
+
+pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("cluster")]
+
+
+@shoal.remote
+def mark(path, i):
+    with open(path, "a") as f:           # O_APPEND: one line per run, whoever runs it
+        f.write(f"{i}\n")
+    return i, os.getpid()
+
+
+@shoal.remote
+def ident(x):
+    return x
+
+
+@shoal.remote
+def nap(seconds):
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@shoal.remote
+def get_first(refs):
+    return shoal.get(refs[0], timeout=30)
+
+
+def runs(path) -> list:
+    with open(path) as f:
+        return [int(line) for line in f]
+
+
+def learn_short():
+    """Tell the scheduler `mark` and `ident` are short (a few runs measure them)."""
+    shoal.get([ident.remote(i) for i in range(200)], timeout=60)
+
+
+def test_a_burst_of_short_tasks_runs_each_once_on_both_engines(tmp_path):
+    learn_short()
+    path = str(tmp_path / "runs")
+    shoal.get([mark.remote(path, -1) for _ in range(100)], timeout=60)     # measured too
+    open(path, "w").close()
+    out = shoal.get([mark.remote(path, i) for i in range(3000)], timeout=120)
+    assert [i for i, _ in out] == list(range(3000))
+    assert sorted(runs(path)) == list(range(3000))               # none twice, none lost
+    assert len({pid for _, pid in out}) == 2
+
+
+def test_short_tasks_behind_a_long_one_are_run_by_the_idle_engine():
+    learn_short()
+    long = nap.remote(4.0)
+    time.sleep(0.2)                                   # it runs: what comes next queues
+    t0 = time.monotonic()
+    assert shoal.get([ident.remote(i) for i in range(200)], timeout=60) == list(range(200))
+    assert time.monotonic() - t0 < 3.0                # none waited for the long one
+    shoal.get(long, timeout=60)
+
+
+@shoal.remote
+def boxed(i):
+    return [shoal.put(i)]             # the engine drops its own ref when the task returns
+
+
+def test_refs_in_the_results_of_queued_tasks_outlive_their_engines_refs():
+    learn_short()
+    shoal.get([boxed.remote(i) for i in range(100)], timeout=60)      # measured
+    boxes = shoal.get([boxed.remote(i) for i in range(1000)], timeout=120)
+    assert shoal.get([box[0] for box in boxes], timeout=60) == list(range(1000))
+
+
+def test_a_task_waiting_on_the_one_queued_before_it_gets_it():
+    learn_short()
+    # Each odd task waits (a nested ref: no dependency, so it may queue right
+    # behind) on the task submitted just before it, whose report its engine
+    # may be holding while it runs.
+    refs, expected = [ident.remote(0)], [0]
+    for i in range(1, 300):
+        refs.append(get_first.remote([refs[-1]]) if i % 2 else ident.remote(i))
+        expected.append(expected[-1] if i % 2 else i)
+    assert shoal.get(refs, timeout=120) == expected
+
+
+def test_kill_9_of_an_engine_with_a_deep_queue_loses_nothing(tmp_path):
+    learn_short()
+    path = str(tmp_path / "runs")
+    shoal.get([mark.remote(path, -1) for _ in range(100)], timeout=60)     # measured too
+    open(path, "w").close()
+    victim = cluster_pids(2)[-1]
+
+    def kill_midway():
+        deadline = time.monotonic() + 60
+        while os.path.getsize(path) < 3000 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        os.kill(victim, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_midway)
+    killer.start()
+    out = shoal.get([mark.remote(path, i) for i in range(6000)], timeout=150)
+    killer.join()
+    assert not alive(victim)
+    assert [i for i, _ in out] == list(range(6000))
+    ran = runs(path)
+    assert set(ran) == set(range(6000))                # re-runs allowed, losses not
+    assert len(ran) - 6000 <= 2 * policy.QUEUE_MAX + 64   # only what the victim held
