@@ -718,3 +718,15 @@ def test_only_one_task_is_queued_behind_a_long_running_one():
     h.finish("h1.e0", "long")
     assert len(h.s.engines["h1.e0"].queued) == 9               # behind a short one: deeper
 
+
+def test_with_batch_placement_a_reads_messages_are_placed_once_at_its_end():
+    h = Harness(cpus=2)
+    h.s.batch_placement = True                # as the I/O shell sets it
+    tids = [h.submit() for _ in range(5)]
+    assert all(h.s.tasks[t].state == "ready" for t in tids)      # nothing placed yet
+    ex = h.executes(h.out())                                     # the read is done
+    assert sorted(ex) == tids[:4]
+    assert sorted(h.s.tasks[t].state for t in tids) == ["queued", "queued", "ready",
+                                                        "running", "running"]
+    h.finish(ex[tids[0]], tids[0])
+    assert h.executes(h.out()) == {tids[4]: ex[tids[0]]}

@@ -26,6 +26,7 @@ class SchedulerServer:
     def __init__(self, state: SchedulerState, key: bytes, socks: list,
                  tls_files: tuple = (None, None)) -> None:
         self.state = state
+        state.batch_placement = True      # one placement pass per read (_flush)
         self._key = key
         self._socks = socks       # listening sockets: TCP, and a Unix one for local peers
         self._tls_files = tls_files   # a user's (cert, key); else one is made if needed

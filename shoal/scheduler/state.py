@@ -74,6 +74,11 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
         self.may_prefetch: set = set()                 # engines that may take a queued task
         self.queued_on: set = set()                    # engines with a task queued (may be stale)
         self.run_times: dict = {}                      # function id -> its run time estimate (s)
+        # The I/O shell sets this: the messages of one read each ask for a
+        # placement pass, and one pass runs when the read is done (take_output),
+        # not one per message.
+        self.batch_placement = False
+        self._placement_due = False
         self.directory = ObjectDirectory(self.out, members.peers, members.hosts, clock,
                                          self._actor_handle_freed)
         self.objects = self.directory.objects          # (the directory owns them)
@@ -137,6 +142,9 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
     # ------------------------------------------------------------------ I/O seam
     def take_output(self) -> list:
         """Messages to send, as (conn, msg), in order; clears the outbox."""
+        if self._placement_due:
+            self._placement_due = False
+            self._place()
         hosts = self.hosts
         return self.out.take(lambda host_id: hosts[host_id].conn if host_id in hosts else None)
 
@@ -229,6 +237,13 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
         return self.task_table.all_ready()
 
     def _schedule(self) -> None:
+        """Place what can run now: at once, or after the read (batch_placement)."""
+        if self.batch_placement:
+            self._placement_due = True
+        else:
+            self._place()
+
+    def _place(self) -> None:
         if self.pending_groups:
             self._place_groups()
         if self.pending_actors:
