@@ -96,6 +96,14 @@ def test_a_task_waiting_on_the_one_queued_before_it_gets_it():
     assert shoal.get(refs, timeout=120) == expected
 
 
+@pytest.mark.parametrize("value", ["0", "-3", "many", "2.5"])
+def test_a_bad_queue_limit_is_a_clear_error_before_anything_starts(monkeypatch, value):
+    from shoal.launch.launcher import LocalCluster
+    monkeypatch.setenv("SHOAL_QUEUE_MAX", value)
+    with pytest.raises(ValueError, match="SHOAL_QUEUE_MAX .* a whole number, 1 or more"):
+        LocalCluster(num_cpus=1)
+
+
 def test_kill_9_of_an_engine_with_a_deep_queue_loses_nothing(tmp_path):
     learn_short()
     path = str(tmp_path / "runs")

@@ -176,5 +176,6 @@ def test_a_queue_takes_one_task_and_more_only_of_known_short_ones():
     assert policy.queue_has_room(short, [short] * (policy.QUEUE_MAX - 1))
     assert not policy.queue_has_room(0.0, [0.0] * policy.QUEUE_MAX)
     assert not policy.queue_has_room(short, [policy.QUEUE_WORK / 2] * 2)
+    assert not policy.queue_has_room(short, [short], most=1)   # a cluster's own limit
     assert policy.run_time(None, 0.5) == 0.5
     assert policy.run_time(1.0, 0.0) == 0.75               # moves a quarter of the way

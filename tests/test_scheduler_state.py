@@ -14,8 +14,8 @@ from shoal.scheduler.state import SchedulerState
 class Harness:
     """A scheduler with one driver ("drv"), hosts and engines named by strings."""
 
-    def __init__(self, cpus=2, gpus=(), resources=None):
-        self.s = SchedulerState("c1", "/tmp/session", clock=lambda: 0.0)
+    def __init__(self, cpus=2, gpus=(), resources=None, **options):
+        self.s = SchedulerState("c1", "/tmp/session", clock=lambda: 0.0, **options)
         self.n = 0
         self.s.handle("drv", m.ClientHello(client_id="d", kind="driver", pid=1, hostname="x"))
         self.add_host("h1", cpus, gpus, resources)
@@ -612,6 +612,12 @@ def test_short_tasks_queue_deeper_once_their_run_time_is_known():
     assert list(h.executes(out)) == tids[2:2 + policy.QUEUE_MAX]    # sent in one flush
     assert engine.task_id == tids[1]                                # promoted: the first queued
     assert all(h.s.tasks[t].state == "queued" for t in engine.queued)
+
+
+def test_a_cluster_may_keep_one_queued_whatever_the_run_times():
+    h = Harness(cpus=1, queue_max=1)
+    short_queue(h)
+    assert len(h.s.engines["h1.e0"].queued) == 1
 
 
 def test_long_tasks_keep_one_queued():

@@ -63,6 +63,17 @@ def _env_timeout() -> Optional[float]:
     return float(value) if value else None
 
 
+def _env_queue_max() -> Optional[int]:
+    """SHOAL_QUEUE_MAX: the most tasks a scheduler queues behind an engine's running one."""
+    value = os.environ.get("SHOAL_QUEUE_MAX", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"SHOAL_QUEUE_MAX is the most tasks queued behind an engine's running "
+                         f"one: a whole number, 1 or more, not {value!r}")
+    return int(value)
+
+
 def local_address_towards(address: str) -> str:
     """This machine's address on the route to `address` (what other hosts can reach)."""
     from ..protocol.connection import parse_address
@@ -88,6 +99,7 @@ class LocalCluster:
         rejoin it, drivers must connect again (the old one's state is gone)."""
         if restart_scheduler and owned:
             raise ValueError("restart_scheduler is for clusters started with `shoal start`")
+        queue_max = _env_queue_max()
         self.cluster_id = uuid.uuid4().hex[:8]
         self.key = secrets.token_bytes(32)
         self.session_dir = session.new_session_dir(self.cluster_id)
@@ -126,7 +138,8 @@ class LocalCluster:
             owner = (self._owner_r,) if owned else ()
             common = {"key": self.key.hex(), "cluster_id": self.cluster_id,
                       "session_dir": self.session_dir, "owner_fd": self._owner_r,
-                      "heartbeat_timeout": heartbeat_timeout or _env_timeout()}
+                      "heartbeat_timeout": heartbeat_timeout or _env_timeout(),
+                      "queue_max": queue_max}
             if restart_scheduler:      # self.scheduler is then its supervisor
                 self.scheduler = spawn("shoal.launch.supervisor", {
                     **common, "listen_fds": listen, "supervise": "shoal.scheduler"}, listen)

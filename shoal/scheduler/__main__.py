@@ -7,6 +7,7 @@ import os
 import socket
 
 from ..session import read_config_from_stdin, setup_process_logging
+from . import policy
 from .server import SchedulerServer
 from .state import SchedulerState
 
@@ -16,7 +17,8 @@ def main() -> None:
     setup_process_logging(config["session_dir"], "scheduler")
     socks = [socket.socket(fileno=fd) for fd in config["listen_fds"]]
     state = SchedulerState(config["cluster_id"], config["session_dir"],
-                           heartbeat_timeout=config.get("heartbeat_timeout") or 6.0)
+                           heartbeat_timeout=config.get("heartbeat_timeout") or 6.0,
+                           queue_max=config.get("queue_max") or policy.QUEUE_MAX)
     server = SchedulerServer(state, bytes.fromhex(config["key"]), socks,
                              (config.get("tls_cert"), config.get("tls_key")))
     profile_dir = os.environ.get("SHOAL_PROFILE_DIR")     # developer aid: profile the scheduler

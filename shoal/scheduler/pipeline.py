@@ -88,7 +88,8 @@ class Pipelining:
         running = tasks.get(engine.task_id)
         return policy.queue_has_room(
             run_times.get(running.spec.func_id) if running is not None else None,
-            [run_times.get(tasks[t].spec.func_id) if t in tasks else None for t in engine.queued])
+            [run_times.get(tasks[t].spec.func_id) if t in tasks else None for t in engine.queued],
+            self.queue_max)
 
     def _revocable(self, engine) -> list:
         """The engine's queued tasks that may still be asked back, in order."""

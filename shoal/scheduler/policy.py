@@ -1,18 +1,18 @@
 """Placement policy: pure functions of the cluster state, no I/O."""
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 EPSILON = 1e-9
 # Pipelining: behind an engine's running task, one task is always queued; more
 # only while the running one and every queued one are known to be short (their
-# functions' measured run times) and together they are under QUEUE_WORK
-# seconds of work.  A burst
-# of tiny tasks then travels in batches (one write of tasks, one of reports)
-# while no engine holds more than a few milliseconds that another could run.
+# functions' measured run times), together under QUEUE_WORK seconds of work,
+# and at most a cluster's queue_max (QUEUE_MAX unless SHOAL_QUEUE_MAX says; see
+# SchedulerState).  A burst of tiny tasks then travels in batches (one write of
+# tasks, one of reports) while no engine holds more than a few milliseconds
+# that another could run.
 QUEUE_WORK = 0.002
-QUEUE_MAX = max(1, int(os.environ.get("SHOAL_QUEUE_MAX", "16")))
+QUEUE_MAX = 16
 
 
 def shape_of(resources: dict) -> tuple:
@@ -59,13 +59,13 @@ def may_queue_behind(running_spec, running_blocks: bool, engine_ran_gpu: bool) -
                 or running_spec.max_calls)
 
 
-def queue_has_room(running: Optional[float], queued: list) -> bool:
+def queue_has_room(running: Optional[float], queued: list, most: int = QUEUE_MAX) -> bool:
     """Pipelining: may one more task be queued behind an engine's running task
-    and those queued already?  `running` and `queued` are their functions'
-    run times (None: not known yet)."""
+    and those queued already (at most `most`)?  `running` and `queued` are
+    their functions' run times (None: not known yet)."""
     if not queued:
         return True
-    if len(queued) >= QUEUE_MAX or running is None:
+    if len(queued) >= most or running is None:
         return False
     work = running
     for seconds in queued:

@@ -53,7 +53,7 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
     def __init__(self, cluster_id: str, session_dir: str,
                  clock: Callable[[], float] = time.time,
                  heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT,
-                 strict: Optional[bool] = None) -> None:
+                 strict: Optional[bool] = None, queue_max: int = policy.QUEUE_MAX) -> None:
         self.cluster_id = cluster_id
         self.session_dir = session_dir
         self.clock = clock
@@ -74,6 +74,7 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
         self.may_prefetch: set = set()                 # engines that may take a queued task
         self.queued_on: set = set()                    # engines with a task queued (may be stale)
         self.run_times: dict = {}                      # function id -> its run time estimate (s)
+        self.queue_max = queue_max                     # most tasks queued behind a running one
         # The I/O shell sets this: the messages of one read each ask for a
         # placement pass, and one pass runs when the read is done (take_output),
         # not one per message.
