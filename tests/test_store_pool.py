@@ -143,3 +143,27 @@ class TestInTheCluster:
         wait_for(lambda: store.pool.held() >= 8 * MB, what="a freed file in the pool")
         ref = shoal.put(np.full(8 * MB // 8, 9, dtype=np.float64))
         assert shoal.get(ref)[-1] == 9
+
+
+def test_claims_from_a_stale_listing_skip_what_others_took_and_find_what_they_freed(tmp_path):
+    """Two processes' pools on one directory: each claims from its last listing,
+    and lists again only when nothing in it fits."""
+    (tmp_path / ".free").mkdir()
+    mine, theirs = FilePool(str(tmp_path), 1 << 40), FilePool(str(tmp_path), 1 << 40)
+
+    def free(size, token):
+        path = tmp_path / f"obj-{token}"
+        path.write_bytes(b"\0" * size)
+        theirs.discard(str(path))
+
+    for i in range(4):
+        free(2 * MB, i)
+    assert mine.claim(2 * MB, str(tmp_path / "c0"))          # lists all four, takes one
+    assert theirs.claim(2 * MB, str(tmp_path / "t0"))
+    assert theirs.claim(2 * MB, str(tmp_path / "t1"))
+    assert mine.claim(2 * MB, str(tmp_path / "c1"))          # two stale entries skipped
+    assert not mine.claim(2 * MB, str(tmp_path / "c2"))      # none left, even after a relist
+    free(3 * MB, "late")                                     # freed after my listing
+    assert mine.claim(2 * MB, str(tmp_path / "c3"))
+    assert os.path.getsize(tmp_path / "c3") == 2 * MB
+    assert not os.listdir(tmp_path / ".free")

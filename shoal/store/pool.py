@@ -5,7 +5,10 @@ made a 200 MB `put` run at ~1 GB/s; writing into pages that already exist runs a
 memory speed.  So a freed object's file, instead of being unlinked, is renamed
 into the host's pool (`<store_dir>/.free/`), and the next large write claims the
 best-fitting file from it by renaming it away (rename is atomic: of two
-processes claiming the same file one gets ENOENT and tries the next).
+processes claiming the same file one gets ENOENT and tries the next).  A
+process lists the pool once and claims from that listing until nothing in it
+fits (entries another process took meanwhile fail their rename and are
+dropped), then lists it again: a burst of puts lists it once per pool-full.
 
 A file may only be recycled when no process still maps it: `get` returns
 zero-copy views that can outlive every ref.  Readers therefore hold a shared
@@ -18,9 +21,11 @@ use can reach the store limit plus the pool.  A full /dev/shm drains it first.
 """
 from __future__ import annotations
 
+import bisect
 import fcntl
 import os
 import secrets
+import threading
 
 RECYCLE_MIN = 1 << 20        # smaller files are cheap to fault in; not worth a pin
 POOL_SHARE = 4               # the pool holds at most limit // POOL_SHARE bytes
@@ -33,6 +38,8 @@ class FilePool:
     def __init__(self, store_dir: str, capacity: int) -> None:
         self.dir = os.path.join(store_dir, ".free")
         self.capacity = capacity
+        self._listed: list[tuple[int, str]] = []    # the last listing, by size, less what was tried
+        self._lock = threading.Lock()
 
     def _entries(self) -> list[tuple[int, str]]:
         try:
@@ -55,14 +62,20 @@ class FilePool:
         that) to `dest`, truncated to `size`; False if none fits."""
         if size < RECYCLE_MIN:
             return False
-        fits = sorted(e for e in self._entries() if size <= e[0] <= size * MAX_SLACK)
-        for _, name in fits:
-            try:
-                os.rename(os.path.join(self.dir, name), dest)
-            except FileNotFoundError:       # another process took it first
-                continue
-            os.truncate(dest, size)
-            return True
+        with self._lock:
+            for relist in (False, True):
+                if relist:
+                    self._listed = sorted(self._entries())
+                listed = self._listed
+                i = bisect.bisect_left(listed, (size, ""))
+                while i < len(listed) and listed[i][0] <= size * MAX_SLACK:
+                    _, name = listed.pop(i)
+                    try:
+                        os.rename(os.path.join(self.dir, name), dest)
+                    except FileNotFoundError:       # another process took it first
+                        continue
+                    os.truncate(dest, size)
+                    return True
         return False
 
     def discard(self, path: str) -> None:
