@@ -14,6 +14,13 @@ and microseconds of scheduler time per task (submit + place + finish + push),
 wall clock and CPU (the CPU figure is the steadier one on a shared machine).
 `--batch` at or above the engine count keeps every engine busy with a backlog
 (the case where placing a task used to walk every host).
+
+As in the real scheduler process, the messages of one read (a driver's batch of
+submissions; one engine's reports) are handled together and placement runs once
+after them (`batch_placement`; `--per-message` places after every message, as
+the state machine does on its own).  Engines report a run time (`--ran-for`,
+seconds; 0: none), so with short tasks the scheduler queues several behind each
+running one (policy.queue_has_room), as for a burst of tiny tasks.
 """
 from __future__ import annotations
 
@@ -31,8 +38,9 @@ from shoal.scheduler.state import SchedulerState
 RESULT = dumps(1)
 
 
-def build(engines: int, engines_per_host: int) -> SchedulerState:
+def build(engines: int, engines_per_host: int, per_message: bool = False) -> SchedulerState:
     s = SchedulerState("sim", "/tmp/shoal-sim", clock=time.monotonic)
+    s.batch_placement = not per_message
     s.handle("drv", m.ClientHello(client_id="d", kind="driver", pid=1, hostname="drv"))
     hosts = max(1, engines // engines_per_host)
     for h in range(hosts):
@@ -50,8 +58,9 @@ def build(engines: int, engines_per_host: int) -> SchedulerState:
     return s
 
 
-def run(engines: int, engines_per_host: int, tasks_per_engine: int, batch: int) -> dict:
-    s = build(engines, engines_per_host)
+def run(engines: int, engines_per_host: int, tasks_per_engine: int, batch: int,
+        ran_for: float = 0.0, per_message: bool = False) -> dict:
+    s = build(engines, engines_per_host, per_message)
     total = engines * tasks_per_engine
     submitted = finished = decisions = 0
     inflight: list = []            # (engine conn, task id) sent, not yet finished
@@ -68,10 +77,14 @@ def run(engines: int, engines_per_host: int, tasks_per_engine: int, batch: int) 
                 decisions += 1
                 inflight.append((conn, msg.task_id))
         done, inflight = inflight, []
-        for conn, tid in done:
-            s.handle(conn, m.TaskFinished(task_id=tid, results=[
-                ObjectEntry(f"{tid}/0", inline=RESULT)]))
-            finished += 1
+        by_engine: dict = {}
+        for conn, tid in done:                   # each engine's reports: one read, in order
+            by_engine.setdefault(conn, []).append(tid)
+        for conn, tids in by_engine.items():
+            for tid in tids:
+                s.handle(conn, m.TaskFinished(task_id=tid, results=[
+                    ObjectEntry(f"{tid}/0", inline=RESULT)], ran_for=ran_for))
+            finished += len(tids)
             for c, msg in s.take_output():
                 if isinstance(msg, m.ExecuteTask):
                     decisions += 1
@@ -95,11 +108,16 @@ def main() -> None:
     ap.add_argument("--tasks-per-engine", type=int, default=20)
     ap.add_argument("--batch", type=int, default=500, help="tasks submitted per driver batch")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--ran-for", type=float, default=0.0,
+                    help="the run time engines report, seconds (0: none)")
+    ap.add_argument("--per-message", action="store_true",
+                    help="place after every message, not once per read")
     ap.add_argument("--json")
     args = ap.parse_args()
     rows = []
     for n in (int(x) for x in args.engines.split(",")):
-        runs = [run(n, args.hosts_per, args.tasks_per_engine, args.batch) for _ in range(args.repeat)]
+        runs = [run(n, args.hosts_per, args.tasks_per_engine, args.batch, args.ran_for,
+                    args.per_message) for _ in range(args.repeat)]
         row = dict(runs[0])
         for key in ("seconds", "decisions_per_s", "us_per_task", "cpu_us_per_task"):
             row[key] = statistics.median(r[key] for r in runs)
@@ -110,7 +128,8 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": platform.machine(), "python": platform.python_version(),
-                       "load": open("/proc/loadavg").read().split()[:3], "rows": rows}, f, indent=1)
+                       "load": open("/proc/loadavg").read().split()[:3], "ran_for": args.ran_for,
+                       "per_message": args.per_message, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
