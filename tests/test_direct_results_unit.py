@@ -376,3 +376,20 @@ def test_a_direct_value_nobody_holds_is_dropped_and_not_remembered():
     c._on_ready([ObjectEntry("t/1", inline=b"x")], direct=True)
     c.release("t/1")
     assert not c._direct_ids
+
+
+def test_an_engine_that_dies_after_a_whole_batch_of_reports_has_every_result_pushed():
+    # A batch of reports (engine/finishes.py holds up to REPORT_BATCH_MAX) went
+    # out, then the engine died before it sent their values straight.
+    h = Harness(cpus=1)
+    _local_driver(h)
+    tids = [h.submit(conn="drv2") for _ in range(m.REPORT_BATCH_MAX + 1)]
+    h.out()
+    engine = "h1.e0"
+    for tid in tids[:m.REPORT_BATCH_MAX]:
+        h.s.handle(engine, m.TaskFinished(task_id=tid, results=[
+            ObjectEntry(f"{tid}/0", inline=dumps(7))], delivered=True))
+    h.out()
+    h.s.connection_closed(engine)
+    pushed = h.pushed(h.out(), "drv2")
+    assert all(f"{tid}/0" in pushed for tid in tids[:m.REPORT_BATCH_MAX])

@@ -20,7 +20,7 @@ from typing import Optional
 
 from ..protocol import messages as m
 
-HOLD_MAX = 64
+HOLD_MAX = m.REPORT_BATCH_MAX
 HOLD_DELAY = 0.002
 
 

@@ -176,6 +176,12 @@ class ExecuteTask:
     reply_to: Optional[str] = None   # the owner's ReplyChannel: send a plain success there
 
 
+# An engine reports at most this many finished tasks in one write (engine/
+# finishes.py); the scheduler remembers at least as many delivered ones per
+# engine, whose values may not have left when it dies (_push_undelivered).
+REPORT_BATCH_MAX = 64
+
+
 @message
 class TaskFinished:
     task_id: str

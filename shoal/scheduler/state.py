@@ -40,7 +40,9 @@ from .tasks import Task, TaskTable
 
 log = logging.getLogger("shoal.scheduler")
 HEARTBEAT_INTERVAL = 1.0
-SENT_STRAIGHT_KEPT = 16    # per engine: it sends them one by one (a threaded actor, a few at once)
+# Per engine: its last batch of reports (and the one before), whose values it
+# may not have sent when it dies.
+SENT_STRAIGHT_KEPT = 2 * m.REPORT_BATCH_MAX
 DEFAULT_HEARTBEAT_TIMEOUT = 6.0    # a silent host is lost well within 10 s
 
 
