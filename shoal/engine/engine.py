@@ -128,8 +128,10 @@ class Engine:
         self.instance = None            # the actor, once created
         self.running: dict = {}         # task id -> how to interrupt it
         self.cancelled: set = set()     # interrupted before they started
-        self.waiting: set = set()       # received, not started (revocable)
-        self.revoked: set = set()       # given back to the scheduler: skip them
+        # Copies, not ids: a task given back can be sent here again while the
+        # copy given back still waits in the inbox, and only one copy may run.
+        self.waiting: dict = {}         # task id -> copies received, not started, not given back
+        self.revoked: dict = {}         # task id -> copies given back: skip that many
         self.lock = threading.Lock()
         self.output_pending = threading.Event()
         self.main_thread = threading.main_thread().ident
@@ -188,7 +190,7 @@ class Engine:
                 if msg.func_retry is not None:
                     self.retry[msg.func_id] = RetryPolicy(msg.func_retry)
             with self.lock:
-                self.waiting.add(msg.task_id)
+                _count(self.waiting, msg.task_id, +1)
             if msg.reply_to is not None and self.replies is not None:
                 self.reply_to[msg.task_id] = msg.reply_to
             self.inbox.put(msg)
@@ -196,8 +198,8 @@ class Engine:
             with self.lock:
                 ok = msg.task_id in self.waiting
                 if ok:
-                    self.waiting.discard(msg.task_id)
-                    self.revoked.add(msg.task_id)
+                    _count(self.waiting, msg.task_id, -1)
+                    _count(self.revoked, msg.task_id, +1)
             self.client.send(m.TaskRevoked(task_id=msg.task_id, ok=ok))
         elif type(msg) is m.InterruptTask:
             # Asked to stop: whatever it does now goes through the scheduler,
@@ -226,7 +228,7 @@ class Engine:
         msg = replace(msg, gpu_ids=creation.gpu_ids, job=creation.job,
                       resources=creation.resources)
         with self.lock:
-            self.waiting.add(msg.task_id)
+            _count(self.waiting, msg.task_id, +1)
             self.called_direct.add(msg.task_id)
         self.reply_to[msg.task_id] = address
         self.inbox.put(msg)
@@ -264,11 +266,12 @@ class Engine:
     # ------------------------------------------------------------------ dispatch
     def dispatch(self, msg: m.ExecuteTask) -> None:
         with self.lock:
-            self.waiting.discard(msg.task_id)
-            if msg.task_id in self.revoked:
-                self.revoked.discard(msg.task_id)
-                self.reply_to.pop(msg.task_id, None)
+            if msg.task_id in self.revoked:        # a copy given back: this one, or a later
+                _count(self.revoked, msg.task_id, -1)     # one runs in its place
+                if msg.task_id not in self.waiting:
+                    self.reply_to.pop(msg.task_id, None)
                 return
+            _count(self.waiting, msg.task_id, -1)
         if msg.method is None or msg.method == "__init__" or (self.pool is None and self.loop is None):
             self.run_sync(msg)
         elif self.loop is not None:
@@ -640,6 +643,15 @@ def user_traceback(exc: BaseException) -> tuple[list, str]:
     frames = [(f.filename, f.lineno, f.name, f.line or None) for f in te.stack
               if not f.filename.startswith(_SHOAL_DIR)]
     return frames, "".join(te.format_exception_only())
+
+
+def _count(counts: dict, key: str, change: int) -> None:
+    """Add `change` to a count kept only while it is above zero."""
+    n = counts.get(key, 0) + change
+    if n > 0:
+        counts[key] = n
+    else:
+        counts.pop(key, None)
 
 
 def main(connect: Callable[[dict, Callable], Services]) -> None:
