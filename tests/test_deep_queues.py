@@ -11,9 +11,10 @@ import time
 import pytest
 
 import shoal
+from shoal.core import runtime
 from shoal.scheduler import policy
 
-from conftest import alive, cluster_pids
+from conftest import alive, cluster_pids, wait_for
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("cluster")]
 
@@ -47,15 +48,27 @@ def runs(path) -> list:
 
 
 def learn_short():
-    """Tell the scheduler `mark` and `ident` are short (a few runs measure them)."""
+    """Tell the scheduler `ident` is short (a few runs measure it)."""
     shoal.get([ident.remote(i) for i in range(200)], timeout=60)
 
 
-def test_a_burst_of_short_tasks_runs_each_once_on_both_engines(tmp_path):
+def run_file(tmp_path) -> str:
+    """An empty file for `mark`'s runs, once the scheduler knows `mark` is short."""
     learn_short()
     path = str(tmp_path / "runs")
-    shoal.get([mark.remote(path, -1) for _ in range(100)], timeout=60)     # measured too
+    shoal.get([mark.remote(path, -1) for _ in range(100)], timeout=60)
     open(path, "w").close()
+    return path
+
+
+def started(ref) -> bool:
+    task_id = ref.id.rpartition("/")[0]
+    story = runtime.current().client.query("story", task_id=task_id)["story"]
+    return any(r["to"] == "running" for r in story)
+
+
+def test_a_burst_of_short_tasks_runs_each_once_on_both_engines(tmp_path):
+    path = run_file(tmp_path)
     out = shoal.get([mark.remote(path, i) for i in range(3000)], timeout=120)
     assert [i for i, _ in out] == list(range(3000))
     assert sorted(runs(path)) == list(range(3000))               # none twice, none lost
@@ -65,7 +78,7 @@ def test_a_burst_of_short_tasks_runs_each_once_on_both_engines(tmp_path):
 def test_short_tasks_behind_a_long_one_are_run_by_the_idle_engine():
     learn_short()
     long = nap.remote(4.0)
-    time.sleep(0.2)                                   # it runs: what comes next queues
+    wait_for(lambda: started(long), what="the long task to run")   # what comes next queues
     t0 = time.monotonic()
     assert shoal.get([ident.remote(i) for i in range(200)], timeout=60) == list(range(200))
     assert time.monotonic() - t0 < 3.0                # none waited for the long one
@@ -105,23 +118,22 @@ def test_a_bad_queue_limit_is_a_clear_error_before_anything_starts(monkeypatch, 
 
 
 def test_kill_9_of_an_engine_with_a_deep_queue_loses_nothing(tmp_path):
-    learn_short()
-    path = str(tmp_path / "runs")
-    shoal.get([mark.remote(path, -1) for _ in range(100)], timeout=60)     # measured too
-    open(path, "w").close()
+    path = run_file(tmp_path)
     victim = cluster_pids(2)[-1]
+    ran_before_the_kill = []
 
     def kill_midway():
         deadline = time.monotonic() + 60
         while os.path.getsize(path) < 3000 and time.monotonic() < deadline:
             time.sleep(0.005)
         os.kill(victim, signal.SIGKILL)
+        ran_before_the_kill.append(len(runs(path)))
 
     killer = threading.Thread(target=kill_midway)
     killer.start()
     out = shoal.get([mark.remote(path, i) for i in range(6000)], timeout=150)
     killer.join()
-    assert not alive(victim)
+    assert not alive(victim) and ran_before_the_kill[0] < 6000     # killed mid-burst
     assert [i for i, _ in out] == list(range(6000))
     ran = runs(path)
     assert set(ran) == set(range(6000))                # re-runs allowed, losses not
