@@ -249,8 +249,8 @@ class Client:
             with self._send_lock:
                 try:
                     if self._queued_relayed:
-                        self._write_queued()
-                    elif self._straight:
+                        self._write_queued()          # straight calls first, then the batch
+                    else:
                         self._write_straight()
                 except ClusterLostError:
                     pass            # the waiter hears of it from the reader thread
