@@ -167,3 +167,45 @@ def test_claims_from_a_stale_listing_skip_what_others_took_and_find_what_they_fr
     assert mine.claim(2 * MB, str(tmp_path / "c3"))
     assert os.path.getsize(tmp_path / "c3") == 2 * MB
     assert not os.listdir(tmp_path / ".free")
+
+
+def test_frees_list_the_pool_only_when_their_count_says_it_is_full(tmp_path, monkeypatch):
+    """The freeing process counts what it added and lists again when that count
+    reaches the capacity (others' claims may have made room) or every RELIST_EVERY
+    frees, not on every free; the pool never holds more than its capacity."""
+    from shoal.store import pool as pool_module
+    agent, driver = FilePool(str(tmp_path), 8 * MB), FilePool(str(tmp_path), 8 * MB)
+    listings = []
+    real_entries = FilePool._entries
+    monkeypatch.setattr(FilePool, "_entries", lambda self: listings.append(self) or real_entries(self))
+
+    def free(token, size=2 * MB):
+        path = tmp_path / f"obj-{token}"
+        with open(path, "wb") as f:
+            f.truncate(size)
+        agent.discard(str(path))
+        return path
+
+    for i in range(4):                       # 8 MB: full, by the count
+        free(i)
+    assert len(listings) == 1
+    assert not os.path.exists(free("over"))          # no room: unlinked, the count relisted
+    assert len(listings) == 2 and agent.held() == 8 * MB
+    for i in range(3):                              # another process takes three
+        assert driver.claim(2 * MB, str(tmp_path / f"taken{i}"))
+    listings.clear()
+    for i in range(3):                              # the count said full: the first free lists
+        free(f"again{i}")
+    assert len([p for p in listings if p is agent]) == 1
+    assert agent.held() == 8 * MB
+
+    listings.clear()
+    monkeypatch.setattr(pool_module, "RELIST_EVERY", 4)
+    big = FilePool(str(tmp_path / "big"), 1 << 40)
+    (tmp_path / "big").mkdir()
+    for i in range(12):
+        path = tmp_path / "big" / f"obj-{i}"
+        with open(path, "wb") as f:
+            f.truncate(MB)
+        big.discard(str(path))
+    assert len([p for p in listings if p is big]) == 3     # the first free, then after every 4 without one

@@ -18,6 +18,11 @@ maps is unlinked instead, so its pages live on for that reader, as before.
 
 The pool is bounded (a quarter of the store's limit by default): shared-memory
 use can reach the store limit plus the pool.  A full /dev/shm drains it first.
+The process that frees files (a host's agent) counts what it put in since its
+last listing and lists again only when that count says the pool is full, or
+after RELIST_EVERY frees: listing a pool of a hundred files on every free was
+most of an agent's work in a burst of 1 MB arguments.  Others' claims only make
+the count too high, so the bound holds.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ import threading
 RECYCLE_MIN = 1 << 20        # smaller files are cheap to fault in; not worth a pin
 POOL_SHARE = 4               # the pool holds at most limit // POOL_SHARE bytes
 MAX_SLACK = 2                # never truncate a file to less than 1/MAX_SLACK of its pages
+RELIST_EVERY = 64            # frees between two listings of what the pool holds
 
 
 class FilePool:
@@ -39,6 +45,8 @@ class FilePool:
         self.dir = os.path.join(store_dir, ".free")
         self.capacity = capacity
         self._listed: list[tuple[int, str]] = []    # the last listing, by size, less what was tried
+        self._held: int | None = None    # bytes held at the last listing, plus what we added since
+        self._frees = 0                  # frees since that listing
         self._lock = threading.Lock()
 
     def _entries(self) -> list[tuple[int, str]]:
@@ -87,18 +95,34 @@ class FilePool:
             return
         try:
             size = os.fstat(fd).st_size
-            if size >= RECYCLE_MIN and self.held() + size <= self.capacity and _lock_free(fd):
-                os.makedirs(self.dir, mode=0o700, exist_ok=True)
+            if size >= RECYCLE_MIN and self._has_room(size) and _lock_free(fd):
                 # Still under the exclusive lock: a reader that opened the file
                 # before the rename finds its path gone when it gets the lock.
-                os.rename(path, os.path.join(self.dir, f"{size}-{secrets.token_hex(6)}"))
+                pooled = os.path.join(self.dir, f"{size}-{secrets.token_hex(6)}")
+                try:
+                    os.rename(path, pooled)
+                except FileNotFoundError:           # the pool's directory, the first time
+                    os.makedirs(self.dir, mode=0o700, exist_ok=True)
+                    os.rename(path, pooled)
+                with self._lock:
+                    if self._held is not None:
+                        self._held += size
                 return
             _unlink(path)
         finally:
             os.close(fd)
 
+    def _has_room(self, size: int) -> bool:
+        with self._lock:
+            self._frees += 1
+            if self._held is None or self._frees > RELIST_EVERY or \
+                    self._held + size > self.capacity:
+                self._held, self._frees = self.held(), 0
+            return self._held + size <= self.capacity
+
     def drain(self) -> int:
         """Unlink every free file (the tmpfs is full); returns the bytes freed."""
+        self._held = None
         freed = 0
         for size, name in self._entries():
             try:
