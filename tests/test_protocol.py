@@ -92,6 +92,17 @@ def test_codec_round_trips_every_field():
         assert codec.decode(header, buffers) == original
 
 
+def test_codec_round_trips_every_message_type_field_by_field():
+    """Decoding sets the slots itself (not through __init__): every field of every
+    type must come back, each with its own value."""
+    from dataclasses import fields
+    for cls in m.MESSAGE_TYPES:
+        original = cls(**{f.name: f"{cls.__name__}.{f.name}" for f in fields(cls)})
+        [(header, buffers)] = FrameDecoder().feed(b"".join(bytes(c) for c in codec.encode(original)))
+        decoded = codec.decode(header, buffers)
+        assert type(decoded) is cls and decoded == original
+
+
 def test_codec_sends_pickle_buffers_out_of_band():
     payload = bytearray(b"x" * 1000)
     msg = m.RegisterFunction(func_id="f", name="n", blob=pickle.PickleBuffer(payload))
@@ -100,7 +111,8 @@ def test_codec_sends_pickle_buffers_out_of_band():
 
 
 @pytest.mark.parametrize("header", [b"garbage", pickle.dumps((999, 1)), pickle.dumps("x"),
-                                    pickle.dumps((0,))])
+                                    pickle.dumps((0,)), pickle.dumps((0,) + ("x",) * 100),
+                                    pickle.dumps((-1,)), pickle.dumps(None)])
 def test_codec_rejects_malformed_messages(header):
     with pytest.raises(ProtocolError):
         codec.decode(header, [])
