@@ -103,6 +103,23 @@ def test_codec_round_trips_every_message_type_field_by_field():
         assert type(decoded) is cls and decoded == original
 
 
+def test_messages_are_built_as_frozen_keyword_only_dataclasses():
+    """Messages set their slots through their own __init__ (messages.py): the
+    dataclass contract holds: defaults, a fresh default_factory value each,
+    keyword-only, required fields, frozen, replace()."""
+    import dataclasses
+    a, b = m.TaskFinished(task_id="a", results=[]), m.TaskFinished(task_id="b", results=[])
+    assert a.nested == [] and a.nested is not b.nested and a.ran_for == 0.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.task_id = "c"
+    for bad in (lambda: m.TaskFinished("a", []), lambda: m.TaskFinished(task_id="a"),
+                lambda: m.TaskFinished(task_id="a", results=[], bogus=1)):
+        with pytest.raises(TypeError):
+            bad()
+    assert dataclasses.replace(a, task_id="z") == m.TaskFinished(task_id="z", results=[])
+    assert pickle.loads(pickle.dumps(a)) == a and m.Shutdown() == m.Shutdown(reason="")
+
+
 def test_codec_sends_pickle_buffers_out_of_band():
     payload = bytearray(b"x" * 1000)
     msg = m.RegisterFunction(func_id="f", name="n", blob=pickle.PickleBuffer(payload))
