@@ -281,3 +281,43 @@ def test_a_kept_result_does_not_pin_its_siblings_frame():
     one = wire(m.TaskFinished(task_id="t", results=[ObjectEntry("t/0", inline=values[0])]))
     assert type(one.results[0].inline) is pickle.PickleBuffer
     assert deserialize(one.results[0].inline) == "0" * 2000
+
+
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+
+@settings(max_examples=80, deadline=None)
+@given(hnp.arrays(dtype=st.one_of(hnp.scalar_dtypes(), hnp.byte_string_dtypes(),
+                                  hnp.unicode_string_dtypes()),
+                  shape=hnp.array_shapes(min_dims=0, max_dims=3, max_side=6)),
+       st.sampled_from(["C", "F", "strided"]))
+def test_numpy_arrays_of_any_plain_dtype_round_trip_exactly(arr, layout):
+    """Arrays without Python objects inside take plain pickle (serialization.py's
+    fast path); what comes back equals what plain pickle gives back."""
+    if layout == "F":
+        arr = np.asfortranarray(arr)
+    elif layout == "strided" and arr.ndim:
+        arr = arr[::2]
+    s = serialize(arr)
+    out = deserialize(s.to_bytes())
+    expect = pickle.loads(pickle.dumps(arr, protocol=5))
+    assert type(out) is np.ndarray and out.dtype == expect.dtype and out.shape == expect.shape
+    assert out.tobytes() == expect.tobytes() and s.nested == []
+
+
+def test_object_arrays_and_array_subclasses_keep_cloudpickle():
+    f = lambda x: x + 1             # noqa: E731 -- only cloudpickle can carry a lambda
+    out = deserialize(serialize(np.array([f, 2], dtype=object)).to_bytes())
+    assert out[0](1) == 2 and out[1] == 2
+    masked = np.ma.array([1, 2, 3], mask=[0, 1, 0])
+    back = deserialize(serialize(masked).to_bytes())
+    assert type(back) is np.ma.MaskedArray and back.mask.tolist() == [False, True, False]
+
+
+def test_refs_inside_plain_arguments_are_noted():
+    from shoal.core.object_ref import ObjectRef
+    refs = [ObjectRef("c1.t1/0"), ObjectRef("c1.t2/0")]
+    s = serialize(((refs[0], 1), {"k": [refs[1]]}))
+    assert s.nested == ["c1.t1/0", "c1.t2/0"]
+    (a, _), kw = deserialize(s.to_bytes())
+    assert type(a) is ObjectRef and a.id == "c1.t1/0" and kw["k"][0].id == "c1.t2/0"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..exceptions import ObjectFromOtherClusterError
 from ..protocol.object_ids import task_of
-from ..protocol.serialization import note_ref
+from ..protocol.serialization import note_ref, register_plain
 from . import runtime
 
 
@@ -66,6 +66,9 @@ class ObjectRef:
     def __await__(self):
         from .futures import await_ref
         return await_ref(self).__await__()
+
+
+register_plain(ObjectRef)      # args holding refs skip cloudpickle (serialization.py)
 
 
 def _rebuild_ref(object_id: str) -> ObjectRef:
