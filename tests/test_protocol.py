@@ -321,3 +321,95 @@ def test_refs_inside_plain_arguments_are_noted():
     assert s.nested == ["c1.t1/0", "c1.t2/0"]
     (a, _), kw = deserialize(s.to_bytes())
     assert type(a) is ObjectRef and a.id == "c1.t1/0" and kw["k"][0].id == "c1.t2/0"
+
+
+# ---- batches: several messages in one frame (codec.encode_many) ---------------------------
+
+def _frames(chunks):
+    return FrameDecoder().feed(b"".join(bytes(c) for c in chunks))
+
+
+def _finished(i, inline=b"v"):
+    entry = m.ObjectEntry(f"c.t{i}/0", inline=inline, size=memoryview(inline).nbytes)
+    return m.TaskFinished(task_id=f"c.t{i}", results=[entry], ran_for=i / 1000)
+
+
+def test_messages_without_buffers_share_a_frame_and_come_back_in_order():
+    msgs = [_finished(i) for i in range(5)] + [m.Heartbeat(), m.RevokeTask(task_id="x")]
+    frames = _frames(codec.encode_many(msgs))
+    assert len(frames) == 1
+    assert codec.decode_frame(*frames[0]) == msgs
+    with pytest.raises(ProtocolError):                  # decode() takes one message only
+        codec.decode(*frames[0])
+
+
+def test_a_message_with_an_out_of_band_buffer_keeps_its_own_frame():
+    """A value its receiver keeps must not keep its neighbours' frame alive."""
+    big = pickle.PickleBuffer(bytearray(b"x" * 5000))
+    msgs = [_finished(0), _finished(1, inline=big), _finished(2)]
+    frames = _frames(codec.encode_many(msgs))
+    assert len(frames) == 3 and [len(b) for _, b in frames] == [0, 1, 0]
+    out = [msg for f in frames for msg in codec.decode_frame(*f)]
+    assert [msg.task_id for msg in out] == ["c.t0", "c.t1", "c.t2"]
+    assert out[1].results[0].inline.raw().tobytes() == b"x" * 5000
+
+
+def test_batches_are_split_at_their_limits(monkeypatch):
+    assert len(_frames(codec.encode_many([_finished(i) for i in range(600)]))) == 3
+    monkeypatch.setattr(codec, "BATCH_BYTES", 500)          # too big a batch: a frame each
+    assert len(_frames(codec.encode_many([_finished(i) for i in range(10)]))) == 10
+
+
+@pytest.mark.parametrize("header", [pickle.dumps([]), pickle.dumps([(0,)]),
+                                    pickle.dumps([("x",), ("y",)]), pickle.dumps([(999,), (0,)])])
+def test_malformed_batches_are_protocol_errors(header):
+    with pytest.raises(ProtocolError):
+        codec.decode_frame(header, [])
+
+
+def test_a_batch_with_buffers_is_refused():
+    [(header, _)] = _frames(codec.encode_many([m.Heartbeat(), m.Heartbeat()]))
+    with pytest.raises(ProtocolError):
+        codec.decode_frame(header, [memoryview(b"stray")])
+
+
+def test_a_connection_hands_out_a_batch_one_message_at_a_time():
+    import socket
+    from shoal.protocol.connection import Connection
+    a, b = socket.socketpair()
+    left, right = Connection(a), Connection(b)
+    msgs = [_finished(i) for i in range(4)]
+    left.send_many(msgs)
+    left.send(m.Heartbeat())
+    assert [right.recv() for _ in range(5)] == msgs + [m.Heartbeat()]
+    left.send_many(msgs[:2])
+    assert right.recv() == msgs[0]
+    with pytest.raises(ProtocolError):              # a raw stream cannot follow a half-read batch
+        right.take_buffered()
+    assert right.recv_ready() == [msgs[1]]
+    left.close()
+    right.close()
+
+
+_any_message = st.sampled_from(m.MESSAGE_TYPES).flatmap(
+    lambda cls: st.fixed_dictionaries({
+        f.name: st.one_of(st.none(), st.integers(), st.text(max_size=20), st.binary(max_size=20),
+                          st.lists(st.text(max_size=5), max_size=3))
+        for f in __import__("dataclasses").fields(cls)}).map(lambda kw: cls(**kw)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_any_message, min_size=1, max_size=40), st.lists(st.integers(1, 400), min_size=1))
+def test_any_messages_batched_come_back_equal_in_any_split(msgs, cuts):
+    data = b"".join(bytes(c) for c in codec.encode_many(msgs))
+    decoder, out, at, i = FrameDecoder(), [], 0, 0
+    while at < len(data):
+        buf = decoder.get_buffer()
+        n = min(cuts[i % len(cuts)], buf.nbytes, len(data) - at)
+        i += 1
+        buf[:n] = data[at:at + n]
+        decoder.buffer_updated(n)
+        at += n
+        while (frame := decoder.next_frame()) is not None:
+            out.extend(codec.decode_frame(*frame))
+    assert out == msgs

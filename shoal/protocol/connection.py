@@ -10,9 +10,10 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+from collections import deque
 
 from . import auth, codec, tls
-from .framing import FrameDecoder, write_gathered
+from .framing import FrameDecoder, ProtocolError, write_gathered
 
 # Processes on the scheduler's machine use its Unix socket: a loopback TCP send
 # costs ~45 us of kernel time here, a Unix socket send a fraction of that.
@@ -23,6 +24,7 @@ class Connection:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._decoder = FrameDecoder()
+        self._decoded: deque = deque()      # the rest of a batch recv() took apart
         self._send_lock = threading.Lock()
         self.closed = False
 
@@ -99,6 +101,8 @@ class Connection:
 
     def take_buffered(self) -> bytes:
         """Bytes read past the last frame; for a raw byte stream that follows it."""
+        if self._decoded:
+            raise ProtocolError("a raw stream after a batch of messages")
         return self._decoder.take_pending()
 
     def send(self, msg) -> None:
@@ -114,6 +118,8 @@ class Connection:
 
     def recv(self):
         """Next message; raises ConnectionError when the peer is gone."""
+        if self._decoded:
+            return self._decoded.popleft()
         decoder = self._decoder
         frame = decoder.next_frame()
         while frame is None:
@@ -122,13 +128,20 @@ class Connection:
                 raise ConnectionError("connection closed by peer")
             decoder.buffer_updated(n)
             frame = decoder.next_frame()
-        return codec.decode(*frame)
+        msgs = codec.decode_frame(*frame)
+        if len(msgs) > 1:
+            self._decoded.extend(msgs[1:])
+        return msgs[0]
 
     def recv_ready(self, flags: int = 0) -> list:
         """The messages one read completes, for a selector's loop: call it when
         the socket is readable (or pass socket.MSG_DONTWAIT: then [] if nothing
         came).  Raises ConnectionError when the peer is gone, ProtocolError
         (a ValueError) for bytes that are not messages."""
+        if self._decoded:                    # the rest of a batch recv() took apart
+            msgs = list(self._decoded)
+            self._decoded.clear()
+            return msgs
         decoder, sock, msgs = self._decoder, self.sock, []
         while True:
             try:
@@ -140,7 +153,7 @@ class Connection:
             decoder.buffer_updated(n)
             frame = decoder.next_frame()
             while frame is not None:
-                msgs.append(codec.decode(*frame))
+                msgs.extend(codec.decode_frame(*frame))
                 frame = decoder.next_frame()
             # TLS may hold decrypted bytes the socket will not signal again.
             if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
@@ -166,8 +179,9 @@ def _send_chunks(sock: socket.socket, chunks: list) -> None:
 
 
 def encode_all(msgs) -> list:
-    """The chunks of several messages, in order (FrameTooLargeError for one too large)."""
-    return [c for m in msgs for c in codec.encode(m)]
+    """The chunks of several messages, in order, batched where they may be
+    (codec.encode_many); FrameTooLargeError for one too large."""
+    return codec.encode_many(msgs) if msgs else []
 
 
 def _recv_exactly(sock: socket.socket, n: int) -> bytes:

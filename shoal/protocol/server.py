@@ -93,7 +93,10 @@ class ServerConnection(asyncio.BufferedProtocol):
             decoder.buffer_updated(nbytes)
             frame = decoder.next_frame()
             while frame is not None:
-                self._on_message(self, codec.decode(*frame))
+                for msg in codec.decode_frame(*frame):
+                    self._on_message(self, msg)
+                    if self.closed:
+                        break
                 if self.closed:
                     break
                 frame = decoder.next_frame()
@@ -140,20 +143,31 @@ class ServerConnection(asyncio.BufferedProtocol):
             self.close()
 
     def send(self, msg) -> None:
-        """Queue a message; it goes out at the next flush()."""
-        if self.closed:
-            return
+        """Queue a message; it goes out at the next flush(), with the others
+        queued by then in as few frames as may be (codec.encode_many)."""
+        if not self.closed:
+            self._out.append(msg)
+
+    def _encoded(self, msgs: list) -> list:
         try:
-            self._out.extend(codec.encode(msg))
-        except FrameTooLargeError as exc:     # never worth the peer's connection
-            log.error("not sent to %s: %s", self.peer, exc)
-            if type(msg) is messages.QueryReply:
-                self._out.extend(codec.encode(messages.QueryReply(
-                    request_id=msg.request_id, error=f"the answer is too large to send: {exc}")))
+            return codec.encode_many(msgs)
+        except FrameTooLargeError:
+            pass
+        out = []
+        for msg in msgs:              # one is too large: the others go, a frame each
+            try:
+                out.extend(codec.encode(msg))
+            except FrameTooLargeError as exc:     # never worth the peer's connection
+                log.error("not sent to %s: %s", self.peer, exc)
+                if type(msg) is messages.QueryReply:
+                    out.extend(codec.encode(messages.QueryReply(
+                        request_id=msg.request_id,
+                        error=f"the answer is too large to send: {exc}")))
+        return out
 
     def flush(self) -> None:
         if self._out and not self.closed:
-            out, self._out = self._out, []
+            out, self._out = self._encoded(self._out), []
             transport = self.transport
             if self._direct and not transport.get_write_buffer_size():
                 out = _write_now(transport, out)
