@@ -7,6 +7,7 @@ The result is one JSON line on stdout prefixed with MARK, so framework log noise
 on stdout does not matter.
 """
 import json
+import os
 import signal
 import sys
 import traceback
@@ -47,7 +48,12 @@ def run(framework, name, repeat):
 
 def main(argv):
     # run.py sends SIGTERM on timeout: turn it into SystemExit so `finally` shuts the cluster down.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # Only here: a process forked from this one (multiprocessing.Pool's workers) inherits the
+    # handler, and pool.terminate()'s SIGTERM must end a worker, not raise in it: a worker
+    # waiting for tasks then lived on, and terminate() waited on it until run.py's timeout.
+    main_pid = os.getpid()
+    signal.signal(signal.SIGTERM,
+                  lambda *_: sys.exit(143) if os.getpid() == main_pid else os._exit(143))
     if argv[0] == "--probe":
         try:
             emit({"ok": True, "version": adapters.load(argv[1]).version()})
