@@ -413,3 +413,68 @@ def test_any_messages_batched_come_back_equal_in_any_split(msgs, cuts):
         while (frame := decoder.next_frame()) is not None:
             out.extend(codec.decode_frame(*frame))
     assert out == msgs
+
+
+def test_a_message_that_cannot_be_encoded_is_dropped_alone_at_flush():
+    """The scheduler's connections encode at flush: a message that fails (too large,
+    unpicklable) is logged and dropped, a query gets an error reply, the rest go,
+    and the next flush starts clean."""
+    from shoal.protocol.server import ServerConnection
+
+    class Transport:
+        def __init__(self):
+            self.written = []
+
+        def get_write_buffer_size(self):
+            return 1                         # never the direct path: collect the chunks
+
+        def writelines(self, chunks):
+            self.written.append(b"".join(bytes(c) for c in chunks))
+
+    conn = ServerConnection(b"k" * 32, None, None, None)
+    conn.transport = Transport()
+
+    def sent():
+        data, conn.transport.written = b"".join(conn.transport.written), []
+        return [msg for f in FrameDecoder().feed(data) for msg in codec.decode_frame(*f)]
+
+    conn.send(m.Heartbeat())
+    conn.send(m.QueryReply(request_id=7, value=lambda: 0))       # cannot be pickled
+    conn.send(m.RevokeTask(task_id="t"))
+    conn.flush()
+    out = sent()
+    assert [type(x) for x in out] == [m.Heartbeat, m.QueryReply, m.RevokeTask]
+    assert out[1].request_id == 7 and "not sendable" in out[1].error
+    conn.send(m.Heartbeat())
+    conn.send(m.Heartbeat())
+    conn.flush()
+    assert sent() == [m.Heartbeat(), m.Heartbeat()]
+
+
+def test_a_malformed_kept_apart_message_is_a_protocol_error():
+    header = pickle.dumps((codec._CODES[m.ObjectsReady], 5), protocol=5)
+    with pytest.raises(ProtocolError):
+        codec.decode_frame(header, [memoryview(b"a"), memoryview(b"b")])
+
+
+def test_arrays_whose_dtype_may_name_run_time_code_keep_cloudpickle():
+    """A structured dtype or one with metadata may carry classes or functions made
+    in a notebook: plain pickle would name them by reference, which an engine
+    cannot import."""
+    import subprocess
+    import sys
+    import textwrap
+    code = textwrap.dedent("""
+        import numpy as np, pickle, cloudpickle
+        from shoal.protocol.serialization import serialize
+        meta = np.zeros(3, dtype=np.dtype("f8", metadata={"unit": lambda x: x * 2}))
+        s = serialize(meta)
+        data = s.to_bytes()
+        print(len(data) > 0)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    from shoal.protocol.serialization import _flat_array
+    assert not _flat_array(np.zeros(2, dtype=[("a", "i4")]))
+    assert not _flat_array(np.zeros(2, dtype=np.dtype("f8", metadata={"k": 1})))
+    assert _flat_array(np.zeros(2, dtype="M8[s]")) and _flat_array(np.zeros(2, dtype=">i4"))

@@ -14,7 +14,9 @@ out-of-band buffer: the header is then the pickled list of their tuples
 the message itself when there are many (an engine's batch of reports, the
 scheduler's tasks for an engine): ~1/3 of the CPU per message.  Messages
 with buffers keep a frame each, so a value kept by its receiver never keeps
-a neighbour's frame alive (see `unshared`).  Pickle is safe
+a neighbour's frame alive (see `unshared`).  One object in several messages
+of a batch (an actor's resources dict) comes out as one object, as pickle's
+memo makes it: like every message field, never changed in place.  Pickle is safe
 here because no frame is decoded before the peer has proven it holds the
 cluster key (see auth.py); a frame that still fails to decode raises
 ProtocolError and the connection is closed.
@@ -92,10 +94,10 @@ def decode_frame(header: bytes, buffers: list) -> list:
                 raise ValueError(f"a batch of {len(values)} with {len(buffers)} buffers")
             return [_message(v) for v in values]
         msg = _message(values)
+        if len(buffers) > 1 and type(msg) in _KEPT_APART:
+            msg = _KEPT_APART[type(msg)](msg)
     except Exception as exc:
         raise ProtocolError(f"undecodable message: {exc!r}") from None
-    if len(buffers) > 1 and type(msg) in _KEPT_APART:
-        msg = _KEPT_APART[type(msg)](msg)
     return [msg]
 
 

@@ -151,23 +151,24 @@ class ServerConnection(asyncio.BufferedProtocol):
     def _encoded(self, msgs: list) -> list:
         try:
             return codec.encode_many(msgs)
-        except FrameTooLargeError:
+        except Exception:
             pass
         out = []
-        for msg in msgs:              # one is too large: the others go, a frame each
+        for msg in msgs:       # one cannot be sent: the others go, a frame each
             try:
                 out.extend(codec.encode(msg))
-            except FrameTooLargeError as exc:     # never worth the peer's connection
-                log.error("not sent to %s: %s", self.peer, exc)
+            except Exception as exc:     # never worth the peer's connection, nor the others'
+                log.error("not sent to %s: %s: %s", self.peer, type(msg).__name__, exc)
                 if type(msg) is messages.QueryReply:
+                    what = "too large" if isinstance(exc, FrameTooLargeError) else "not sendable"
                     out.extend(codec.encode(messages.QueryReply(
-                        request_id=msg.request_id,
-                        error=f"the answer is too large to send: {exc}")))
+                        request_id=msg.request_id, error=f"the answer is {what}: {exc}")))
         return out
 
     def flush(self) -> None:
         if self._out and not self.closed:
-            out, self._out = self._encoded(self._out), []
+            msgs, self._out = self._out, []
+            out = self._encoded(msgs)
             transport = self.transport
             if self._direct and not transport.get_write_buffer_size():
                 out = _write_now(transport, out)

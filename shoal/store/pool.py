@@ -18,7 +18,7 @@ maps is unlinked instead, so its pages live on for that reader, as before.
 
 The pool is bounded (a quarter of the store's limit by default): shared-memory
 use can reach the store limit plus the pool.  A full /dev/shm drains it first.
-The process that frees files (a host's agent) counts what it put in since its
+The one process that frees files (a host's agent) counts what it put in since its
 last listing and lists again only when that count says the pool is full, or
 after RELIST_EVERY frees: listing a pool of a hundred files on every free was
 most of an agent's work in a burst of 1 MB arguments.  Others' claims only make
