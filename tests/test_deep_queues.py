@@ -138,3 +138,33 @@ def test_kill_9_of_an_engine_with_a_deep_queue_loses_nothing(tmp_path):
     ran = runs(path)
     assert set(ran) == set(range(6000))                # re-runs allowed, losses not
     assert len(ran) - 6000 <= 2 * policy.QUEUE_MAX + 64   # only what the victim held
+
+
+def test_runs_of_a_batched_burst_are_placed_where_they_ran():
+    """Reports held in a batch arrive after their runs ended, and a queued task is
+    promoted on the report of the one before it: the timeline's bars come from
+    the engine's own times (ran_for, ended_ago), so each lasts its run, not zero,
+    and one engine's bars follow each other."""
+    from shoal.core import events
+    seen = []
+    sub = events.subscribe(lambda batch: seen.extend(batch.tasks))
+    try:
+        shoal.get([nap.remote(0.0003) for _ in range(100)], timeout=60)    # learn: short
+        refs = [nap.remote(0.0003) for _ in range(300)]
+        shoal.get(refs, timeout=60)
+        burst = {ref.task_id() for ref in refs}
+        wait_for(lambda: len({e.task_id for e in seen if e.task_id in burst
+                              and e.status == "finished"}) == len(burst),
+                 what="the burst's events", timeout=10)
+    finally:
+        sub.close()
+    runs = [e for e in seen if e.task_id in burst and e.status == "finished"]
+    assert sum(e.end - e.start >= 0.0003 for e in runs) >= 0.95 * len(runs)
+    by_engine: dict = {}
+    for e in runs:
+        by_engine.setdefault(e.engine_id, []).append((e.start, e.end))
+    for bars in by_engine.values():
+        bars.sort()
+        overlaps = sum(start < before_end - 0.001 for (_, before_end), (start, _)
+                       in zip(bars, bars[1:]))
+        assert overlaps <= 0.05 * len(bars), bars[:20]

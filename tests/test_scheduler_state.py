@@ -736,3 +736,47 @@ def test_with_batch_placement_a_reads_messages_are_placed_once_at_its_end():
                                                         "running", "running"]
     h.finish(ex[tids[0]], tids[0])
     assert h.executes(h.out()) == {tids[4]: ex[tids[0]]}
+
+
+def test_a_run_is_placed_where_its_engine_says_it_ran():
+    """A report held in a batch arrives after its run ended (ended_ago), and a task
+    promoted on the report of the one before it started before the scheduler
+    heard: its recorded run ends ended_ago before the report came and lasts
+    ran_for; without ran_for (an async actor call), the scheduler's own times."""
+    h = Harness(cpus=1)
+    now = [100.0]
+    h.s.clock = h.s.task_table.clock = lambda: now[0]
+    a, b, c = h.submit(), h.submit(), h.submit()
+    h.out()
+
+    def report(tid, **times):
+        h.s.handle("h1.e0", m.TaskFinished(task_id=tid, results=[ObjectEntry(
+            f"{tid}/0", inline=dumps(1))], **times))
+        h.out()
+
+    now[0] = 100.5
+    report(a, ran_for=0.1, ended_ago=0.3)
+    report(b, ran_for=0.2)
+    now[0] = 101.0
+    report(c)
+    runs = {e.task_id: (e.start, e.end) for e in h.s.task_table.history}
+    assert runs[a] == pytest.approx((100.1, 100.2))
+    assert runs[b] == pytest.approx((100.3, 100.5))
+    assert runs[c] == pytest.approx((100.5, 101.0))     # promoted at 100.5, reported at 101
+
+
+def test_a_retried_run_is_not_given_the_times_of_the_run_before():
+    h = Harness(cpus=1)
+    now = [10.0]
+    h.s.clock = h.s.task_table.clock = lambda: now[0]
+    tid = h.submit()
+    h.out()
+    now[0] = 11.0
+    h.s.handle("h1.e0", m.TaskFinished(task_id=tid, results=[ObjectEntry(
+        f"{tid}/0", error=True, inline=dumps(1))], failed=True, retryable=True, ran_for=0.5))
+    h.out()
+    now[0] = 12.0
+    h.finish("h1.e0", tid)
+    first, second = [(e.status, e.start, e.end) for e in h.s.task_table.history]
+    assert first == ("retried", pytest.approx(10.5), pytest.approx(11.0))
+    assert second == ("finished", 11.0, 12.0)

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from typing import Optional
 
 from ..protocol import messages as m
 
 HOLD_MAX = m.REPORT_BATCH_MAX
 HOLD_DELAY = 0.002
+HELD_NOTED = 0.001          # a report held longer says so (TaskFinished.ended_ago): timelines
 
 
 class Finishes:
@@ -39,7 +41,7 @@ class Finishes:
         """Report a task's end (its results go to `address` too, if given);
         `hold`: more work waits, so it may go with the next reports."""
         with self._lock:
-            self._held.append((finished, address))
+            self._held.append((finished, address, time.monotonic()))
             count = len(self._held)
         if not hold or count >= HOLD_MAX:
             self.flush()
@@ -56,6 +58,11 @@ class Finishes:
                 self._send(held)
 
     def _send(self, held: list) -> None:
+        now = time.monotonic()
+        # A report held past HELD_NOTED says how long, so the scheduler places
+        # its run where it was, not where the batch arrived.
+        held = [(f if now - t < HELD_NOTED else replace(f, ended_ago=now - t), address)
+                for f, address, t in held]
         self._client.send(*[finished for finished, _ in held])
         by_address: dict = {}
         for finished, address in held:

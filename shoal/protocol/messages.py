@@ -226,6 +226,7 @@ class TaskFinished:
     delivered: bool = False     # the engine sends the results straight to the owner (ExecuteTask.reply_to)
     called_direct: bool = False  # the call came straight from its caller: its SubmitTask may come later
     ran_for: float = 0.0        # seconds the function ran (pipelining queues more of short ones)
+    ended_ago: float = 0.0      # seconds from its end to the sending of this report (held in a batch)
 
 
 @message

@@ -488,6 +488,12 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
             return
         if task is None or task.state not in ON_ENGINE or task.engine_id != engine_id:
             return            # stale: the task was cancelled or retried meanwhile
+        if msg.ran_for > 0.0:
+            # The run's times as its engine saw them: a report held in a batch comes
+            # after the run ended, and a task promoted on the report of the one
+            # before it started before the scheduler heard.
+            task.ended_at = self.clock() - msg.ended_ago
+            task.started_at = task.ended_at - msg.ran_for
         if task.spec.method == "__init__":
             self._actor_created(task, msg)
             self._schedule()

@@ -46,6 +46,7 @@ class Task:
     pool: Optional[dict] = None          # its placement group bundle's resources, if any
     submitted_at: float = 0.0
     started_at: float = 0.0
+    ended_at: float = 0.0                # its run's end as its engine reported it (0: now)
     warned_infeasible: bool = False
     # Where its output goes when a task started it: (owner, task id) of the
     # first task of the chain, so a cell's nested work prints under the cell.
@@ -171,8 +172,11 @@ class TaskTable:
     # ------------------------------------------------------------------ runs, for the views
     def record(self, task: Task, status: str) -> None:
         """A run ended (or a task ended without one): kept for snapshots, sent live."""
+        ended, task.ended_at = task.ended_at, 0.0
+        if not ended or ended < task.started_at:     # none, or an earlier run's (unrecorded)
+            ended = self.clock()
         event = m.TaskEvent(task.spec.task_id, task.spec.name, status, task.engine_id,
-                            task.host_id, task.started_at or None, self.clock())
+                            task.host_id, task.started_at or None, ended)
         self.history.append(event)
         self.out.event(event)
 
