@@ -478,3 +478,21 @@ def test_arrays_whose_dtype_may_name_run_time_code_keep_cloudpickle():
     assert not _flat_array(np.zeros(2, dtype=[("a", "i4")]))
     assert not _flat_array(np.zeros(2, dtype=np.dtype("f8", metadata={"k": 1})))
     assert _flat_array(np.zeros(2, dtype="M8[s]")) and _flat_array(np.zeros(2, dtype=">i4"))
+
+
+def test_what_recv_read_past_its_message_comes_from_recv_ready_without_a_read():
+    """A driver reads Welcome with recv(), then serves its connection with
+    recv_ready in a selector loop: frames that came in the same read must not
+    wait for the socket to be readable again."""
+    import socket
+    from shoal.protocol.connection import Connection, encode_all
+    a, b = socket.socketpair()
+    left, right = Connection(a), Connection(b)
+    big = pickle.PickleBuffer(bytearray(2000))         # a frame of its own
+    left.send_chunks(codec.encode(m.Heartbeat()) + encode_all([_finished(1, inline=big)]))
+    assert right.recv() == m.Heartbeat()
+    [kept] = right.recv_ready(socket.MSG_DONTWAIT)
+    assert kept.task_id == "c.t1"
+    assert right.recv_ready(socket.MSG_DONTWAIT) == []
+    left.close()
+    right.close()

@@ -91,6 +91,10 @@ class ReplyChannel:
             sel.register(scheduler.sock, selectors.EVENT_READ, None)
             sel.register(self._listener, selectors.EVENT_READ, _ACCEPT)
             sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+            # What the scheduler sent with its Welcome (read by connect) is here
+            # already: the socket will not say so.
+            for msg in scheduler.recv_ready(socket.MSG_DONTWAIT):
+                on_scheduler(msg)
             while True:
                 scheduler_ready = False
                 for key, _ in sel.select():

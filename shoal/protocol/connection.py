@@ -137,12 +137,17 @@ class Connection:
         """The messages one read completes, for a selector's loop: call it when
         the socket is readable (or pass socket.MSG_DONTWAIT: then [] if nothing
         came).  Raises ConnectionError when the peer is gone, ProtocolError
-        (a ValueError) for bytes that are not messages."""
-        if self._decoded:                    # the rest of a batch recv() took apart
-            msgs = list(self._decoded)
-            self._decoded.clear()
+        (a ValueError) for bytes that are not messages.  What recv() read past
+        the message it returned (the rest of a batch, whole frames after it)
+        comes first, without a read: the socket will not signal it again."""
+        decoder, sock, msgs = self._decoder, self.sock, list(self._decoded)
+        self._decoded.clear()
+        frame = decoder.next_frame()
+        while frame is not None:
+            msgs.extend(codec.decode_frame(*frame))
+            frame = decoder.next_frame()
+        if msgs:
             return msgs
-        decoder, sock, msgs = self._decoder, self.sock, []
         while True:
             try:
                 n = sock.recv_into(decoder.get_buffer(), 0, flags)
