@@ -393,3 +393,46 @@ def test_an_engine_that_dies_after_a_whole_batch_of_reports_has_every_result_pus
     h.s.connection_closed(engine)
     pushed = h.pushed(h.out(), "drv2")
     assert all(f"{tid}/0" in pushed for tid in tids[:m.REPORT_BATCH_MAX])
+
+
+def test_the_scheduler_is_read_first_when_it_and_an_engine_are_ready_together(tmp_path):
+    """What the scheduler relayed (a nested task's output) may precede, causally,
+    what an engine then sent straight (the result of the call that ran it): in
+    a round where both sockets are readable, the scheduler's comes first."""
+    order, release, first = [], threading.Event(), threading.Event()
+
+    def on_direct(msg):
+        order.append(("engine", msg.entries[0].object_id))
+        if msg.entries[0].object_id == "t/0":
+            first.set()
+            release.wait(5)                # hold the loop while both get readable
+
+    channel = ReplyChannel(str(tmp_path), "d3", KEY)
+    a, scheduler_end = socket.socketpair()
+    scheduler = Connection(a)
+    t = threading.Thread(target=lambda: _serve_quietly(
+        channel, scheduler, lambda msg: order.append(("scheduler", msg.task_id)), on_direct),
+        daemon=True)
+    t.start()
+    engine = Connection.connect(channel.address, KEY, timeout=5)
+    engine.send(_ready("t/0"))
+    assert first.wait(5)
+    Connection(scheduler_end).send(m.TaskOutput(task_id="leaf", name="f", pid=1,
+                                                stream="stdout", text="leaf\n"))
+    engine.send(_ready("t/1"))
+    time.sleep(0.2)                        # both readable before the loop looks again
+    release.set()
+    deadline = time.monotonic() + 5
+    while len(order) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert order == [("engine", "t/0"), ("scheduler", "leaf"), ("engine", "t/1")]
+    engine.close()
+    scheduler_end.close()
+    t.join(5)
+
+
+def _serve_quietly(channel, scheduler, on_scheduler, on_direct):
+    try:
+        channel.serve(scheduler, on_scheduler, on_direct)
+    except Exception:
+        pass

@@ -93,13 +93,19 @@ class ReplyChannel:
             sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
             # What the scheduler sent with its Welcome (read by connect) is here
             # already: the socket will not say so.
-            for msg in scheduler.recv_ready(socket.MSG_DONTWAIT):
+            for msg in scheduler.received():
                 on_scheduler(msg)
             while True:
-                scheduler_ready = False
-                for key, _ in sel.select():
+                ready = sel.select()
+                # The scheduler's first: what it sent may come before what an
+                # engine sent since (a nested task's output, relayed, before the
+                # result of the call that ran it, sent straight).
+                if any(key.data is None for key, _ in ready):
+                    for msg in scheduler.recv_ready():
+                        on_scheduler(msg)
+                for key, _ in ready:
                     if key.data is None:
-                        scheduler_ready = True
+                        continue
                     elif key.data is _ACCEPT:
                         self._accept()
                     elif key.data is _WAKE:
@@ -113,9 +119,6 @@ class ReplyChannel:
                         self._forget(conn)
                         continue
                     self._read(sel, conn, on_direct, socket.MSG_DONTWAIT)   # sent before it was watched
-                if scheduler_ready:
-                    for msg in scheduler.recv_ready():
-                        on_scheduler(msg)
                 if self._stopping:
                     raise ConnectionError("the reply channel was stopped")
         finally:

@@ -133,21 +133,28 @@ class Connection:
             self._decoded.extend(msgs[1:])
         return msgs[0]
 
+    def received(self) -> list:
+        """The messages here already, read by recv() past the one it returned
+        (the rest of a batch, whole frames after it): the socket will not
+        signal them again, so a selector's loop takes them before it waits."""
+        msgs = list(self._decoded)
+        self._decoded.clear()
+        frame = self._decoder.next_frame()
+        while frame is not None:
+            msgs.extend(codec.decode_frame(*frame))
+            frame = self._decoder.next_frame()
+        return msgs
+
     def recv_ready(self, flags: int = 0) -> list:
         """The messages one read completes, for a selector's loop: call it when
         the socket is readable (or pass socket.MSG_DONTWAIT: then [] if nothing
         came).  Raises ConnectionError when the peer is gone, ProtocolError
         (a ValueError) for bytes that are not messages.  What recv() read past
-        the message it returned (the rest of a batch, whole frames after it)
-        comes first, without a read: the socket will not signal it again."""
-        decoder, sock, msgs = self._decoder, self.sock, list(self._decoded)
-        self._decoded.clear()
-        frame = decoder.next_frame()
-        while frame is not None:
-            msgs.extend(codec.decode_frame(*frame))
-            frame = decoder.next_frame()
+        its message comes first, without a read (see `received`)."""
+        msgs = self.received()
         if msgs:
             return msgs
+        decoder, sock = self._decoder, self.sock
         while True:
             try:
                 n = sock.recv_into(decoder.get_buffer(), 0, flags)
