@@ -47,6 +47,41 @@ def test_a_burst_goes_out_in_a_few_writes(writes, monkeypatch):
     assert len(writes) <= 2 + 200 // client_module.SUBMIT_BATCH
 
 
+@pytest.fixture
+def frames(monkeypatch):
+    """The messages of each frame written to the scheduler, in order."""
+    from shoal.protocol import codec
+    from shoal.protocol.framing import FrameDecoder
+    conn = runtime.current().client.conn
+    seen, send = [], conn.send_chunks
+
+    def spy(chunks):
+        data = b"".join(bytes(c) for c in chunks)
+        seen.extend(codec.decode_frame(*f) for f in FrameDecoder().feed(data))
+        send(chunks)
+    monkeypatch.setattr(conn, "send_chunks", spy)
+    return seen
+
+
+def test_a_burst_goes_out_in_a_few_frames_in_order(frames, monkeypatch):
+    """Queued submissions are encoded together (codec.encode_many); one whose
+    arguments travel out-of-band was encoded at once and keeps its place."""
+    from shoal.protocol import messages as m
+    monkeypatch.setattr(client_module, "BURST_GAP", 60.0)
+    monkeypatch.setattr(client_module, "SUBMIT_DELAY", 1.0)
+    time.sleep(0.01)
+    big = "x" * 5000                         # out-of-band arguments: a frame of their own
+    args = [big if i == 30 else i for i in range(100)]
+    refs = [ident.remote(a) for a in args]
+    assert shoal.get(refs) == args
+    submitted = [msg for frame in frames for msg in frame if type(msg) is m.SubmitTask]
+    ids = [ref.task_id() for ref in refs]
+    assert [msg.task_id for msg in submitted if msg.task_id in ids] == ids
+    with_burst = [frame for frame in frames if any(type(x) is m.SubmitTask and x.task_id in ids
+                                                   for x in frame)]
+    assert len(with_burst) <= 8, [len(f) for f in with_burst]
+
+
 def test_a_lone_call_is_sent_before_remote_returns(writes):
     time.sleep(0.01)                         # well past the burst gap
     before = len(writes)

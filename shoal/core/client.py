@@ -92,7 +92,8 @@ class Client:
         self._ids = itertools.count()
         self._lock = threading.RLock()
         self._send_lock = threading.Lock()
-        self._queued: list = []            # encoded submissions not yet sent (see submit)
+        self._queued: list = []            # submissions not yet sent (see submit): messages,
+                                           # or the chunks of those encoded at once
         self._queued_count = 0
         self._queued_relayed = False       # a queued submission that only the scheduler can run
         self._queued_since = 0.0
@@ -195,7 +196,7 @@ class Client:
             if self._straight:
                 self._write_straight()
             if self._queued:
-                chunks[:0] = self._queued
+                chunks[:0] = _chunks(self._queued)
                 self._queued, self._queued_count, self._queued_relayed = [], 0, False
             self._write(chunks)
 
@@ -221,8 +222,13 @@ class Client:
             self.before_send()
         now = time.perf_counter()
         with self._send_lock:
-            chunks = self._encode(msgs)
             burst = now - self._last_submit < BURST_GAP
+            if (self._queued or burst or straight is not None) and _sendable_later(msgs):
+                # Queued as messages, encoded with the batch: one frame for many.
+                ops = self._drain_ref_ops()
+                items = [m.RefUpdates(ops=ops), *msgs] if ops else list(msgs)
+            else:
+                items = [self._encode(msgs)]        # encoded now: a failure is the caller's
             self._last_submit = now
             if straight is not None:
                 self._straight.append(straight)
@@ -231,11 +237,11 @@ class Client:
                     if self._straight:
                         self._write_straight()
                     if straight is None:
-                        self._write(chunks)
+                        self._write(_chunks(items))
                         return
                 self._queued_since = now
                 self._submit_wake.set()
-            self._queued.extend(chunks)
+            self._queued.extend(items)
             self._queued_count += len(msgs)
             self._queued_relayed = self._queued_relayed or straight is None
             if self._queued_count >= SUBMIT_BATCH or now - self._queued_since >= SUBMIT_DELAY:
@@ -270,9 +276,9 @@ class Client:
         if self._straight:
             self._write_straight()
         if self._queued:
-            chunks, self._queued, self._queued_count = self._queued, [], 0
+            items, self._queued, self._queued_count = self._queued, [], 0
             self._queued_relayed = False
-            self._write(chunks)
+            self._write(_chunks(items))
 
     def _write_straight(self) -> None:
         """Send the queued straight actor calls, each connection's in one
@@ -813,3 +819,28 @@ def print_output(msg: m.TaskOutput, context=None) -> None:
     lines = text.splitlines(keepends=True)
     stream.write("".join(prefix + line for line in lines) + ("" if text.endswith("\n") else "\n"))
     stream.flush()
+
+
+def _sendable_later(msgs) -> bool:
+    """Submissions that may wait in the queue as messages and be encoded with
+    the batch: nothing in them can fail to encode (small arguments, inside the
+    header).  Others are encoded at once, so a failure is the caller's."""
+    return all(type(msg) is m.SubmitTask and type(msg.args) is bytes for msg in msgs)
+
+
+def _chunks(items: list) -> list:
+    """The chunks of queued submissions, in order: each run of messages as few
+    frames (codec.encode_many), the ones encoded at once as they are."""
+    out: list = []
+    run: list = []
+    for item in items:
+        if type(item) is list:
+            if run:
+                out.extend(encode_all(run))
+                run = []
+            out.extend(item)
+        else:
+            run.append(item)
+    if run:
+        out.extend(encode_all(run))
+    return out
