@@ -117,6 +117,13 @@ def test_messages_are_built_as_frozen_keyword_only_dataclasses():
         with pytest.raises(TypeError):
             bad()
     assert dataclasses.replace(a, task_id="z") == m.TaskFinished(task_id="z", results=[])
+    for cls in m.MESSAGE_TYPES:         # messages.replace: dataclasses.replace, cheaper
+        msg = cls(**{f.name: f.name for f in dataclasses.fields(cls)})
+        for f in dataclasses.fields(cls):
+            assert m.replace(msg, **{f.name: 1}) == dataclasses.replace(msg, **{f.name: 1})
+        assert m.replace(msg) == msg
+    with pytest.raises(TypeError, match="no field 'bogus'"):
+        m.replace(a, bogus=1)
     assert pickle.loads(pickle.dumps(a)) == a and m.Shutdown() == m.Shutdown(reason="")
 
 

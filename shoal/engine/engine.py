@@ -31,7 +31,6 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import replace
 from typing import Callable, Optional
 
 import cloudpickle
@@ -225,7 +224,7 @@ class Engine:
         creation = self.creation
         if creation is None or msg.method in (None, "__init__") or msg.func_blob is not None:
             raise ProtocolError("an actor call before the actor exists, or not a method call")
-        msg = replace(msg, gpu_ids=creation.gpu_ids, job=creation.job,
+        msg = m.replace(msg, gpu_ids=creation.gpu_ids, job=creation.job,
                       resources=creation.resources)
         with self.lock:
             _count(self.waiting, msg.task_id, +1)

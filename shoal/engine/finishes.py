@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import replace
 from typing import Optional
 
 from ..protocol import messages as m
@@ -61,7 +60,7 @@ class Finishes:
         now = time.monotonic()
         # A report held past HELD_NOTED says how long, so the scheduler places
         # its run where it was, not where the batch arrived.
-        held = [(f if now - t < HELD_NOTED else replace(f, ended_ago=now - t), address)
+        held = [(f if now - t < HELD_NOTED else m.replace(f, ended_ago=now - t), address)
                 for f, address, t in held]
         self._client.send(*[finished for finished, _ in held])
         by_address: dict = {}

@@ -24,11 +24,11 @@ ProtocolError and the connection is closed.
 from __future__ import annotations
 
 import pickle
-from dataclasses import fields, replace
+from dataclasses import fields
 from operator import attrgetter
 
 from .framing import ProtocolError, encode_frame
-from .messages import MESSAGE_TYPES, ObjectsReady, TaskFinished
+from .messages import MESSAGE_TYPES, ObjectsReady, TaskFinished, replace
 
 _CODES = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
 _FIELDS = [tuple(f.name for f in fields(cls)) for cls in MESSAGE_TYPES]

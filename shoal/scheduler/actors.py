@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import replace
 from typing import Optional
 
 from ..exceptions import ActorDiedError, TaskCancelledError
@@ -44,7 +43,7 @@ class EarlyFinish:
         self.push = False          # the straight send failed, or the engine is gone: we push
 
     def message(self) -> m.TaskFinished:
-        return replace(self.msg, delivered=False) if self.push else self.msg
+        return m.replace(self.msg, delivered=False) if self.push else self.msg
 
 
 class ActorScheduling:
