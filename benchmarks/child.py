@@ -47,10 +47,9 @@ def run(framework, name, repeat):
 
 
 def main(argv):
-    # run.py sends SIGTERM on timeout: turn it into SystemExit so `finally` shuts the cluster down.
-    # Only here: a process forked from this one (multiprocessing.Pool's workers) inherits the
-    # handler, and pool.terminate()'s SIGTERM must end a worker, not raise in it: a worker
-    # waiting for tasks then lived on, and terminate() waited on it until run.py's timeout.
+    # run.py sends SIGTERM on timeout: turn it into SystemExit so `finally` shuts the cluster
+    # down.  Only here: a process forked from this one exits at once (and Pool's workers get
+    # the default action: pool_adapter.py).
     main_pid = os.getpid()
     signal.signal(signal.SIGTERM,
                   lambda *_: sys.exit(143) if os.getpid() == main_pid else os._exit(143))

@@ -5,6 +5,7 @@ A ref passed as an argument (tree_reduce) is waited for by the driver and its
 value sent again with the task, as a Pool user would have to do.
 """
 import multiprocessing
+import signal
 import sys
 
 from .base import BaseAdapter
@@ -19,8 +20,17 @@ class Adapter(BaseAdapter):
         return f"Python {sys.version.split()[0]}"
 
     def start(self, num_cpus):
-        # fork: what Pool uses by default on Linux, and the fastest start.
-        self.pool = multiprocessing.get_context("fork").Pool(num_cpus)
+        # fork: what Pool uses by default on Linux, and the fastest start.  Workers get
+        # SIGTERM's default action: pool.terminate() must end them.  A Python handler
+        # (child.py's, inherited) only runs when the main thread wakes, and a worker
+        # waiting for a task in a semaphore is not woken when the signal goes to one of
+        # its other threads (numpy's BLAS threads): terminate() then waited on it forever.
+        previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        try:
+            self.pool = multiprocessing.get_context("fork").Pool(
+                num_cpus, initializer=signal.signal, initargs=(signal.SIGTERM, signal.SIG_DFL))
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         from multiprocessing.pool import AsyncResult
         self.AsyncResult = AsyncResult
 
