@@ -296,3 +296,25 @@ def test_tasks_a_straight_call_submits_before_its_submission_print_under_it():
     printed = [x for c, x in h.out() if isinstance(x, m.TaskOutput)]
     assert [(x.task_id, x.origin) for x in printed] == [("kid", "c1"), ("grandkid", "c1")]
     assert not h.s.early_children
+
+
+def test_straight_calls_finished_before_their_records_keep_their_own_times():
+    """A sync straight call's report usually beats its record (the record waits for
+    the caller's next batch): the run is placed by when the report came, less what
+    the engine held it, not by when the record came."""
+    h = _alive()
+    now = [100.0]
+    h.s.clock = h.s.task_table.clock = lambda: now[0]
+    for n, (at, ran) in enumerate([(100.1, 0.09), (100.2, 0.09), (100.3, 0.05)], 1):
+        now[0] = at
+        h.s.handle("h1.a0", m.TaskFinished(task_id=f"c{n}", results=[
+            ObjectEntry(f"c{n}/0", inline=dumps(n))], delivered=True, called_direct=True,
+            ran_for=ran, ended_ago=0.01 if n == 3 else 0.0))
+    now[0] = 101.0
+    for n in (1, 2, 3):
+        _call(h, n)
+    h.out()
+    runs = {e.task_id: (e.start, e.end) for e in h.s.task_table.history}
+    assert runs["c1"] == pytest.approx((100.01, 100.1))
+    assert runs["c2"] == pytest.approx((100.11, 100.2))
+    assert runs["c3"] == pytest.approx((100.24, 100.29))

@@ -276,9 +276,9 @@ class Client:
         if self._straight:
             self._write_straight()
         if self._queued:
-            items, self._queued, self._queued_count = self._queued, [], 0
-            self._queued_relayed = False
-            self._write(_chunks(items))
+            chunks = _chunks(self._queued)      # (encoded first: a failure keeps the queue)
+            self._queued, self._queued_count, self._queued_relayed = [], 0, False
+            self._write(chunks)
 
     def _write_straight(self) -> None:
         """Send the queued straight actor calls, each connection's in one
@@ -335,6 +335,8 @@ class Client:
                         self._write_queued()
                     except ClusterLostError:
                         pass
+                    except Exception:         # never expected (_sendable_later): say so, live on
+                        log.exception("could not send the queued submissions")
                     return
             self._housekeeper_stop.wait(due)
 
@@ -823,9 +825,12 @@ def print_output(msg: m.TaskOutput, context=None) -> None:
 
 def _sendable_later(msgs) -> bool:
     """Submissions that may wait in the queue as messages and be encoded with
-    the batch: nothing in them can fail to encode (small arguments, inside the
-    header).  Others are encoded at once, so a failure is the caller's."""
-    return all(type(msg) is m.SubmitTask and type(msg.args) is bytes for msg in msgs)
+    the batch: nothing in them can fail to encode (small arguments inside the
+    header; options, placement and runtime_env are plain data, validated when
+    made; no actor creation with its options).  Others are encoded at once, so
+    a failure is the caller's."""
+    return all(type(msg) is m.SubmitTask and type(msg.args) is bytes
+               and msg.method != "__init__" for msg in msgs)
 
 
 def _chunks(items: list) -> list:

@@ -42,8 +42,11 @@ class EarlyFinish:
         self.conn, self.msg, self.at = conn, msg, at
         self.push = False          # the straight send failed, or the engine is gone: we push
 
-    def message(self) -> m.TaskFinished:
-        return m.replace(self.msg, delivered=False) if self.push else self.msg
+    def message(self, now: float) -> m.TaskFinished:
+        """The report as if it came now: its run ended as much longer ago as it
+        waited here (the timeline places it), and if we push, not delivered."""
+        return m.replace(self.msg, ended_ago=self.msg.ended_ago + max(0.0, now - self.at),
+                         delivered=self.msg.delivered and not self.push)
 
 
 class ActorScheduling:
@@ -228,13 +231,13 @@ class ActorScheduling:
             self._to(task, RUNNING, "its caller sent it to its actor's engine")
             actor.straight[task.owner] = actor.straight.get(task.owner, 0) + 1
             if early is not None:
-                self._on_task_finished(early.conn, early.message())
+                self._on_task_finished(early.conn, early.message(self.clock()))
             return
         # The engine it went to is gone, and all it said has been read.
         task.straight = False
         self._to(task, RUNNING, f"its caller sent it to engine {spec.direct_to}, which is gone")
         if early is not None:           # ... after running it
-            self._actor_call_finished(task, early.message())
+            self._actor_call_finished(task, early.message(self.clock()))
             return
         # As for a call sent there by us: it was on its way when the engine died.
         actor.inflight.pop(spec.task_id)
