@@ -318,3 +318,51 @@ def test_straight_calls_finished_before_their_records_keep_their_own_times():
     assert runs["c1"] == pytest.approx((100.01, 100.1))
     assert runs["c2"] == pytest.approx((100.11, 100.2))
     assert runs["c3"] == pytest.approx((100.24, 100.29))
+
+
+def test_what_they_print_before_the_calls_submission_comes_is_held_then_printed_under_it():
+    """A straight call's record may come after its tasks (and theirs) printed:
+    that output waits for it, then goes where the call prints, in order; if the
+    record never comes, it goes where it would have gone."""
+    h = _alive()
+    engine = "h1.a0"
+    h.s.handle(engine, m.SubmitTask(
+        task_id="kid", func_id="f", name="f", args=b"", deps=[], nested=[],
+        return_ids=["kid/0"], resources={"CPU": 1.0}, parent_task_id="c1"))
+    [(kid_engine, _)] = [(c, x) for c, x in h.out() if isinstance(x, m.ExecuteTask)]
+    h.s.handle(kid_engine, m.SubmitTask(
+        task_id="grandkid", func_id="f", name="f", args=b"", deps=[], nested=[],
+        return_ids=["grandkid/0"], resources={"CPU": 1.0}, parent_task_id="kid"))
+    h.out()
+
+    def prints(task_id, text):
+        h.s.handle(kid_engine, m.TaskOutput(task_id=task_id, name="f", pid=3, stream="stdout",
+                                            text=text))
+    prints("grandkid", "first\n")
+    h.s.handle(kid_engine, m.TaskFinished(task_id="grandkid", results=[
+        ObjectEntry("grandkid/0", inline=dumps(1))]))          # it ends before the call comes
+    prints("kid", "second\n")
+    assert not [x for _, x in h.out() if isinstance(x, m.TaskOutput)]     # held
+    _call(h, 1)
+    printed = [(c, x) for c, x in h.out() if isinstance(x, m.TaskOutput)]
+    assert [(c, x.task_id, x.origin, x.text) for c, x in printed] == [
+        (ME, "grandkid", "c1", "first\n"), (ME, "kid", "c1", "second\n")]
+    prints("kid", "third\n")                                  # from now on, at once
+    assert [(c, x.origin) for c, x in h.out() if isinstance(x, m.TaskOutput)] == [(ME, "c1")]
+    assert not h.s.early_outputs
+
+
+def test_held_output_whose_call_never_comes_goes_where_it_would_have():
+    from shoal.scheduler.actors import EARLY_KEPT
+    h = _alive()
+    h.s.handle("h1.a0", m.SubmitTask(
+        task_id="kid", func_id="f", name="f", args=b"", deps=[], nested=[],
+        return_ids=["kid/0"], resources={"CPU": 1.0}, parent_task_id="c9"))
+    [(kid_engine, _)] = [(c, x) for c, x in h.out() if isinstance(x, m.ExecuteTask)]
+    h.s.handle(kid_engine, m.TaskOutput(task_id="kid", name="f", pid=3, stream="stdout",
+                                        text="orphan\n"))
+    assert not [x for _, x in h.out() if isinstance(x, m.TaskOutput)]
+    h.s._drop_early(h.s.clock() + EARLY_KEPT + 1)
+    assert [(c, x.text) for c, x in h.out() if isinstance(x, m.TaskOutput)] == [
+        ("h1.a0", "orphan\n")]
+    assert h.s.tasks["kid"].provisional is None and not h.s.early_outputs

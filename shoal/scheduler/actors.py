@@ -55,6 +55,9 @@ class ActorScheduling:
     def _init_actors(self) -> None:
         self.early_finishes: dict = {}      # task id -> EarlyFinish
         self.early_children: dict = {}      # unknown parent's task id -> [(child id, when)]
+        # early child's id -> output of it and its descendants, held until its parent
+        # comes: [(TaskOutput, where it would go now)]
+        self.early_outputs: dict = {}
         self.actor_table = table = ActorTable(lambda: self.task_table.stimulus,
                                               self.task_table.illegal)
         # The ActorTable owns these; the names are for reading them.
@@ -165,22 +168,33 @@ class ActorScheduling:
 
     def _early_child(self, task) -> None:
         """A task whose parent we do not know yet: a straight call submits
-        tasks as it runs, maybe before its own submission comes."""
+        tasks as it runs, maybe before its own submission comes.  Until it
+        comes, what it and its descendants print is held (it prints where its
+        parent does)."""
         self.early_children.setdefault(task.spec.parent_task_id, []).append(
             (task.spec.task_id, self.clock()))
+        task.provisional = task.spec.task_id
+
+    def _hold_early_output(self, task, msg: m.TaskOutput) -> None:
+        self.early_outputs.setdefault(task.provisional, []).append(
+            (msg, task.origin or (task.owner, None)))
 
     def _adopt_early_children(self, parent) -> None:
-        """`parent` came: its early children (and theirs) print where it does."""
+        """`parent` came: its early children (and theirs) print where it does,
+        what they printed meanwhile first."""
         origin = parent.origin or (parent.owner, parent.spec.task_id)
         for child_id, _ in self.early_children.pop(parent.spec.task_id, ()):
             child = self.tasks.get(child_id)
             if child is not None:
                 parent.children.add(child_id)
                 self._reroot(child, origin)
+            for msg, _ in self.early_outputs.pop(child_id, ()):
+                self._route_output(msg, origin)
 
     def _reroot(self, task, origin: tuple) -> None:
         was = task.origin or (task.owner, task.spec.task_id)
         task.origin = origin
+        task.provisional = None
         for child_id in task.children:
             child = self.tasks.get(child_id)
             if child is not None and child.origin == was:
@@ -193,7 +207,20 @@ class ActorScheduling:
             del self.early_finishes[task_id]
         for parent_id in [p for p, kids in self.early_children.items()
                           if now - kids[-1][1] > EARLY_KEPT]:
-            del self.early_children[parent_id]
+            for child_id, _ in self.early_children.pop(parent_id):
+                child = self.tasks.get(child_id)
+                if child is not None:
+                    self._settle(child)
+                for msg, where in self.early_outputs.pop(child_id, ()):
+                    self._route_output(msg, where)      # where it would have gone
+
+    def _settle(self, task) -> None:
+        """Its parent never came: its origin is what it is; it prints from now on."""
+        task.provisional = None
+        for child_id in task.children:
+            child = self.tasks.get(child_id)
+            if child is not None and child.provisional is not None:
+                self._settle(child)
 
     # ------------------------------------------------------------------ calls
     def _actor_call_submitted(self, conn, task) -> None:

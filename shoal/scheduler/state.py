@@ -187,6 +187,7 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
         if parent is not None:
             parent.children.add(spec.task_id)
             task.origin = parent.origin or (parent.owner, parent.spec.task_id)
+            task.provisional = parent.provisional
         elif spec.parent_task_id is not None:
             self._early_child(task)             # its parent may be a straight call, on its way
         if self.early_children:
@@ -635,14 +636,22 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
 
     def _on_task_output(self, conn, msg: m.TaskOutput) -> None:
         task = self.tasks.get(msg.task_id)
-        if task is not None and task.origin is not None:
-            owner, root = task.origin
-            if owner in self.peers:
-                self.out.send(owner, m.TaskOutput(task_id=msg.task_id, name=msg.name, pid=msg.pid,
-                                               stream=msg.stream, text=msg.text, data=msg.data,
-                                               origin=root))
-        elif task is not None and task.owner in self.peers:
-            self.out.send(task.owner, msg)
+        if task is None:
+            return
+        if task.provisional is not None:      # where it prints is known once its root's parent is
+            self._hold_early_output(task, msg)
+            return
+        self._route_output(msg, task.origin or (task.owner, None))
+
+    def _route_output(self, msg: m.TaskOutput, origin: tuple) -> None:
+        """Output to where its chain began: (owner, root task id), or its own
+        owner as it came (root None)."""
+        owner, root = origin
+        if owner not in self.peers:
+            return
+        self.out.send(owner, msg if root is None else m.TaskOutput(
+            task_id=msg.task_id, name=msg.name, pid=msg.pid, stream=msg.stream, text=msg.text,
+            data=msg.data, origin=root))
 
     def _on_cancel(self, conn, msg: m.CancelTask) -> None:
         obj = self.objects.get(msg.object_id)

@@ -51,6 +51,9 @@ class Task:
     # Where its output goes when a task started it: (owner, task id) of the
     # first task of the chain, so a cell's nested work prints under the cell.
     origin: Optional[tuple] = None
+    # The early child (itself or an ancestor: a task whose parent, a straight
+    # call, was not known yet) that makes `origin` provisional: output is held.
+    provisional: Optional[str] = None
     story: list = field(default_factory=list)   # ((event, id, time), from, to, why, engine)
 
 
