@@ -366,3 +366,25 @@ def test_held_output_whose_call_never_comes_goes_where_it_would_have():
     assert [(c, x.text) for c, x in h.out() if isinstance(x, m.TaskOutput)] == [
         ("h1.a0", "orphan\n")]
     assert h.s.tasks["kid"].provisional is None and not h.s.early_outputs
+
+
+def test_a_grandchild_still_running_when_its_early_parent_has_ended_prints_under_the_call():
+    h = _alive()
+    h.s.handle("h1.a0", m.SubmitTask(
+        task_id="kid", func_id="f", name="f", args=b"", deps=[], nested=[],
+        return_ids=["kid/0"], resources={"CPU": 1.0}, parent_task_id="c1"))
+    [(kid_engine, _)] = [(c, x) for c, x in h.out() if isinstance(x, m.ExecuteTask)]
+    h.s.handle(kid_engine, m.SubmitTask(
+        task_id="grandkid", func_id="f", name="f", args=b"", deps=[], nested=[],
+        return_ids=["grandkid/0"], resources={"CPU": 1.0}, parent_task_id="kid"))
+    h.s.handle(kid_engine, m.TaskFinished(task_id="kid", results=[
+        ObjectEntry("kid/0", inline=dumps(1))]))              # kid ends first
+    assert "kid" not in h.s.tasks and "grandkid" in h.s.tasks
+    h.out()
+    _call(h, 1)
+    h.out()
+    grandkid = h.s.tasks["grandkid"]
+    assert grandkid.provisional is None and grandkid.origin == (ME, "c1")
+    h.s.handle(kid_engine, m.TaskOutput(task_id="grandkid", name="f", pid=3,
+                                        stream="stdout", text="late\n"))
+    assert [(c, x.origin) for c, x in h.out() if isinstance(x, m.TaskOutput)] == [(ME, "c1")]

@@ -188,8 +188,14 @@ class ActorScheduling:
             if child is not None:
                 parent.children.add(child_id)
                 self._reroot(child, origin)
+            else:                       # it ended: its live descendants, by their mark
+                for task in self._marked(child_id):
+                    task.origin, task.provisional = origin, None
             for msg, _ in self.early_outputs.pop(child_id, ()):
                 self._route_output(msg, origin)
+
+    def _marked(self, early_id: str) -> list:
+        return [task for task in self.tasks.values() if task.provisional == early_id]
 
     def _reroot(self, task, origin: tuple) -> None:
         was = task.origin or (task.owner, task.spec.task_id)
@@ -208,19 +214,10 @@ class ActorScheduling:
         for parent_id in [p for p, kids in self.early_children.items()
                           if now - kids[-1][1] > EARLY_KEPT]:
             for child_id, _ in self.early_children.pop(parent_id):
-                child = self.tasks.get(child_id)
-                if child is not None:
-                    self._settle(child)
+                for task in self._marked(child_id):     # its origin is what it is now
+                    task.provisional = None
                 for msg, where in self.early_outputs.pop(child_id, ()):
                     self._route_output(msg, where)      # where it would have gone
-
-    def _settle(self, task) -> None:
-        """Its parent never came: its origin is what it is; it prints from now on."""
-        task.provisional = None
-        for child_id in task.children:
-            child = self.tasks.get(child_id)
-            if child is not None and child.provisional is not None:
-                self._settle(child)
 
     # ------------------------------------------------------------------ calls
     def _actor_call_submitted(self, conn, task) -> None:
