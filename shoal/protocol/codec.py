@@ -24,27 +24,18 @@ ProtocolError and the connection is closed.
 from __future__ import annotations
 
 import pickle
-from dataclasses import fields
-from operator import attrgetter
 
 from .framing import ProtocolError, encode_frame
 from .messages import MESSAGE_TYPES, ObjectsReady, TaskFinished, replace
 
 _CODES = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
-_FIELDS = [tuple(f.name for f in fields(cls)) for cls in MESSAGE_TYPES]
+_SIZES = [len(cls._field_index) + 1 for cls in MESSAGE_TYPES]
 
 
-def _getter(names: tuple):
-    """A fast callable: message -> tuple of its field values."""
-    if len(names) > 1:
-        return attrgetter(*names)
-    if names:
-        return lambda msg, name=names[0]: (getattr(msg, name),)
-    return lambda msg: ()
-
-
-_GETTERS = [_getter(names) for names in _FIELDS]
-_SIZES = [len(names) + 1 for names in _FIELDS]
+def _wire(msg) -> tuple:
+    """(type code, field values...): the header's tuple."""
+    cls = type(msg)
+    return (_CODES[cls], *cls._field_values(msg))
 
 
 BATCH_MAX = 256              # messages in one frame
@@ -52,10 +43,8 @@ BATCH_BYTES = 1 << 20        # a bigger batch is sent a frame per message
 
 
 def encode(msg) -> list:
-    code = _CODES[type(msg)]
-    values = _GETTERS[code](msg)
     buffers: list = []
-    header = pickle.dumps((code, *values), protocol=5, buffer_callback=buffers.append)
+    header = pickle.dumps(_wire(msg), protocol=5, buffer_callback=buffers.append)
     return encode_frame(header, [b.raw() for b in buffers], type(msg).__name__)
 
 
@@ -68,8 +57,8 @@ def encode_many(msgs) -> list:
     for start in range(0, len(msgs), BATCH_MAX):
         run = msgs[start:start + BATCH_MAX]
         buffers: list = []
-        header = pickle.dumps([(_CODES[type(msg)], *_GETTERS[_CODES[type(msg)]](msg))
-                               for msg in run], protocol=5, buffer_callback=buffers.append)
+        header = pickle.dumps([_wire(msg) for msg in run], protocol=5,
+                              buffer_callback=buffers.append)
         if buffers or len(header) > BATCH_BYTES or len(run) == 1:
             out.extend(chunk for msg in run for chunk in encode(msg))
         else:
