@@ -39,6 +39,16 @@ def _finished(h, n, engine="h1.a0", delivered=True, value=None):
         delivered=delivered, called_direct=True))
 
 
+def _child(h, conn, task_id, parent):
+    """A task `conn` (an engine) submits while running `parent`; returns the
+    engine it was sent to."""
+    h.s.handle(conn, m.SubmitTask(
+        task_id=task_id, func_id="f", name="f", args=b"", deps=[], nested=[],
+        return_ids=[f"{task_id}/0"], resources={"CPU": 1.0}, parent_task_id=parent))
+    [engine] = [c for c, x in h.out() if isinstance(x, m.ExecuteTask) and x.task_id == task_id]
+    return engine
+
+
 def test_a_straight_call_is_recorded_as_running_and_not_sent_again():
     h = _alive()
     _call(h, 1)
@@ -280,13 +290,8 @@ def test_after_a_restartable_kill_only_the_new_engine_gets_calls_straight():
 def test_tasks_a_straight_call_submits_before_its_submission_print_under_it():
     h = _alive()
     engine = "h1.a0"
-    h.s.handle(engine, m.SubmitTask(                    # the call runs, and submits a task...
-        task_id="kid", func_id="f", name="f", args=b"", deps=[], nested=[],
-        return_ids=["kid/0"], resources={"CPU": 1.0}, parent_task_id="c1"))
-    [(kid_engine, _)] = [(c, x) for c, x in h.out() if isinstance(x, m.ExecuteTask)]
-    h.s.handle(kid_engine, m.SubmitTask(                # ...which submits one more
-        task_id="grandkid", func_id="f", name="f", args=b"", deps=[], nested=[],
-        return_ids=["grandkid/0"], resources={"CPU": 1.0}, parent_task_id="kid"))
+    kid_engine = _child(h, engine, "kid", "c1")
+    _child(h, kid_engine, "grandkid", "kid")
     _call(h, 1)                                         # then the call's submission comes
     assert h.s.tasks["c1"].children == {"kid"}
     h.out()
@@ -326,14 +331,8 @@ def test_what_they_print_before_the_calls_submission_comes_is_held_then_printed_
     record never comes, it goes where it would have gone."""
     h = _alive()
     engine = "h1.a0"
-    h.s.handle(engine, m.SubmitTask(
-        task_id="kid", func_id="f", name="f", args=b"", deps=[], nested=[],
-        return_ids=["kid/0"], resources={"CPU": 1.0}, parent_task_id="c1"))
-    [(kid_engine, _)] = [(c, x) for c, x in h.out() if isinstance(x, m.ExecuteTask)]
-    h.s.handle(kid_engine, m.SubmitTask(
-        task_id="grandkid", func_id="f", name="f", args=b"", deps=[], nested=[],
-        return_ids=["grandkid/0"], resources={"CPU": 1.0}, parent_task_id="kid"))
-    h.out()
+    kid_engine = _child(h, engine, "kid", "c1")
+    _child(h, kid_engine, "grandkid", "kid")
 
     def prints(task_id, text):
         h.s.handle(kid_engine, m.TaskOutput(task_id=task_id, name="f", pid=3, stream="stdout",
@@ -355,10 +354,7 @@ def test_what_they_print_before_the_calls_submission_comes_is_held_then_printed_
 def test_held_output_whose_call_never_comes_goes_where_it_would_have():
     from shoal.scheduler.actors import EARLY_KEPT
     h = _alive()
-    h.s.handle("h1.a0", m.SubmitTask(
-        task_id="kid", func_id="f", name="f", args=b"", deps=[], nested=[],
-        return_ids=["kid/0"], resources={"CPU": 1.0}, parent_task_id="c9"))
-    [(kid_engine, _)] = [(c, x) for c, x in h.out() if isinstance(x, m.ExecuteTask)]
+    kid_engine = _child(h, "h1.a0", "kid", "c9")
     h.s.handle(kid_engine, m.TaskOutput(task_id="kid", name="f", pid=3, stream="stdout",
                                         text="orphan\n"))
     assert not [x for _, x in h.out() if isinstance(x, m.TaskOutput)]
@@ -370,13 +366,8 @@ def test_held_output_whose_call_never_comes_goes_where_it_would_have():
 
 def test_a_grandchild_still_running_when_its_early_parent_has_ended_prints_under_the_call():
     h = _alive()
-    h.s.handle("h1.a0", m.SubmitTask(
-        task_id="kid", func_id="f", name="f", args=b"", deps=[], nested=[],
-        return_ids=["kid/0"], resources={"CPU": 1.0}, parent_task_id="c1"))
-    [(kid_engine, _)] = [(c, x) for c, x in h.out() if isinstance(x, m.ExecuteTask)]
-    h.s.handle(kid_engine, m.SubmitTask(
-        task_id="grandkid", func_id="f", name="f", args=b"", deps=[], nested=[],
-        return_ids=["grandkid/0"], resources={"CPU": 1.0}, parent_task_id="kid"))
+    kid_engine = _child(h, "h1.a0", "kid", "c1")
+    _child(h, kid_engine, "grandkid", "kid")
     h.s.handle(kid_engine, m.TaskFinished(task_id="kid", results=[
         ObjectEntry("kid/0", inline=dumps(1))]))              # kid ends first
     assert "kid" not in h.s.tasks and "grandkid" in h.s.tasks

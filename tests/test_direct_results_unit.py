@@ -2,6 +2,7 @@
 rules (no sockets), the driver's reply channel (real sockets, no cluster),
 first entry wins in the client, and the engine's side."""
 import os
+import select
 import socket
 import stat
 import threading
@@ -420,7 +421,9 @@ def test_the_scheduler_is_read_first_when_it_and_an_engine_are_ready_together(tm
     Connection(scheduler_end).send(m.TaskOutput(task_id="leaf", name="f", pid=1,
                                                 stream="stdout", text="leaf\n"))
     engine.send(_ready("t/1"))
-    time.sleep(0.2)                        # both readable before the loop looks again
+    # Both readable before the loop looks again: the engine's bytes went first, and
+    # the scheduler's socket (the channel's end) shows readable once its bytes are in.
+    assert select.select([a], [], [], 5)[0] == [a]
     release.set()
     deadline = time.monotonic() + 5
     while len(order) < 3 and time.monotonic() < deadline:

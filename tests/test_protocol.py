@@ -466,40 +466,13 @@ def test_a_malformed_kept_apart_message_is_a_protocol_error():
 
 def test_arrays_whose_dtype_may_name_run_time_code_keep_cloudpickle():
     """A structured dtype or one with metadata may carry classes or functions made
-    in a notebook: plain pickle would name them by reference, which an engine
-    cannot import."""
-    import subprocess
-    import sys
-    import textwrap
-    code = textwrap.dedent("""
-        import numpy as np, pickle, cloudpickle
-        from shoal.protocol.serialization import serialize
-        meta = np.zeros(3, dtype=np.dtype("f8", metadata={"unit": lambda x: x * 2}))
-        s = serialize(meta)
-        data = s.to_bytes()
-        print(len(data) > 0)
-    """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
+    in a notebook: plain pickle names them by reference (or cannot pickle them),
+    cloudpickle carries them."""
+    unit = lambda x: x * 2                       # noqa: E731 -- made at run time
+    arr = np.zeros(3, dtype=np.dtype("f8", metadata={"unit": unit}))
+    back = deserialize(serialize(arr).to_bytes())
+    assert back.dtype.metadata["unit"](2) == 4
     from shoal.protocol.serialization import _flat_array
     assert not _flat_array(np.zeros(2, dtype=[("a", "i4")]))
     assert not _flat_array(np.zeros(2, dtype=np.dtype("f8", metadata={"k": 1})))
     assert _flat_array(np.zeros(2, dtype="M8[s]")) and _flat_array(np.zeros(2, dtype=">i4"))
-
-
-def test_what_recv_read_past_its_message_comes_from_recv_ready_without_a_read():
-    """A driver reads Welcome with recv(), then serves its connection with
-    recv_ready in a selector loop: frames that came in the same read must not
-    wait for the socket to be readable again."""
-    import socket
-    from shoal.protocol.connection import Connection, encode_all
-    a, b = socket.socketpair()
-    left, right = Connection(a), Connection(b)
-    big = pickle.PickleBuffer(bytearray(2000))         # a frame of its own
-    left.send_chunks(codec.encode(m.Heartbeat()) + encode_all([_finished(1, inline=big)]))
-    assert right.recv() == m.Heartbeat()
-    [kept] = right.recv_ready(socket.MSG_DONTWAIT)
-    assert kept.task_id == "c.t1"
-    assert right.recv_ready(socket.MSG_DONTWAIT) == []
-    left.close()
-    right.close()
