@@ -132,7 +132,13 @@ except ValueError:
     out["no_actor"] = "ValueError"
 out["nodes"] = len([n for n in ray.nodes() if n["Alive"]])
 out["cpus"] = ray.cluster_resources().get("CPU")
-out["available"] = "CPU" in ray.available_resources()
+import time                                 # Ray omits a resource while all of it is in use:
+for _ in range(300):                        # the cancelled tasks' workers free theirs in time
+    available = ray.available_resources()
+    if "CPU" in available:
+        break
+    time.sleep(0.1)
+out["available"] = 0 < available.get("CPU", 0) <= out["cpus"]
 out["job"] = ray.get_runtime_context().get_job_id() == real_ray.get_runtime_context().get_job_id()
 from shoal.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 alive = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
