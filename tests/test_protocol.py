@@ -476,3 +476,36 @@ def test_arrays_whose_dtype_may_name_run_time_code_keep_cloudpickle():
     assert not _flat_array(np.zeros(2, dtype=[("a", "i4")]))
     assert not _flat_array(np.zeros(2, dtype=np.dtype("f8", metadata={"k": 1})))
     assert _flat_array(np.zeros(2, dtype="M8[s]")) and _flat_array(np.zeros(2, dtype=">i4"))
+
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+                     st.text(max_size=20), st.binary(max_size=40), st.complex_numbers(allow_nan=False))
+_values = st.recursive(_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=20), st.tuples(inner, inner),
+    st.dictionaries(st.one_of(st.text(max_size=5), st.integers()), inner, max_size=20),
+    st.frozensets(st.integers(), max_size=5)), max_leaves=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_values)
+def test_any_builtin_value_round_trips_with_its_type_and_one_layout(value):
+    """Plain values (scalars in small, shallow containers: plain pickle) and the
+    rest (cloudpickle) both come back equal, with the same types; a small value
+    packs to the same bytes as its full layout, and names its type."""
+    s = serialize(value)
+    packed = s.packed()
+    if isinstance(packed, bytes):
+        assert packed == s.to_bytes()
+    assert len(bytes(packed)) == s.size
+    out = deserialize(packed)
+    assert out == value and type(out) is type(value)
+    assert _types(out) == _types(value)
+    assert s.type_name == type(value).__name__ and s.nested == []
+
+
+def _types(value):
+    if isinstance(value, (list, tuple)):
+        return type(value), [_types(v) for v in value]
+    if isinstance(value, dict):
+        return dict, [(type(k), _types(v)) for k, v in value.items()]
+    return type(value)

@@ -64,21 +64,32 @@ class SerializationError(TypeError):
 
 class Serialized:
     """A value ready to be packed: pickle stream, raw buffers, nested refs."""
-    __slots__ = ("meta", "buffers", "nested", "offsets", "size", "type_name")
+    __slots__ = ("meta", "buffers", "nested", "offsets", "size", "_type")
 
-    def __init__(self, meta: bytes, buffers: list, nested: list, type_name: str = "") -> None:
+    def __init__(self, meta: bytes, buffers: list, nested: list, value_type: type = None) -> None:
         self.meta = meta
-        self.type_name = type_name
-        self.buffers = [memoryview(b).cast("B") for b in buffers]
+        self._type = value_type
         self.nested = nested
-        header = _HEAD.size + 8 * len(self.buffers)
-        at = header + len(meta)
         self.offsets = []
+        if not buffers:                  # the common case: a plain pickle stream
+            self.buffers = buffers
+            self.size = _HEAD.size + len(meta)
+            return
+        self.buffers = [memoryview(b).cast("B") for b in buffers]
+        at = _HEAD.size + 8 * len(self.buffers) + len(meta)
         for b in self.buffers:
             at = _align(at)
             self.offsets.append(at)
             at += b.nbytes
         self.size = at
+
+    @property
+    def type_name(self) -> str:
+        """The value's type, as the object store's views name it."""
+        t = self._type
+        if t is None:
+            return ""
+        return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
     def header(self) -> bytes:
         lengths = [b.nbytes for b in self.buffers]
@@ -107,6 +118,8 @@ class Serialized:
         task arguments: messages carry a PickleBuffer out-of-band (codec.py).
         A tiny value is bytes: a copy into the message header costs less
         than a buffer of its own."""
+        if not self.buffers and self.size < OUT_OF_BAND_MIN:     # no copy through a bytearray
+            return _HEAD.pack(MAGIC, 0, len(self.meta)) + self.meta
         out = bytearray(self.size)
         self.write_into(memoryview(out))
         return pickle.PickleBuffer(out) if self.size >= OUT_OF_BAND_MIN else bytes(out)
@@ -127,11 +140,23 @@ def _plain(value, depth: int = 3) -> bool:
     t = type(value)
     if t in _PLAIN_TYPES:
         return True
-    if depth and (t is tuple or t is list):
-        return len(value) <= 16 and all(_plain(v, depth - 1) for v in value)
-    if depth and t is dict:
-        return len(value) <= 16 and all(type(k) is str and _plain(v, depth - 1)
-                                        for k, v in value.items())
+    if not depth:
+        return False
+    # Loops, not all(generator): this runs on every call's arguments and result.
+    if t is tuple or t is list:
+        if len(value) > 16:
+            return False
+        for v in value:
+            if type(v) not in _PLAIN_TYPES and not _plain(v, depth - 1):
+                return False
+        return True
+    if t is dict:
+        if len(value) > 16:
+            return False
+        for k, v in value.items():
+            if type(k) is not str or (type(v) not in _PLAIN_TYPES and not _plain(v, depth - 1)):
+                return False
+        return True
     return False
 
 
@@ -154,7 +179,7 @@ def serialize(value) -> Serialized:
         _local.refs = outer
     if outer is not None:
         outer.extend(refs)
-    return Serialized(meta, [b.raw() for b in buffers], refs, _type_name(value))
+    return Serialized(meta, [b.raw() for b in buffers] if buffers else buffers, refs, type(value))
 
 
 def _flat_array(value) -> bool:
@@ -168,11 +193,6 @@ def _flat_array(value) -> bool:
     dtype = value.dtype
     return not dtype.hasobject and dtype.fields is None and dtype.metadata is None \
         and dtype.type.__module__ == "numpy"
-
-
-def _type_name(value) -> str:
-    t = type(value)
-    return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
 
 def note_ref(object_id: str) -> None:
