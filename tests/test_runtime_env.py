@@ -1,6 +1,7 @@
 """runtime_env against a real cluster: env_vars, working_dir and py_modules,
 per task, per actor and per job, undone for the next task of a reused engine."""
 import os
+import sys
 import zipfile
 
 import pytest
@@ -170,3 +171,30 @@ def test_working_dir_reaches_an_engine_on_another_host(fresh_cluster, tmp_path):
         assert data == "shipped" and cwd.startswith(str(tmp_path / "other-host-session"))
     finally:
         host.stop()
+
+
+def test_the_drivers_folders_go_back_on_sys_path_whatever_a_task_did(tmp_path, monkeypatch):
+    """In-process: the usual env (the driver's code folders) found on sys.path
+    once is not looked for again while sys.path is unchanged; a task that
+    took a folder off sys.path does not leave the next task without it."""
+    from shoal.engine import runtime_env as engine_env
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    folder = str(tmp_path / "driver_code")
+    env = {"sys_path": [folder]}
+    undo = engine_env.apply(env, cache=None)
+    assert sys.path[0] == folder
+    undo()
+    assert folder not in sys.path
+    sys.path.insert(0, folder)                  # as an engine's first task leaves it
+    assert engine_env.apply(env, None) is engine_env.NOTHING
+    assert engine_env.apply({"sys_path": [folder]}, None) is engine_env.NOTHING
+    sys.path.remove(folder)                     # a task took it away
+    undo = engine_env.apply(env, None)
+    assert folder in sys.path and undo is not engine_env.NOTHING
+    sys.path.insert(0, "/elsewhere")            # a task added its own
+    assert engine_env.apply(env, None) is engine_env.NOTHING and sys.path.count(folder) == 1
+    other = str(tmp_path / "other")
+    undo = engine_env.apply({"sys_path": [other]}, None)
+    assert sys.path[0] == other
+    undo()
+    assert other not in sys.path
