@@ -361,20 +361,21 @@ class Engine:
     def _finish(self, msg: m.ExecuteTask, outcome, ran_for: float = 0.0) -> None:
         with self.lock:
             self.running.pop(msg.task_id, None)
+            called_direct = msg.task_id in self.called_direct
+            if called_direct:
+                self.called_direct.discard(msg.task_id)
         self.stdout.flush(msg.task_id)
         self.stderr.flush(msg.task_id)
-        self.client.unseed(e.object_id for e in msg.dep_values)
+        if msg.dep_values:
+            self.client.unseed([e.object_id for e in msg.dep_values])
         results, nested, failed, retryable = outcome
         address = self.reply_to.pop(msg.task_id, None)
-        direct = address is not None and _plain_success(results, nested, failed)
         # The scheduler hears first: once the owner has the value, whatever it
         # does next (kill the actor, cancel, leave) finds the task finished, not
         # running, so nothing is re-run or cancelled behind its back.  If the
         # straight send then fails, the scheduler pushes the results instead
         # (and does so too if this engine dies before saying either).
-        with self.lock:
-            called_direct = msg.task_id in self.called_direct
-            self.called_direct.discard(msg.task_id)
+        direct = address is not None and _plain_success(results, nested, failed)
         # A task or plain actor call with more waiting: report it with theirs;
         # unless its results hold refs: this engine's own refs to them may be
         # dropped before the batch goes, and the scheduler must count the
@@ -388,7 +389,8 @@ class Engine:
 
     # ------------------------------------------------------------------ pieces
     def _prepare(self, msg: m.ExecuteTask):
-        self.client.seed(msg.dep_values)
+        if msg.dep_values:
+            self.client.seed(msg.dep_values)
         if msg.method is None or msg.method == "__init__":
             fn = self._function(msg)
         elif msg.method == "__ray_ready__":
