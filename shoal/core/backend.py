@@ -44,6 +44,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, runtime_checkable
 
+from . import runtime
+
 if TYPE_CHECKING:
     from .cluster_info import ClusterKind, ClusterStatus
 
@@ -227,7 +229,6 @@ def connect(address: Optional[str], **init_kwargs):
         raise RuntimeError(f"Maybe you called shoal.init twice by accident? This process is "
                            f"connected to the {active.name} backend at {active.address}; pass "
                            f"ignore_reinit_error=True or call shoal.shutdown() first.")
-    from . import runtime
     if runtime.current_or_none() is not None:
         raise RuntimeError(f"this process already uses a shoal cluster at "
                            f"{runtime.current().address}: call shoal.shutdown() before "
@@ -253,10 +254,8 @@ def foreign() -> Optional["Backend"]:
     """The foreign backend the API delegates to, or None for shoal's own.  On
     the API's first call with no cluster yet, connects to the engine that
     SHOAL_ADDRESS names (connect_from_env)."""
-    if active is None:
-        from . import runtime
-        if runtime.current_or_none() is None:
-            connect_from_env()
+    if active is None and runtime.current_or_none() is None:
+        connect_from_env()
     return active
 
 
@@ -301,7 +300,6 @@ class NativeBackend:
 
     def _runtime(self):
         """The runtime this backend talks to (None: none, or a client of another)."""
-        from . import runtime
         rt = runtime.current_or_none()
         if rt is None or (self.client is not None and rt.client is not self.client):
             return None
@@ -310,7 +308,6 @@ class NativeBackend:
     def _client(self):
         if self.client is not None:
             return self.client
-        from . import runtime
         return runtime.current().client
 
     def submit_task(self, function, args, kwargs):
@@ -368,7 +365,6 @@ class NativeBackend:
         return get_gpu_ids()
 
     def workers(self) -> list[dict]:
-        from . import runtime
         engines = runtime.current().client.status()["engines"]
         return [{"id": e["engine_id"], "host": e["host_id"], "state": e["state"]}
                 for e in engines if e["state"] in ("idle", "busy")]
@@ -377,13 +373,11 @@ class NativeBackend:
         return {"_engine_id": worker["id"]}
 
     def route_output(self, router) -> None:
-        from . import runtime
         rt = runtime.current_or_none()
         if rt is not None and not router.attached(rt.client):
             router.attach(rt.client)
 
     def unroute_output(self, router) -> None:
-        from . import runtime
         rt = runtime.current_or_none()
         if rt is not None:
             router.detach(rt.client)
@@ -395,7 +389,6 @@ class NativeBackend:
         pass                   # an engine's output comes before its result, on one connection
 
     def cancel_cell(self, router) -> int:
-        from . import runtime
         rt = runtime.current_or_none()
         if rt is None or rt.client.lost or not router.attached(rt.client):
             return 0
@@ -415,7 +408,6 @@ class NativeBackend:
     def lost(self) -> Optional[str]:
         if self.client is not None:
             return self.client.lost
-        from . import runtime                 # reading it starts no cluster
         rt = runtime.current_or_none()
         return rt.client.lost if rt is not None else None
 
@@ -460,17 +452,14 @@ class NativeBackend:
 
     def logs_dir(self) -> Optional[str]:
         import os
-        from . import runtime
         rt = runtime.current_or_none()
         return os.path.join(rt.client.session_dir, "logs") if rt is not None else None
 
     def context(self):
-        from . import runtime
         from .api import ClusterContext
         return ClusterContext(runtime.current())
 
     def close(self) -> None:
-        from . import runtime
         runtime.shutdown()
 
 

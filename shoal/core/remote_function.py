@@ -155,8 +155,7 @@ class RemoteFunction:
 
 def inherited_env():
     """The runtime_env a new task starts from: its parent task's, or the job's (Ray)."""
-    from .client import current_task
-    msg = current_task.get()
+    msg = runtime.current_task.get()
     if msg is not None and msg.method in (None, "__init__"):
         return msg.runtime_env          # an actor's method calls: its env, kept below
     rt = runtime.current_or_none()
