@@ -92,6 +92,8 @@ class Serialized:
         return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
     def header(self) -> bytes:
+        if not self.buffers:
+            return _HEAD.pack(MAGIC, 0, len(self.meta))
         lengths = [b.nbytes for b in self.buffers]
         return _HEAD.pack(MAGIC, len(lengths), len(self.meta)) + struct.pack(f"<{len(lengths)}Q", *lengths)
 
@@ -119,7 +121,7 @@ class Serialized:
         A tiny value is bytes: a copy into the message header costs less
         than a buffer of its own."""
         if not self.buffers and self.size < OUT_OF_BAND_MIN:     # no copy through a bytearray
-            return _HEAD.pack(MAGIC, 0, len(self.meta)) + self.meta
+            return self.header() + self.meta
         out = bytearray(self.size)
         self.write_into(memoryview(out))
         return pickle.PickleBuffer(out) if self.size >= OUT_OF_BAND_MIN else bytes(out)
@@ -179,7 +181,7 @@ def serialize(value) -> Serialized:
         _local.refs = outer
     if outer is not None:
         outer.extend(refs)
-    return Serialized(meta, [b.raw() for b in buffers] if buffers else buffers, refs, type(value))
+    return Serialized(meta, [b.raw() for b in buffers], refs, type(value))
 
 
 def _flat_array(value) -> bool:
