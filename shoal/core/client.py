@@ -222,10 +222,7 @@ class Client:
             chunks = self._encode(msgs)
             if self._straight:
                 self._write_straight()
-            if self._queued:
-                chunks[:0] = _chunks(self._queued)
-                self._queued, self._queued_count, self._queued_relayed = [], 0, False
-            self._write(chunks)
+            self._write(self._take_queued() + chunks)
 
     def submit(self, *msgs, straight: Optional[tuple] = None) -> None:
         """Send a submission (a task or actor call, and what must precede it).
@@ -303,9 +300,16 @@ class Client:
         if self._straight:
             self._write_straight()
         if self._queued:
-            chunks = _chunks(self._queued)      # (encoded first: a failure keeps the queue)
-            self._queued, self._queued_count, self._queued_relayed = [], 0, False
-            self._write(chunks)
+            self._write(self._take_queued())
+
+    def _take_queued(self) -> list:
+        """The queued submissions' chunks; the queue is then empty.  Caller holds
+        _send_lock.  (Encoded first: a failure keeps the queue.)"""
+        if not self._queued:
+            return []
+        chunks = _chunks(self._queued)
+        self._queued, self._queued_count, self._queued_relayed = [], 0, False
+        return chunks
 
     def _write_straight(self) -> None:
         """Send the queued straight actor calls, each connection's in one
