@@ -227,9 +227,11 @@ def test_an_engine_relays_when_no_channel_answers(tmp_path):
 
 # ---------------------------------------------------------------- the driver's channel
 class Served:
-    """A ReplyChannel served on a thread, with a stand-in scheduler connection."""
+    """A ReplyChannel served on a thread, with a stand-in scheduler connection;
+    what engines and the scheduler send it goes to `direct` and `relayed`, or to
+    the given callbacks."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, on_direct=None, on_scheduler=None):
         self.channel = ReplyChannel(str(tmp_path), "d2", KEY)
         self.direct, self.relayed = [], []
         self.got = threading.Event()
@@ -237,7 +239,7 @@ class Served:
         a, self.scheduler_end = socket.socketpair()
         self.scheduler = Connection(a)
 
-        def on_direct(msg):
+        def keep(msg):
             from shoal.core.reply_channel import check_direct
             check_direct(msg)
             self.direct.append(msg)
@@ -245,7 +247,8 @@ class Served:
 
         def run():
             try:
-                self.channel.serve(self.scheduler, self.relayed.append, on_direct)
+                self.channel.serve(self.scheduler, on_scheduler or self.relayed.append,
+                                   on_direct or keep)
             except Exception as exc:
                 self.error = exc
 
@@ -410,34 +413,20 @@ def test_the_scheduler_is_read_first_when_it_and_an_engine_are_ready_together(tm
             first.set()
             release.wait(5)                # hold the loop while both get readable
 
-    channel = ReplyChannel(str(tmp_path), "d3", KEY)
-    a, scheduler_end = socket.socketpair()
-    scheduler = Connection(a)
-    t = threading.Thread(target=lambda: _serve_quietly(
-        channel, scheduler, lambda msg: order.append(("scheduler", msg.task_id)), on_direct),
-        daemon=True)
-    t.start()
-    engine = Connection.connect(channel.address, KEY, timeout=5)
+    served = Served(tmp_path, on_direct, lambda msg: order.append(("scheduler", msg.task_id)))
+    engine = Connection.connect(served.channel.address, KEY, timeout=5)
     engine.send(_ready("t/0"))
     assert first.wait(5)
-    Connection(scheduler_end).send(m.TaskOutput(task_id="leaf", name="f", pid=1,
-                                                stream="stdout", text="leaf\n"))
+    Connection(served.scheduler_end).send(m.TaskOutput(task_id="leaf", name="f", pid=1,
+                                                       stream="stdout", text="leaf\n"))
     engine.send(_ready("t/1"))
     # Both readable before the loop looks again: the engine's bytes went first, and
     # the scheduler's socket (the channel's end) shows readable once its bytes are in.
-    assert select.select([a], [], [], 5)[0] == [a]
+    assert select.select([served.scheduler.sock], [], [], 5)[0] == [served.scheduler.sock]
     release.set()
     deadline = time.monotonic() + 5
     while len(order) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert order == [("engine", "t/0"), ("scheduler", "leaf"), ("engine", "t/1")]
     engine.close()
-    scheduler_end.close()
-    t.join(5)
-
-
-def _serve_quietly(channel, scheduler, on_scheduler, on_direct):
-    try:
-        channel.serve(scheduler, on_scheduler, on_direct)
-    except Exception:
-        pass
+    served.stop()
