@@ -379,3 +379,15 @@ def test_a_grandchild_still_running_when_its_early_parent_has_ended_prints_under
     h.s.handle(kid_engine, m.TaskOutput(task_id="grandkid", name="f", pid=3,
                                         stream="stdout", text="late\n"))
     assert [(c, x.origin) for c, x in h.out() if isinstance(x, m.TaskOutput)] == [(ME, "c1")]
+
+
+def test_a_ref_in_a_straight_calls_early_finish_outlives_its_engines_own_ref():
+    h = _alive()
+    oid = "h1.a0.p1"
+    h.s.handle("h1.a0", m.PutObject(entry=ObjectEntry(oid, inline=dumps(7))))
+    h.s.handle("h1.a0", m.TaskFinished(task_id="c1", results=[
+        ObjectEntry("c1/0", inline=dumps("box"))], nested=[[oid]], called_direct=True))
+    h.s.handle("h1.a0", m.RefUpdates(ops=[(oid, -1)]))
+    _call(h, 1)
+    h.out()
+    assert h.s.objects[oid].entry is not None

@@ -34,13 +34,16 @@ EARLY_KEPT = 60.0          # seconds a straight call's early TaskFinished waits 
 
 
 class EarlyFinish:
-    """A straight call's TaskFinished that came before its caller's
-    submission (two sockets: either may be read first)."""
-    __slots__ = ("conn", "msg", "at", "push")
+    """A straight call's (or leased task's) TaskFinished that came before its
+    caller's submission (two sockets: either may be read first)."""
+    __slots__ = ("conn", "msg", "at", "push", "pinned")
 
-    def __init__(self, conn, msg: m.TaskFinished, at: float) -> None:
+    def __init__(self, conn, msg: m.TaskFinished, at: float, pinned: list) -> None:
         self.conn, self.msg, self.at = conn, msg, at
         self.push = False          # the straight send failed, or the engine is gone: we push
+        # The refs inside its results, pinned until it is handled: the engine
+        # drops its own refs to them next, before the submission may come.
+        self.pinned = pinned
 
     def message(self, now: float) -> m.TaskFinished:
         """The report as if it came now: its run ended as much longer ago as it
@@ -153,8 +156,20 @@ class ActorScheduling:
 
     # ------------------------------------------------------------------ straight calls
     def _early_finish(self, conn, msg: m.TaskFinished) -> None:
-        """A straight call finished before its submission came: keep it."""
-        self.early_finishes[msg.task_id] = EarlyFinish(conn, msg, self.clock())
+        """A straight call finished before its submission came: keep it, and
+        what its results contain."""
+        pinned = [oid for ids in msg.nested for oid in ids if self.directory.pin(oid)]
+        self.early_finishes[msg.task_id] = EarlyFinish(conn, msg, self.clock(), pinned)
+
+    def _take_early(self, task_id: str):
+        """The early finish of `task_id`, if one came: handle it (its pins stay
+        until _early_handled)."""
+        return self.early_finishes.pop(task_id, None)
+
+    def _early_handled(self, early) -> None:
+        if early is not None:
+            for oid in early.pinned:
+                self.directory.unpin(oid)
 
     def _early_undelivered(self, conn, task_id: str) -> None:
         early = self.early_finishes.get(task_id)
@@ -210,7 +225,7 @@ class ActorScheduling:
         """Early finishes whose submission never came (its caller died
         sending it), and early children whose parent never came (it had ended)."""
         for task_id in [t for t, e in self.early_finishes.items() if now - e.at > EARLY_KEPT]:
-            del self.early_finishes[task_id]
+            self._early_handled(self.early_finishes.pop(task_id))
         for parent_id in [p for p, kids in self.early_children.items()
                           if now - kids[-1][1] > EARLY_KEPT]:
             for child_id, _ in self.early_children.pop(parent_id):
@@ -245,7 +260,12 @@ class ActorScheduling:
         core/direct_calls.py): it runs there already, or ran (its TaskFinished
         may have come first, kept in early_finishes), or its engine is gone."""
         spec = task.spec
-        early = self.early_finishes.pop(spec.task_id, None)
+        early = self._take_early(spec.task_id)
+        self._straight_call_with(actor, task, early)
+        self._early_handled(early)
+
+    def _straight_call_with(self, actor: Actor, task, early) -> None:
+        spec = task.spec
         engine = self.engines.get(spec.direct_to)
         task.engine_id, task.host_id = spec.direct_to, actor.host_id
         task.started_at = self.clock()
