@@ -45,7 +45,7 @@ def test_the_wire_keeps_its_keys_and_the_cli_reads_it():
     assert set(wire["hosts"][0]) == {"host_id", "hostname", "pid", "resources", "available",
                                      "store_dir", "engines", "address"}
     assert set(wire["engines"][0]) == {"engine_id", "host_id", "pid", "task_id", "blocked",
-                                       "actor_id", "state"}
+                                       "actor_id", "state", "leased"}
     assert wire["hosts"][0]["address"] == "127.0.0.1"
     assert "h1" in format_status("127.0.0.1:1", wire)
     wire["hosts"][0]["resources"]["CPU"] = 99       # a copy: the scheduler's is untouched

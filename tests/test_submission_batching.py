@@ -9,6 +9,8 @@ from shoal.core import client as client_module
 from shoal.core import runtime
 from shoal.exceptions import TaskCancelledError
 
+from conftest import wait_for
+
 pytestmark = pytest.mark.usefixtures("cluster")
 
 
@@ -30,10 +32,21 @@ def fan_out(n):
 
 @pytest.fixture
 def writes(monkeypatch):
-    """How many chunks each write to the scheduler carried, in order."""
+    """The writes to the scheduler that carried submissions, in order (a
+    lease returned meanwhile is a write of its own: not one of them)."""
+    from shoal.protocol import codec
+    from shoal.protocol import messages as m
+    from shoal.protocol.framing import FrameDecoder
     conn = runtime.current().client.conn
     seen, send = [], conn.send_chunks
-    monkeypatch.setattr(conn, "send_chunks", lambda chunks: (seen.append(len(chunks)), send(chunks))[1])
+
+    def spy(chunks):
+        data = b"".join(bytes(c) for c in chunks)
+        msgs = [x for f in FrameDecoder().feed(data) for x in codec.decode_frame(*f)]
+        if any(type(x) is m.SubmitTask for x in msgs):
+            seen.append(len(chunks))
+        send(chunks)
+    monkeypatch.setattr(conn, "send_chunks", spy)
     return seen
 
 
@@ -81,11 +94,23 @@ def test_a_burst_goes_out_in_a_few_frames_in_order(frames, monkeypatch):
     assert len(with_burst) <= 8, [len(f) for f in with_burst]
 
 
-def test_a_lone_call_is_sent_before_remote_returns(writes):
+def test_a_lone_call_is_sent_before_remote_returns(writes, monkeypatch):
+    leases = runtime.current().client.leases
+    monkeypatch.setattr(leases, "route", lambda *args: None)     # through the scheduler
     time.sleep(0.01)                         # well past the burst gap
     before = len(writes)
     ref = ident.remote(1)
     assert len(writes) == before + 1 and not runtime.current().client._queued
+    assert shoal.get(ref) == 1
+
+
+def test_a_lone_call_to_a_leased_engine_is_sent_to_it_before_remote_returns():
+    client = runtime.current().client
+    wait_for(lambda: shoal.get(ident.remote(0)) == 0 and client.leases._leases)
+    wait_for(lambda: not client._queued, what="the records sent")
+    time.sleep(0.01)
+    ref = ident.remote(1)
+    assert client.leases.waiting and not client._straight      # written to its engine
     assert shoal.get(ref) == 1
 
 

@@ -38,7 +38,7 @@ from ..store.shm import HostStore
 from ..store.transfer import fetch_object
 from ..engine.current import current_task  # noqa: F401 (core's modules take it from here)
 from ..protocol.object_ids import is_item_id
-from . import direct_calls, reply_channel
+from . import direct_calls, leases, reply_channel
 
 log = logging.getLogger("shoal.client")
 FLUSH_INTERVAL = 0.02
@@ -159,6 +159,7 @@ class Client:
         # reports of calls that ended before, engine/finishes.py)
         self.before_send: Optional[Callable[[], None]] = None
         self.direct_calls: Optional[direct_calls.DirectCalls] = None   # actor calls sent straight
+        self.leases: Optional[leases.Leases] = None     # engines lent to us: tasks sent straight
         self._reader = threading.Thread(target=self._read_loop, name="shoal-client-reader", daemon=True)
         self._housekeeper_stop = threading.Event()
         self._housekeeper = threading.Thread(target=self._housekeep, name="shoal-client-flush", daemon=True)
@@ -202,14 +203,17 @@ class Client:
         except OSError as exc:
             log.info("results will be relayed by the scheduler: no reply channel (%s)", exc)
             return
+        take_leases = leases.enabled()
         try:
-            self.conn.send(m.ReplyChannel(address=channel.address))
+            self.conn.send(m.ReplyChannel(address=channel.address, leases=take_leases))
         except BaseException:
             channel.close()
             raise
         self._channel = channel
         if direct_calls.enabled():
             self.direct_calls = direct_calls.DirectCalls(self, channel)
+        if take_leases:
+            self.leases = leases.Leases(self, channel)
 
     # ------------------------------------------------------------------ sending
     def send(self, *msgs) -> None:
@@ -224,7 +228,8 @@ class Client:
                 self._write_straight()
             self._write(self._take_queued() + chunks)
 
-    def submit(self, *msgs, straight: Optional[tuple] = None) -> None:
+    def submit(self, *msgs, straight: Optional[tuple] = None,
+               lease: Optional[leases.Lease] = None) -> None:
         """Send a submission (a task or actor call, and what must precede it).
 
         Sending wakes the scheduler, which costs about a third of a `.remote()`
@@ -239,13 +244,19 @@ class Client:
         engine too (direct_calls.py), batched alike, and written first.  Its
         submission is the scheduler's record, not what runs it, so it always
         waits for its batch, even when a wait flushes: a sync call then wakes
-        only the engine, and its record goes with the next ones."""
+        only the engine, and its record goes with the next ones.  A task sent
+        to a leased engine (`lease`, leases.py) goes the same way, unless the
+        lease was asked back meanwhile: then only to the scheduler."""
         if self.lost:
             raise ClusterLostError(self.lost)
         if self.before_send is not None:
             self.before_send()
         now = time.perf_counter()
         with self._send_lock:
+            if lease is not None and not lease.active:
+                straight = None
+                msgs = (*msgs[:-1], m.replace(msgs[-1], direct_to=None))
+                self.leases.unsent(lease, msgs[-1].task_id)
             burst = now - self._last_submit < BURST_GAP
             if (self._queued or burst or straight is not None) and _sendable_later(msgs):
                 # Queued as messages, encoded with the batch: one frame for many.
@@ -270,6 +281,11 @@ class Client:
             self._queued_relayed = self._queued_relayed or straight is None
             if self._queued_count >= SUBMIT_BATCH or now - self._queued_since >= SUBMIT_DELAY:
                 self._write_queued()
+
+    def deactivate(self, lease: leases.Lease) -> None:
+        """A lease asked back: a submission not yet made goes to the scheduler only."""
+        with self._send_lock:
+            lease.active = False
 
     def flush(self) -> None:
         """Send the queued submissions that a wait may depend on now (before
@@ -668,6 +684,16 @@ class Client:
     def _dispatch(self, msg) -> None:
         if type(msg) is m.ObjectsReady:
             self._on_ready(msg.entries)     # values of a batch come apart (codec.unshared)
+        elif type(msg) is m.EngineLease:
+            if self.leases is not None:
+                self.leases.granted(msg.engine_id)
+            else:
+                self.send(m.LeaseReturned(engine_id=msg.engine_id))
+        elif type(msg) is m.RevokeLease:
+            if self.leases is not None:
+                self.leases.revoked(msg.engine_id)
+            else:
+                self.send(m.LeaseReturned(engine_id=msg.engine_id))
         elif type(msg) is m.TaskOutput:
             self._route_output(msg)
         elif type(msg) is m.QueryReply:
@@ -715,6 +741,8 @@ class Client:
         The first entry for an id wins: an engine that died between sending
         here and telling the scheduler has its task re-run, whose value (or
         crash) the scheduler pushes too."""
+        if self.leases is not None and self.leases.waiting:
+            self.leases.arrived(entries)
         if self._direct_ids or direct:
             entries = self._first_entries(entries, direct)
         if self._contexts:

@@ -24,6 +24,7 @@ class EngineStatus(TypedDict):
     engine_id: str               # one lane of the timeline
     host_id: str
     state: str                   # "idle", "busy", "actor", ...
+    leased: bool                 # lent to a driver, which sends it tasks itself
 
 
 class StoreMemory(TypedDict):

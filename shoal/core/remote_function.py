@@ -10,7 +10,7 @@ import cloudpickle
 
 from ..protocol import messages as m
 from ..protocol.serialization import INLINE_LIMIT, dumps_function, serialize
-from . import backend, runtime, runtime_env
+from . import backend, leases, runtime, runtime_env
 from .generator import GENERATOR_MODES, ObjectRefGenerator
 from .object_ref import ObjectRef, check_same_cluster, owned_ref
 from .placement_group import placement_of
@@ -127,20 +127,29 @@ class RemoteFunction:
         generator = n if n in GENERATOR_MODES else None
         return_ids = [f"{task_id}/0"] if generator else [f"{task_id}/{i}" for i in range(n)]
         args_blob, deps, nested, extra_puts, keep = pack_arguments(client, args, kwargs)
+        job, env, placement = runtime.job(), self._runtime_env(client), placement_of(opts)
+        max_calls, engine_id = opts.get("max_calls") or 0, opts["_engine_id"]
+        # A plain task goes straight to an engine this driver leases, if one waits.
+        routed = client.leases.route(task_id, func_id, blob, policy, self._name, args_blob,
+                                     return_ids, job, env) \
+            if client.leases is not None and leases.eligible(
+                deps, nested, extra_puts, generator, resources, placement, engine_id,
+                max_calls) else None
         spec = m.SubmitTask(
             task_id=task_id, func_id=func_id, name=self._name, args=args_blob, deps=deps,
             nested=nested, return_ids=return_ids, resources=resources,
             max_retries=opts["max_retries"], parent_task_id=client.current_task_id,
-            engine_id=opts["_engine_id"], generator=generator, job=runtime.job(),
-            runtime_env=self._runtime_env(client), placement=placement_of(opts),
-            max_calls=opts.get("max_calls") or 0)
+            engine_id=engine_id, generator=generator, job=job, runtime_env=env,
+            placement=placement, max_calls=max_calls,
+            direct_to=routed[0].engine_id if routed else None)
         # Make the return refs (and a generator's stream) before sending, so a
         # fast result finds its holder.
         result = returned(client, task_id, generator,
                           [owned_ref(client, oid) for oid in return_ids])
         client.remember_context(task_id)
         client.submit(*client.register_function(func_id, self._name, blob, policy),
-                    *extra_puts, spec)
+                      *extra_puts, spec, straight=routed[1:] if routed else None,
+                      lease=routed[0] if routed else None)
         del keep        # only now may the auto-put refs go: the submission pins them
         return result
 

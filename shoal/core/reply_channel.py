@@ -16,7 +16,8 @@ decoded; one that fails, or sends anything but EngineHello (first) /
 ObjectsReady / TaskOutput, or bytes that are not messages, is closed: it
 never takes the driver down.  An actor's engine names its actor in its
 EngineHello: the driver then sends that actor's plain calls back down the
-connection (direct_calls.py).
+connection (direct_calls.py); a pool engine lent to the driver gets its
+tasks the same way (leases.py).
 
 One reader thread serves the scheduler's connection and these with one
 selector.  Ready engine connections are read before the scheduler's: what an
@@ -77,6 +78,7 @@ class ReplyChannel:
         self._lock = threading.Lock()
         self._conns: set = set()
         self._actors: dict = {}           # actor id -> (connection, engine id), from EngineHello
+        self._engines: dict = {}          # pool engine id -> its connection, from EngineHello
         self._hellos: dict = {}           # connection -> its EngineHello
         self._stopping = False
         self.closed = False
@@ -153,6 +155,8 @@ class ReplyChannel:
             self._hellos[conn] = msg
             if msg.actor_id is not None:
                 self._actors[msg.actor_id] = (conn, msg.engine_id)
+            else:
+                self._engines[msg.engine_id] = conn
 
     def actor_engine(self, actor_id: str) -> Optional[tuple]:
         """(connection, engine id) of the engine hosting `actor_id`, if it has
@@ -162,6 +166,12 @@ class ReplyChannel:
             return None
         return found
 
+    def engine_connection(self, engine_id: str) -> Optional[Connection]:
+        """The open connection of pool engine `engine_id`, if it has one here
+        (see core/leases.py)."""
+        conn = self._engines.get(engine_id)
+        return conn if conn is not None and not conn.closed else None
+
     def _forget(self, conn: Connection) -> None:
         with self._lock:
             self._conns.discard(conn)
@@ -169,6 +179,8 @@ class ReplyChannel:
             if hello is not None and hello.actor_id is not None \
                     and self._actors.get(hello.actor_id, (None,))[0] is conn:
                 del self._actors[hello.actor_id]
+            elif hello is not None and self._engines.get(hello.engine_id) is conn:
+                del self._engines[hello.engine_id]
         conn.close()
 
     def _accept(self) -> None:
@@ -229,6 +241,7 @@ class ReplyChannel:
             self.closed = True
             conns, self._conns, self._adopted = list(self._conns), set(), []
             self._actors.clear()
+            self._engines.clear()
         _unlink(self.path)
         self._listener.close()
         for conn in conns:

@@ -141,8 +141,7 @@ class Engine:
         self.slots: Optional[asyncio.Semaphore] = None
         key = config.get("key")
         self.replies = ReplyConnections(
-            bytes.fromhex(key), self.engine_id, self.actor_id,
-            self.on_direct_call if self.actor_id else None) if key else None
+            bytes.fromhex(key), self.engine_id, self.actor_id, self.on_direct_call) if key else None
         self.reply_to: dict = {}        # task id -> its owner's reply channel, while usable
         self.creation: Optional[m.ExecuteTask] = None   # an actor's constructor call
         self.called_direct: set = set()  # calls its caller sent here itself (not the scheduler)
@@ -218,14 +217,23 @@ class Engine:
 
     def on_direct_call(self, msg: m.ExecuteTask, address: str) -> None:
         """A call of this engine's actor, straight from its caller's driver
-        (core/direct_calls.py); called on that connection's reader thread.
+        (core/direct_calls.py), or a task from the driver this pool engine is
+        lent to (core/leases.py); called on that connection's reader thread.
         Its results go back the same way; the scheduler hears of it as of any
-        call (TaskFinished.called_direct: maybe before the caller's submission)."""
-        creation = self.creation
-        if creation is None or msg.method in (None, "__init__") or msg.func_blob is not None:
-            raise ProtocolError("an actor call before the actor exists, or not a method call")
-        msg = m.replace(msg, gpu_ids=creation.gpu_ids, job=creation.job,
-                      resources=creation.resources)
+        task (TaskFinished.called_direct: maybe before the driver's submission)."""
+        if self.actor_id is None:
+            if msg.method is not None or type(msg.func_id) is not str or msg.gpu_ids:
+                raise ProtocolError("a pool engine runs plain tasks sent straight, not calls")
+            if msg.func_blob is not None:
+                self.blobs[msg.func_id] = msg.func_blob
+                if msg.func_retry is not None:
+                    self.retry[msg.func_id] = RetryPolicy(msg.func_retry)
+        else:
+            creation = self.creation
+            if creation is None or msg.method in (None, "__init__") or msg.func_blob is not None:
+                raise ProtocolError("an actor call before the actor exists, or not a method call")
+            msg = m.replace(msg, gpu_ids=creation.gpu_ids, job=creation.job,
+                            resources=creation.resources)
         with self.lock:
             _count(self.waiting, msg.task_id, +1)
             self.called_direct.add(msg.task_id)

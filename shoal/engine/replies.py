@@ -8,10 +8,11 @@ authenticated with the cluster key like every other, and closed when idle.
 Any failure returns False: output is then relayed, and results arrive with
 the scheduler's push.
 
-Each connection starts with EngineHello.  An actor's engine reads its
-connections too: the driver sends that actor's calls down them
-(core/direct_calls.py), handed to `on_call(msg, address)`.  Those stay open
-until either end goes (an idle close could drop a call being sent).
+Each connection starts with EngineHello.  The engine reads its connections
+too: a driver sends an actor's calls down them (core/direct_calls.py), and
+its tasks to a pool engine it leases (core/leases.py), handed to
+`on_call(msg, address)`.  Those stay open until either end goes (an idle
+close could drop a call being sent).
 """
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ class ReplyConnections:
             self._used[address] = time.monotonic()
             if self._on_call is not None:
                 threading.Thread(target=self._read_calls, args=(address, conn),
-                                 name="actor-calls", daemon=True).start()
+                                 name="direct-calls", daemon=True).start()
             elif self._closer is None:
                 self._closer = threading.Thread(target=self._close_idle, name="reply-idle",
                                                 daemon=True)
@@ -100,7 +101,7 @@ class ReplyConnections:
             while True:
                 msg = conn.recv()
                 if type(msg) is not m.ExecuteTask:
-                    raise ProtocolError(f"not an actor call: {type(msg).__name__}")
+                    raise ProtocolError(f"not a call or task: {type(msg).__name__}")
                 self._on_call(msg, address)
         except (OSError, ConnectionError):
             pass                            # the driver went

@@ -166,6 +166,7 @@ class ReplyChannel:
     straight from a same-host engine to this Unix socket ("unix:PATH"), which
     authenticates every connection with the cluster key."""
     address: str
+    leases: bool = False      # it takes engine leases (core/leases.py)
 
 
 # --- tasks -------------------------------------------------------------------
@@ -204,8 +205,9 @@ class SubmitTask:
     placement: Optional[dict] = None     # strategy or placement group (scheduler/placement.py)
     concurrency_group: Optional[str] = None   # an actor call's group (None: the method's)
     max_calls: int = 0                   # a pool engine is replaced after this many (0: never)
-    direct_to: Optional[str] = None      # an actor call its caller sent straight to this
-                                         # engine (core/direct_calls.py): the scheduler only records it
+    direct_to: Optional[str] = None      # an actor call its caller sent straight to this engine
+                                         # (core/direct_calls.py), or a task to the engine it
+                                         # leases (core/leases.py): the scheduler only records it
 
 
 @message
@@ -463,3 +465,24 @@ class EngineHello:
     calls back on this connection (ExecuteTask; see core/direct_calls.py)."""
     engine_id: str
     actor_id: Optional[str] = None
+
+
+# --- engine leases (core/leases.py, scheduler/leases.py) -----------------------
+
+@message
+class EngineLease:
+    """Scheduler -> driver: the idle engine its task just ended on is its own
+    for plain tasks, sent straight (SubmitTask.direct_to), until RevokeLease."""
+    engine_id: str
+
+
+@message
+class RevokeLease:
+    """Scheduler -> driver: other work needs the engine: send it no more tasks."""
+    engine_id: str
+
+
+@message
+class LeaseReturned:
+    """Driver -> scheduler, after the records of every task it sent the engine."""
+    engine_id: str

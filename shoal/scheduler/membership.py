@@ -46,6 +46,7 @@ class Peer:
     engine_id: Optional[str] = None
     actor_id: Optional[str] = None
     reply_to: Optional[str] = None      # a driver's ReplyChannel: same-host results go there
+    leases: bool = False                # a driver that takes engine leases (scheduler/leases.py)
 
 
 @dataclass(eq=False, slots=True)
@@ -113,6 +114,7 @@ class Engine:
     state: str = IDLE                    # pool engines: idle, busy, blocked, stopping (lifecycle.py)
     ran_gpu: bool = False                # it ran a GPU task: CPU-only tasks go elsewhere (Ray)
     calls: dict = field(default_factory=dict)    # function id -> runs (for max_calls)
+    leased_to: Any = None                # the driver it is lent to (scheduler/leases.py)
 
 
 class Membership:

@@ -105,6 +105,8 @@ class MembershipEvents:
             self._host_objects_lost(host)
             self._groups_host_lost(host_id)
         # Whatever this peer held or owned goes with it.
+        if self.leased:
+            self._leases_of_gone(conn)
         self._owner_gone(conn)
         self._groups_owner_gone(conn)
         # Its tasks stop, unless others hold or wait on their results: a ref can
@@ -177,6 +179,8 @@ class MembershipEvents:
         engine = self.members.engine_gone(engine_id)
         if engine is None:
             return
+        if engine.leased_to is not None:
+            self._lease_engine_lost(engine)
         if engine.actor_id is not None:
             self._actor_engine_lost(engine)
             return

@@ -40,6 +40,7 @@ class Pipelining:
                 engine_id = may.pop()
                 engine = self.engines.get(engine_id)
                 if (engine is None or engine.actor_id is not None or engine.state == BLOCKED
+                        or engine.leased_to is not None
                         or engine.task_id not in self.tasks or not self._queue_has_room(engine)):
                     continue                     # ineligible until its state changes again
                 running = self.tasks[engine.task_id]
@@ -147,7 +148,8 @@ class Pipelining:
             return
         host = self.hosts.get(engine.host_id)
         task.held = dict(task.spec.resources)
-        host.acquire(task.held)
+        if engine.leased_to is None:
+            host.acquire(task.held)          # (on a leased engine the lease held it)
         task.started_at = self.clock()
         log.debug("promote %s on %s", task.spec.task_id, engine.engine_id)
         self._to(task, RUNNING, "promoted: the task before it on its engine ended")

@@ -27,6 +27,7 @@ from ..protocol.serialization import dumps
 from . import policy, tasks, views
 from .actors import ActorScheduling
 from .events import EventStream
+from .leases import Leasing
 from .lifecycle import (BLOCKED, BUSY, CANCELLED, CANCELLING, FAILED, HOLDING, IDLE, ON_ENGINE, QUEUED,
                         READY, REVOKING, RUNNING, STOPPING, WAITING, strict_default)
 from .membership import Engine, Host, Membership
@@ -50,8 +51,8 @@ _ENDED_WHY = {"finished": "it returned", "failed": "it raised an exception",
               "cancelled": "cancelled"}          # a task's last story record, by default
 
 
-class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, ActorScheduling,
-                     Placement):
+class SchedulerState(MembershipEvents, Pipelining, Leasing, EventStream, ObjectTracking,
+                     ActorScheduling, Placement):
     def __init__(self, cluster_id: str, session_dir: str,
                  clock: Callable[[], float] = time.time,
                  heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT,
@@ -98,6 +99,7 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
         self.sent_straight: dict = {}
         self._init_actors()
         self._init_placement()
+        self._init_leases()
 
     @property
     def strict(self) -> bool:
@@ -227,6 +229,9 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
         if task.spec.actor_id is not None:
             self._actor_call_ready(task)
             return
+        if task.spec.direct_to is not None:
+            self._leased_task(task)
+            return
         if task.spec.engine_id is not None:
             if task.spec.engine_id not in self.engines:
                 self._finish_with_error(task, self._error_entry("", ValueError(
@@ -290,6 +295,8 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
             if not queue:
                 del self.ready[shape]
         self._pipeline()
+        if self.leased or self.lease_wanted:
+            self._lend_or_revoke()
 
     def _most_free_host(self, request: dict, idle_hosts: list) -> Optional[Host]:
         """policy.choose_host's choice for a one-resource CPU task with no stored
@@ -469,11 +476,16 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
         peer = self.peers[conn]
         if peer.kind == "driver" and type(msg.address) is str and msg.address.startswith("unix:"):
             peer.reply_to = msg.address
+            peer.leases = msg.leases is True
 
     def _release(self, task: Task) -> None:
         """Give back what a running task held and free its engine."""
         engine = self.engines.get(task.engine_id)
         host = self.hosts.get(task.host_id)
+        if engine is not None and engine.leased_to is not None \
+                and engine.task_id == task.spec.task_id:
+            self._back_to_lease(engine, task)
+            return
         if host is not None:
             host.release(task.held, task.gpu_ids, task.pool)
         if engine is not None and engine.task_id == task.spec.task_id:
@@ -486,6 +498,8 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
         log.debug("finished %s on %s", msg.task_id, engine_id)
         if task is None and msg.called_direct:
             self._early_finish(conn, msg)       # its caller's submission is on its way
+            if self.early_blocked:
+                self.early_blocked.pop(msg.task_id, None)
             return
         if task is None or task.state not in ON_ENGINE or task.engine_id != engine_id:
             return            # stale: the task was cancelled or retried meanwhile
@@ -507,6 +521,8 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
             self.run_times[task.spec.func_id] = policy.run_time(
                 self.run_times.get(task.spec.func_id), msg.ran_for)
         self._release(task)
+        if self.leased and (msg.failed or not msg.delivered):
+            self._lease_waits(engine_id)        # its owner did not get the value from it
         cancelling = task.state == CANCELLING
         if msg.failed and msg.retryable and task.retries_left != 0 and not cancelling:
             task.retries_left -= 1
@@ -520,6 +536,8 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
             self._complete(task, msg.results, msg.nested, "failed" if msg.failed else "finished",
                            delivered_to=self._delivered_to(task, msg))
         engine = self.engines.get(engine_id)
+        if msg.delivered and engine is not None and engine.leased_to is None and not engine.queued:
+            self._may_want_lease(task, engine)      # (its engine has a connection to the driver)
         if engine is not None and engine.queued:
             self._promote(engine)
         if task.spec.max_calls and engine is not None:
@@ -610,16 +628,23 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
     def _on_engine_blocked(self, conn, msg: m.EngineBlocked) -> None:
         engine = self.engines.get(self.engine_by_conn.get(conn))
         task = self.tasks.get(msg.task_id)
+        if engine is not None and task is None and engine.leased_to is not None:
+            self.early_blocked[msg.task_id] = msg.blocked     # its record is on its way
+            return
         if engine is None or task is None or engine.task_id != msg.task_id:
             return
-        if (engine.state == BLOCKED) == msg.blocked:
+        self._engine_blocked(engine, task, msg.blocked)
+
+    def _engine_blocked(self, engine: Engine, task: Task, blocked: bool) -> None:
+        """The engine's task waits in get (or no longer does): lend its CPU."""
+        if (engine.state == BLOCKED) == blocked:
             return
-        self._engine_to(engine, BLOCKED if msg.blocked else BUSY)
+        self._engine_to(engine, BLOCKED if blocked else BUSY)
         host = self.hosts[engine.host_id]
         # Lend the CPU back while blocked; taking it again may oversubscribe
         # the host for a while, as in Ray, rather than deadlock.
         pool = host.available if task.pool is None else task.pool
-        if msg.blocked:
+        if blocked:
             task.blocks = True
             if engine.queued:                      # it may be what this task waits for
                 self._revoke(engine)
@@ -736,6 +761,7 @@ class SchedulerState(MembershipEvents, Pipelining, EventStream, ObjectTracking, 
         m.GeneratorItem: _on_generator_item,
         m.EngineBlocked: _on_engine_blocked,
         m.TaskRevoked: Pipelining._on_task_revoked,
+        m.LeaseReturned: Leasing._on_lease_returned,
         m.SubscribeEvents: EventStream._on_subscribe_events,
         m.TaskOutput: _on_task_output,
         m.CancelTask: _on_cancel,

@@ -42,6 +42,7 @@ class Task:
     rebuilding: bool = False             # what it runs for: results lost with a host
     direct: bool = False                 # its engine may send its results straight to the owner
     straight: bool = False               # an actor call its caller sent the engine itself, running
+    leased: bool = False                 # a task its owner sent the engine it leases (leases.py)
     blocks: bool = False                 # it has waited in get: queue nothing behind it
     pool: Optional[dict] = None          # its placement group bundle's resources, if any
     submitted_at: float = 0.0
@@ -65,6 +66,7 @@ class TaskTable:
         self.clock = clock
         self.strict = strict
         self.live: dict[str, Task] = {}
+        self.tasks_of: dict = {}                 # owner -> its live tasks (not actors')
         self.ready: dict[tuple, deque] = {}      # resource shape -> ready task ids
         self.pinned: dict[str, deque] = {}       # engine id -> ready tasks for it alone
         self.dependents: dict[str, list] = {}    # pending object id -> waiting task ids
@@ -88,6 +90,8 @@ class TaskTable:
         a lineage rebuild): its story goes on where it ended."""
         task = Task(spec, owner, set(), spec.max_retries, submitted_at=self.clock())
         self.live[spec.task_id] = task
+        if spec.actor_id is None:
+            self.tasks_of[owner] = self.tasks_of.get(owner, 0) + 1
         if again:
             task.story = list(self.ended_stories.pop(spec.task_id, ()))
         self.to(task, WAITING, again or "submitted")
@@ -123,6 +127,10 @@ class TaskTable:
         self.finished_count[status] = self.finished_count.get(status, 0) + 1
         spec = task.spec
         del self.live[spec.task_id]
+        if spec.actor_id is None:
+            left = self.tasks_of.pop(task.owner) - 1
+            if left:
+                self.tasks_of[task.owner] = left
         parent = self.live.get(spec.parent_task_id) if spec.parent_task_id else None
         if parent is not None:
             parent.children.discard(spec.task_id)

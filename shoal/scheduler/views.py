@@ -42,6 +42,7 @@ class EngineStatus(Record):
     blocked: bool
     actor_id: Optional[str]
     state: str                    # idle, busy (blocked too), stopping; "actor" for an actor's
+    leased: bool = False          # lent to a driver (scheduler/leases.py): "idle" while it waits
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,15 +108,28 @@ class ClusterStatus(Record):
     memory: list                  # [HostMemory]
 
 
-def host_status(h) -> HostStatus:
-    return HostStatus(h.host_id, h.hostname, h.pid, dict(h.total), dict(h.available),
+def host_status(h, waiting_leases: int = 0) -> HostStatus:
+    # A lent engine waiting for its driver's next task holds its CPU, but any
+    # other work has it at once (the lease is asked back): free, to a reader.
+    available = dict(h.available)
+    if waiting_leases:
+        available["CPU"] = available.get("CPU", 0.0) + waiting_leases
+    return HostStatus(h.host_id, h.hostname, h.pid, dict(h.total), available,
                       h.store_dir, sorted(h.engines),
                       h.object_address.rsplit(":", 1)[0].strip("[]"))
 
 
 def engine_status(e) -> EngineStatus:
+    leased = e.leased_to is not None
+    state = "actor" if e.actor_id else BUSY if e.state == BLOCKED else \
+        "idle" if leased and e.task_id is None else e.state
     return EngineStatus(e.engine_id, e.host_id, e.pid, e.task_id, e.state == BLOCKED, e.actor_id,
-                        "actor" if e.actor_id else BUSY if e.state == BLOCKED else e.state)
+                        state, leased)
+
+
+def _waiting_leases(s, host_id: str) -> int:
+    return sum(1 for eid in s.leased if s.engines[eid].host_id == host_id
+               and s.engines[eid].task_id is None)
 
 
 def actor_info(actor, engines: dict) -> ActorInfo:
@@ -175,7 +189,8 @@ def cluster_status(s) -> ClusterStatus:
     """The `status` view of a SchedulerState `s`."""
     return ClusterStatus(
         s.cluster_id, s.session_dir,
-        [host_status(h) for h in s.hosts.values()],
+        [host_status(h, _waiting_leases(s, h.host_id) if s.leased else 0)
+         for h in s.hosts.values()],
         list(s.departed_hosts.values()),
         [engine_status(e) for e in s.engines.values()],
         [actor_info(a, s.engines) for a in s.actors.values() if a.state != "dead"],
