@@ -44,6 +44,16 @@ def cluster_pids(engines: int = 2) -> list:
     return [p.pid for p in rt.cluster.processes] + [e["pid"] for e in status["engines"]]
 
 
+def init_with_defaults(*switches, **kwargs):
+    """shoal.init with the named SHOAL_* switches at their defaults (on),
+    whatever the environment running the tests says."""
+    saved = {k: os.environ.pop(k, None) for k in switches}
+    try:
+        return shoal.init(**kwargs)
+    finally:
+        os.environ.update({k: v for k, v in saved.items() if v is not None})
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """One embedded 2-CPU cluster shared by a module's tests."""

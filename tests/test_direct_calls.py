@@ -15,7 +15,7 @@ from shoal.core import runtime
 from shoal.exceptions import ActorDiedError, TaskCancelledError
 from shoal.protocol import messages as m
 
-from conftest import wait_for
+from conftest import init_with_defaults, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -23,11 +23,7 @@ pytestmark = pytest.mark.timeout(180)
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
     shoal.shutdown()
-    saved = {k: os.environ.pop(k, None) for k in ("SHOAL_DIRECT_RESULTS", "SHOAL_DIRECT_CALLS")}
-    try:
-        ctx = shoal.init(num_cpus=2)
-    finally:
-        os.environ.update({k: v for k, v in saved.items() if v is not None})
+    ctx = init_with_defaults("SHOAL_DIRECT_RESULTS", "SHOAL_DIRECT_CALLS", num_cpus=2)
     yield ctx
     shoal.shutdown()
 

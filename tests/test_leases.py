@@ -12,7 +12,7 @@ import shoal
 from shoal.core import runtime
 from shoal.exceptions import TaskCancelledError
 
-from conftest import wait_for
+from conftest import init_with_defaults, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 LEASED = "its owner sent it to the engine it leases"
@@ -21,12 +21,7 @@ LEASED = "its owner sent it to the engine it leases"
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
     shoal.shutdown()
-    saved = {k: os.environ.pop(k, None)
-             for k in ("SHOAL_DIRECT_RESULTS", "SHOAL_LEASES")}
-    try:
-        ctx = shoal.init(num_cpus=2)
-    finally:
-        os.environ.update({k: v for k, v in saved.items() if v is not None})
+    ctx = init_with_defaults("SHOAL_DIRECT_RESULTS", "SHOAL_LEASES", num_cpus=2)
     yield ctx
     shoal.shutdown()
 

@@ -194,7 +194,7 @@ def test_a_record_that_comes_after_its_engine_died_is_retried_or_fails(retries):
         assert tid in h.executes(out)
         whys = [r["why"] for r in h.s.story(tid)]
         assert f"its owner sent it to engine {engine}, which is gone" in whys
-        assert "died before it finished; retried, 0 retries left" in whys[-2]
+        assert "died running it; retried, 0 retries left" in whys[-2]
     else:
         assert isinstance(deserialize(h.pushed(out, ME)[f"{tid}/0"].inline), WorkerCrashedError)
 

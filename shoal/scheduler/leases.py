@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 
-from ..exceptions import WorkerCrashedError
 from ..protocol import messages as m
 from .lifecycle import BLOCKED, BUSY, IDLE, QUEUED, RUNNING
 
@@ -192,16 +191,5 @@ class Leasing:
             msg = early.message(self.clock())
             self._complete(task, msg.results, msg.nested, "failed" if msg.failed else "finished",
                            delivered_to=self._delivered_to(task, msg))
-        elif task.retries_left != 0:
-            task.retries_left -= 1
-            task.engine_id = task.host_id = None
-            self._record(task, "crashed")
-            log.warning("engine %s died with %s sent to it; retrying it", engine_id,
-                        task.spec.task_id)
-            self._make_ready(task, why=f"engine {engine_id} died before it finished; retried, "
-                                       f"{task.retries_left} retries left")
-        else:
-            self._finish_with_error(task, self._error_entry("", WorkerCrashedError(
-                f"engine {engine_id}, which task {task.spec.name!r} ({task.spec.task_id}) was "
-                f"sent to, died before it finished and no retries were left "
-                f"(max_retries={task.spec.max_retries})")), why=f"engine {engine_id} died")
+        else:            # it may have been running when its engine died: as for any task
+            self._crashed(task, engine_id, f"engine {engine_id}, which it was sent to")

@@ -193,6 +193,11 @@ class MembershipEvents:
         if task is None or task.state not in HOLDING:
             return
         self._release(task)
+        self._crashed(task, engine_id, f"engine {engine_id}, pid {engine.pid}")
+
+    def _crashed(self, task: Task, engine_id: str, engine: str) -> None:
+        """The engine running `task` died (`engine` names it): run it again if
+        it has retries left, else it fails with WorkerCrashedError."""
         if task.retries_left != 0 and task.state != CANCELLING:
             task.retries_left -= 1
             log.warning("engine %s died running %s; retrying it", engine_id, task.spec.task_id)
@@ -203,7 +208,7 @@ class MembershipEvents:
         else:
             self._finish_with_error(task, self._error_entry("", WorkerCrashedError(
                 f"the engine running task {task.spec.name!r} ({task.spec.task_id}) died "
-                f"(engine {engine_id}, pid {engine.pid}) and no retries were left "
+                f"({engine}) and no retries were left "
                 f"(max_retries={task.spec.max_retries})")), why=f"engine {engine_id} died "
                 f"running it" + (" while it was being cancelled" if task.state == CANCELLING
                                  else "; no retries left"))
