@@ -404,7 +404,7 @@ def test_a_leased_task_that_waits_in_get_before_its_record_comes_lends_its_cpu()
     h = _cluster()
     engine = _lent(h)
     h.s.handle(engine, m.EngineBlocked(task_id="d1", blocked=True))
-    assert h.s.early_blocked == {"d1": True}
+    assert h.s.early_blocked["d1"][0] is True
     tid = _record(h, engine, 1)
     assert h.s.engines[engine].state == "blocked" and _free_cpu(h) == 2.0
     assert not h.s.early_blocked
@@ -420,3 +420,78 @@ def test_a_lease_goes_only_to_a_driver_its_engine_delivered_to():
     [engine] = h.executes(h.out()).values()
     _finished(h, engine, tid, delivered=False)       # its connection to the driver failed
     assert not _sent(h.out(), m.EngineLease) and not h.s.leased
+
+
+def test_cancel_with_force_ends_the_lease_of_the_engine_it_stops():
+    h = _cluster()
+    engine = _lent(h)
+    tid = _record(h, engine, 1)
+    h.s.handle(ME, m.CancelTask(object_id=f"{tid}/0", force=True, recursive=False))
+    out = h.out()
+    assert _sent(out, m.RevokeLease) == [engine] and not h.s.leased
+    assert h.s.engines[engine].state == "stopping" and _free_cpu(h) == 2.0
+    late = _record(h, engine, 2, max_retries=0)      # sent before the driver heard
+    h.s.handle(engine, m.EngineBlocked(task_id=late, blocked=True))     # ignored: stopping
+    out = h.out()
+    assert isinstance(deserialize(h.pushed(out, ME)[f"{late}/0"].inline), WorkerCrashedError)
+    h.s.handle(ME, m.LeaseReturned(engine_id=engine))        # the driver's answer: nothing left
+    h.s.connection_closed(engine)
+    h.out()
+    assert _free_cpu(h) == 2.0
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_a_leased_task_queued_behind_another_when_the_engine_dies_counts_as_crashed(retries):
+    h = _cluster()
+    engine = _lent(h)
+    first, second = _record(h, engine, 1), _record(h, engine, 2, max_retries=retries)
+    assert h.s.tasks[second].state == "queued"
+    h.s.connection_closed(engine)          # the second may have started: the first had ended
+    out = h.out()
+    if retries:
+        assert second in h.executes(out) and h.s.tasks[second].retries_left == 0
+    else:
+        assert isinstance(deserialize(h.pushed(out, ME)[f"{second}/0"].inline),
+                          WorkerCrashedError)
+    assert first in h.executes(out)              # it was running: retried as well
+    assert _free_cpu(h) == 1.0                   # what runs again holds one CPU, no more
+
+
+def test_a_report_of_a_task_that_already_ended_is_not_kept():
+    h = _cluster()
+    engine = _lent(h)
+    _record(h, engine, 1)
+    second = _record(h, engine, 2)                   # queued behind the first
+    h.s.handle(ME, m.CancelTask(object_id=f"{second}/0", force=False, recursive=False))
+    _finished(h, engine, second, direct=True)       # it ran anyway, after the cancel
+    assert second not in h.s.early_finishes
+
+
+def test_a_value_the_engine_could_not_send_says_the_engine_waits():
+    h = _cluster()
+    engine = _lent(h)
+    tid = _record(h, engine, 1)
+    _finished(h, engine, tid, direct=True)
+    h.out()
+    h.s.handle(engine, m.Undelivered(task_id=tid))
+    out = h.out()
+    assert _sent(out, m.EngineLease) == [engine] and f"{tid}/0" in h.pushed(out, ME)
+
+
+def test_a_failed_write_to_a_leased_engine_sends_the_queued_record_to_be_placed():
+    from shoal.core.client import Client
+
+    class Broken:
+        def send_many(self, msgs):
+            raise BrokenPipeError("gone")
+
+    def record(tid, direct_to):
+        return m.SubmitTask(task_id=tid, func_id="f", name="f", args=b"", deps=[], nested=[],
+                            return_ids=[f"{tid}/0"], resources={"CPU": 1.0}, direct_to=direct_to)
+    client = object.__new__(Client)
+    client._straight = [(Broken(), m.ExecuteTask(task_id="t1", func_id="f", func_blob=None,
+                                                 name="f", args=b"", dep_values=[],
+                                                 return_ids=["t1/0"], gpu_ids=[]))]
+    client._queued = [record("t1", E0), record("t2", E1)]
+    client._write_straight()
+    assert [x.direct_to for x in client._queued] == [None, E1]

@@ -328,10 +328,12 @@ class Client:
         return chunks
 
     def _write_straight(self) -> None:
-        """Send the queued straight actor calls, each connection's in one
-        write.  A write that fails is only logged: the connection broke because
-        its engine is gone, and the scheduler (which has the calls' submissions)
-        retries or fails them as the calls of a dead actor."""
+        """Send the queued straight actor calls and leased tasks, each
+        connection's in one write.  A write that fails is only logged: the
+        connection broke because its engine is gone, and the scheduler (which
+        has their submissions) retries or fails them as it does what a dead
+        engine ran; leased tasks whose records still wait here go to the
+        scheduler to place instead.  Caller holds _send_lock."""
         calls, self._straight = self._straight, []
         by_conn: dict = {}
         for conn, msg in calls:
@@ -340,7 +342,11 @@ class Client:
             try:
                 conn.send_many(msgs)
             except OSError as exc:
-                log.debug("an actor's engine is gone (%s): the scheduler has its calls", exc)
+                log.debug("an engine is gone (%s): the scheduler has what went to it", exc)
+                unsent = {msg.task_id for msg in msgs if msg.method is None}
+                if unsent:
+                    self._queued = [m.replace(x, direct_to=None) if type(x) is m.SubmitTask
+                                    and x.task_id in unsent else x for x in self._queued]
 
     def _write(self, chunks: list) -> None:
         try:

@@ -147,9 +147,14 @@ class RemoteFunction:
         result = returned(client, task_id, generator,
                           [owned_ref(client, oid) for oid in return_ids])
         client.remember_context(task_id)
-        client.submit(*client.register_function(func_id, self._name, blob, policy),
-                      *extra_puts, spec, straight=routed[1:] if routed else None,
-                      lease=routed[0] if routed else None)
+        try:
+            client.submit(*client.register_function(func_id, self._name, blob, policy),
+                          *extra_puts, spec, straight=routed[1:] if routed else None,
+                          lease=routed[0] if routed else None)
+        except BaseException:
+            if routed:                   # it never went: the leased engine waits still
+                client.leases.unsent(routed[0], task_id)
+            raise
         del keep        # only now may the auto-put refs go: the submission pins them
         return result
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 
 from ..protocol import messages as m
-from .lifecycle import BLOCKED, BUSY, IDLE, QUEUED, RUNNING
+from .actors import EARLY_KEPT
+from .lifecycle import BLOCKED, BUSY, IDLE, QUEUED, RUNNING, STOPPING
 
 log = logging.getLogger("shoal.scheduler")
 LEASED = {"CPU": 1.0}        # what a lease holds, and the only request a leased engine runs
@@ -37,7 +38,7 @@ class Leasing:
         self.revoking: set = set()      # engine ids whose lease was asked back
         self.lease_wanted: dict = {}    # engine id -> the driver whose task just ended there
         # task id -> whether it waits in get, said by its engine before its record came
-        self.early_blocked: dict = {}
+        self.early_blocked: dict = {}   # (blocked, when)
 
     # ------------------------------------------------------------------ lending
     def _may_want_lease(self, task, engine) -> None:
@@ -92,6 +93,12 @@ class Leasing:
         if engine.state == BLOCKED:
             self.members.engine_to(engine, BUSY)
 
+    def _drop_early_blocked(self, now: float) -> None:
+        """Waits in get said of tasks whose record never came (their driver
+        died sending it)."""
+        for task_id in [t for t, (_, at) in self.early_blocked.items() if now - at > EARLY_KEPT]:
+            del self.early_blocked[task_id]
+
     def _lease_waits(self, engine_id) -> None:
         """A task on a lent engine ended without its value going to its driver
         (it failed, or was cancelled): say the engine waits, as the value
@@ -128,6 +135,14 @@ class Leasing:
                 host.release(LEASED)
             self._assign(engine, None)
 
+    def _unlend(self, engine) -> None:
+        """End a lease without the driver's word (its engine is being
+        stopped), and ask the driver to send it nothing more."""
+        owner = engine.leased_to
+        self._lease_engine_lost(engine)
+        if owner in self.peers:
+            self.out.send(owner, m.RevokeLease(engine_id=engine.engine_id))
+
     def _leases_of_gone(self, conn) -> None:
         """A driver left: its leases end."""
         for engine_id in [e for e, owner in self.leased.items() if owner is conn]:
@@ -153,11 +168,14 @@ class Leasing:
         engine_id = task.spec.direct_to
         engine = self.engines.get(engine_id)
         if engine is not None and engine.leased_to is not task.owner:
-            raise ValueError(f"task {task.spec.task_id} was sent to engine {engine_id}, "
-                             "which is not lent to its owner")
+            if engine.state != STOPPING:
+                raise ValueError(f"task {task.spec.task_id} was sent to engine {engine_id}, "
+                                 "which is not lent to its owner")
+            engine = None            # being killed (a task of its was cancelled with force)
         task.spec = m.replace(task.spec, direct_to=None)      # a retry is placed as any
         early = self._take_early(task.spec.task_id)
-        blocked = self.early_blocked.pop(task.spec.task_id, False) if self.early_blocked else False
+        blocked = self.early_blocked.pop(task.spec.task_id, (False,))[0] if self.early_blocked \
+            else False
         self._leased_task_with(task, engine, engine_id, early, blocked)
         self._early_handled(early)
 

@@ -185,10 +185,14 @@ class MembershipEvents:
             self._actor_engine_lost(engine)
             return
         for queued in map(self.tasks.get, reversed(engine.queued)):   # back to the front, in order
-            if queued is not None and queued.state in (QUEUED, REVOKING):  # never started: no retry
-                queued.engine_id = queued.host_id = None
-                self._make_ready(queued, front=True,
-                                 why=f"engine {engine_id} it was queued on died before it started")
+            if queued is None or queued.state not in (QUEUED, REVOKING):
+                continue
+            if queued.leased:        # its driver sent it once the one before had ended: it may run
+                self._crashed(queued, engine_id, f"engine {engine_id}, pid {engine.pid}")
+                continue
+            queued.engine_id = queued.host_id = None       # never started: no retry
+            self._make_ready(queued, front=True,
+                             why=f"engine {engine_id} it was queued on died before it started")
         task = self.tasks.get(engine.task_id) if engine.task_id else None
         if task is None or task.state not in HOLDING:
             return
@@ -275,6 +279,8 @@ class MembershipEvents:
         self._cancel_orphans(now)
         if self.early_finishes or self.early_children:
             self._drop_early(now)
+        if self.early_blocked:
+            self._drop_early_blocked(now)
         silent = []
         for host in list(self.hosts.values()):
             heard = self.last_heard.setdefault(host.conn, now)

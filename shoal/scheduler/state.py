@@ -461,6 +461,8 @@ class SchedulerState(MembershipEvents, Pipelining, Leasing, EventStream, ObjectT
     def _on_undelivered(self, conn, msg: m.Undelivered) -> None:
         if self.early_finishes:
             self._early_undelivered(conn, msg.task_id)
+        if self.leased:
+            self._lease_waits(self.engine_by_conn.get(conn))     # the value did not go
         self._push_undelivered([d for d in self.sent_straight.get(conn, ()) if d[0] == msg.task_id])
 
     def _push_undelivered(self, deliveries) -> None:
@@ -496,7 +498,7 @@ class SchedulerState(MembershipEvents, Pipelining, Leasing, EventStream, ObjectT
         task = self.tasks.get(msg.task_id)
         engine_id = self.engine_by_conn.get(conn)
         log.debug("finished %s on %s", msg.task_id, engine_id)
-        if task is None and msg.called_direct:
+        if task is None and msg.called_direct and msg.task_id not in self.ended_stories:
             self._early_finish(conn, msg)       # its caller's submission is on its way
             if self.early_blocked:
                 self.early_blocked.pop(msg.task_id, None)
@@ -629,9 +631,10 @@ class SchedulerState(MembershipEvents, Pipelining, Leasing, EventStream, ObjectT
         engine = self.engines.get(self.engine_by_conn.get(conn))
         task = self.tasks.get(msg.task_id)
         if engine is not None and task is None and engine.leased_to is not None:
-            self.early_blocked[msg.task_id] = msg.blocked     # its record is on its way
+            self.early_blocked[msg.task_id] = (msg.blocked, self.clock())   # its record is coming
             return
-        if engine is None or task is None or engine.task_id != msg.task_id:
+        if engine is None or task is None or engine.task_id != msg.task_id \
+                or engine.state == STOPPING:
             return
         self._engine_blocked(engine, task, msg.blocked)
 
@@ -715,6 +718,8 @@ class SchedulerState(MembershipEvents, Pipelining, Leasing, EventStream, ObjectT
     def _stop_engine(self, engine: Engine) -> None:
         """Kill an engine (its task was killed): it is not idle until its
         replacement registers."""
+        if engine.leased_to is not None:
+            self._unlend(engine)             # its driver must send it nothing more
         if engine.state != STOPPING:
             self.members.stop(engine)
 
