@@ -6,11 +6,15 @@ import os
 import signal
 import time
 
+import cloudpickle
 import pytest
 
 import shoal
 from shoal.core import runtime
+from shoal.core.client import Client
 from shoal.exceptions import TaskCancelledError
+from shoal.protocol import messages as m
+from shoal.protocol.serialization import serialize
 
 from conftest import init_with_defaults, wait_for
 
@@ -136,6 +140,30 @@ def test_nested_work_of_a_leased_task_gets_an_engine_lent_elsewhere():
              len(client().leases._leases) == 2, what="both engines lent")
     for i in range(5):
         assert shoal.get(parent.remote(i), timeout=60) == i + 1
+
+
+def test_another_drivers_work_takes_the_lease_back_and_runs_in_parallel():
+    leased_now()
+    other = Client.connect(runtime.current().address, client()._key)
+    try:
+        other.send(*other.register_function("nap-fn", "nap", cloudpickle.dumps(
+            lambda s: time.sleep(s) or s)))
+        ids = []
+        t0 = time.perf_counter()
+        for _ in range(2):            # one for the idle engine, one for the lent one
+            tid = other.new_id("t")
+            other.own(f"{tid}/0")
+            other.submit(m.SubmitTask(
+                task_id=tid, func_id="nap-fn", name="nap", args=serialize(((0.5,), {})).packed(),
+                deps=[], nested=[], return_ids=[f"{tid}/0"], resources={"CPU": 1.0}))
+            ids.append(f"{tid}/0")
+        entries, timed_out = other.wait_entries(ids, 2, 60, stop_on_error=True)
+        elapsed = time.perf_counter() - t0
+        assert not timed_out and [other.load(entries[i]) for i in ids] == [0.5, 0.5]
+        assert elapsed < 0.95, elapsed          # side by side, not one after the other
+    finally:
+        other.close()
+    assert [shoal.get(ident.remote(i), timeout=60) for i in range(5)] == list(range(5))
 
 
 def test_kill_9_of_the_leased_engine_mid_task_loses_nothing():
