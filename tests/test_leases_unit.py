@@ -344,10 +344,13 @@ def test_a_lease_whose_connection_closed_is_returned():
     ({}, True), ({"deps": ["x"]}, False), ({"nested": ["x"]}, False), ({"puts": [1]}, False),
     ({"generator": "streaming"}, False), ({"resources": {"CPU": 2.0}}, False),
     ({"resources": {"CPU": 1.0, "GPU": 1.0}}, False), ({"placement": {"kind": "spread"}}, False),
-    ({"engine_id": "e"}, False), ({"max_calls": 3}, False)])
+    ({"engine_id": "e"}, False), ({"max_calls": 3}, False),
+    ({"runtime_env": {"sys_path": ["/code"], "env_vars": {"A": "1"}}}, True),
+    ({"runtime_env": {"working_dir": ["digest", "d.p1"]}}, False),
+    ({"runtime_env": {"py_modules": [["digest", "d.p2"]]}}, False)])
 def test_only_plain_one_cpu_tasks_are_sent_straight(spec, ok):
     args = dict(deps=[], nested=[], puts=[], generator=None, resources={"CPU": 1.0},
-                placement=None, engine_id=None, max_calls=0)
+                placement=None, engine_id=None, max_calls=0, runtime_env=None)
     args.update(spec)
     assert driver_leases.eligible(**args) is ok
 

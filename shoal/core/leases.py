@@ -4,7 +4,7 @@ A task relayed by the scheduler crosses three processes before it runs; one
 sent to its engine crosses two.  The scheduler lends a driver the idle engine
 its task just ended on, while nothing else waits to run (scheduler/leases.py):
 then a task with nothing to resolve (no ref arguments, one CPU, no placement
-or pinning, not a generator) goes down the engine's connection to our reply
+or pinning, not a generator, no packages in its runtime_env) goes down the engine's connection to our reply
 channel (ExecuteTask, with the function's code the first time), and to the
 scheduler as the record of a task running there (SubmitTask.direct_to), as a
 straight actor call does (direct_calls.py).  Its results come back the same
@@ -131,7 +131,13 @@ class Leases:
 
 
 def eligible(deps: list, nested: list, puts: list, generator, resources: dict,
-             placement, engine_id, max_calls) -> bool:
-    """A task an engine can run as it comes, on one CPU, anywhere."""
+             placement, engine_id, max_calls, runtime_env) -> bool:
+    """A task an engine can run as it comes, on one CPU, anywhere, needing no
+    object the scheduler may not know yet when it starts: no refs among its
+    arguments, none put for it, no packages in its runtime_env (a working_dir
+    or py_modules: the engine fetches them through the scheduler, which hears
+    of a new one from us on another connection)."""
     return (not deps and not nested and not puts and generator is None and resources == PLAIN
-            and not placement and engine_id is None and not max_calls)
+            and not placement and engine_id is None and not max_calls
+            and not (runtime_env and (runtime_env.get("working_dir")
+                                      or runtime_env.get("py_modules"))))

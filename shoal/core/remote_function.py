@@ -134,7 +134,7 @@ class RemoteFunction:
                                      return_ids, job, env) \
             if client.leases is not None and leases.eligible(
                 deps, nested, extra_puts, generator, resources, placement, engine_id,
-                max_calls) else None
+                max_calls, env) else None
         spec = m.SubmitTask(
             task_id=task_id, func_id=func_id, name=self._name, args=args_blob, deps=deps,
             nested=nested, return_ids=return_ids, resources=resources,
