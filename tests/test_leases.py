@@ -205,3 +205,19 @@ def test_switched_off_no_engine_is_lent_and_every_task_goes_through_the_schedule
         assert not leased(ref)
     assert all(not e["leased"] for e in client().status()["engines"])
     shoal.shutdown()
+
+
+def test_a_task_whose_code_captures_a_ref_goes_through_the_scheduler():
+    """Its engine looks the ref up through the scheduler: sent straight, the
+    task could overtake a put the scheduler has not read yet."""
+    leased_now()
+    for i in range(5):
+        data = shoal.put(list(range(i + 3)))
+
+        @shoal.remote
+        def total():
+            return sum(shoal.get(data))
+
+        ref = total.remote()
+        assert shoal.get(ref, timeout=60) == sum(range(i + 3)) and not leased(ref)
+    assert leased(ident.remote(0))                 # the lease is still there for the rest

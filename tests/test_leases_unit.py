@@ -498,3 +498,24 @@ def test_a_failed_write_to_a_leased_engine_sends_the_queued_record_to_be_placed(
     client._queued = [record("t1", E0), record("t2", E1)]
     client._write_straight()
     assert [x.direct_to for x in client._queued] == [None, E1]
+
+
+def test_the_refs_a_functions_code_captures_are_found_when_it_is_shipped():
+    from shoal.core.remote_function import ship
+    from shoal.protocol.serialization import note_ref
+
+    class Ref:                       # pickles as ObjectRef does: it says its id
+        def __reduce__(self):
+            note_ref("d.p7")
+            return (str, ("d.p7",))
+    held = Ref()
+
+    def captures():
+        return held
+
+    def plain():
+        return 1
+    found, none = [], []
+    ship(captures, found)
+    ship(plain, none)
+    assert found == ["d.p7"] and none == []

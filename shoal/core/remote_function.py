@@ -65,6 +65,7 @@ class RemoteFunction:
         self._name = self._options["name"] or getattr(fn, "__name__", repr(fn))
         self._blob: bytes | None = None
         self._func_id: str | None = None
+        self._captures_refs = False         # its code holds refs (see _ship)
         self._constants = None              # see _call_constants
         self._env_wire = None               # the runtime_env option, uploaded (once)
         self.__doc__ = fn.__doc__
@@ -93,7 +94,11 @@ class RemoteFunction:
 
     def _ship(self) -> tuple[str, bytes]:
         if self._blob is None:
-            self._func_id, self._blob = ship(self._function)
+            captured: list = []
+            self._func_id, self._blob = ship(self._function, captured)
+            # An engine looks up what it captures through the scheduler: not
+            # sent straight, ahead of a put the scheduler may not have yet.
+            self._captures_refs = bool(captured)
         return self._func_id, self._blob
 
     def _call_constants(self) -> tuple:
@@ -132,7 +137,7 @@ class RemoteFunction:
         # A plain task goes straight to an engine this driver leases, if one waits.
         routed = client.leases.route(task_id, func_id, blob, policy, self._name, args_blob,
                                      return_ids, job, env) \
-            if client.leases is not None and leases.eligible(
+            if client.leases is not None and not self._captures_refs and leases.eligible(
                 deps, nested, extra_puts, generator, resources, placement, engine_id,
                 max_calls, env) else None
         spec = m.SubmitTask(
@@ -191,11 +196,11 @@ FUNCTION_SIZE_WARN_THRESHOLD = 10_000_000
 FUNCTION_SIZE_ERROR_THRESHOLD = 60_000_000     # under the protocol's 64 MiB message limit
 
 
-def ship(obj) -> tuple[str, bytes]:
+def ship(obj, refs: list | None = None) -> tuple[str, bytes]:
     """(id, pickled bytes) of a function or class: the id names the exact code,
     so a redefined function in a notebook is a new one to the engines.  Raises
     ValueError (naming the size) for one too large to send, as Ray does."""
-    blob = dumps_function(obj)
+    blob = dumps_function(obj, refs)
     size = len(blob)
     if size > FUNCTION_SIZE_WARN_THRESHOLD:
         what = (f"The {'actor class' if isinstance(obj, type) else 'remote function'} "

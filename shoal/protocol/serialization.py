@@ -230,9 +230,20 @@ def dumps(value) -> bytes:
     return serialize(value).to_bytes()
 
 
-def dumps_function(fn) -> bytes:
+def dumps_function(fn, refs: list | None = None) -> bytes:
+    """A function or class, pickled by value; the ids of the refs it captures
+    (in its closure or globals) are added to `refs` if given."""
+    captured: list = []
+    outer = getattr(_local, "refs", None)
+    _local.refs = captured
     try:
         return _cloudpickle(fn)
     except Exception as exc:
         raise SerializationError(f"cannot serialize {fn!r} for the cluster: {exc}") from exc
+    finally:
+        _local.refs = outer
+        if outer is not None:
+            outer.extend(captured)
+        if refs is not None:
+            refs.extend(captured)
 
