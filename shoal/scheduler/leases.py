@@ -46,8 +46,7 @@ class Leasing:
         (at the end of the placement pass, if nothing else waits) if it has no
         other task going (a burst is the scheduler's to spread)."""
         spec = task.spec
-        if engine is None or engine.actor_id is not None or not task.direct or task.leased \
-                or spec.resources != LEASED or spec.placement or spec.engine_id \
+        if not task.direct or task.leased or spec.resources != LEASED or spec.placement or spec.engine_id \
                 or spec.max_calls or spec.generator is not None \
                 or task.owner in self.task_table.tasks_of:
             return
@@ -124,8 +123,10 @@ class Leasing:
             self._schedule()
 
     def _end_lease(self, engine) -> None:
-        """The lease ends (returned, or its driver left): an engine that waits
-        goes back to the pool; one running a task finishes it as any engine."""
+        """The lease ends (returned, its driver left, its engine died or is
+        stopped): what a waiting engine held goes back to its host, and the
+        engine to the pool (a gone or stopping one stays out); one running a
+        task finishes it as any engine."""
         self.leased.pop(engine.engine_id, None)
         self.revoking.discard(engine.engine_id)
         engine.leased_to = None
@@ -139,7 +140,7 @@ class Leasing:
         """End a lease without the driver's word (its engine is being
         stopped), and ask the driver to send it nothing more."""
         owner = engine.leased_to
-        self._lease_engine_lost(engine)
+        self._end_lease(engine)
         if owner in self.peers:
             self.out.send(owner, m.RevokeLease(engine_id=engine.engine_id))
 
@@ -149,16 +150,6 @@ class Leasing:
             engine = self.engines.get(engine_id)
             if engine is not None:
                 self._end_lease(engine)
-
-    def _lease_engine_lost(self, engine) -> None:
-        """A lent engine died: the lease ends with it; what it held (the lease's
-        CPU while it waited) goes back to its host."""
-        self.leased.pop(engine.engine_id, None)
-        self.revoking.discard(engine.engine_id)
-        engine.leased_to = None
-        host = self.hosts.get(engine.host_id)
-        if engine.task_id is None and host is not None:
-            host.release(LEASED)
 
     # ------------------------------------------------------------------ tasks sent there
     def _leased_task(self, task) -> None:

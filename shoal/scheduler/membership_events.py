@@ -180,7 +180,7 @@ class MembershipEvents:
         if engine is None:
             return
         if engine.leased_to is not None:
-            self._lease_engine_lost(engine)
+            self._end_lease(engine)
         if engine.actor_id is not None:
             self._actor_engine_lost(engine)
             return
