@@ -337,7 +337,7 @@ def test_a_lease_whose_connection_closed_is_returned():
     leases.granted(E0)
     channel.conns[E0].closed = True
     assert _route(leases, 1) is None
-    assert client.sent == [m.LeaseReturned(engine_id=E0)] and client.deactivated == [E0]
+    assert client.sent == [m.LeaseReturned(engine_id=E0)] and E0 not in leases._leases
 
 
 @pytest.mark.parametrize("spec, ok", [

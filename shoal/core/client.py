@@ -690,16 +690,10 @@ class Client:
     def _dispatch(self, msg) -> None:
         if type(msg) is m.ObjectsReady:
             self._on_ready(msg.entries)     # values of a batch come apart (codec.unshared)
-        elif type(msg) is m.EngineLease:
-            if self.leases is not None:
-                self.leases.granted(msg.engine_id)
-            else:
-                self.send(m.LeaseReturned(engine_id=msg.engine_id))
+        elif type(msg) is m.EngineLease:     # (only to a driver that said it takes them)
+            self.leases.granted(msg.engine_id)
         elif type(msg) is m.RevokeLease:
-            if self.leases is not None:
-                self.leases.revoked(msg.engine_id)
-            else:
-                self.send(m.LeaseReturned(engine_id=msg.engine_id))
+            self.leases.revoked(msg.engine_id)
         elif type(msg) is m.TaskOutput:
             self._route_output(msg)
         elif type(msg) is m.QueryReply:

@@ -97,8 +97,7 @@ class Leases:
                 self._running[task_id] = found
                 first = func_id not in found.shipped
                 found.shipped.add(func_id)
-        for gone in unusable:
-            self._client.deactivate(gone)
+        for gone in unusable:                 # (none of ours is on its way there)
             self._client.send(m.LeaseReturned(engine_id=gone.engine_id))
         if found is None:
             return None
@@ -121,8 +120,13 @@ class Leases:
         with self._lock:
             for e in entries:
                 lease = self._running.pop(e.object_id.rpartition("/")[0], None)
-                if lease is not None and lease.running is not None:
+                if lease is not None:         # (its running task is this one)
                     lease.running = None
+
+    @property
+    def held(self) -> bool:
+        """Whether any engine is lent to us now."""
+        return bool(self._leases)
 
     @property
     def waiting(self) -> bool:

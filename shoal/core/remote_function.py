@@ -137,7 +137,8 @@ class RemoteFunction:
         # A plain task goes straight to an engine this driver leases, if one waits.
         routed = client.leases.route(task_id, func_id, blob, policy, self._name, args_blob,
                                      return_ids, job, env) \
-            if client.leases is not None and not self._captures_refs and leases.eligible(
+            if client.leases is not None and client.leases.held and not self._captures_refs \
+            and leases.eligible(
                 deps, nested, extra_puts, generator, resources, placement, engine_id,
                 max_calls, env) else None
         spec = m.SubmitTask(
