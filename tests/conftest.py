@@ -54,6 +54,16 @@ def init_with_defaults(*switches, **kwargs):
         os.environ.update({k: v for k, v in saved.items() if v is not None})
 
 
+def cluster_with_defaults(*switches):
+    """A module's autouse 2-CPU cluster with the named SHOAL_* switches on."""
+    @pytest.fixture(scope="module", autouse=True)
+    def cluster():
+        shoal.shutdown()
+        yield init_with_defaults(*switches, num_cpus=2)
+        shoal.shutdown()
+    return cluster
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """One embedded 2-CPU cluster shared by a module's tests."""

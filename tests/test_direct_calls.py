@@ -15,17 +15,12 @@ from shoal.core import runtime
 from shoal.exceptions import ActorDiedError, TaskCancelledError
 from shoal.protocol import messages as m
 
-from conftest import init_with_defaults, wait_for
+from conftest import cluster_with_defaults, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    shoal.shutdown()
-    ctx = init_with_defaults("SHOAL_DIRECT_RESULTS", "SHOAL_DIRECT_CALLS", num_cpus=2)
-    yield ctx
-    shoal.shutdown()
+cluster = cluster_with_defaults("SHOAL_DIRECT_RESULTS", "SHOAL_DIRECT_CALLS")
 
 
 def client():

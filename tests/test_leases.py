@@ -16,18 +16,13 @@ from shoal.exceptions import TaskCancelledError
 from shoal.protocol import messages as m
 from shoal.protocol.serialization import serialize
 
-from conftest import init_with_defaults, wait_for
+from conftest import cluster_with_defaults, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 LEASED = "its owner sent it to the engine it leases"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    shoal.shutdown()
-    ctx = init_with_defaults("SHOAL_DIRECT_RESULTS", "SHOAL_LEASES", num_cpus=2)
-    yield ctx
-    shoal.shutdown()
+cluster = cluster_with_defaults("SHOAL_DIRECT_RESULTS", "SHOAL_LEASES")
 
 
 def client():
