@@ -592,8 +592,9 @@ def test_a_driver_keeps_each_batched_value_apart_from_its_batch():
 
 # ---- deeper queues for short tasks (policy.queue_has_room) --------------------------------
 
-def short_queue(h, engine="h1.e0", n=40, seconds=0.0001):
-    """One engine's queue, deep once its function is known to take `seconds`."""
+def short_queue(h, engine="h1.e0", n=policy.QUEUE_MAX + 24, seconds=0.00001):
+    """One engine's queue, deep once its function is known to take `seconds`
+    (by default short enough for QUEUE_MAX of them to make under QUEUE_WORK)."""
     tids = [h.submit() for _ in range(n)]
     h.out()
     running = h.s.engines[engine].task_id
@@ -606,7 +607,7 @@ def test_short_tasks_queue_deeper_once_their_run_time_is_known():
     h = Harness(cpus=1)
     tids, out = short_queue(h)
     engine = h.s.engines["h1.e0"]
-    assert h.s.run_times["f"] == 0.0001
+    assert h.s.run_times["f"] == 0.00001
     assert len(engine.queued) == policy.QUEUE_MAX
     assert list(engine.queued) == tids[2:2 + policy.QUEUE_MAX]      # in submission order
     assert list(h.executes(out)) == tids[2:2 + policy.QUEUE_MAX]    # sent in one flush
@@ -648,7 +649,7 @@ def test_an_idle_engine_takes_back_the_later_half_of_a_queue():
     ex = h.executes(h.out())
     first = tids[0]
     h.s.handle(ex[first], m.TaskFinished(task_id=first, results=[ObjectEntry(
-        f"{first}/0", inline=dumps(1))], ran_for=0.0001))
+        f"{first}/0", inline=dumps(1))], ran_for=0.00001))
     h.out()
     busy = h.s.engines[ex[first]]
     other = next(e for e in h.s.engines.values() if e is not busy)

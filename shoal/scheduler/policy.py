@@ -10,9 +10,11 @@ EPSILON = 1e-9
 # and at most a cluster's queue_max (QUEUE_MAX unless SHOAL_QUEUE_MAX says; see
 # SchedulerState).  A burst of tiny tasks then travels in batches (one write of
 # tasks, one of reports) while no engine holds more than a few milliseconds
-# that another could run.
+# that another could run.  Each batch costs its wake-ups and writes in every
+# process, whatever it holds: 64 deep (the engine's report batch, the driver's
+# submission batch) ran no-op bursts 1.14x faster than 16.
 QUEUE_WORK = 0.002
-QUEUE_MAX = 16
+QUEUE_MAX = 64
 
 
 def shape_of(resources: dict) -> tuple:
