@@ -3,6 +3,8 @@ pure functions and messages, no sockets."""
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shoal.exceptions import TaskPlacementGroupRemoved, TaskUnschedulableError
 from shoal.protocol import messages as m
@@ -179,3 +181,30 @@ def test_a_queue_takes_one_task_and_more_only_of_known_short_ones():
     assert not policy.queue_has_room(short, [short], most=1)   # a cluster's own limit
     assert policy.run_time(None, 0.5) == 0.5
     assert policy.run_time(1.0, 0.0) == 0.75               # moves a quarter of the way
+
+
+run_times = st.one_of(st.none(), st.floats(0, 2 * policy.QUEUE_WORK, allow_nan=False))
+
+
+@settings(max_examples=300, deadline=None)
+@given(running=run_times, queued=st.lists(run_times, max_size=6),
+       added=st.lists(run_times, max_size=80), most=st.integers(1, 70))
+def test_a_queue_room_kept_as_tasks_are_added_answers_as_a_fresh_look(running, queued, added,
+                                                                       most):
+    def fresh_look(queued):          # the rule, as policy.queue_has_room states it
+        if not queued:
+            return True
+        if len(queued) >= most or running is None or None in queued:
+            return False
+        work = running
+        for seconds in queued:
+            work += seconds
+        return work < policy.QUEUE_WORK
+
+    room = policy.QueueRoom(running, queued, most)
+    for seconds in added:
+        assert room.has_room() == fresh_look(queued) == policy.queue_has_room(running, queued,
+                                                                              most)
+        room.add(seconds)
+        queued = queued + [seconds]
+    assert room.has_room() == fresh_look(queued)

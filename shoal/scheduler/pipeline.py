@@ -69,12 +69,14 @@ class Pipelining:
         False if there was none to queue."""
         queue = self.ready.get(shape)
         queued = False
-        while queue and (not queued or self._queue_has_room(engine)):
+        room = self._queue_room(engine)
+        while queue and (not queued or room.has_room()):
             task = self.tasks.get(queue.popleft())
             if task is not None and task.state == READY:
                 task.engine_id, task.host_id = engine.engine_id, engine.host_id
                 self._to(task, QUEUED, "queued behind the engine's running task")
                 engine.queued.append(task.spec.task_id)
+                room.add(self.run_times.get(task.spec.func_id))
                 self.queued_on.add(engine.engine_id)
                 log.debug("queue %s behind %s on %s", task.spec.task_id, engine.task_id,
                           engine.engine_id)
@@ -85,9 +87,12 @@ class Pipelining:
         return queued
 
     def _queue_has_room(self, engine) -> bool:
+        return self._queue_room(engine).has_room()
+
+    def _queue_room(self, engine) -> policy.QueueRoom:
         run_times, tasks = self.run_times, self.tasks
         running = tasks.get(engine.task_id)
-        return policy.queue_has_room(
+        return policy.QueueRoom(
             run_times.get(running.spec.func_id) if running is not None else None,
             [run_times.get(tasks[t].spec.func_id) if t in tasks else None for t in engine.queued],
             self.queue_max)

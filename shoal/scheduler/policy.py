@@ -65,16 +65,34 @@ def queue_has_room(running: Optional[float], queued: list, most: int = QUEUE_MAX
     """Pipelining: may one more task be queued behind an engine's running task
     and those queued already (at most `most`)?  `running` and `queued` are
     their functions' run times (None: not known yet)."""
-    if not queued:
-        return True
-    if len(queued) >= most or running is None:
-        return False
-    work = running
-    for seconds in queued:
+    return QueueRoom(running, queued, most).has_room()
+
+
+class QueueRoom:
+    """queue_has_room's answer kept up to date as tasks are queued one by one
+    (`add`), so filling a deep queue sums the queue once, not once per task."""
+    __slots__ = ("count", "work", "known", "most")
+
+    def __init__(self, running: Optional[float], queued: list, most: int = QUEUE_MAX) -> None:
+        self.count = 0
+        self.most = most
+        self.known = running is not None
+        self.work = running if self.known else 0.0
+        for seconds in queued:
+            self.add(seconds)
+
+    def has_room(self) -> bool:
+        """One task is always queued; more only behind known, short ones."""
+        return not self.count or (self.known and self.count < self.most
+                                  and self.work < QUEUE_WORK)
+
+    def add(self, seconds: Optional[float]) -> None:
+        """A task whose function takes `seconds` (None: not known) was queued."""
+        self.count += 1
         if seconds is None:
-            return False
-        work += seconds
-    return work < QUEUE_WORK
+            self.known = False
+        else:
+            self.work += seconds
 
 
 def run_time(previous: Optional[float], seconds: float) -> float:
