@@ -78,8 +78,6 @@ class Pipelining:
                 engine.queued.append(task.spec.task_id)
                 room.add(self.run_times.get(task.spec.func_id))
                 self.queued_on.add(engine.engine_id)
-                log.debug("queue %s behind %s on %s", task.spec.task_id, engine.task_id,
-                          engine.engine_id)
                 self._execute_on(engine, task, [])
                 queued = True
         if queue is not None and not queue:
@@ -156,7 +154,6 @@ class Pipelining:
         if engine.leased_to is None:
             host.acquire(task.held)          # (on a leased engine the lease held it)
         task.started_at = self.clock()
-        log.debug("promote %s on %s", task.spec.task_id, engine.engine_id)
         self._to(task, RUNNING, "promoted: the task before it on its engine ended")
         self._assign(engine, task.spec.task_id)
         self._running(task)

@@ -399,7 +399,6 @@ class SchedulerState(MembershipEvents, Pipelining, Leasing, EventStream, ObjectT
         task.host_id = host.host_id
         self._to(task, RUNNING, "dispatched")
         engine.ran_gpu = engine.ran_gpu or "GPU" in request
-        log.debug("run %s on %s", spec.task_id, engine.engine_id)
         self._assign(engine, spec.task_id)
         self._running(task)
         self._execute_on(engine, task, gpu_ids)
@@ -497,7 +496,6 @@ class SchedulerState(MembershipEvents, Pipelining, Leasing, EventStream, ObjectT
     def _on_task_finished(self, conn, msg: m.TaskFinished) -> None:
         task = self.tasks.get(msg.task_id)
         engine_id = self.engine_by_conn.get(conn)
-        log.debug("finished %s on %s", msg.task_id, engine_id)
         if task is None and msg.called_direct and msg.task_id not in self.ended_stories:
             self._early_finish(conn, msg)       # its caller's submission is on its way
             if self.early_blocked:
