@@ -615,6 +615,32 @@ def test_short_tasks_queue_deeper_once_their_run_time_is_known():
     assert all(h.s.tasks[t].state == "queued" for t in engine.queued)
 
 
+def test_a_finished_task_hands_its_engine_and_cpu_to_the_one_queued_behind_it():
+    h = Harness(cpus=1)
+    tids, _ = short_queue(h)
+    engine, host = h.s.engines["h1.e0"], h.s.hosts["h1"]
+    nxt = engine.queued[0]
+    h.finish("h1.e0", engine.task_id)
+    assert engine.task_id == nxt and engine.state == "busy"
+    assert h.s.tasks[nxt].held == {"CPU": 1.0} and h.s.tasks[nxt].state == "running"
+    assert host.available["CPU"] == 0.0 and "h1" not in h.s.members.idle
+    while engine.task_id is not None:              # and so to the last: then it is idle
+        h.finish("h1.e0", engine.task_id)
+        h.out()
+    assert engine.state == "idle" and host.available["CPU"] == 1.0 and not h.s.tasks
+
+
+def test_a_finished_task_gives_its_cpu_back_when_what_was_queued_behind_it_is_gone():
+    h = Harness(cpus=1, queue_max=1)
+    running, queued = h.submit(), h.submit()
+    h.out()
+    engine, host = h.s.engines["h1.e0"], h.s.hosts["h1"]
+    assert list(engine.queued) == [queued]
+    del h.s.tasks[queued]                  # as if it ended while the report was on its way
+    h.finish("h1.e0", running)
+    assert engine.task_id is None and engine.state == "idle" and host.available["CPU"] == 1.0
+
+
 def test_a_cluster_may_keep_one_queued_whatever_the_run_times():
     h = Harness(cpus=1, queue_max=1)
     short_queue(h)

@@ -14,6 +14,7 @@ undoes it, and the engine has moved on to the next queued task.
 from __future__ import annotations
 
 import logging
+from typing import Optional
 
 from ..exceptions import TaskCancelledError
 from ..protocol import messages as m
@@ -144,16 +145,24 @@ class Pipelining:
         self._make_ready(task, front=True, why="its engine gave it back")
         self._schedule()
 
-    def _promote(self, engine) -> None:
-        """The engine finished its task and started the first queued one."""
+    def _promote(self, engine, carried: Optional[dict] = None) -> None:
+        """The engine finished its task and started the first queued one, which
+        takes over `carried`, the resources the finished one held, if given
+        (SchedulerState._hand_over_or_release: the engine is busy still)."""
         task = self.tasks.get(engine.queued.popleft())
         if task is None or task.state not in (QUEUED, REVOKING):
+            if carried is not None:
+                self._nobody_takes_over(engine, carried)
             return
-        host = self.hosts.get(engine.host_id)
-        task.held = dict(task.spec.resources)
-        if engine.leased_to is None:
-            host.acquire(task.held)          # (on a leased engine the lease held it)
         task.started_at = self.clock()
         self._to(task, RUNNING, "promoted: the task before it on its engine ended")
-        self._assign(engine, task.spec.task_id)
+        if carried is not None:           # (queued behind it: the same resources)
+            task.held = carried
+            engine.task_id = task.spec.task_id
+            self.may_prefetch.add(engine.engine_id)
+        else:
+            task.held = dict(task.spec.resources)
+            if engine.leased_to is None:
+                self.hosts.get(engine.host_id).acquire(task.held)   # (a lease held it)
+            self._assign(engine, task.spec.task_id)
         self._running(task)

@@ -493,6 +493,29 @@ class SchedulerState(MembershipEvents, Pipelining, Leasing, EventStream, ObjectT
             self._assign(engine, None)
         task.held, task.gpu_ids = {}, []
 
+    def _hand_over_or_release(self, engine, task: Task) -> Optional[dict]:
+        """A finished task whose engine goes straight on to the task queued
+        behind it (of its shape: pipeline.py) leaves the engine busy and its
+        resources held, for that task to take over (_promote), instead of
+        freeing both (the engine idle, its host indexed and filed by free CPU)
+        and taking them back a moment later.  Returns what it held; None if
+        it released them as any task does (_release)."""
+        if (engine is None or not engine.queued or engine.task_id != task.spec.task_id
+                or engine.leased_to is not None or engine.state != BUSY or task.gpu_ids
+                or task.pool is not None or task.held != task.spec.resources):
+            self._release(task)
+            return None
+        held, task.held, task.gpu_ids = task.held, {}, []
+        engine.task_id = None               # busy still: the next task is its own
+        return held
+
+    def _nobody_takes_over(self, engine, held: dict) -> None:
+        """What a finished task kept for the next one goes back: no next one."""
+        host = self.hosts.get(engine.host_id)
+        if host is not None:
+            host.release(held)
+        self._assign(engine, None)
+
     def _on_task_finished(self, conn, msg: m.TaskFinished) -> None:
         task = self.tasks.get(msg.task_id)
         engine_id = self.engine_by_conn.get(conn)
@@ -520,7 +543,8 @@ class SchedulerState(MembershipEvents, Pipelining, Leasing, EventStream, ObjectT
         if msg.ran_for > 0.0 and task.spec.func_id is not None:
             self.run_times[task.spec.func_id] = policy.run_time(
                 self.run_times.get(task.spec.func_id), msg.ran_for)
-        self._release(task)
+        engine = self.engines.get(engine_id)
+        carried = self._hand_over_or_release(engine, task)
         if self.leased and (msg.failed or not msg.delivered):
             self._lease_waits(engine_id)        # its owner did not get the value from it
         cancelling = task.state == CANCELLING
@@ -535,11 +559,12 @@ class SchedulerState(MembershipEvents, Pipelining, Leasing, EventStream, ObjectT
         else:       # a success while CANCELLING counts as finished: cancel came too late
             self._complete(task, msg.results, msg.nested, "failed" if msg.failed else "finished",
                            delivered_to=self._delivered_to(task, msg))
-        engine = self.engines.get(engine_id)
         if msg.delivered and engine is not None and engine.leased_to is None and not engine.queued:
             self._may_want_lease(task, engine)      # (its engine has a connection to the driver)
         if engine is not None and engine.queued:
-            self._promote(engine)
+            self._promote(engine, carried)
+        elif carried is not None:                   # what was queued there is gone meanwhile
+            self._nobody_takes_over(engine, carried)
         if task.spec.max_calls and engine is not None:
             self._count_call(engine, task.spec)
         self._after_engine_free(engine_id)
