@@ -29,13 +29,12 @@ from .framing import ProtocolError, encode_frame
 from .messages import MESSAGE_TYPES, ObjectsReady, TaskFinished, replace
 
 _CODES = {cls: code for code, cls in enumerate(MESSAGE_TYPES)}
-_SIZES = [len(cls._field_index) + 1 for cls in MESSAGE_TYPES]
+_SIZES = [len(cls._fields) + 1 for cls in MESSAGE_TYPES]
 
 
 def _wire(msg) -> tuple:
     """(type code, field values...): the header's tuple."""
-    cls = type(msg)
-    return (_CODES[cls], *cls._field_values(msg))
+    return (_CODES[type(msg)], *msg)
 
 
 BATCH_MAX = 256              # messages in one frame
