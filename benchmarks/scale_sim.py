@@ -20,7 +20,7 @@ submissions; one engine's reports) are handled together and placement runs once
 after them (`batch_placement`; `--per-message` places after every message, as
 the state machine does on its own).  Engines report a run time (`--ran-for`,
 seconds; 0: none), so with short tasks the scheduler queues several behind each
-running one (policy.queue_has_room), as for a burst of tiny tasks.
+running one (policy.QueueRoom), as for a burst of tiny tasks.
 """
 from __future__ import annotations
 

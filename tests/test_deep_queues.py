@@ -1,5 +1,5 @@
 """Short tasks queued deeper behind an engine's running one (scheduler/pipeline.py,
-policy.queue_has_room), and their reports sent in batches (engine/finishes.py),
+policy.QueueRoom), and their reports sent in batches (engine/finishes.py),
 end to end: every task runs once, idle engines take queued work back, a task
 that waits on the one before it on its engine does not wait for the batch, and
 kill -9 of an engine with a deep queue loses nothing."""

@@ -167,18 +167,23 @@ def test_pipelining_and_engine_starts_are_pure_decisions():
     assert policy.engines_to_start(host, backlog=0) == 0
 
 
+def has_room(running, queued, most=policy.QUEUE_MAX):
+    """A fresh look at an engine's queue (policy.QueueRoom)."""
+    return policy.QueueRoom(running, queued, most).has_room()
+
+
 def test_a_queue_takes_one_task_and_more_only_of_known_short_ones():
     short = 0.00001          # QUEUE_MAX of them make under QUEUE_WORK
-    assert policy.queue_has_room(None, [])                   # one, whatever runs
-    assert not policy.queue_has_room(short, [None])          # not known yet: no more
-    assert not policy.queue_has_room(None, [short])          # nor behind one not known
-    assert not policy.queue_has_room(short, [short, None])
-    assert not policy.queue_has_room(short, [policy.QUEUE_WORK])   # a long one: no more
-    assert not policy.queue_has_room(policy.QUEUE_WORK, [short])   # nor behind one
-    assert policy.queue_has_room(short, [short] * (policy.QUEUE_MAX - 1))
-    assert not policy.queue_has_room(0.0, [0.0] * policy.QUEUE_MAX)
-    assert not policy.queue_has_room(short, [policy.QUEUE_WORK / 2] * 2)
-    assert not policy.queue_has_room(short, [short], most=1)   # a cluster's own limit
+    assert has_room(None, [])                   # one, whatever runs
+    assert not has_room(short, [None])          # not known yet: no more
+    assert not has_room(None, [short])          # nor behind one not known
+    assert not has_room(short, [short, None])
+    assert not has_room(short, [policy.QUEUE_WORK])   # a long one: no more
+    assert not has_room(policy.QUEUE_WORK, [short])   # nor behind one
+    assert has_room(short, [short] * (policy.QUEUE_MAX - 1))
+    assert not has_room(0.0, [0.0] * policy.QUEUE_MAX)
+    assert not has_room(short, [policy.QUEUE_WORK / 2] * 2)
+    assert not has_room(short, [short], most=1)   # a cluster's own limit
     assert policy.run_time(None, 0.5) == 0.5
     assert policy.run_time(1.0, 0.0) == 0.75               # moves a quarter of the way
 
@@ -191,7 +196,7 @@ run_times = st.one_of(st.none(), st.floats(0, 2 * policy.QUEUE_WORK, allow_nan=F
        added=st.lists(run_times, max_size=80), most=st.integers(1, 70))
 def test_a_queue_room_kept_as_tasks_are_added_answers_as_a_fresh_look(running, queued, added,
                                                                        most):
-    def fresh_look(queued):          # the rule, as policy.queue_has_room states it
+    def fresh_look(queued):          # the rule, as QueueRoom's docstring states it
         if not queued:
             return True
         if len(queued) >= most or running is None or None in queued:
@@ -203,8 +208,7 @@ def test_a_queue_room_kept_as_tasks_are_added_answers_as_a_fresh_look(running, q
 
     room = policy.QueueRoom(running, queued, most)
     for seconds in added:
-        assert room.has_room() == fresh_look(queued) == policy.queue_has_room(running, queued,
-                                                                              most)
+        assert room.has_room() == fresh_look(queued) == has_room(running, queued, most)
         room.add(seconds)
         queued = queued + [seconds]
     assert room.has_room() == fresh_look(queued)

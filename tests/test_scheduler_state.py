@@ -590,7 +590,7 @@ def test_a_driver_keeps_each_batched_value_apart_from_its_batch():
     assert _unshared(alone) is alone
 
 
-# ---- deeper queues for short tasks (policy.queue_has_room) --------------------------------
+# ---- deeper queues for short tasks (policy.QueueRoom) -----------------------------------
 
 def short_queue(h, engine="h1.e0", n=policy.QUEUE_MAX + 24, seconds=0.00001):
     """One engine's queue, deep once its function is known to take `seconds`

@@ -3,7 +3,7 @@
 A busy engine gets tasks of the same resource shape queued behind its
 running one, so it starts the next task the moment one ends instead of a
 scheduler round trip later: one task, or, while their functions are known to
-be short, up to a few milliseconds of them (policy.queue_has_room), which then
+be short, up to a few milliseconds of them (policy.QueueRoom), which then
 travel as batches.  Queued tasks hold no resources until the scheduler sees
 the task before them finish (promotion, in order).  They are taken back
 (RevokeTask, acknowledged by TaskRevoked, so none runs twice) when the engine
@@ -42,7 +42,8 @@ class Pipelining:
                 engine = self.engines.get(engine_id)
                 if (engine is None or engine.actor_id is not None or engine.state == BLOCKED
                         or engine.leased_to is not None
-                        or engine.task_id not in self.tasks or not self._queue_has_room(engine)):
+                        or engine.task_id not in self.tasks
+                        or not self._queue_room(engine).has_room()):
                     continue                     # ineligible until its state changes again
                 running = self.tasks[engine.task_id]
                 if not policy.may_queue_behind(running.spec, running.blocks, engine.ran_gpu):
@@ -84,9 +85,6 @@ class Pipelining:
         if queue is not None and not queue:
             del self.ready[shape]
         return queued
-
-    def _queue_has_room(self, engine) -> bool:
-        return self._queue_room(engine).has_room()
 
     def _queue_room(self, engine) -> policy.QueueRoom:
         run_times, tasks = self.run_times, self.tasks

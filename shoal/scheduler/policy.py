@@ -61,16 +61,12 @@ def may_queue_behind(running_spec, running_blocks: bool, engine_ran_gpu: bool) -
                 or running_spec.max_calls)
 
 
-def queue_has_room(running: Optional[float], queued: list, most: int = QUEUE_MAX) -> bool:
+class QueueRoom:
     """Pipelining: may one more task be queued behind an engine's running task
     and those queued already (at most `most`)?  `running` and `queued` are
-    their functions' run times (None: not known yet)."""
-    return QueueRoom(running, queued, most).has_room()
-
-
-class QueueRoom:
-    """queue_has_room's answer kept up to date as tasks are queued one by one
-    (`add`), so filling a deep queue sums the queue once, not once per task."""
+    their functions' run times (None: not known yet).  The answer is kept up
+    to date as tasks are queued one by one (`add`), so filling a deep queue
+    sums the queue once, not once per task."""
     __slots__ = ("count", "work", "known", "most")
 
     def __init__(self, running: Optional[float], queued: list, most: int = QUEUE_MAX) -> None:
