@@ -4,11 +4,11 @@ A task relayed by the scheduler crosses three processes before it runs; one
 sent to its engine crosses two.  The scheduler lends a driver the idle engine
 its task just ended on, while nothing else waits to run (scheduler/leases.py):
 then a task with nothing to resolve (no ref arguments, one CPU, no placement
-or pinning, not a generator, no packages in its runtime_env) goes down the engine's connection to our reply
-channel (ExecuteTask, with the function's code the first time), and to the
-scheduler as the record of a task running there (SubmitTask.direct_to), as a
-straight actor call does (direct_calls.py).  Its results come back the same
-way.  One task at a time per leased engine: a burst goes through the scheduler,
+or pinning, not a generator, no packages in its runtime_env, no refs in its
+code) goes down the engine's connection to our reply channel (ExecuteTask,
+with the function's code the first time), and to the scheduler as the
+record of a task running there (SubmitTask.direct_to), as a straight actor
+call does (direct_calls.py).  Its results come back the same way.  One task at a time per leased engine: a burst goes through the scheduler,
 which spreads it over the cluster, and asks the leases back to do so.
 
 Asked back (RevokeLease), a lease is returned (LeaseReturned) after the

@@ -29,8 +29,9 @@ def message(cls):
     A tuple, because every task makes and decodes several messages: built from
     the wire's tuple in C (0.26 us for a SubmitTask, against 0.97 for the
     frozen slotted dataclass these were, whose fields were set one descriptor
-    call at a time; made by keyword 0.60 against 1.28), and encoded as itself.  Fields are declared as for a
-    dataclass (`field(default_factory=...)` included); `fields_of(cls)` names them."""
+    call at a time; made by keyword 0.60 against 1.28), and encoded as itself.
+    Fields are declared as for a dataclass (`field(default_factory=...)`
+    included); `fields_of(cls)` names them."""
     names = list(cls.__dict__.get("__annotations__", {}))
     params, values = [], []
     env = {"_factory": _FACTORY, "_tuple_new": tuple.__new__}

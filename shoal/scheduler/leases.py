@@ -46,8 +46,8 @@ class Leasing:
         (at the end of the placement pass, if nothing else waits) if it has no
         other task going (a burst is the scheduler's to spread)."""
         spec = task.spec
-        if not task.direct or task.leased or spec.resources != LEASED or spec.placement or spec.engine_id \
-                or spec.max_calls or spec.generator is not None \
+        if not task.direct or task.leased or spec.resources != LEASED or spec.placement \
+                or spec.engine_id or spec.max_calls or spec.generator is not None \
                 or task.owner in self.task_table.tasks_of:
             return
         peer = self.peers.get(task.owner)
