@@ -8,8 +8,9 @@ or pinning, not a generator, no packages in its runtime_env, no refs in its
 code) goes down the engine's connection to our reply channel (ExecuteTask,
 with the function's code the first time), and to the scheduler as the
 record of a task running there (SubmitTask.direct_to), as a straight actor
-call does (direct_calls.py).  Its results come back the same way.  One task at a time per leased engine: a burst goes through the scheduler,
-which spreads it over the cluster, and asks the leases back to do so.
+call does (direct_calls.py).  Its results come back the same way.  One task
+at a time per leased engine: a burst goes through the scheduler, which
+spreads it over the cluster, and asks the leases back to do so.
 
 Asked back (RevokeLease), a lease is returned (LeaseReturned) after the
 records of every task sent there; a submission that raced the revoke is sent
